@@ -1,0 +1,20 @@
+"""charrnn: a correct, fast, pure-NumPy stacked character-level RNN with exact resumable training.
+
+    from charrnn import Config, Trainer, checkpoint
+    trainer = Trainer(Config(hidden_size=128, num_layers=2), text)
+    trainer.run(hooks)                       # sequential online training, Adagrad, clipping
+    checkpoint.save(trainer, "model.npz")    # the complete training state
+    checkpoint.load("model.npz").sample(length=200, seed=1)
+
+Imports neither Celery nor Redis: the worker drives it through `Hooks`.
+"""
+from . import checkpoint
+from .config import Config
+from .data import corpus_sha256, read_corpus
+from .errors import (CharRNNError, CheckpointError, ConfigError, CorpusError, DivergedError,
+                     PrimeError)
+from .trainer import Hooks, Trainer
+
+__all__ = ["Config", "Trainer", "Hooks", "checkpoint", "read_corpus", "corpus_sha256",
+           "CharRNNError", "CheckpointError", "ConfigError", "CorpusError", "DivergedError",
+           "PrimeError"]

@@ -1,0 +1,219 @@
+"""The stacked vanilla RNN: parameters, and one window's forward and backward pass, fast.
+
+    h[t][l] = tanh(Wxh[l] x[t][l] + Whh[l] h[t-1][l] + bh[l])
+    x[t][0] = onehot(char[t]),  x[t][l] = dropout(h[t][l-1])  for l >= 1
+    y[t]    = Why dropout(h[t][L-1]) + by,   p[t] = softmax(y[t]),   loss = -sum_t log p[t][target[t]]
+
+Unlike the classic NumPy article this grows from (which feeds the one-hot input to every layer and
+connects only the last one to the output, so its lower layers never affect the loss), each layer
+here reads the layer below, and dropout masks are kept for the backward pass.
+
+Speed comes from computing layer by layer, not character by character: only the recurrence
+h[t] = tanh(a[t] + Whh h[t-1]) and its backward pass loop over t. The input projection of layer 0
+is a row gather, the other projections, the output layer, softmax and loss are one matrix product
+each over the window, and every weight gradient is one product. All arrays are preallocated, and
+parameters, gradients and Adagrad memories are each one flat vector, so clipping and the update
+are a handful of in-place operations whatever the depth.
+
+Shapes: T window length, H hidden size, V vocabulary size, L layers. Activations are stored
+row-wise, (T, H), so each h[t] is a contiguous row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def param_shapes(V: int, H: int, L: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and math shapes of every parameter, in their order in the flat vector."""
+    shapes = []
+    for l in range(L):
+        shapes += [(f"Wxh{l}", (H, V if l == 0 else H)), (f"Whh{l}", (H, H)), (f"bh{l}", (H,))]
+    return shapes + [("Why", (V, H)), ("by", (V,))]
+
+
+def param_count(V: int, H: int, L: int) -> int:
+    return sum(int(np.prod(s)) for _, s in param_shapes(V, H, L))
+
+
+def views(flat: np.ndarray, V: int, H: int, L: int) -> dict[str, np.ndarray]:
+    """Named views of a flat parameter (or gradient, or memory) vector, in math shapes.
+
+    Wxh0 is stored as the C-contiguous (V, H) array whose transpose it is, so that the layer-0
+    input projection is a contiguous row gather."""
+    out, o = {}, 0
+    for name, shape in param_shapes(V, H, L):
+        n = int(np.prod(shape))
+        chunk = flat[o:o + n]
+        if name == "Wxh0":
+            out[name] = chunk.reshape(shape[1], shape[0]).T
+        else:
+            out[name] = chunk.reshape(shape)
+        o += n
+    assert o == flat.size
+    return out
+
+
+def init_params(flat: np.ndarray, V: int, H: int, L: int, rng: np.random.Generator) -> None:
+    """Scaled so activations neither vanish nor saturate at the start, unlike the article's
+    0.01 * randn, which leaves a stacked net's upper layers almost silent for thousands of steps.
+    Matrices that read hidden states are N(0, 1/fan_in) (unit gain); a column of Wxh0 is the
+    embedding of one character, read alone, so its entries get a fixed N(0, 0.3^2); biases are 0."""
+    p = views(flat, V, H, L)
+    flat[:] = 0
+    for l in range(L):
+        fan_in = V if l == 0 else H
+        scale = 0.3 if l == 0 else 1.0 / np.sqrt(fan_in)
+        p[f"Wxh{l}"][...] = rng.standard_normal((H, fan_in)) * scale
+        p[f"Whh{l}"][...] = rng.standard_normal((H, H)) / np.sqrt(H)
+    p["Why"][...] = rng.standard_normal((V, H)) / np.sqrt(H)
+
+
+class Model:
+    """Parameters of a stacked RNN and the buffers of one window, all preallocated.
+
+    `loss_and_grads(inputs, targets, h0)` runs forward and backward for one window; the hidden
+    state is carried by the caller through `self.h_last(l)` and `set_h0`."""
+
+    def __init__(self, V: int, H: int, L: int, T: int, dtype=np.float64, dropout: float = 0.0,
+                 theta: np.ndarray | None = None):
+        self.V, self.H, self.L, self.T = V, H, L, T
+        self.dtype = np.dtype(dtype)
+        self.dropout = float(dropout)
+        n = param_count(V, H, L)
+        # parameters; shared, not copied, when given (an evaluator reading the trainer's weights)
+        self.theta = np.zeros(n, self.dtype) if theta is None else theta
+        assert self.theta.shape == (n,) and self.theta.dtype == self.dtype
+        self.grad = np.zeros(n, self.dtype)
+        self.p = views(self.theta, V, H, L)
+        self.g = views(self.grad, V, H, L)
+        f = self.dtype
+        # hs[l]: row 0 is the state carried in from the previous window, rows 1..T are h[1..T]
+        self.hs = [np.zeros((T + 1, H), f) for _ in range(L)]
+        self.a = np.zeros((T, H), f)              # pre-activations of one layer
+        self.gate = np.zeros((T, H), f)           # 1 - h^2, the tanh derivative
+        self.dh = np.zeros((T, H), f)             # dloss/dh[t] arriving from above (the output or layer l+1)
+        self.draw = np.zeros((T, H), f)           # dloss/d(pre-activation)
+        self.dhnext = np.zeros(H, f)              # dloss/dh[t] through the recurrence
+        self.y = np.zeros((T, V), f)              # logits, then probabilities, then dloss/dy
+        self.ymax = np.zeros((T, 1), f)
+        self.ysum = np.zeros((T, 1), f)
+        self.rows = np.arange(T)
+        # dropout: x[l] for l >= 1 is dropout(h[l-1]); xs[L] is the input of the output layer
+        if self.dropout > 0:
+            self.masks = [np.ones((T, H), f) for _ in range(L + 1)]   # masks[0] unused (one-hot input)
+            self.xs = [None] + [np.zeros((T, H), f) for _ in range(L)]
+            self.uniform = np.zeros((T, H), np.float64 if f == np.float64 else np.float32)
+        # row views made once, so the sequential loops do no slicing
+        self.hs_rows = [[hs[t] for t in range(T + 1)] for hs in self.hs]
+        self.a_rows = [self.a[t] for t in range(T)]
+        self.gate_rows = [self.gate[t] for t in range(T)]
+        self.dh_rows = [self.dh[t] for t in range(T)]
+        self.draw_rows = [self.draw[t] for t in range(T)]
+
+    # --- state carried across windows -------------------------------------------------------
+    def reset_state(self) -> None:
+        for hs in self.hs:
+            hs[0] = 0
+
+    def carry_state(self) -> None:
+        """The last hidden state of this window becomes the first of the next."""
+        for hs in self.hs:
+            hs[0] = hs[self.T]
+
+    def state(self) -> np.ndarray:
+        return np.stack([hs[0] for hs in self.hs])  # (L, H)
+
+    def set_state(self, h: np.ndarray) -> None:
+        for l, hs in enumerate(self.hs):
+            hs[0] = h[l]
+
+    # --- one window --------------------------------------------------------------------------
+    def draw_masks(self, rng: np.random.Generator) -> None:
+        keep = 1.0 - self.dropout
+        for l in range(1, self.L + 1):
+            rng.random(out=self.uniform)
+            m = self.masks[l]
+            np.greater_equal(self.uniform, self.dropout, out=m, casting="unsafe")
+            m *= 1.0 / keep
+
+    def _layer_input(self, l: int) -> np.ndarray:
+        """x[l] for l >= 1 (l == L: the output layer's input), masked when training with dropout."""
+        h = self.hs[l - 1][1:]
+        if self.dropout > 0:
+            np.multiply(h, self.masks[l], out=self.xs[l])
+            return self.xs[l]
+        return h
+
+    def _x(self, l: int) -> np.ndarray:
+        """x[l] as the last forward computed it."""
+        return self.xs[l] if self.dropout > 0 else self.hs[l - 1][1:]
+
+    def forward(self, inputs: np.ndarray, targets: np.ndarray | None) -> float:
+        """Forward over one window from the carried state; returns the summed cross-entropy."""
+        p, T = self.p, self.T
+        a, a_rows = self.a, self.a_rows
+        for l in range(self.L):
+            if l == 0:
+                np.take(p["Wxh0"].T, inputs, axis=0, out=a)          # row gather: (T,) -> (T, H)
+            else:
+                np.matmul(self._layer_input(l), p[f"Wxh{l}"].T, out=a)  # (T, H) @ (H, H) -> (T, H)
+            a += p[f"bh{l}"]
+            WhhT = p[f"Whh{l}"].T
+            rows = self.hs_rows[l]
+            for t in range(T):                                       # the only sequential part
+                h = rows[t + 1]
+                np.dot(rows[t], WhhT, out=h)                         # (H,) @ (H, H) -> (H,)
+                h += a_rows[t]
+                np.tanh(h, out=h)
+        y = self.y
+        np.matmul(self._layer_input(self.L), p["Why"].T, out=y)     # (T, H) @ (H, V) -> (T, V)
+        y += p["by"]
+        np.max(y, axis=1, keepdims=True, out=self.ymax)
+        y -= self.ymax                                               # max-subtracted softmax
+        if targets is None:
+            return 0.0
+        correct = y[self.rows, targets]                              # (T,) logits of the targets
+        np.exp(y, out=y)
+        np.sum(y, axis=1, keepdims=True, out=self.ysum)
+        loss = float(np.log(self.ysum).sum() - correct.sum())       # -sum log softmax[target]
+        y /= self.ysum                                               # probabilities
+        return loss
+
+    def backward(self, inputs: np.ndarray, targets: np.ndarray) -> None:
+        """Gradients of the last forward's loss into self.grad (overwritten, not accumulated)."""
+        p, g, T = self.p, self.g, self.T
+        dy = self.y
+        dy[self.rows, targets] -= 1.0                                # softmax + cross-entropy
+        np.matmul(dy.T, self._x(self.L), out=g["Why"])                            # (V, T) @ (T, H) -> (V, H)
+        np.sum(dy, axis=0, out=g["by"])
+        dh = self.dh
+        np.matmul(dy, p["Why"], out=dh)                              # (T, V) @ (V, H) -> (T, H)
+        if self.dropout > 0:
+            dh *= self.masks[self.L]
+        draw, gate, dhnext = self.draw, self.gate, self.dhnext
+        for l in reversed(range(self.L)):
+            hs = self.hs[l]
+            np.multiply(hs[1:], hs[1:], out=gate)
+            np.subtract(1.0, gate, out=gate)                         # tanh' = 1 - h^2
+            Whh = p[f"Whh{l}"]
+            dh_rows, draw_rows, gate_rows = self.dh_rows, self.draw_rows, self.gate_rows
+            np.multiply(dh_rows[T - 1], gate_rows[T - 1], out=draw_rows[T - 1])
+            for t in range(T - 2, -1, -1):                           # backward through time
+                np.dot(draw_rows[t + 1], Whh, out=dhnext)            # (H,) @ (H, H) -> (H,)
+                dr = draw_rows[t]
+                np.add(dh_rows[t], dhnext, out=dr)
+                dr *= gate_rows[t]
+            np.matmul(draw.T, hs[:-1], out=g[f"Whh{l}"])             # (H, T) @ (T, H) -> (H, H)
+            np.sum(draw, axis=0, out=g[f"bh{l}"])
+            if l == 0:
+                gW = g["Wxh0"].T                                     # (V, H), contiguous
+                gW[...] = 0
+                np.add.at(gW, inputs, draw)                          # scatter-add: the gather's adjoint
+            else:
+                np.matmul(draw.T, self._x(l), out=g[f"Wxh{l}"])               # (H, T) @ (T, H) -> (H, H)
+                np.matmul(draw, p[f"Wxh{l}"], out=dh)                # (T, H) @ (H, H) -> (T, H)
+                if self.dropout > 0:
+                    dh *= self.masks[l]
+
+    def top_state(self) -> np.ndarray:
+        return self.hs[self.L - 1][self.T]
