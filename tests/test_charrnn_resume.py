@@ -1,0 +1,239 @@
+"""Exactness across processes: training N iterations in one go equals training k, saving a
+checkpoint, loading it in a fresh Python process and training N-k (np.array_equal on the
+parameters and the Adagrad memories), with and without dropout and samples; samples on or off do
+not change the weights; the same seed gives the same bits in two processes; the vocabulary does
+not depend on PYTHONHASHSEED. Also: the loss falls on a small text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from charrnn import Config, Hooks, Trainer, checkpoint
+
+WORDS = ("the of and to in is was that for on with as by at from his her they we you it not "
+         "but which have had this were are be one all their there been when who will would "
+         "king queen lord love night day heart death blood time good sweet fair").split()
+
+
+def pseudo_english(n_words: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    out, sentence = [], []
+    for i in range(n_words):
+        w = WORDS[rng.integers(len(WORDS))]
+        sentence.append(w.capitalize() if not sentence else w)
+        if rng.random() < 0.12:
+            out.append(" ".join(sentence) + (". " if rng.random() < 0.7 else ",\n"))
+            sentence = []
+    out.append(" ".join(sentence) + ".\n")
+    return "".join(out)
+
+
+# Runs in a fresh interpreter: argv = mode, config json, corpus path, checkpoint path, out path
+CHILD = r"""
+import json, sys
+import numpy as np
+from charrnn import Config, Hooks, Trainer, checkpoint
+mode, cfg, corpus, ckpt, out = sys.argv[1], Config.from_dict(json.loads(sys.argv[2])), *sys.argv[3:6]
+text = open(corpus, encoding="utf-8").read()
+
+class Collect(Hooks):
+    progress_seconds = 0.0
+    def __init__(self): self.samples, self.evals = [], []
+    def on_sample(self, t, s): self.samples.append([t.iteration, s])
+    def on_eval(self, t, v): self.evals.append([t.iteration, v])
+
+hooks = Collect()
+if mode == "full":
+    t = Trainer(cfg, text); t.run(hooks)
+elif mode == "part":
+    t = Trainer(cfg, text); t.run(hooks, until=int(sys.argv[6])); checkpoint.save(t, ckpt)
+elif mode == "resume":
+    t = checkpoint.load(ckpt).trainer(text); t.run(hooks)
+np.savez(out, theta=t.model.theta, mem=t.mem, h=t.model.state())
+with open(out + ".json", "w") as f:
+    json.dump({"samples": hooks.samples, "evals": hooks.evals, "iteration": t.iteration,
+               "pointer": t.pointer, "smooth_loss": t.smooth_loss,
+               "vocab": t.vocab.chars}, f)
+"""
+
+
+def run_child(tmp_path, mode, cfg: Config, corpus, ckpt="ckpt.npz", out="out.npz", *extra,
+              env=None):
+    out = str(tmp_path / out)
+    r = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(cfg.to_dict()), str(corpus),
+                        str(tmp_path / ckpt), out, *map(str, extra)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, **(env or {})})
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as z:
+        arrays = {k: z[k] for k in z.files}
+    with open(out + ".json") as f:
+        info = json.load(f)
+    return arrays, info
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "text.txt"
+    # a few non-ASCII characters: their order must not depend on the process
+    p.write_text(pseudo_english(1500, seed=3) + "Éire — naïve café ☃\n", encoding="utf-8")
+    return p
+
+
+BASE = dict(hidden_size=16, num_layers=2, seq_length=10, iterations=120, eval_every=25,
+            sample_every=0, sample_length=15, learning_rate=0.05, seed=11)
+
+
+@pytest.mark.parametrize("dropout,sample_every", [(0.0, 0), (0.0, 7), (0.3, 0), (0.3, 7)])
+def test_resume_in_fresh_process_is_exact(tmp_path, corpus, dropout, sample_every):
+    cfg = Config(**{**BASE, "dropout": dropout, "sample_every": sample_every})
+    N, k = cfg.iterations, 47
+    full, full_info = run_child(tmp_path, "full", cfg, corpus, "unused.npz", "full.npz")
+    _, part_info = run_child(tmp_path, "part", cfg, corpus, "ckpt.npz", "part.npz", k)
+    assert part_info["iteration"] == k
+    resumed, res_info = run_child(tmp_path, "resume", cfg, corpus, "ckpt.npz", "resumed.npz")
+    assert res_info["iteration"] == N
+    for key in ("theta", "mem", "h"):
+        assert np.array_equal(full[key], resumed[key]), key
+    assert full_info["pointer"] == res_info["pointer"]
+    assert full_info["smooth_loss"] == res_info["smooth_loss"]
+    # the samples drawn after the resume are the ones the uninterrupted run drew
+    assert full_info["samples"] == part_info["samples"] + res_info["samples"]
+    if sample_every:
+        assert len(full_info["samples"]) == N // sample_every
+    assert full_info["evals"] == part_info["evals"] + res_info["evals"]
+
+
+def test_resume_in_process_matches_and_checkpoint_is_complete(tmp_path, corpus):
+    text = corpus.read_text(encoding="utf-8")
+    cfg = Config(**{**BASE, "dropout": 0.2, "sample_every": 5})
+    one = Trainer(cfg, text)
+    one.run()
+    a = Trainer(cfg, text)
+    a.run(until=33)
+    ck = checkpoint.load(checkpoint.to_bytes(a))
+    b = ck.trainer(text)
+    assert b.iteration == 33 and b.pointer == a.pointer and b.last_char == a.last_char
+    assert np.array_equal(b.model.state(), a.model.state())
+    b.run()
+    assert np.array_equal(one.model.theta, b.model.theta)
+    assert np.array_equal(one.mem, b.mem)
+
+
+def test_samples_on_or_off_give_identical_weights(corpus):
+    text = corpus.read_text(encoding="utf-8")
+    results = []
+    for dropout in (0.0, 0.25):
+        thetas = []
+        for sample_every in (0, 1, 13):
+            t = Trainer(Config(**{**BASE, "dropout": dropout, "sample_every": sample_every,
+                                  "iterations": 60}), text)
+            t.run()
+            thetas.append((t.model.theta.copy(), t.mem.copy()))
+        for theta, mem in thetas[1:]:
+            assert np.array_equal(theta, thetas[0][0]) and np.array_equal(mem, thetas[0][1])
+        results.append(thetas[0][0])
+    assert not np.array_equal(results[0], results[1])       # dropout did something
+
+
+def test_same_seed_same_bits_across_processes(tmp_path, corpus):
+    cfg = Config(**{**BASE, "dropout": 0.3, "sample_every": 9, "iterations": 50})
+    a, ai = run_child(tmp_path, "full", cfg, corpus, "x.npz", "a.npz", env={"PYTHONHASHSEED": "1"})
+    b, bi = run_child(tmp_path, "full", cfg, corpus, "x.npz", "b.npz", env={"PYTHONHASHSEED": "2"})
+    for key in ("theta", "mem", "h"):
+        assert a[key].tobytes() == b[key].tobytes(), key
+    assert ai["samples"] == bi["samples"]
+    # and in this process too
+    t = Trainer(cfg, corpus.read_text(encoding="utf-8"))
+    t.run()
+    assert t.model.theta.tobytes() == a["theta"].tobytes()
+    # a different seed gives different weights
+    c, _ = run_child(tmp_path, "full", cfg.replace(seed=12), corpus, "x.npz", "c.npz")
+    assert not np.array_equal(a["theta"], c["theta"])
+
+
+def test_vocabulary_independent_of_hash_seed(tmp_path, corpus):
+    cfg = Config(**{**BASE, "iterations": 3, "eval_every": 0})
+    vocabs, thetas = set(), set()
+    for seed in ("0", "1", "12345", "random"):
+        arrays, info = run_child(tmp_path, "full", cfg, corpus, "x.npz", f"v{seed}.npz",
+                                 env={"PYTHONHASHSEED": seed})
+        vocabs.add(info["vocab"])
+        thetas.add(arrays["theta"].tobytes())
+    assert len(vocabs) == 1 and len(thetas) == 1
+    chars = vocabs.pop()
+    assert chars == "".join(sorted(set(corpus.read_text(encoding="utf-8"))))
+    assert "☃" in chars and "é" in chars
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_float32_resume_is_exact(tmp_path, corpus, dropout):
+    text = corpus.read_text(encoding="utf-8")
+    cfg = Config(**{**BASE, "dtype": "float32", "dropout": dropout, "iterations": 40})
+    one = Trainer(cfg, text)
+    one.run()
+    assert one.model.theta.dtype == np.float32
+    a = Trainer(cfg, text)
+    a.run(until=17)
+    path = tmp_path / "f32.npz"
+    checkpoint.save(a, str(path))
+    b = checkpoint.load(str(path)).trainer(text)
+    b.run()
+    assert np.array_equal(one.model.theta, b.model.theta) and np.array_equal(one.mem, b.mem)
+
+
+def test_resume_with_more_iterations_continues_the_same_run(corpus):
+    text = corpus.read_text(encoding="utf-8")
+    cfg = Config(**{**BASE, "iterations": 60})
+    long = Trainer(cfg.replace(iterations=90), text)
+    long.run()
+    short = Trainer(cfg, text)
+    short.run()
+    more = checkpoint.load(checkpoint.to_bytes(short)).trainer(text, cfg.replace(iterations=90))
+    more.run()
+    assert np.array_equal(long.model.theta, more.model.theta)
+
+
+def test_hooks_stop_and_checkpoint_every(corpus):
+    text = corpus.read_text(encoding="utf-8")
+    seen = []
+
+    class H(Hooks):
+        progress_seconds = 1e9               # should_stop is then asked only after checkpoints
+
+        def on_checkpoint(self, t):
+            seen.append(t.iteration)
+
+        def should_stop(self, t):
+            return t.iteration >= 40
+
+    t = Trainer(Config(**{**BASE, "iterations": 100}), text)
+    assert t.run(H(), checkpoint_every=20) == "stopped"
+    assert seen == [20, 40] and t.iteration == 40
+
+
+# --- learning ------------------------------------------------------------------------------------
+def test_loss_falls_on_a_small_text():
+    text = pseudo_english(6000, seed=1)                 # ~30 KB of pseudo-English
+    cfg = Config(hidden_size=48, num_layers=2, seq_length=25, iterations=400, eval_every=0,
+                 sample_every=0, val_max_chars=3000)
+    t = Trainer(cfg, text)
+    v0 = t.evaluate()
+    assert v0 == pytest.approx(np.log(t.vocab.size), rel=0.25)
+    s0 = t.smooth_loss
+    losses = [t.step() for _ in range(cfg.iterations)]
+    v1 = t.evaluate()
+    first, last = np.mean(losses[:20]) / 25, np.mean(losses[-50:]) / 25
+    assert last < first - 0.8, (first, last)          # nats/char per window
+    assert v1 < v0 - 0.8, (v0, v1)
+    assert v1 < 2.6, v1
+    assert t.smooth_loss < s0 - 3                       # the EMA moves clearly too
+    st = t.stats()
+    assert st["val_loss"] == v1 and st["val_bits_per_char"] == pytest.approx(v1 / np.log(2))
+    assert st["chars"] == 400 * 25
