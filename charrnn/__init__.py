@@ -8,6 +8,14 @@
 
 Imports neither Celery nor Redis: the worker drives it through `Hooks`.
 """
+import os as _os
+
+# One BLAS thread unless the user says otherwise: the products here are small, so threads only
+# add overhead, fight with worker processes for cores, and may change summation order, which
+# would break bit-for-bit reproducibility between a laptop and a worker. Effective only when
+# numpy is imported after this package (as in both command lines and the worker).
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_v, "1")
 from . import checkpoint
 from .config import Config
 from .data import corpus_sha256, read_corpus

@@ -95,8 +95,12 @@ class Model:
         self.draw = np.zeros((T, H), f)           # dloss/d(pre-activation)
         self.dhnext = np.zeros(H, f)              # dloss/dh[t] through the recurrence
         self.y = np.zeros((T, V), f)              # logits, then probabilities, then dloss/dy
-        self.ymax = np.zeros((T, 1), f)
-        self.ysum = np.zeros((T, 1), f)
+        self.ymax = np.zeros(T, f)
+        self.ysum = np.zeros(T, f)
+        self.ymax_col, self.ysum_col = self.ymax[:, None], self.ysum[:, None]
+        self.ones_V, self.ones_T = np.ones(V, f), np.ones(T, f)
+        self.onehot = np.zeros((T, V), f)          # used only for the layer-0 weight gradient
+        self.last_inputs = np.zeros(T, np.int64)
         self.rows = np.arange(T)
         # dropout: x[l] for l >= 1 is dropout(h[l-1]); xs[L] is the input of the output layer
         if self.dropout > 0:
@@ -158,59 +162,64 @@ class Model:
             else:
                 np.matmul(self._layer_input(l), p[f"Wxh{l}"].T, out=a)  # (T, H) @ (H, H) -> (T, H)
             a += p[f"bh{l}"]
-            WhhT = p[f"Whh{l}"].T
-            rows = self.hs_rows[l]
+            Whh_dot = p[f"Whh{l}"].dot                               # bound once: the loop is call-bound
+            rows, add, tanh = self.hs_rows[l], np.add, np.tanh
             for t in range(T):                                       # the only sequential part
                 h = rows[t + 1]
-                np.dot(rows[t], WhhT, out=h)                         # (H,) @ (H, H) -> (H,)
-                h += a_rows[t]
-                np.tanh(h, out=h)
+                Whh_dot(rows[t], h)                                  # (H, H) @ (H,) -> (H,)
+                add(h, a_rows[t], h)                                 # positional out: no kwargs to parse
+                tanh(h, h)
         y = self.y
         np.matmul(self._layer_input(self.L), p["Why"].T, out=y)     # (T, H) @ (H, V) -> (T, V)
         y += p["by"]
-        np.max(y, axis=1, keepdims=True, out=self.ymax)
-        y -= self.ymax                                               # max-subtracted softmax
+        np.maximum.reduce(y, axis=1, out=self.ymax)
+        y -= self.ymax_col                                           # max-subtracted softmax
         if targets is None:
             return 0.0
         correct = y[self.rows, targets]                              # (T,) logits of the targets
         np.exp(y, out=y)
-        np.sum(y, axis=1, keepdims=True, out=self.ysum)
+        np.dot(y, self.ones_V, out=self.ysum)                        # row sums as a product: (T, V) @ (V,)
         loss = float(np.log(self.ysum).sum() - correct.sum())       # -sum log softmax[target]
-        y /= self.ysum                                               # probabilities
+        y /= self.ysum_col                                           # probabilities
         return loss
 
     def backward(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         """Gradients of the last forward's loss into self.grad (overwritten, not accumulated)."""
         p, g, T = self.p, self.g, self.T
+        ones_T = self.ones_T
         dy = self.y
         dy[self.rows, targets] -= 1.0                                # softmax + cross-entropy
-        np.matmul(dy.T, self._x(self.L), out=g["Why"])                            # (V, T) @ (T, H) -> (V, H)
-        np.sum(dy, axis=0, out=g["by"])
+        np.matmul(dy.T, self._x(self.L), out=g["Why"])               # (V, T) @ (T, H) -> (V, H)
+        np.dot(ones_T, dy, out=g["by"])                              # column sums: (T,) @ (T, V)
         dh = self.dh
         np.matmul(dy, p["Why"], out=dh)                              # (T, V) @ (V, H) -> (T, H)
         if self.dropout > 0:
             dh *= self.masks[self.L]
         draw, gate, dhnext = self.draw, self.gate, self.dhnext
+        dh_rows, draw_rows, gate_rows = self.dh_rows, self.draw_rows, self.gate_rows
         for l in reversed(range(self.L)):
             hs = self.hs[l]
             np.multiply(hs[1:], hs[1:], out=gate)
             np.subtract(1.0, gate, out=gate)                         # tanh' = 1 - h^2
-            Whh = p[f"Whh{l}"]
-            dh_rows, draw_rows, gate_rows = self.dh_rows, self.draw_rows, self.gate_rows
-            np.multiply(dh_rows[T - 1], gate_rows[T - 1], out=draw_rows[T - 1])
+            WhhT_dot, add, mul = p[f"Whh{l}"].T.dot, np.add, np.multiply
+            mul(dh_rows[T - 1], gate_rows[T - 1], draw_rows[T - 1])
             for t in range(T - 2, -1, -1):                           # backward through time
-                np.dot(draw_rows[t + 1], Whh, out=dhnext)            # (H,) @ (H, H) -> (H,)
+                WhhT_dot(draw_rows[t + 1], dhnext)                   # (H, H) @ (H,) -> (H,)
                 dr = draw_rows[t]
-                np.add(dh_rows[t], dhnext, out=dr)
-                dr *= gate_rows[t]
+                add(dh_rows[t], dhnext, dr)
+                mul(dr, gate_rows[t], dr)
             np.matmul(draw.T, hs[:-1], out=g[f"Whh{l}"])             # (H, T) @ (T, H) -> (H, H)
-            np.sum(draw, axis=0, out=g[f"bh{l}"])
+            np.dot(ones_T, draw, out=g[f"bh{l}"])
             if l == 0:
-                gW = g["Wxh0"].T                                     # (V, H), contiguous
-                gW[...] = 0
-                np.add.at(gW, inputs, draw)                          # scatter-add: the gather's adjoint
+                # The gather's adjoint is a scatter-add of rows; as a product with the window's
+                # (T, V) one-hot matrix it is one BLAS call, 2-3x faster than np.add.at at T << V.
+                onehot = self.onehot
+                onehot[self.rows, self.last_inputs] = 0.0
+                onehot[self.rows, inputs] = 1.0
+                self.last_inputs[:] = inputs
+                np.matmul(onehot.T, draw, out=g["Wxh0"].T)           # (V, T) @ (T, H) -> (V, H)
             else:
-                np.matmul(draw.T, self._x(l), out=g[f"Wxh{l}"])               # (H, T) @ (T, H) -> (H, H)
+                np.matmul(draw.T, self._x(l), out=g[f"Wxh{l}"])      # (H, T) @ (T, H) -> (H, H)
                 np.matmul(draw, p[f"Wxh{l}"], out=dh)                # (T, H) @ (H, H) -> (T, H)
                 if self.dropout > 0:
                     dh *= self.masks[l]

@@ -1,0 +1,211 @@
+"""The `charrnn` command: train and sample locally, no Redis or Celery involved.
+
+    charrnn train --corpus input.txt --checkpoint model.npz
+    charrnn sample --checkpoint model.npz --length 500 --prime "ROMEO:"
+
+Errors in the user's input are one line on stderr and exit code 2; a diverged run exits 1.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import click
+
+from . import checkpoint
+from .config import Config
+from .data import read_corpus
+from .errors import CharRNNError, DivergedError
+from .trainer import Hooks, Trainer
+
+EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
+EXIT_DIVERGED = 1  # training stopped on a non-finite loss
+
+
+class Failure(click.ClickException):
+    """One line on stderr, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def hyperparameter_options(f):
+    """Every Config field as an option; the orchestrator's submit reuses this decorator."""
+    d = Config()
+    opts = [
+        click.option("--hidden-size", type=int, default=d.hidden_size, show_default=True, help="H, units per layer"),
+        click.option("--num-layers", type=int, default=d.num_layers, show_default=True, help="stacked layers"),
+        click.option("--seq-length", type=int, default=d.seq_length, show_default=True, help="characters per window (T)"),
+        click.option("--learning-rate", "--lr", "learning_rate", type=float, default=d.learning_rate, show_default=True, help="Adagrad step size"),
+        click.option("--iterations", type=int, default=None, help="windows to train [default: one epoch]"),
+        click.option("--epochs", type=float, default=None, help="passes over the training text (instead of --iterations)"),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True, help="inverted dropout between layers, in [0, 1)"),
+        click.option("--grad-clip", type=float, default=d.grad_clip, show_default=True, help="elementwise gradient clip"),
+        click.option("--seed", type=int, default=d.seed, show_default=True),
+        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True, help="held-out tail of the corpus"),
+        click.option("--val-max-chars", type=int, default=d.val_max_chars, show_default=True, help="cap on characters per evaluation"),
+        click.option("--eval-every", type=int, default=d.eval_every, show_default=True, help="iterations between validations (0: end only)"),
+        click.option("--sample-every", type=int, default=d.sample_every, show_default=True, help="iterations between samples (0: none)"),
+        click.option("--sample-length", type=int, default=d.sample_length, show_default=True),
+        click.option("--temperature", type=float, default=d.temperature, show_default=True, help="of samples during training"),
+        click.option("--dtype", type=click.Choice(["float64", "float32"]), default=d.dtype, show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def config_from_options(kw: dict) -> Config:
+    """A Config from the hyperparameter options in kw (removing them from kw)."""
+    from .config import FIELDS
+    return Config.from_dict({k: kw.pop(k) for k in FIELDS if k in kw})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn")
+def main():
+    """Train and sample character-level RNN language models with NumPy."""
+
+
+class ConsoleHooks(Hooks):
+    """A progress bar with iteration, smoothed loss and chars/second, and samples as they come."""
+
+    progress_seconds = 0.2
+
+    def __init__(self, progress, task, quiet_samples: bool, checkpoint_path: str | None):
+        self.progress, self.task = progress, task
+        self.quiet_samples, self.checkpoint_path = quiet_samples, checkpoint_path
+
+    def on_progress(self, t):
+        val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
+        self.progress.update(self.task, completed=t.iteration,
+                             info=f"loss {t.smooth_loss / t.config.seq_length:.3f}/char{val} "
+                                  f"{t.chars_per_second:,.0f} chars/s")
+
+    def on_sample(self, t, text):
+        self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def on_eval(self, t, val_loss):
+        if val_loss is not None:
+            self.progress.console.print(
+                f"iteration {t.iteration}: val {val_loss:.4f} nats/char "
+                f"({val_loss / math.log(2):.4f} bits/char)", style="dim")
+
+    def on_checkpoint(self, t):
+        if self.checkpoint_path:
+            checkpoint.save(t, self.checkpoint_path)
+
+
+@main.command()
+@click.option("--corpus", required=True, help="UTF-8 text file, or builtin:python-docs")
+@hyperparameter_options
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), default=None,
+              help="write the training state here (atomically), every --checkpoint-every and at the end")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True)
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None,
+              help="continue exactly from this checkpoint (same corpus)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
+def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyper):
+    """Train a model on a corpus by sequential online learning."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if checkpoint_every < 0:
+        raise Failure(f"checkpoint-every must be >= 0, got {checkpoint_every}")
+    try:
+        text = read_corpus(corpus)
+        if resume_path:
+            ck = checkpoint.load(resume_path)
+            given = {k: v for k, v in hyper.items() if click.get_current_context()
+                     .get_parameter_source(k).name != "DEFAULT"}
+            cfg = Config.from_dict({**ck.config.to_dict(), **given})
+            trainer = ck.trainer(text, cfg)
+        else:
+            trainer = Trainer(config_from_options(hyper), text)
+    except CharRNNError as e:
+        raise Failure(str(e)) from None
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    start_iteration = trainer.iteration
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                  console=console, transient=as_json) as progress:
+        task = progress.add_task("train", total=trainer.total_iterations,
+                                 completed=trainer.iteration, info="")
+        hooks = ConsoleHooks(progress, task, as_json, checkpoint_path)
+        try:
+            trainer.run(hooks, checkpoint_every=checkpoint_every)
+        except DivergedError as e:
+            raise Failure(str(e), EXIT_DIVERGED) from None
+        except CharRNNError as e:
+            raise Failure(str(e)) from None
+    seconds = time.perf_counter() - t0
+    chars = (trainer.iteration - start_iteration) * trainer.config.seq_length
+    s = trainer.stats()
+    result = {
+        "iterations": trainer.iteration,
+        "chars": chars,
+        "seconds": round(seconds, 3),
+        "chars_per_second": chars / seconds if seconds > 0 else 0.0,
+        "smooth_loss": s["smooth_loss"],
+        "smooth_loss_per_char": s["smooth_loss"] / trainer.config.seq_length,
+        "val_loss": s["val_loss"],
+        "val_bits_per_char": s["val_bits_per_char"],
+        "best_val_loss": s["best_val_loss"],
+        "checkpoint": checkpoint_path,
+        "config": trainer.config.to_dict(),
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        val = ("no validation split" if s["val_loss"] is None else
+               f"val {s['val_loss']:.4f} nats/char ({s['val_bits_per_char']:.4f} bits/char)")
+        click.echo(f"trained {trainer.iteration} iterations, {chars:,} chars in {seconds:.1f} s "
+                   f"({result['chars_per_second']:,.0f} chars/s); {val}"
+                   + (f"; checkpoint {checkpoint_path}" if checkpoint_path else ""))
+
+
+def sample_options(f):
+    """Options shared with `orchestrator sample`, so both print the same text."""
+    for o in reversed([
+        click.option("--length", type=int, default=500, show_default=True),
+        click.option("--temperature", type=float, default=1.0, show_default=True),
+        click.option("--top-k", type=int, default=None, help="sample among the k likeliest only"),
+        click.option("--prime", default=None, help="text the model reads first (starts from a zero state)"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--argmax", is_flag=True, help="always take the likeliest character"),
+    ]):
+        f = o(f)
+    return f
+
+
+def sample_text(raw_or_path, length, temperature, top_k, prime, seed, argmax, name=None) -> str:
+    """The text `charrnn sample` prints for a checkpoint (path or bytes) and options."""
+    try:
+        ck = checkpoint.load(raw_or_path, name)
+        return ck.sample(length=length, temperature=temperature, top_k=top_k, prime=prime,
+                         seed=seed, argmax=argmax)
+    except CharRNNError as e:
+        raise Failure(str(e)) from None
+
+
+@main.command()
+@click.option("--checkpoint", "checkpoint_path", required=True, help="a checkpoint file (.npz)")
+@sample_options
+def sample(checkpoint_path, length, temperature, top_k, prime, seed, argmax):
+    """Print text drawn from a trained model: only the text, on stdout."""
+    click.echo(sample_text(checkpoint_path, length, temperature, top_k, prime, seed, argmax))
+
+
+if __name__ == "__main__":
+    main()
