@@ -1,0 +1,327 @@
+"""Checkpoints that are wrong in every way we can think of give a CheckpointError (a
+CharRNNError), never another exception: truncated, random bytes, tampered arrays, pickled object
+arrays, wrong version, re-signed files with bad shapes, dtypes, values or metadata, the wrong
+corpus on resume. A non-finite loss stops training with DivergedError and no NaN is ever written.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from charrnn import (CharRNNError, CheckpointError, Config, CorpusError, DivergedError, Hooks,
+                     Trainer, checkpoint)
+
+WORDS = ("the of and to in is was that for on with as by at from his her they we you it not "
+         "but which have had this were are be one all their there been when who will would "
+         "king queen lord love night day heart death blood time good sweet fair").split()
+
+
+def pseudo_english(n_words: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    out, sentence = [], []
+    for i in range(n_words):
+        w = WORDS[rng.integers(len(WORDS))]
+        sentence.append(w.capitalize() if not sentence else w)
+        if rng.random() < 0.12:
+            out.append(" ".join(sentence) + (". " if rng.random() < 0.7 else ",\n"))
+            sentence = []
+    out.append(" ".join(sentence) + ".\n")
+    return "".join(out)
+
+
+TEXT = pseudo_english(400, seed=2)
+CFG = Config(hidden_size=8, num_layers=2, seq_length=10, iterations=30, eval_every=0,
+             sample_every=0, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def good() -> bytes:
+    t = Trainer(CFG, TEXT)
+    t.run(until=12)
+    return checkpoint.to_bytes(t)
+
+
+def parts(raw: bytes) -> tuple[dict, dict]:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    return meta, arrays
+
+
+def build(meta, arrays, resign=True, meta_bytes=None) -> bytes:
+    """An .npz like the library writes; with resign, a valid checksum over the tampered data, so
+    that the checks behind the checksum are exercised too."""
+    meta = dict(meta)
+    if resign:
+        meta.pop("sha256", None)
+        meta["sha256"] = checkpoint._digest(meta, arrays["theta"], arrays["mem"], arrays["h"])
+    raw = meta_bytes if meta_bytes is not None else json.dumps(meta).encode()
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(raw, dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def assert_checkpoint_error(raw_or_path, match=None):
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(raw_or_path)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 400, msg
+    if match:
+        assert match in msg.lower(), msg
+    return msg
+
+
+def test_round_trip(good, tmp_path):
+    path = tmp_path / "m.npz"
+    checkpoint.write_bytes(good, str(path))
+    ck = checkpoint.load(str(path))
+    assert ck.iteration == 12
+    assert ck.config == CFG
+    assert ck.vocab.chars == "".join(sorted(set(TEXT)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
+    meta, arrays = parts(good)
+    assert meta["format"] == checkpoint.FORMAT and meta["version"] == checkpoint.VERSION
+    assert set(arrays) == {"theta", "mem", "h"}
+    assert {"train", "sample"} <= set(meta["rng"])
+    for key in ("corpus_sha256", "pointer", "iteration", "smooth_loss", "config", "vocab"):
+        assert key in meta
+
+
+def test_save_is_atomic_and_replaces(tmp_path):
+    t = Trainer(CFG, TEXT)
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"old contents")
+    checkpoint.save(t, str(path))
+    assert checkpoint.load(str(path)).iteration == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    assert_checkpoint_error(str(tmp_path / "nope.npz"), "not found")
+    assert_checkpoint_error(str(tmp_path))                       # a directory
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    assert_checkpoint_error(str(empty))
+
+
+@pytest.mark.parametrize("cut", [1, 10, 100, 0.5, 0.9, -1])
+def test_truncated(good, cut):
+    n = int(len(good) * cut) if isinstance(cut, float) else cut % len(good)
+    assert_checkpoint_error(good[:n])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes(seed):
+    rng = np.random.default_rng(seed)
+    assert_checkpoint_error(rng.bytes(int(rng.integers(1, 5000))))
+
+
+def test_random_bytes_with_zip_magic():
+    assert_checkpoint_error(b"PK\x03\x04" + np.random.default_rng(0).bytes(3000))
+
+
+def test_other_npz_and_text_files():
+    buf = io.BytesIO()
+    np.savez(buf, x=np.arange(3))
+    assert_checkpoint_error(buf.getvalue(), "not a charrnn checkpoint")
+    assert_checkpoint_error(b"hello, I am a text file\n")
+    buf = io.BytesIO()
+    np.save(buf, np.arange(10.0))                                 # .npy, not .npz
+    assert_checkpoint_error(buf.getvalue())
+
+
+@pytest.mark.parametrize("key", ["theta", "mem", "h"])
+def test_flipped_byte_in_array(good, key):
+    meta, arrays = parts(good)
+    arrays[key].reshape(-1).view(np.uint8)[3] ^= 0x10
+    assert_checkpoint_error(build(meta, arrays, resign=False), "checksum")
+
+
+def test_flipped_byte_in_the_file_itself(good):
+    raw = bytearray(good)
+    # somewhere inside theta's data: find it through the zip directory
+    with zipfile.ZipFile(io.BytesIO(good)) as z:
+        info = z.getinfo("theta.npy")
+    raw[info.header_offset + 30 + len(info.filename) + 200] ^= 0x01
+    assert_checkpoint_error(bytes(raw))
+
+
+def test_tampered_metadata(good):
+    meta, arrays = parts(good)
+    meta["iteration"] = 5
+    assert_checkpoint_error(build(meta, arrays, resign=False), "checksum")
+
+
+def test_pickled_object_array(good):
+    meta, arrays = parts(good)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+             theta=np.array([{"evil": 1}, None], dtype=object), mem=arrays["mem"], h=arrays["h"])
+    assert_checkpoint_error(buf.getvalue(), "pickle")
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array([meta], dtype=object), **arrays)
+    assert_checkpoint_error(buf.getvalue(), "pickle")
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_wrong_version(good, version):
+    meta, arrays = parts(good)
+    meta["version"] = version
+    assert_checkpoint_error(build(meta, arrays), "version")
+
+
+def test_missing_array(good):
+    meta, arrays = parts(good)
+    del arrays["mem"]
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    assert_checkpoint_error(buf.getvalue(), "missing mem")
+
+
+def _shape(a):
+    a["theta"] = a["theta"][:-1]
+
+
+def _dtype(a):
+    a["theta"] = a["theta"].astype(np.float32)
+
+
+def _h_shape(a):
+    a["h"] = a["h"].reshape(-1)
+
+
+def _nan(a):
+    a["mem"][7] = np.nan
+
+
+def _inf(a):
+    a["theta"][0] = np.inf
+
+
+def _int_theta(a):
+    a["theta"] = a["theta"].astype(np.int64)
+
+
+@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _nan, _inf, _int_theta])
+def test_resigned_bad_arrays(good, tamper):
+    meta, arrays = parts(good)
+    tamper(arrays)
+    assert_checkpoint_error(build(meta, arrays))
+
+
+META_TAMPERS = {
+    "format": lambda m: m.update(format="something-else"),
+    "config unknown key": lambda m: m["config"].update(colour="blue"),
+    "config bad value": lambda m: m["config"].update(hidden_size=-3),
+    "config wrong type": lambda m: m["config"].update(hidden_size="8"),
+    "config size mismatch": lambda m: m["config"].update(hidden_size=9),
+    "config not a dict": lambda m: m.update(config=[1, 2]),
+    "vocab unsorted": lambda m: m.update(vocab=m["vocab"][::-1]),
+    "vocab one symbol": lambda m: m.update(vocab="a"),
+    "vocab not str": lambda m: m.update(vocab=5),
+    "iteration negative": lambda m: m.update(iteration=-1),
+    "iteration float": lambda m: m.update(iteration=1.5),
+    "pointer missing": lambda m: m.pop("pointer"),
+    "smooth_loss str": lambda m: m.update(smooth_loss="x"),
+    "smooth_loss nan": lambda m: m.update(smooth_loss=float("nan")),
+    "learning_rate zero": lambda m: m.update(learning_rate=0),
+    "learning_rate none": lambda m: m.update(learning_rate=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(META_TAMPERS))
+def test_resigned_bad_metadata(good, name):
+    meta, arrays = parts(good)
+    META_TAMPERS[name](meta)
+    assert_checkpoint_error(build(meta, arrays))
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"\xff\xfe", b"null", b"{}"])
+def test_metadata_not_a_json_object(good, raw):
+    meta, arrays = parts(good)
+    assert_checkpoint_error(build(meta, arrays, resign=False, meta_bytes=raw))
+
+
+@pytest.mark.parametrize("rng", [{}, {"train": {}, "sample": {}}, {"train": 3, "sample": None},
+                                 "nonsense"])
+def test_resigned_bad_rng_state_is_a_checkpoint_error(good, rng):
+    """A file whose checksum is valid but whose generator state is garbage must fail with a
+    CheckpointError when loaded or resumed, not with a KeyError/TypeError from NumPy."""
+    meta, arrays = parts(good)
+    meta["rng"] = rng
+    raw = build(meta, arrays)
+    with pytest.raises(CheckpointError):
+        checkpoint.load(raw).trainer(TEXT)
+
+
+def test_wrong_corpus_on_resume(good):
+    ck = checkpoint.load(good)
+    other = TEXT.replace("king", "kong")
+    with pytest.raises(CharRNNError) as e:
+        ck.trainer(other)
+    assert isinstance(e.value, (CheckpointError, CorpusError))
+    assert "corpus" in str(e.value)
+    # even a corpus with the same vocabulary and length
+    assert len(other) == len(TEXT) and set(other) <= set(TEXT) | {"o"}
+
+
+@pytest.mark.parametrize("change", [dict(hidden_size=9), dict(num_layers=1), dict(seq_length=11),
+                                    dict(dtype="float32"), dict(dropout=0.2),
+                                    dict(val_fraction=0.2)])
+def test_resume_with_incompatible_config(good, change):
+    ck = checkpoint.load(good)
+    with pytest.raises(CheckpointError):
+        ck.trainer(TEXT, ck.config.replace(**change))
+
+
+def test_resume_past_the_end(good):
+    ck = checkpoint.load(good)
+    with pytest.raises(CheckpointError):
+        ck.trainer(TEXT, ck.config.replace(iterations=5))
+
+
+# --- divergence ----------------------------------------------------------------------------------
+def test_nan_weights_raise_diverged_before_any_update(tmp_path):
+    t = Trainer(CFG, TEXT)
+    t.run(until=5)
+    t.model.p["by"][2] = np.nan                  # as if something had gone badly wrong
+    theta, mem, it = t.model.theta.copy(), t.mem.copy(), t.iteration
+    with pytest.raises(DivergedError, match="diverged"):
+        t.step()
+    assert t.iteration == it
+    assert np.array_equal(t.model.theta, theta, equal_nan=True) and np.array_equal(t.mem, mem)
+    path = tmp_path / "nan.npz"
+    with pytest.raises(CheckpointError):
+        checkpoint.save(t, str(path))
+    assert list(tmp_path.iterdir()) == []        # nothing written, not even a temporary file
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype,lr", [("float64", 1e307), ("float32", 1e37)])
+def test_huge_learning_rate_diverges_and_never_writes_nan(tmp_path, dtype, lr):
+    path = tmp_path / "d.npz"
+
+    class SaveEvery(Hooks):
+        def on_checkpoint(self, t):
+            checkpoint.save(t, str(path))
+
+    t = Trainer(CFG.replace(learning_rate=lr, dtype=dtype, iterations=200, dropout=0.0), TEXT)
+    with pytest.raises(CharRNNError) as e:        # DivergedError, or the refusal to save NaN
+        t.run(SaveEvery(), checkpoint_every=1)
+    assert isinstance(e.value, (DivergedError, CheckpointError))
+    if path.exists():
+        ck = checkpoint.load(str(path))           # whatever was written is finite and loads
+        assert np.isfinite(ck.theta).all() and np.isfinite(ck.mem).all()
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["d.npz"])
+
+
+def test_diverged_validation_loss(tmp_path):
+    t = Trainer(CFG, TEXT)
+    t.model.p["Why"][0, 0] = np.inf
+    with pytest.raises(DivergedError):
+        t.evaluate()
