@@ -196,4 +196,6 @@ def _verify(a: dict, name: str) -> Checkpoint:
             raise CheckpointError(f"{key} is not a non-negative integer")
     if not math.isfinite(meta["smooth_loss"]) or not meta["learning_rate"] > 0:
         raise CheckpointError("smoothed loss or learning rate out of range")
+    for k in ("train", "sample"):  # a garbage generator state fails here, not in trainer()
+        np.random.PCG64().state = meta["rng"][k]
     return Checkpoint(meta, theta, mem, h)
