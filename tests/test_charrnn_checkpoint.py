@@ -320,6 +320,7 @@ def test_huge_learning_rate_diverges_and_never_writes_nan(tmp_path, dtype, lr):
     assert [p.name for p in tmp_path.iterdir()] in ([], ["d.npz"])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_diverged_validation_loss(tmp_path):
     t = Trainer(CFG, TEXT)
     t.model.p["Why"][0, 0] = np.inf
