@@ -135,7 +135,7 @@ class Model:
     def draw_masks(self, rng: np.random.Generator) -> None:
         keep = 1.0 - self.dropout
         for l in range(1, self.L + 1):
-            rng.random(out=self.uniform)
+            rng.random(out=self.uniform, dtype=self.uniform.dtype)  # float32 buffers need dtype
             m = self.masks[l]
             np.greater_equal(self.uniform, self.dropout, out=m, casting="unsafe")
             m *= 1.0 / keep
