@@ -1,6 +1,6 @@
 # charrnn worker image: also runs Flower and the orchestrator CLI (see docker-compose.yml).
 # Build: docker build -t charrnn:latest .
-#        (on the podman machines: podman build --network host -t charrnn:latest .)
+#        (on the podman machines: podman build --format docker --network host -t charrnn:latest .)
 FROM python:3.11-slim
 
 # One BLAS thread per process: a worker runs one training process per unit of concurrency, and
@@ -12,6 +12,9 @@ ENV OPENBLAS_NUM_THREADS=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Never run training code as root. The UID is fixed so bind mounts can be granted to it.
+RUN useradd --no-log-init --create-home --uid 10001 --user-group charrnn
 
 WORKDIR /app
 
@@ -28,13 +31,11 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps . \
  && rm -rf build ./*.egg-info
 
-# Never run training code as root. The UID is fixed so bind mounts can be granted to it.
-RUN useradd --no-log-init --create-home --uid 10001 --user-group charrnn
 USER 10001:10001
 
 # Alive means: this container's Celery node answers a ping through the broker.
 HEALTHCHECK --interval=60s --timeout=30s --start-period=60s --retries=3 \
-    CMD ["sh", "-c", "celery -A worker inspect ping --destination \"celery@$HOSTNAME\" --timeout 10"]
+    CMD ["sh", "-c", "celery -A worker inspect ping --destination \"celery@$(hostname)\" --timeout 10"]
 
 # No secret here: CHARRNN_REDIS_URL (with its password) comes from the environment at run time.
 CMD ["celery", "-A", "worker", "worker", "--concurrency", "1", "--loglevel", "info"]
