@@ -1,0 +1,471 @@
+"""`orchestrator`: submit charrnn training jobs, watch them, fetch their results by id.
+
+Exit codes: 0 success; 1 the job failed or was cancelled (submit --wait, watch); 2 usage or bad
+input (corpus, hyperparameter, job id syntax, prime, checkpoint file); 3 unknown job id; 4 Redis
+unreachable or refused the password; 5 the job has no checkpoint or sample yet.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import click
+import redis
+
+from charrnn import checkpoint as ckpt
+from charrnn.config import FIELDS
+from charrnn.errors import CharRNNError
+
+from worker import settings
+from worker.errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
+from worker.store import JobStore, connect, redact
+
+from . import embedded, jobs
+
+EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = 1, 2, 3, 4, 5
+
+
+class Fail(click.ClickException):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.exit_code = code
+
+
+class Ctx:
+    """The one context object: the Redis URL (option, environment, or the embedded stack) and a
+    connection opened on first use."""
+
+    def __init__(self, url: str | None):
+        self.given_url = url
+        self._url: str | None = None
+        self._store: JobStore | None = None
+
+    def url(self, start_workers: bool = False) -> str:
+        if self._url is None:
+            if self.given_url:
+                self._url = self.given_url
+            else:
+                try:
+                    st = (embedded.start_workers(embedded.default_workers()) if start_workers
+                          else embedded.start_redis())
+                except embedded.EmbeddedError as e:
+                    raise Fail(str(e), EXIT_UNREACHABLE) from None
+                self._url = st["url"]
+        return self._url
+
+    def store(self, start_workers: bool = False) -> JobStore:
+        if self._store is None:
+            url = self.url(start_workers)
+            s = JobStore(connect(url))
+            try:
+                s.r.ping()
+            except redis.RedisError as e:
+                raise _unreachable(url, e) from None
+            self._store = s
+        return self._store
+
+
+def _unreachable(url: str, e: Exception) -> Fail:
+    if isinstance(e, redis.AuthenticationError) or "WRONGPASS" in str(e) or "NOAUTH" in str(e) \
+            or "invalid password" in str(e).lower() or "invalid username-password" in str(e).lower():
+        return Fail(f"Redis at {redact(url)} refused the password", EXIT_UNREACHABLE)
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return Fail(f"Redis unreachable at {redact(url)}: {reason}", EXIT_UNREACHABLE)
+
+
+def errors(fn):
+    """Domain errors to one line on stderr and a documented exit code, at the edge."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (NoSuchJob,) as e:
+            raise Fail(str(e), EXIT_UNKNOWN_JOB) from None
+        except (InvalidJobId, CorpusTooLarge, CharRNNError, jobs.BadInput) as e:
+            raise Fail(str(e), EXIT_USAGE) from None
+        except NoCheckpoint as e:
+            raise Fail(str(e), EXIT_NOT_YET) from None
+        except Unreachable as e:
+            raise Fail(str(e), EXIT_UNREACHABLE) from None
+        except redis.RedisError as e:
+            ctx = click.get_current_context().find_object(Ctx)
+            raise _unreachable(ctx._url or "redis://?", e) from None
+    return wrapper
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON only, on stdout.")(fn)
+
+
+def job_argument(fn):
+    return click.argument("job_id", metavar="JOB")(fn)
+
+
+def hyper_options(fn):
+    """Every hyperparameter of `charrnn train`, same names; values parsed with their types."""
+    for name in reversed(FIELDS):
+        fn = click.option("--" + name.replace("_", "-"), name, default=None, metavar="VALUE",
+                          help=f"charrnn hyperparameter {name} (default: charrnn's)")(fn)
+    fn = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
+                      help=f"Iterations between checkpoints (default "
+                           f"{settings.DEFAULT_CHECKPOINT_EVERY}).")(fn)
+    fn = click.option("--tag", "tags", multiple=True, help="A tag to list the job by (repeatable).")(fn)
+    fn = click.option("--name", default=None, help="A name for the job.")(fn)
+    fn = click.option("--corpus", required=True,
+                      help="A UTF-8 text file, or builtin:python-docs.")(fn)
+    return fn
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _when(t):
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _echo_json(obj):
+    click.echo(json.dumps(obj, indent=None, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--redis-url", envvar=settings.REDIS_URL_ENV, default=None, metavar="URL",
+              help="redis://[:password@]host:port/db (env CHARRNN_REDIS_URL). Without it, an "
+                   "embedded Redis and local workers under CHARRNN_HOME are used.")
+@click.pass_context
+def cli(ctx, redis_url):
+    """Submit charrnn training jobs to Celery workers; fetch results by job id."""
+    ctx.obj = Ctx(redis_url)
+
+
+def _submit_many(c: Ctx, corpus, hyper_sets, checkpoint_every, name, tags):
+    text, configs = jobs.validate(corpus, hyper_sets)
+    store = c.store(start_workers=c.given_url is None)
+    out = []
+    for cfg, total in configs:
+        job_id, uploaded = jobs.submit(store, c.url(), corpus, text, cfg, total, checkpoint_every,
+                                       name, tuple(tags))
+        out.append((job_id, uploaded))
+    return out
+
+
+@cli.command()
+@hyper_options
+@click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 if it failed.")
+@json_option
+@pass_ctx
+@errors
+def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper):
+    """Validate, upload the corpus (once), enqueue a training job; print its id."""
+    for k, v in hyper.items():
+        if v is not None and "," in v:
+            raise jobs.BadInput(f"bad hyperparameter --{k.replace('_', '-')}: {v!r} "
+                                f"(comma lists are for `orchestrator sweep`)")
+    [(job_id, _)] = _submit_many(c, corpus, jobs.hyper_grid(hyper, False), checkpoint_every,
+                                 name, tags)
+    if not wait:
+        _echo_json({"job_id": job_id}) if as_json else click.echo(job_id)
+        return
+    if not as_json:
+        click.echo(f"job {job_id}", err=True)
+    job = _follow(c.store(), job_id, quiet=as_json)
+    if as_json:
+        _echo_json(jobs.status_view(job))
+    else:
+        _print_final(c.store(), job)
+    if jobs.stopped_with_error(job):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@cli.command()
+@hyper_options
+@json_option
+@pass_ctx
+@errors
+def sweep(c: Ctx, corpus, name, tags, checkpoint_every, as_json, **hyper):
+    """Submit a grid of jobs: comma-separated values, e.g. --hidden-size 64,128 --learning-rate 0.01,0.02."""
+    ids = [j for j, _ in _submit_many(c, corpus, jobs.hyper_grid(hyper, True), checkpoint_every,
+                                      name, tags)]
+    if as_json:
+        _echo_json({"job_ids": ids})
+    else:
+        for j in ids:
+            click.echo(j)
+
+
+def _follow(store: JobStore, job_id: str, quiet: bool = False) -> dict:
+    """A live progress bar (iteration/total, loss, chars/s, ETA) and samples as they appear."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    console = Console(stderr=True, quiet=quiet)
+    with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  "
+                             "{task.fields[cps]} chars/s"),
+                  TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("train", total=None, status="queued", loss="-", val="-", cps="-")
+
+        def update(job, new_samples):
+            for s in new_samples:
+                bar.console.print(f"[dim]--- sample at iteration {s['iteration']} ---[/dim]")
+                bar.console.print(s["text"], markup=False, highlight=False)
+            bar.update(task, total=job["iterations"], completed=job["iteration"] or 0,
+                       status=job["status"], loss=_fmt(job["smooth_loss"], 3),
+                       val=_fmt(job["val_loss"], 3), cps=_fmt(job["chars_per_second"], 0))
+
+        return jobs.wait(store, job_id, update)
+
+
+def _print_final(store: JobStore, job: dict) -> None:
+    click.echo(f"status: {job['status']}")
+    if job["error"]:
+        click.echo(f"error: {job['error']}")
+    click.echo(f"iterations: {job['iteration']}/{job['iterations']}")
+    click.echo(f"validation loss: {_fmt(job['val_loss'])} nats/char")
+    last = store.samples(job["job_id"], last=True)
+    if last:
+        click.echo(f"sample (iteration {last[0]['iteration']}):")
+        click.echo(last[0]["text"])
+
+
+@cli.command()
+@job_argument
+@json_option
+@pass_ctx
+@errors
+def status(c: Ctx, job_id, as_json):
+    """A job's status and latest metrics."""
+    view = jobs.status_view(c.store().get(job_id))
+    if as_json:
+        _echo_json(view)
+        return
+    for k, v in view.items():
+        click.echo(f"{k:17} {_when(v) if k.endswith('_at') else _fmt(v)}")
+
+
+@cli.command("list")
+@click.option("--status", "status_", type=click.Choice(["queued", "running", "succeeded", "failed",
+                                                          "cancelled"]), default=None)
+@click.option("--tag", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@pass_ctx
+@errors
+def list_(c: Ctx, status_, tag, limit, as_json):
+    """Jobs, newest first."""
+    rows = c.store().list(status=status_, tag=tag, limit=limit)
+    if as_json:
+        _echo_json([dict(jobs.status_view(j), name=j["name"], tags=j["tags"]) for j in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+    t = Table("job", "name", "status", "iteration", "val loss", "chars/s", "submitted")
+    for j in rows:
+        t.add_row(j["job_id"], j["name"] or "", j["status"],
+                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}", _fmt(j["val_loss"]),
+                  _fmt(j["chars_per_second"], 0), _when(j["submitted_at"]))
+    Console().print(t)
+
+
+@cli.command()
+@job_argument
+@json_option
+@pass_ctx
+@errors
+def results(c: Ctx, job_id, as_json):
+    """Spec, final metrics, loss history, samples and events of a job."""
+    s = c.store()
+    job = s.get(job_id)
+    out = {**jobs.status_view(job), "name": job["name"], "tags": job["tags"], "spec": job["spec"],
+           "best_val_loss": job["best_val_loss"], "restarts": job["restarts"],
+           "rollbacks": job["rollbacks"], "learning_rate": job["learning_rate"],
+           "history": s.history(job["job_id"]), "samples": s.samples(job["job_id"]),
+           "events": s.events(job["job_id"])}
+    if as_json:
+        _echo_json(out)
+        return
+    for k in jobs.STATUS_FIELDS + ("best_val_loss", "restarts", "rollbacks"):
+        click.echo(f"{k:17} {_when(out[k]) if k.endswith('_at') else _fmt(out[k])}")
+    click.echo(f"spec              {json.dumps(out['spec']['hyper'], sort_keys=True)}")
+    click.echo(f"loss history      {len(out['history'])} points")
+    for it, loss, val in out["history"][-5:]:
+        click.echo(f"  {it:>9}  loss {_fmt(loss)}  val {_fmt(val)}")
+    for e in out["events"]:
+        extra = {k: v for k, v in e.items() if k not in ("t", "event")}
+        click.echo(f"event {_when(e['t'])} {e['event']} {json.dumps(extra) if extra else ''}")
+    if out["samples"]:
+        click.echo(f"last sample (iteration {out['samples'][-1]['iteration']}):")
+        click.echo(out["samples"][-1]["text"])
+
+
+@cli.command()
+@job_argument
+@click.option("--last", is_flag=True, help="Only the latest sample.")
+@json_option
+@pass_ctx
+@errors
+def samples(c: Ctx, job_id, last, as_json):
+    """Samples a job drew during training."""
+    s = c.store()
+    job = s.get(job_id)
+    rows = s.samples(job["job_id"], last=last)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        raise NoCheckpoint(f"job {job['job_id']} has no samples yet")
+    for r in rows:
+        click.echo(f"--- iteration {r['iteration']} ---")
+        click.echo(r["text"])
+
+
+def _load_checkpoint(c: Ctx, job_id: str, best: bool):
+    s = c.store()
+    raw, meta = s.checkpoint(s.get(job_id)["job_id"], "best" if best else "latest")
+    return raw, ckpt.load(raw, name=f"the job's {'best' if best else 'latest'} checkpoint")
+
+
+@cli.command()
+@job_argument
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the .npz (a file `charrnn sample --checkpoint` reads).")
+@click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
+@pass_ctx
+@errors
+def checkpoint(c: Ctx, job_id, output, best):
+    """Download a job's latest (or best) checkpoint, verified."""
+    raw, ck = _load_checkpoint(c, job_id, best)
+    ckpt.write_bytes(raw, output)
+    click.echo(f"wrote {output} (iteration {ck.iteration})", err=True)
+
+
+@cli.command()
+@job_argument
+@click.option("--length", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=None)
+@click.option("--prime", default=None, help="Text to start from.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--argmax", is_flag=True, help="Always the most likely character.")
+@click.option("--best", is_flag=True, help="From the best checkpoint instead of the latest.")
+@pass_ctx
+@errors
+def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
+    """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
+    _, ck = _load_checkpoint(c, job_id, best)
+    click.echo(ck.sample(length=length, temperature=temperature, top_k=top_k, prime=prime,
+                         seed=seed, argmax=argmax))
+
+
+@cli.command()
+@job_argument
+@pass_ctx
+@errors
+def watch(c: Ctx, job_id):
+    """Live progress of a job until it ends; exit 1 if it failed or was cancelled."""
+    job = _follow(c.store(), c.store().get(job_id)["job_id"])
+    _print_final(c.store(), job)
+    if jobs.stopped_with_error(job):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@cli.command()
+@job_argument
+@json_option
+@pass_ctx
+@errors
+def cancel(c: Ctx, job_id, as_json):
+    """A queued job never starts; a running one stops at its next check, keeping a checkpoint."""
+    st = c.store().cancel(job_id)
+    msg = {"cancelled": "cancelled", "running": "cancel requested; it stops at its next check"}
+    if as_json:
+        _echo_json({"job_id": job_id, "status": st})
+    else:
+        click.echo(msg.get(st, f"already {st}; nothing to cancel"))
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for workers to answer.")
+@json_option
+@pass_ctx
+@errors
+def workers(c: Ctx, timeout, as_json):
+    """Live workers and the job each runs."""
+    from worker.app import use_url
+    c.store()   # fail fast, with the usual message, if Redis is unreachable
+    insp = use_url(c.url()).control.inspect(timeout=timeout)
+    active = insp.active() or {}
+    rows = {name: [t["args"][0] if t.get("args") else t.get("id") for t in tasks]
+            for name, tasks in sorted(active.items())}
+    if as_json:
+        _echo_json({"workers": [{"name": n, "jobs": j} for n, j in rows.items()]})
+        return
+    if not rows:
+        click.echo("no live workers")
+    for n, j in rows.items():
+        click.echo(f"{n}  {', '.join(j) if j else 'idle'}")
+
+
+@cli.command()
+@job_argument
+@pass_ctx
+@errors
+def delete(c: Ctx, job_id):
+    """Remove a job and everything it produced."""
+    c.store().delete(job_id)
+    click.echo(f"deleted {job_id}", err=True)
+
+
+@cli.command()
+@click.option("--older-than", required=True, help="Age such as 30m, 12h, 7d.")
+@json_option
+@pass_ctx
+@errors
+def prune(c: Ctx, older_than, as_json):
+    """Delete finished jobs older than an age."""
+    gone = c.store().prune(jobs.parse_age(older_than))
+    _echo_json({"deleted": gone}) if as_json else click.echo(f"deleted {len(gone)} job(s)")
+
+
+@cli.command()
+@click.option("--workers", "n", type=click.IntRange(min=0), default=None,
+              help="Local worker processes (default: one per core).")
+@pass_ctx
+@errors
+def up(c: Ctx, n):
+    """Start the embedded Redis and local workers under CHARRNN_HOME."""
+    try:
+        st = embedded.start_workers(embedded.default_workers() if n is None else n)
+    except embedded.EmbeddedError as e:
+        raise Fail(str(e), EXIT_UNREACHABLE) from None
+    click.echo(f"embedded stack up: redis {redact(st['url'])}, {len(st['workers'])} worker(s), "
+               f"data in {st['home']}")
+
+
+@cli.command()
+@pass_ctx
+@errors
+def down(c: Ctx):
+    """Stop the embedded stack (running jobs checkpoint and wait in the queue); data is kept."""
+    out = embedded.down()
+    click.echo("embedded stack stopped" if out["stopped"] else "embedded stack was not running")
+
+
+def main():
+    cli(prog_name="orchestrator")
+
+
+if __name__ == "__main__":
+    main()

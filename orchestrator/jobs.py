@@ -1,0 +1,114 @@
+"""The orchestrator's logic, as plain functions the Click commands call."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+from charrnn import Config, read_corpus
+from charrnn.config import FIELDS
+from charrnn.data import prepare
+from charrnn.trainer import Trainer
+
+from worker import settings
+from worker.app import QUEUE, TASK_NAME, use_url
+from worker.store import JobStore, Status, TERMINAL, new_job_id
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+STATUS_FIELDS = ("job_id", "status", "iteration", "iterations", "smooth_loss", "val_loss",
+                 "chars_per_second", "worker", "submitted_at", "started_at", "finished_at", "error")
+
+
+class BadInput(ValueError):
+    """A bad hyperparameter value or corpus, found before anything is enqueued."""
+
+
+def parse_value(name: str, raw: str):
+    kind = str(FIELD_TYPES[name])
+    flag = "--" + name.replace("_", "-")
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError:
+        what = "an integer" if kind.startswith("int") else "a number"
+        raise BadInput(f"bad hyperparameter {flag}: {raw!r} is not {what}") from None
+
+
+def hyper_grid(given: dict[str, str | None], allow_grid: bool) -> list[dict]:
+    """Hyperparameter dicts from option strings; with allow_grid, comma lists form a grid."""
+    axes = []
+    for name in FIELDS:
+        raw = given.get(name)
+        if raw is None:
+            continue
+        values = [v.strip() for v in raw.split(",")] if allow_grid else [raw]
+        axes.append([(name, parse_value(name, v)) for v in values])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Config, int]]]:
+    """Read the corpus and check every hyperparameter set against it, as a trainer would.
+    Returns (text, [(config, total iterations)]); CharRNNError subclasses on bad input."""
+    text = read_corpus(corpus)
+    out = []
+    for hyper in hyper_sets:
+        cfg = Config.from_dict(hyper)
+        _, train, _ = prepare(text, cfg.val_fraction, cfg.seq_length)
+        out.append((cfg, Trainer.iterations_for(cfg, len(train))))
+    return text, out
+
+
+def submit(store: JobStore, url: str, corpus: str, text: str, cfg: Config, total: int,
+           checkpoint_every: int | None, name: str | None, tags: tuple[str, ...]) -> tuple[str, bool]:
+    """Upload the corpus (once per sha256), record the job, enqueue its id.
+    Returns (job id, whether the corpus was uploaded)."""
+    sha, uploaded = store.put_corpus(text)
+    job_id = new_job_id()
+    spec = {"corpus_sha256": sha, "corpus": corpus, "hyper": cfg.to_dict(),
+            "checkpoint_every": checkpoint_every or settings.DEFAULT_CHECKPOINT_EVERY,
+            "iterations_total": total}
+    store.create(job_id, spec, name, tags)
+    use_url(url).send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE,
+                           retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                                     "interval_step": 0.5})
+    return job_id, uploaded
+
+
+def status_view(job: dict) -> dict:
+    return {k: job.get(k) for k in STATUS_FIELDS}
+
+
+def is_terminal(job: dict) -> bool:
+    return job["status"] in {s.value for s in TERMINAL}
+
+
+def wait(store: JobStore, job_id: str, on_update, poll: float = 0.5) -> dict:
+    """Poll a job until it ends, calling on_update(job, new_samples) on each change."""
+    seen = len(store.samples(job_id))
+    while True:
+        job = store.get(job_id)
+        samples = store.samples(job_id)
+        on_update(job, samples[seen:])
+        seen = len(samples)
+        if is_terminal(job):
+            return job
+        time.sleep(poll)
+
+
+def parse_age(raw: str) -> float:
+    """'30s', '15m', '12h', '7d' (or plain seconds) to seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    raw = raw.strip().lower()
+    try:
+        if raw and raw[-1] in units:
+            return float(raw[:-1]) * units[raw[-1]]
+        return float(raw)
+    except ValueError:
+        raise BadInput(f"bad age {raw!r}: use for example 30m, 12h or 7d") from None
+
+
+def stopped_with_error(job: dict) -> bool:
+    return job["status"] in (Status.FAILED.value, Status.CANCELLED.value)

@@ -1,0 +1,29 @@
+"""Errors of the job store, each with a message a user can act on."""
+
+
+class StoreError(Exception):
+    """Base class for job-store errors."""
+
+
+class NoSuchJob(StoreError):
+    """No job has this id (never submitted, or deleted)."""
+
+
+class InvalidJobId(StoreError):
+    """A job id that is not a UUID; refused before it goes near a key."""
+
+
+class CorpusTooLarge(StoreError):
+    """A corpus above the store's size limit (CHARRNN_MAX_CORPUS_BYTES)."""
+
+
+class NoCheckpoint(StoreError):
+    """The job has not written a checkpoint (or a sample) yet."""
+
+
+class Unreachable(StoreError):
+    """Redis did not answer, or refused our password."""
+
+
+class LostLease(StoreError):
+    """Another trainer holds this job now (our fencing token is stale): stop without writing."""

@@ -1,0 +1,73 @@
+"""Every Redis key of the job store, one function per entity, all under one prefix.
+
+    charrnn:job:{id}                 hash    the job record (status, spec, metrics, times, token)
+    charrnn:job:{id}:history         list    JSON [iteration, smooth_loss, val_loss]
+    charrnn:job:{id}:samples         list    JSON {"iteration", "text"}
+    charrnn:job:{id}:events          list    JSON {"t", "event", "host", ...}
+    charrnn:job:{id}:ckpt:{which}    hash    data (the .npz bytes), sha256, iteration; which is
+                                             latest, previous or best
+    charrnn:job:{id}:lease           string  "token worker", expires unless renewed
+    charrnn:job:{id}:fence           string  fencing token counter (INCR on every takeover)
+    charrnn:job:{id}:stepped_aside   string  count of duplicate deliveries that stepped aside
+    charrnn:jobs                     zset    every job id, scored by submit time
+    charrnn:status:{status}          zset    job ids by status, scored by submit time
+    charrnn:tag:{tag}                zset    job ids by tag, scored by submit time
+    charrnn:corpus:{sha256}          string  corpus text, UTF-8
+"""
+PREFIX = "charrnn:"
+CHECKPOINT_KINDS = ("latest", "previous", "best")
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def history(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:history"
+
+
+def samples(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:samples"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:events"
+
+
+def checkpoint(job_id: str, which: str) -> str:
+    assert which in CHECKPOINT_KINDS, which
+    return f"{PREFIX}job:{job_id}:ckpt:{which}"
+
+
+def lease(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:lease"
+
+
+def fence(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:fence"
+
+
+def stepped_aside(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:stepped_aside"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Everything a job owns, for delete."""
+    return [job(job_id), history(job_id), samples(job_id), events(job_id), lease(job_id),
+            fence(job_id), stepped_aside(job_id)] + [checkpoint(job_id, k) for k in CHECKPOINT_KINDS]
+
+
+def jobs_by_time() -> str:
+    return f"{PREFIX}jobs"
+
+
+def status_index(status: str) -> str:
+    return f"{PREFIX}status:{status}"
+
+
+def tag_index(tag: str) -> str:
+    return f"{PREFIX}tag:{tag}"
+
+
+def corpus(sha256: str) -> str:
+    return f"{PREFIX}corpus:{sha256}"

@@ -1,0 +1,121 @@
+"""One live trainer per job: a lease (set-if-absent with an expiry, renewed by heartbeats) and a
+fencing token (a counter incremented on every takeover). Every write a trainer makes goes through
+one Lua script that first checks, inside Redis, that the trainer's token is still the job's
+current one; a stale or duplicate trainer's writes are refused atomically, never half applied.
+
+The scripts touch keys they do not declare in KEYS: the store targets one Redis server (or a
+primary with replicas), not Redis Cluster.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import keys, settings
+from .errors import LostLease
+
+# KEYS: job, lease, fence. ARGV: lease_ms, holder. Returns {kind, value}.
+ACQUIRE = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return {'terminal', st} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'held', tostring(redis.call('PTTL', KEYS[2]))}
+end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[2], token .. ' ' .. ARGV[2], 'PX', ARGV[1])
+redis.call('HSET', KEYS[1], 'token', token)
+return {'acquired', tostring(token)}
+"""
+
+# KEYS: fence, job. ARGV: token, then commands as (argc, name, args...).
+# COPYIFEXISTS src dst is ours: COPY src dst REPLACE when src exists.
+FENCED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, false} end
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local name = ARGV[i + 1]
+  if name == 'COPYIFEXISTS' then
+    if redis.call('EXISTS', ARGV[i + 2]) == 1 then
+      redis.call('COPY', ARGV[i + 2], ARGV[i + 3], 'REPLACE')
+    end
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
+  i = i + n + 1
+end
+return {1, redis.call('HGET', KEYS[2], 'cancel_requested')}
+"""
+
+
+@dataclass
+class Acquired:
+    kind: str          # acquired | held | terminal | missing
+    value: str         # the token, the lease's remaining ms, or the terminal status
+
+
+def retrying(fn, *args, deadline_seconds: float | None = None):
+    """Call fn, retrying while Redis is unreachable (a restart) for up to STORE_RETRY_SECONDS."""
+    deadline = time.monotonic() + (deadline_seconds or settings.STORE_RETRY_SECONDS)
+    delay = 0.1
+    while True:
+        try:
+            return fn(*args)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class Lease:
+    def __init__(self, r: redis.Redis, job_id: str, holder: str):
+        self.r, self.job_id, self.holder = r, job_id, holder
+        self.token: str | None = None
+        self._acquire = r.register_script(ACQUIRE)
+        self._fenced = r.register_script(FENCED)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(settings.LEASE_SECONDS * 1000)
+
+    def acquire(self) -> Acquired:
+        kind, value = retrying(self._acquire, [keys.job(self.job_id), keys.lease(self.job_id),
+                                               keys.fence(self.job_id)],
+                               [self.lease_ms, self.holder])
+        a = Acquired(kind.decode(), value.decode())
+        if a.kind == "acquired":
+            self.token = a.value
+        return a
+
+    def heartbeat_op(self) -> tuple:
+        return ("SET", keys.lease(self.job_id), f"{self.token} {self.holder}", "PX", self.lease_ms)
+
+    def write(self, ops: list[tuple]) -> bool:
+        """Apply ops atomically if our token is current (renewing the lease too). Returns the
+        job's cancel flag; raises LostLease if another trainer took the job."""
+        assert self.token is not None
+        argv: list = [self.token]
+        for op in list(ops) + [self.heartbeat_op()]:
+            argv.append(len(op))
+            argv.extend(op)
+        ok, cancel = retrying(self._fenced, [keys.fence(self.job_id), keys.job(self.job_id)], argv)
+        if not ok:
+            raise LostLease(f"job {self.job_id}: another trainer holds it now")
+        return bool(cancel) and cancel != b"0"
+
+    def release_op(self) -> tuple:
+        return ("DEL", keys.lease(self.job_id))
+
+    def write_and_release(self, ops: list[tuple]) -> None:
+        """The last write of a trainer: ops, then the lease is gone (no heartbeat appended)."""
+        argv: list = [self.token]
+        for op in list(ops) + [self.release_op()]:
+            argv.append(len(op))
+            argv.extend(op)
+        ok, _ = retrying(self._fenced, [keys.fence(self.job_id), keys.job(self.job_id)], argv)
+        if not ok:
+            raise LostLease(f"job {self.job_id}: another trainer holds it now")

@@ -1,0 +1,59 @@
+"""Settings read from the environment, by workers and the orchestrator alike.
+
+Every timeout is a named constant with the trade-off of its default."""
+import os
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise SystemExit(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+REDIS_URL_ENV = "CHARRNN_REDIS_URL"
+"""The one setting a worker needs: redis://[:password@]host:port/db (rediss:// for TLS)."""
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+"""Where a worker looks when CHARRNN_REDIS_URL is not set."""
+
+LEASE_SECONDS = _float("CHARRNN_LEASE_SECONDS", 30.0)
+"""How long a job's lease lives without a heartbeat. Shorter: a dead worker's job is taken over
+sooner. Longer: a trainer stalled in a long evaluation or a slow Redis round trip is less likely to
+lose its job to a second copy (it would stop cleanly, but recompute work). 30 s is ~30 missed
+heartbeats."""
+
+VISIBILITY_TIMEOUT = _float("CHARRNN_VISIBILITY_TIMEOUT", 3600.0)
+"""Seconds before the Redis broker redelivers an unacknowledged message (after the whole worker was
+killed, for example). Shorter: faster recovery after a hard kill. Longer: fewer redelivered copies
+of long jobs (each steps aside harmlessly, after watching the lease for LEASE_SECONDS)."""
+
+HEARTBEAT_SECONDS = min(1.0, LEASE_SECONDS / 3)
+"""Progress writes (which renew the lease) happen at least this often while training."""
+
+STORE_RETRY_SECONDS = _float("CHARRNN_STORE_RETRY_SECONDS", 120.0)
+"""How long a worker keeps retrying a store write while Redis is unreachable (a restart) before
+giving the job up to another worker."""
+
+MAX_CORPUS_BYTES = int(_float("CHARRNN_MAX_CORPUS_BYTES", 64 * 1024 * 1024))
+"""Largest corpus the store accepts (UTF-8 bytes). Each worker holds its job's corpus in memory
+several times over (text, ids); 64 MB keeps that well under a gigabyte."""
+
+CONNECT_TIMEOUT = _float("CHARRNN_CONNECT_TIMEOUT", 3.0)
+"""Seconds to wait for a TCP connection to Redis before saying it is unreachable."""
+
+SOCKET_TIMEOUT = _float("CHARRNN_SOCKET_TIMEOUT", 20.0)
+"""Seconds to wait for one Redis reply (a checkpoint of a large model takes a while to transfer)."""
+
+DEFAULT_CHECKPOINT_EVERY = 1000
+"""Iterations between checkpoints when a spec does not say: the most work a crash can cost."""
+
+
+def redis_url() -> str | None:
+    return os.environ.get(REDIS_URL_ENV) or None

@@ -1,0 +1,271 @@
+"""The job store: job records, their results and the corpora, in Redis.
+
+Read `keys.py` for the data model on one screen. Status, metrics and times change together: in
+MULTI/EXEC here (client-side transitions), or inside the fenced Lua script of `lease.py` (a
+trainer's writes). Results never expire; `delete` and `prune` remove them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from enum import Enum
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import keys, settings
+from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
+
+
+class Status(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+FLOAT_FIELDS = ("smooth_loss", "val_loss", "best_val_loss", "chars_per_second", "learning_rate",
+                "submitted_at", "started_at", "finished_at")
+INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks")
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable Redis URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, ""))
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast (connect timeout, one retry), for the orchestrator and workers."""
+    try:
+        return redis.Redis.from_url(url, socket_connect_timeout=settings.CONNECT_TIMEOUT,
+                                    socket_timeout=settings.SOCKET_TIMEOUT,
+                                    retry=Retry(NoBackoff(), 1), health_check_interval=30)
+    except ValueError as e:
+        raise Unreachable(f"bad Redis URL {redact(url)}: {e}") from None
+
+
+def validate_job_id(job_id: str) -> str:
+    """The canonical form of a job id, or InvalidJobId: ids go into keys only once checked."""
+    try:
+        return str(uuid.UUID(str(job_id)))
+    except ValueError:
+        raise InvalidJobId(f"not a job id: {str(job_id)[:80]!r} (job ids are UUIDs)") from None
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def status_moves(job_id: str, new: Status, score: float) -> list[tuple]:
+    """Commands that move a job into one status index and out of the others."""
+    ops = [("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new]
+    ops.append(("ZADD", keys.status_index(new.value), repr(score), job_id))
+    return ops
+
+
+def event(name: str, **fields) -> str:
+    return json.dumps({"t": time.time(), "event": name, **fields})
+
+
+def _num(v: str, kind):
+    if v in ("", None):
+        return None
+    try:
+        return kind(v)
+    except ValueError:
+        return None
+
+
+def decode_job(raw: dict) -> dict:
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+    job = {"job_id": d.get("job_id"), "name": d.get("name") or None,
+           "tags": json.loads(d.get("tags") or "[]"), "status": d.get("status"),
+           "spec": json.loads(d.get("spec") or "{}"), "worker": d.get("worker") or None,
+           "error": d.get("error") or None,
+           "cancel_requested": d.get("cancel_requested") == "1"}
+    for f in FLOAT_FIELDS:
+        job[f] = _num(d.get(f), float)
+    for f in INT_FIELDS:
+        job[f] = _num(d.get(f), int)
+    job["restarts"] = job["restarts"] or 0
+    job["rollbacks"] = job["rollbacks"] or 0
+    return job
+
+
+class JobStore:
+    def __init__(self, r: redis.Redis):
+        self.r = r
+
+    # --- corpora ------------------------------------------------------------------------------
+    def put_corpus(self, text: str) -> tuple[str, bool]:
+        """Store a corpus by sha256 once. Returns (sha256, uploaded): a second submit of the same
+        text checks its hash and uploads nothing."""
+        raw = text.encode("utf-8")
+        if len(raw) > settings.MAX_CORPUS_BYTES:
+            raise CorpusTooLarge(f"corpus is {len(raw):,} bytes, above the limit of "
+                                 f"{settings.MAX_CORPUS_BYTES:,} (CHARRNN_MAX_CORPUS_BYTES)")
+        sha = hashlib.sha256(raw).hexdigest()
+        if self.r.exists(keys.corpus(sha)):
+            return sha, False
+        return sha, bool(self.r.set(keys.corpus(sha), raw, nx=True))
+
+    def get_corpus(self, sha: str) -> str:
+        raw = self.r.get(keys.corpus(sha))
+        if raw is None:
+            raise NoSuchJob(f"corpus {sha[:12]} is not in the store")
+        return raw.decode("utf-8")
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def create(self, job_id: str, spec: dict, name: str | None = None,
+               tags: tuple[str, ...] = ()) -> None:
+        now = time.time()
+        record = {"job_id": job_id, "name": name or "", "tags": json.dumps(list(tags)),
+                  "spec": json.dumps(spec, sort_keys=True), "status": Status.QUEUED.value,
+                  "submitted_at": repr(now), "iteration": 0, "restarts": 0, "rollbacks": 0,
+                  "cancel_requested": "0"}
+        it = spec.get("iterations_total")
+        if it:
+            record["iterations"] = it
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(job_id), mapping=record)
+            p.zadd(keys.jobs_by_time(), {job_id: now})
+            p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
+            for tag in tags:
+                p.zadd(keys.tag_index(tag), {job_id: now})
+            p.rpush(keys.events(job_id), event("submitted"))
+            p.execute()
+
+    def get(self, job_id: str) -> dict:
+        job_id = validate_job_id(job_id)
+        raw = self.r.hgetall(keys.job(job_id))
+        if not raw:
+            raise NoSuchJob(f"no job with id {job_id}")
+        return decode_job(raw)
+
+    def history(self, job_id: str) -> list[list]:
+        return [json.loads(x) for x in self.r.lrange(keys.history(job_id), 0, -1)]
+
+    def samples(self, job_id: str, last: bool = False) -> list[dict]:
+        rows = self.r.lrange(keys.samples(job_id), -1 if last else 0, -1)
+        return [json.loads(x) for x in rows]
+
+    def events(self, job_id: str) -> list[dict]:
+        return [json.loads(x) for x in self.r.lrange(keys.events(job_id), 0, -1)]
+
+    def stepped_aside(self, job_id: str) -> int:
+        return int(self.r.get(keys.stepped_aside(job_id)) or 0)
+
+    def checkpoint(self, job_id: str, which: str = "latest") -> tuple[bytes, dict]:
+        """(bytes of the .npz, {"sha256", "iteration"}) or NoCheckpoint."""
+        self.get(job_id)
+        raw = self.r.hgetall(keys.checkpoint(job_id, which))
+        if not raw:
+            raise NoCheckpoint(f"job {job_id} has no {which} checkpoint yet")
+        return raw[b"data"], {"sha256": raw[b"sha256"].decode(),
+                              "iteration": int(raw[b"iteration"])}
+
+    def list(self, status: str | None = None, tag: str | None = None,
+             limit: int = 20) -> list[dict]:
+        """Newest first, read by ZREVRANGE pages (never KEYS), filtered by status and tag."""
+        index = (keys.tag_index(tag) if tag else
+                 keys.status_index(status) if status else keys.jobs_by_time())
+        out, start, page = [], 0, max(limit, 100)
+        while len(out) < limit:
+            ids = self.r.zrevrange(index, start, start + page - 1)
+            if not ids:
+                break
+            start += page
+            with self.r.pipeline(transaction=False) as p:
+                for i in ids:
+                    p.hgetall(keys.job(i.decode()))
+                rows = p.execute()
+            for raw in rows:
+                if not raw:
+                    continue
+                job = decode_job(raw)
+                if status and job["status"] != status:
+                    continue
+                out.append(job)
+                if len(out) == limit:
+                    break
+        return out
+
+    def count(self) -> int:
+        return self.r.zcard(keys.jobs_by_time())
+
+    def cancel(self, job_id: str) -> str:
+        """A queued job becomes cancelled at once (it will never start); a running one is asked to
+        stop at its next check. Returns the status after the call."""
+        job_id = validate_job_id(job_id)
+        key = keys.job(job_id)
+        with self.r.pipeline(transaction=True) as p:
+            while True:
+                try:
+                    p.watch(key)
+                    status, submitted = p.hmget(key, "status", "submitted_at")
+                    if status is None:
+                        raise NoSuchJob(f"no job with id {job_id}")
+                    status = status.decode()
+                    p.multi()
+                    if status == Status.QUEUED.value:
+                        now = time.time()
+                        p.hset(key, mapping={"status": Status.CANCELLED.value,
+                                             "finished_at": repr(now), "cancel_requested": "1"})
+                        for op in status_moves(job_id, Status.CANCELLED, float(submitted)):
+                            p.execute_command(*op)
+                        p.rpush(keys.events(job_id), event("cancelled", while_status="queued"))
+                        status = Status.CANCELLED.value
+                    elif status == Status.RUNNING.value:
+                        p.hset(key, "cancel_requested", "1")
+                        p.rpush(keys.events(job_id), event("cancel_requested"))
+                    p.execute()
+                    return status
+                except redis.WatchError:
+                    continue
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job and everything it produced (a running trainer's next write is refused,
+        since its fencing token is gone, and it stops)."""
+        job = self.get(job_id)
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(*keys.job_keys(job["job_id"]))
+            p.zrem(keys.jobs_by_time(), job["job_id"])
+            for s in Status:
+                p.zrem(keys.status_index(s.value), job["job_id"])
+            for tag in job["tags"]:
+                p.zrem(keys.tag_index(tag), job["job_id"])
+            p.execute()
+
+    def prune(self, older_than_seconds: float) -> list[str]:
+        """Delete finished jobs (succeeded, failed, cancelled) that finished before now minus the
+        given age. Returns the ids deleted."""
+        cutoff = time.time() - older_than_seconds
+        gone = []
+        for s in TERMINAL:
+            for raw_id in self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff):
+                job_id = raw_id.decode()
+                try:
+                    job = self.get(job_id)
+                except NoSuchJob:
+                    continue
+                if job["status"] in [t.value for t in TERMINAL] and \
+                        (job["finished_at"] or 0) < cutoff:
+                    self.delete(job_id)
+                    gone.append(job_id)
+        return gone

@@ -1,0 +1,69 @@
+"""The one task: a job id in, the job trained through the store. Short, like a web view."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_shutting_down
+
+from . import settings
+from .app import TASK_NAME, app
+from .store import JobStore, connect
+from .training import SHUTDOWN, run_job
+
+log = logging.getLogger("charrnn.worker")
+_store: JobStore | None = None
+
+
+def store() -> JobStore:
+    global _store
+    if _store is None:
+        _store = JobStore(connect(app.conf.broker_url or settings.DEFAULT_REDIS_URL))
+    return _store
+
+
+@app.task(name=TASK_NAME, bind=True)
+def train(self, job_id: str) -> str:
+    outcome = run_job(store(), job_id, self.request.hostname or "worker")
+    if outcome == "requeue":
+        # warm shutdown: the checkpoint is written; give the message back to the queue
+        raise Reject("worker shutting down; job checkpointed and requeued", requeue=True)
+    return outcome
+
+
+@worker_process_init.connect
+def _pool_process_init(**_):
+    """In each pool process: a fresh Redis connection (never one inherited across fork), and
+    SIGTERM sets a flag that the training hooks turn into checkpoint-and-requeue."""
+    global _store
+    _store = None
+    signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
+
+
+@worker_shutting_down.connect
+def _tell_pool_processes(sig=None, how=None, **_):
+    """Warm shutdown waits for running tasks; ask them to checkpoint and stop now instead."""
+    if how != "Warm":
+        return
+    for pid in _children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        try:
+            from billiard.process import active_children
+            out = [p.pid for p in active_children()]
+        except Exception:  # noqa: BLE001 - best effort; warm shutdown still waits for the task
+            pass
+    return out

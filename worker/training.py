@@ -1,0 +1,260 @@
+"""What one delivery of a job does: take the lease (or step aside), restore the latest good
+checkpoint, train through hooks that write fenced, and end the job in exactly one status.
+
+The task in tasks.py only calls `run_job`; charrnn knows nothing of Redis or Celery.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+
+from charrnn import Config, Hooks, Trainer, checkpoint
+from charrnn.errors import CharRNNError, CheckpointError, DivergedError
+
+from . import keys, settings
+from .errors import LostLease, NoSuchJob
+from .lease import Lease, retrying
+from .store import JobStore, Status, event, status_moves, validate_job_id
+
+log = logging.getLogger("charrnn.worker")
+
+MAX_ROLLBACKS = 3
+"""Divergence rollbacks (each halves the learning rate) before a job fails with "diverged"."""
+
+HISTORY_POINTS = 500
+"""Roughly how many loss-history rows a job keeps (one per 1/500 of its iterations, plus evals)."""
+
+SHUTDOWN = threading.Event()
+"""Set in a pool process when its worker is shutting down (SIGTERM): checkpoint and give back."""
+
+FAULT_DIVERGE_ENV = "CHARRNN_FAULT_DIVERGE_AT"
+"""Test-only fault injection: "N" makes the first run past iteration N diverge once;
+"N:always" makes every run past N diverge."""
+
+
+class Outcome(str):
+    pass
+
+
+class JobHooks(Hooks):
+    """Progress, samples and checkpoints to the store, each a fenced write; cancellation and
+    shutdown checked at every progress write and checkpoint."""
+
+    progress_seconds = settings.HEARTBEAT_SECONDS
+
+    def __init__(self, job: dict, lease: Lease, fault: tuple[int, bool] | None):
+        self.job_id, self.lease, self.fault = job["job_id"], lease, fault
+        self.submitted = job["submitted_at"]
+        self.cancel = False
+        self.last_ckpt_iteration = -1
+        self.best_ckpt_val = job["best_val_loss"]
+        self.history_every = max(1, (job["iterations"] or 1) // HISTORY_POINTS)
+        self.last_history = -1
+        self.diverge_once_done = False
+
+    def metrics(self, t: Trainer) -> dict:
+        s = t.stats()
+        return {"iteration": s["iteration"], "iterations": s["iterations"],
+                "smooth_loss": repr(s["smooth_loss"]),
+                "val_loss": "" if s["val_loss"] is None else repr(s["val_loss"]),
+                "best_val_loss": "" if s["best_val_loss"] is None else repr(s["best_val_loss"]),
+                "chars_per_second": repr(s["chars_per_second"]),
+                "learning_rate": repr(s["learning_rate"])}
+
+    def _hset(self, t: Trainer) -> tuple:
+        flat = [x for kv in self.metrics(t).items() for x in kv]
+        return ("HSET", keys.job(self.job_id), *flat)
+
+    def _history(self, t: Trainer, force: bool = False) -> list[tuple]:
+        if not force and t.iteration - self.last_history < self.history_every:
+            return []
+        self.last_history = t.iteration
+        return [("RPUSH", keys.history(self.job_id),
+                 json.dumps([t.iteration, t.smooth_loss, t.val_loss]))]
+
+    def on_progress(self, t: Trainer) -> None:
+        self.cancel = self.lease.write([self._hset(t)] + self._history(t))
+
+    def on_eval(self, t: Trainer, val_loss: float | None) -> None:
+        self.cancel = self.lease.write([self._hset(t)] + self._history(t, force=True))
+
+    def on_sample(self, t: Trainer, text: str) -> None:
+        self.cancel = self.lease.write([("RPUSH", keys.samples(self.job_id),
+                                         json.dumps({"iteration": t.iteration, "text": text}))])
+
+    def on_checkpoint(self, t: Trainer) -> None:
+        self._inject_fault(t)
+        raw = checkpoint.to_bytes(t)   # refuses non-finite weights
+        sha = hashlib.sha256(raw).hexdigest()
+        latest, previous = keys.checkpoint(self.job_id, "latest"), keys.checkpoint(self.job_id, "previous")
+        ops = [("COPYIFEXISTS", latest, previous), ("DEL", latest),
+               ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
+               self._hset(t)]
+        if t.val_loss is not None and (self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val):
+            self.best_ckpt_val = t.val_loss
+            ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
+        self.cancel = self.lease.write(ops)
+        self.last_ckpt_iteration = t.iteration
+
+    def should_stop(self, t: Trainer) -> bool:
+        return self.cancel or SHUTDOWN.is_set()
+
+    def _inject_fault(self, t: Trainer) -> None:
+        if self.fault is None:
+            return
+        at, always = self.fault
+        if t.iteration >= at and (always or not self.diverge_once_done):
+            self.diverge_once_done = True
+            raise DivergedError(f"diverged: injected fault at iteration {t.iteration}")
+
+
+def _fault() -> tuple[int, bool] | None:
+    raw = os.environ.get(FAULT_DIVERGE_ENV)
+    if not raw:
+        return None
+    at, _, mode = raw.partition(":")
+    return int(at), mode == "always"
+
+
+def _restore(store: JobStore, lease: Lease, job_id: str, cfg: Config, text: str):
+    """The trainer at the latest checkpoint that verifies (falling back to the previous one and
+    recording why), or a fresh one. Returns (trainer, events to record)."""
+    notes = []
+    for which in ("latest", "previous"):
+        raw = retrying(store.r.hgetall, keys.checkpoint(job_id, which))
+        if not raw:
+            continue
+        try:
+            if hashlib.sha256(raw[b"data"]).hexdigest() != raw[b"sha256"].decode():
+                raise CheckpointError("stored sha256 does not match its bytes")
+            ck = checkpoint.load(raw[b"data"], name=f"{which} checkpoint")
+            return ck.trainer(text, cfg), notes
+        except (CharRNNError, KeyError) as e:
+            notes.append(event("checkpoint_corrupt", which=which, error=str(e)[:300]))
+    return Trainer(cfg, text), notes
+
+
+def run_job(store: JobStore, job_id: str, host: str) -> str:
+    """Run one delivery of a job to its end (or step aside). Returns what happened."""
+    job_id = validate_job_id(job_id)
+    lease = Lease(store.r, job_id, host)
+    deadline = time.monotonic() + settings.LEASE_SECONDS + 1.0
+    while True:
+        got = lease.acquire()
+        if got.kind == "missing":
+            log.warning("job %s is not in the store (deleted?); dropping the message", job_id)
+            return "missing"
+        if got.kind == "terminal":
+            return got.value
+        if got.kind == "acquired":
+            break
+        # another trainer holds the lease: if it is alive it keeps renewing it, and we step
+        # aside; if it is dead the lease expires within LEASE_SECONDS and we take over
+        if time.monotonic() > deadline:
+            retrying(store.r.incr, keys.stepped_aside(job_id))
+            log.info("job %s: a live trainer holds it; this copy steps aside", job_id)
+            return "stepped_aside"
+        time.sleep(min(0.25, settings.LEASE_SECONDS / 4))
+
+    job = retrying(store.get, job_id)
+    now = time.time()
+    try:
+        spec = job["spec"]
+        hyper = dict(spec["hyper"])
+        if job["learning_rate"]:
+            pass  # the checkpoint carries the (possibly halved) learning rate
+        cfg = Config.from_dict(hyper)
+        text = retrying(store.get_corpus, spec["corpus_sha256"])
+        if job["cancel_requested"]:
+            _finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
+            return Status.CANCELLED.value
+        trainer, notes = _restore(store, lease, job_id, cfg, text)
+    except LostLease:
+        return "lost_lease"
+    except (CharRNNError, NoSuchJob, KeyError, ValueError) as e:
+        _finish(lease, job, Status.FAILED, None, [event("failed", host=host, error=str(e))],
+                error=str(e))
+        return Status.FAILED.value
+
+    resumed = trainer.iteration > 0 or job["started_at"] is not None
+    start = [("HSET", keys.job(job_id), "status", Status.RUNNING.value, "worker", host,
+              "started_at", repr(job["started_at"] or now), "iterations", trainer.total_iterations,
+              "iteration", trainer.iteration)]
+    start += status_moves(job_id, Status.RUNNING, job["submitted_at"])
+    start += [("RPUSH", keys.events(job_id), n) for n in notes]
+    if resumed:
+        start.append(("HINCRBY", keys.job(job_id), "restarts", 1))
+        start.append(("RPUSH", keys.events(job_id),
+                      event("resumed", host=host, iteration=trainer.iteration)))
+    else:
+        start.append(("RPUSH", keys.events(job_id), event("started", host=host)))
+    job["iterations"] = trainer.total_iterations
+    hooks = JobHooks(job, lease, _fault())
+    try:
+        hooks.cancel = lease.write(start)
+        ckpt_every = int(spec.get("checkpoint_every") or settings.DEFAULT_CHECKPOINT_EVERY)
+        rollbacks = job["rollbacks"]
+        while True:
+            try:
+                outcome = "stopped" if hooks.should_stop(trainer) else \
+                    trainer.run(hooks, checkpoint_every=ckpt_every)
+                break
+            except DivergedError as e:
+                rollbacks += 1
+                failing_lr = trainer.learning_rate
+                if rollbacks > MAX_ROLLBACKS:
+                    _finish(lease, job, Status.FAILED, trainer,
+                            [event("failed", host=host, error=f"diverged: {e}")],
+                            error=f"diverged after {MAX_ROLLBACKS} rollbacks: {e}",
+                            extra=("rollbacks", rollbacks))
+                    return Status.FAILED.value
+                trainer, notes = _restore(store, lease, job_id, cfg, text)
+                trainer.learning_rate = failing_lr / 2
+                lease.write([("HSET", keys.job(job_id), "rollbacks", rollbacks,
+                              "learning_rate", repr(trainer.learning_rate))]
+                            + [("RPUSH", keys.events(job_id), n) for n in notes]
+                            + [("RPUSH", keys.events(job_id),
+                                event("diverged_rollback", host=host, error=str(e),
+                                      iteration=trainer.iteration,
+                                      learning_rate=trainer.learning_rate))])
+        if outcome == "finished":
+            if hooks.last_ckpt_iteration != trainer.iteration:
+                hooks.on_checkpoint(trainer)
+            _finish(lease, job, Status.SUCCEEDED, trainer,
+                    [event("finished", host=host, iteration=trainer.iteration)])
+            return Status.SUCCEEDED.value
+        # stopped: cancelled, or this worker is shutting down; keep a checkpoint either way
+        if hooks.last_ckpt_iteration != trainer.iteration:
+            hooks.on_checkpoint(trainer)
+        if hooks.cancel:
+            _finish(lease, job, Status.CANCELLED, trainer,
+                    [event("cancelled", host=host, iteration=trainer.iteration)])
+            return Status.CANCELLED.value
+        ops = [("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "")]
+        ops += status_moves(job_id, Status.QUEUED, job["submitted_at"])
+        ops.append(("RPUSH", keys.events(job_id),
+                    event("interrupted", host=host, iteration=trainer.iteration,
+                          reason="worker shutting down")))
+        lease.write_and_release(ops)
+        return "requeue"
+    except LostLease:
+        log.warning("job %s: lost its lease to another trainer; stopping without writing", job_id)
+        return "lost_lease"
+
+
+def _finish(lease: Lease, job: dict, status: Status, trainer: Trainer | None, events: list[str],
+            error: str | None = None, extra: tuple = ()) -> None:
+    job_id = job["job_id"]
+    fields = ["status", status.value, "finished_at", repr(time.time()), "error", error or ""]
+    if extra:
+        fields += list(extra)
+    ops = [("HSET", keys.job(job_id), *fields)]
+    if trainer is not None:
+        ops.append(JobHooks(job, lease, None)._hset(trainer))
+    ops += status_moves(job_id, status, job["submitted_at"])
+    ops += [("RPUSH", keys.events(job_id), e) for e in events]
+    lease.write_and_release(ops)
