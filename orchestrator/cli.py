@@ -170,10 +170,13 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
         if v is not None and "," in v:
             raise jobs.BadInput(f"bad hyperparameter --{k.replace('_', '-')}: {v!r} "
                                 f"(comma lists are for `orchestrator sweep`)")
-    [(job_id, _)] = _submit_many(c, corpus, jobs.hyper_grid(hyper, False), checkpoint_every,
-                                 name, tags)
+    [(job_id, uploaded)] = _submit_many(c, corpus, jobs.hyper_grid(hyper, False),
+                                        checkpoint_every, name, tags)
     if not wait:
-        _echo_json({"job_id": job_id}) if as_json else click.echo(job_id)
+        if as_json:
+            _echo_json({"job_id": job_id, "corpus_uploaded": uploaded})
+        else:
+            click.echo(job_id)
         return
     if not as_json:
         click.echo(f"job {job_id}", err=True)
