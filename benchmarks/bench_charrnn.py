@@ -1,0 +1,284 @@
+#!/usr/bin/env python
+"""Training speed of charrnn, side by side in one run, on a single BLAS thread:
+
+  * charrnn `Trainer` (layer by layer), float64 and float32;
+  * `charrnn.oracle.BaselineTrainer`: the straightforward per-timestep implementation of the
+    classic article (the test oracle), float64;
+  * PyTorch `nn.RNN` (tanh, `num_layers`, batch size 1, one-hot input, hidden state carried and
+    detached between windows, `nn.Linear` output, summed cross-entropy, elementwise
+    `clip_grad_value_(5)`, `torch.optim.Adagrad(lr, initial_accumulator_value=0, eps=1e-8)`),
+    when torch is importable, in float32 (its default) and float64.
+
+Every trainer sweeps the same corpus in windows of seq_length with one update per window; the
+figure is training characters per second (windows * seq_length / seconds), measured for a fixed
+wall-clock time after a warm-up.
+
+Differences from charrnn that are PyTorch's and not ours: torch's Adagrad divides by
+sqrt(sum g^2) + eps (eps outside the square root) where charrnn divides by sqrt(sum g^2 + eps);
+nn.RNN has two bias vectors per layer (b_ih and b_hh). Neither changes the cost measurably.
+
+Usage:
+    python benchmarks/bench_charrnn.py [CORPUS] [--seconds 1.0] [--no-torch] [--no-scaling]
+    python benchmarks/bench_charrnn.py [CORPUS] --quality
+
+CORPUS defaults to /work/shared/corpora/tinyshakespeare.txt (../shared/corpora from the repo)
+when present, else a generated pseudo-English text. --quality trains one pass over the training
+part at 2 layers, hidden 128, seq_length 13 with the library's defaults, and the same with the
+article's settings (learning rate 0.1, parameters 0.01 * N(0, 1), biases 0), and prints the
+held-out loss over the whole validation split.
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+           "NUMEXPR_NUM_THREADS"):
+    os.environ[_v] = "1"                       # before numpy (and torch) are imported
+
+import argparse
+import math
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from charrnn import Config, Trainer, read_corpus  # noqa: E402
+from charrnn import oracle  # noqa: E402
+from charrnn.model import views  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CORPORA = ["/work/shared/corpora/tinyshakespeare.txt",
+                   os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt")]
+
+try:
+    import torch
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+except ImportError:
+    torch = None
+
+
+# --- corpus --------------------------------------------------------------------------------------
+def generated_corpus(n_chars: int = 1_100_000, seed: int = 0) -> str:
+    """Pseudo-English from a fixed word list with punctuation, capitals and line breaks."""
+    words = ("the of and to in is was that for on with as by at from his her they we you it not "
+             "but which have had this were are be one all their there been when who will would "
+             "king queen lord love night day heart death blood time good sweet fair now come "
+             "what more speak hath thee thou thy shall upon may must make know give take yet "
+             "well never here where why man men world life eyes hand father mother brother").split()
+    rng = np.random.default_rng(seed)
+    out, n = [], 0
+    while n < n_chars:
+        k = int(rng.integers(3, 14))
+        ws = [words[i] for i in rng.integers(0, len(words), k)]
+        s = " ".join(ws).capitalize() + ".,;:!?"[int(rng.integers(0, 6))]
+        s += "\n" if rng.random() < 0.3 else " "
+        if rng.random() < 0.05:
+            s = f"{words[int(rng.integers(len(words)))].upper()}:\n" + s
+        out.append(s)
+        n += len(s)
+    return "".join(out)
+
+
+def load_corpus(path: str | None) -> tuple[str, str]:
+    if path:
+        return read_corpus(path), path
+    for p in DEFAULT_CORPORA:
+        if os.path.exists(p):
+            return read_corpus(p), os.path.normpath(p)
+    return generated_corpus(), "generated pseudo-English (no tinyshakespeare.txt found)"
+
+
+# --- trainers, each reduced to step() ------------------------------------------------------------
+def charrnn_trainer(text, H, L, T, dtype="float64", lr=0.1, seed=0) -> Trainer:
+    cfg = Config(hidden_size=H, num_layers=L, seq_length=T, learning_rate=lr, iterations=10**9,
+                 eval_every=0, sample_every=0, dtype=dtype, seed=seed)
+    return Trainer(cfg, text)
+
+
+def baseline_trainer(tr: Trainer, lr=0.1) -> oracle.BaselineTrainer:
+    params = {k: np.array(v, dtype=np.float64) for k, v in tr.model.p.items()}
+    return oracle.BaselineTrainer(params, tr.train_ids, tr.config.seq_length, lr,
+                                  tr.config.grad_clip)
+
+
+class TorchTrainer:
+    """nn.RNN at batch size 1, trained exactly like charrnn: same windows, carried state."""
+
+    def __init__(self, tr: Trainer, lr=0.1, dtype=None):
+        dtype = dtype or torch.float32
+        V, H, L, T = tr.vocab.size, tr.config.hidden_size, tr.config.num_layers, tr.config.seq_length
+        torch.manual_seed(0)
+        self.rnn = torch.nn.RNN(V, H, num_layers=L, nonlinearity="tanh").to(dtype)
+        self.out = torch.nn.Linear(H, V).to(dtype)
+        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.Adagrad(self.params, lr=lr, initial_accumulator_value=0, eps=1e-8)
+        self.data = torch.from_numpy(np.asarray(tr.train_ids, dtype=np.int64))
+        self.eye = torch.eye(V, dtype=dtype)
+        self.h = torch.zeros(L, 1, H, dtype=dtype)
+        self.T, self.H, self.V, self.pointer = T, H, V, 0
+        self.loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def step(self) -> float:
+        T = self.T
+        if self.pointer + T + 1 > len(self.data):
+            self.pointer = 0
+            self.h = torch.zeros_like(self.h)
+        inputs = self.data[self.pointer:self.pointer + T]
+        targets = self.data[self.pointer + 1:self.pointer + T + 1]
+        x = self.eye[inputs].unsqueeze(1)                 # (T, 1, V) one-hot
+        out, h = self.rnn(x, self.h)
+        loss = self.loss_fn(self.out(out.view(T, self.H)), targets)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(self.params, 5.0)
+        self.opt.step()
+        self.h = h.detach()
+        self.pointer += T
+        return loss.item()
+
+
+# --- measuring -------------------------------------------------------------------------------------
+def chars_per_second(step, T: int, seconds: float, min_steps: int = 2) -> float:
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        el = time.perf_counter() - t0
+        if el >= seconds and n >= min_steps:
+            return n * T / el
+
+
+def measure(trainers: dict, T: int, seconds: float, rounds: int = 4) -> dict:
+    """chars/second of each trainer: a warm-up, then `rounds` bursts of seconds/rounds taken in
+    turn (so that anything else running on the machine slows all of them alike), best burst."""
+    for step in trainers.values():
+        chars_per_second(step, T, 0.05)
+    best = dict.fromkeys(trainers, 0.0)
+    for _ in range(rounds):
+        for name, step in trainers.items():
+            best[name] = max(best[name], chars_per_second(step, T, seconds / rounds))
+    return best
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}"
+
+
+def speed_section(text, V, seconds, with_torch):
+    lr = 0.1
+    rows = []
+    configs = [("article: 2 layers, H 128, T 13", 2, 128, 13),
+               ("1 layer, H 100, T 25", 1, 100, 25)]
+    print("\n== training speed, chars/second (single thread) ==")
+    head = (f"{'configuration':32} {'charrnn f64':>12} {'charrnn f32':>12} {'baseline':>10} "
+            + (f"{'torch f32':>10} {'torch f64':>10} " if with_torch else "")
+            + f"{'f64/base':>9} {'f32/f64':>8}"
+            + (f" {'f64/torch32':>11} {'f32/torch32':>11} {'f64/torch64':>11}" if with_torch else ""))
+    print(head)
+    for name, L, H, T in configs:
+        tr64 = charrnn_trainer(text, H, L, T, "float64", lr)
+        base = baseline_trainer(tr64, lr)
+        tr32 = charrnn_trainer(text, H, L, T, "float32", lr)
+        steps = {"c64": tr64.step, "c32": tr32.step, "base": base.step}
+        if with_torch:
+            steps["t32"] = TorchTrainer(tr64, lr, torch.float32).step
+            steps["t64"] = TorchTrainer(tr64, lr, torch.float64).step
+        r = {"name": name, **measure(steps, T, seconds * len(steps))}
+        line = (f"{name:32} {fmt(r['c64']):>12} {fmt(r['c32']):>12} {fmt(r['base']):>10} "
+                + (f"{fmt(r['t32']):>10} {fmt(r['t64']):>10} " if with_torch else "")
+                + f"{r['c64'] / r['base']:>8.1f}x {r['c32'] / r['c64']:>7.2f}x"
+                + (f" {r['c64'] / r['t32']:>10.1f}x {r['c32'] / r['t32']:>10.1f}x "
+                   f"{r['c64'] / r['t64']:>10.1f}x" if with_torch else ""))
+        print(line, flush=True)
+        rows.append(r)
+    print(f"(V = {V}; targets: f64/base >= 5x at the article's configuration and >= 3x at 1x100x25; "
+          "charrnn >= 5x torch)")
+    return rows
+
+
+def scaling_section(text, seconds):
+    Hs, Ts = (64, 128, 256, 512), (13, 25, 50, 100)
+    print("\n== scaling: 2 layers, charrnn float64 vs baseline, chars/second (ratio) ==")
+    print(f"{'H / T':>6} " + " ".join(f"{T:>24}" for T in Ts))
+    for H in Hs:
+        cells = []
+        for T in Ts:
+            tr = charrnn_trainer(text, H, 2, T, "float64")
+            base = baseline_trainer(tr)
+            r = measure({"c": tr.step, "b": base.step}, T, 2 * seconds, rounds=2)
+            c, b = r["c"], r["b"]
+            cells.append(f"{fmt(c):>8} /{fmt(b):>7} ({c / b:4.1f}x)")
+        print(f"{H:>6} " + " ".join(f"{s:>24}" for s in cells), flush=True)
+
+
+# --- quality ---------------------------------------------------------------------------------------
+def one_pass(text, article: bool):
+    cfg = Config(hidden_size=128, num_layers=2, seq_length=13, eval_every=0, sample_every=0,
+                 val_max_chars=10**9, **({"learning_rate": 0.1} if article else {}))
+    tr = Trainer(cfg, text)
+    if article:                                    # min-char-rnn: randn * 0.01, biases zero
+        rng = np.random.default_rng(cfg.seed)
+        tr.model.theta[:] = rng.standard_normal(tr.model.theta.size) * 0.01
+        p = views(tr.model.theta, tr.vocab.size, cfg.hidden_size, cfg.num_layers)
+        for k, v in p.items():
+            if k.startswith("b"):
+                v[...] = 0
+    t0 = time.perf_counter()
+    for _ in range(tr.total_iterations):
+        tr.step()
+    train_s = time.perf_counter() - t0
+    val = tr.evaluate()
+    return cfg, tr, train_s, val
+
+
+def quality_section(text):
+    print("\n== quality: one pass over the training part, 2 layers, H 128, T 13 ==")
+    print(f"{'settings':44} {'lr':>5} {'iters':>7} {'train s':>8} {'chars/s':>8} "
+          f"{'val nats/char':>13} {'val bits/char':>13}")
+    for article, name in ((False, "charrnn defaults"),
+                          (True, "article: lr 0.1, init 0.01*randn (correct stack)")):
+        cfg, tr, s, val = one_pass(text, article)
+        chars = tr.iteration * cfg.seq_length
+        print(f"{name:44} {cfg.learning_rate:>5g} {tr.iteration:>7} {s:>8.1f} {chars / s:>8,.0f} "
+              f"{val:>13.4f} {val / math.log(2):>13.4f}", flush=True)
+    print(f"(held-out: the last {Config().val_fraction:g} of the corpus, {len(tr.val_ids):,} chars, "
+          "all read; target <= 1.95 nats/char with the defaults)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("corpus", nargs="?", help="UTF-8 text (default: tinyshakespeare if present)")
+    ap.add_argument("--seconds", type=float, default=1.0,
+                    help="measuring time per trainer and configuration (split into bursts)")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--quality", action="store_true", help="only the one-pass quality report")
+    a = ap.parse_args(argv)
+    text, source = load_corpus(a.corpus)
+    V = len(set(text))
+    print(f"charrnn benchmark  corpus: {source} ({len(text):,} chars, V={V})")
+    print(f"python {platform.python_version()}, numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if torch else ", torch not installed")
+          + f", {platform.machine()}, BLAS threads 1")
+    if a.quality:
+        quality_section(text)
+        return
+    with_torch = torch is not None and not a.no_torch
+    speed_section(text, V, a.seconds, with_torch)
+    if with_torch:
+        print("(torch: Adagrad divides by sqrt(sum g^2) + eps, eps outside the root; charrnn by "
+              "sqrt(sum g^2 + eps). nn.RNN has b_ih and b_hh per layer.)")
+    if not a.no_scaling:
+        scaling_section(text, a.seconds)
+
+
+if __name__ == "__main__":
+    main()
