@@ -241,13 +241,13 @@ def one_pass(text, article: bool):
 
 def quality_section(text):
     print("\n== quality: one pass over the training part, 2 layers, H 128, T 13 ==")
-    print(f"{'settings':44} {'lr':>5} {'iters':>7} {'train s':>8} {'chars/s':>8} "
+    print(f"{'settings':50} {'lr':>5} {'iters':>7} {'train s':>8} {'chars/s':>8} "
           f"{'val nats/char':>13} {'val bits/char':>13}")
     for article, name in ((False, "charrnn defaults"),
                           (True, "article: lr 0.1, init 0.01*randn (correct stack)")):
         cfg, tr, s, val = one_pass(text, article)
         chars = tr.iteration * cfg.seq_length
-        print(f"{name:44} {cfg.learning_rate:>5g} {tr.iteration:>7} {s:>8.1f} {chars / s:>8,.0f} "
+        print(f"{name:50} {cfg.learning_rate:>5g} {tr.iteration:>7} {s:>8.1f} {chars / s:>8,.0f} "
               f"{val:>13.4f} {val / math.log(2):>13.4f}", flush=True)
     print(f"(held-out: the last {Config().val_fraction:g} of the corpus, {len(tr.val_ids):,} chars, "
           "all read; target <= 1.95 nats/char with the defaults)")
