@@ -93,8 +93,8 @@ class Worker:
         self.url, self.name = url, name
         self.log = os.path.join(folder, f"{name}.log")
         self.env = dict(os.environ, CHARRNN_REDIS_URL=url, CHARRNN_LEASE_SECONDS="2",
-                        CHARRNN_VISIBILITY_TIMEOUT="30", CHARRNN_STORE_RETRY_SECONDS="30",
-                        **{k: str(v) for k, v in env.items()})
+                        CHARRNN_VISIBILITY_TIMEOUT="30", CHARRNN_STORE_RETRY_SECONDS="30")
+        self.env.update({k: str(v) for k, v in env.items()})
         self.proc = None
 
     def start(self, wait: bool = True):

@@ -16,6 +16,10 @@ class Config:
     broker_transport_options = {
         "visibility_timeout": settings.VISIBILITY_TIMEOUT,
         "socket_connect_timeout": settings.CONNECT_TIMEOUT,
+        # sweep for abandoned (unacked, older than the visibility timeout) messages often
+        # enough that recovery after a hard kill takes about the visibility timeout, not 100 s
+        "unacked_restore_interval": max(1, min(10, int(settings.VISIBILITY_TIMEOUT // 2))),
+        "unacked_restore_throttle": 1,
     }
     # JSON only: a pickled message in the broker would run code on every worker
     accept_content = ["json"]

@@ -26,6 +26,9 @@ def store() -> JobStore:
 
 @app.task(name=TASK_NAME, bind=True)
 def train(self, job_id: str) -> str:
+    # billiard resets SIGTERM after worker_process_init, so the handler is installed here, in
+    # the pool process's main thread, each time a job starts
+    signal.signal(signal.SIGTERM, _on_sigterm)
     outcome = run_job(store(), job_id, self.request.hostname or "worker")
     if outcome == "requeue":
         # warm shutdown: the checkpoint is written; give the message back to the queue
@@ -33,13 +36,16 @@ def train(self, job_id: str) -> str:
     return outcome
 
 
+def _on_sigterm(signum, frame):
+    """In a pool process: the worker is shutting down; the hooks checkpoint and requeue."""
+    SHUTDOWN.set()
+
+
 @worker_process_init.connect
 def _pool_process_init(**_):
-    """In each pool process: a fresh Redis connection (never one inherited across fork), and
-    SIGTERM sets a flag that the training hooks turn into checkpoint-and-requeue."""
+    """In each pool process: a fresh Redis connection, never one inherited across fork."""
     global _store
     _store = None
-    signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
 
 
 @worker_shutting_down.connect

@@ -1,0 +1,252 @@
+"""Issue 4, for real: signals to real worker processes, a real redis-server restarted, real
+messages pushed into the real queue. Every completed job's final checkpoint is compared bit for bit
+with an uninterrupted in-process run of the same spec. Run with `pytest -m faults`."""
+import base64
+import json
+import os
+import pickle
+import signal
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from conftest import (assert_matches_reference, events, job_field, make_corpus, run_cli, submit,
+                      wait_for, wait_iteration, wait_status)
+
+pytestmark = pytest.mark.faults
+
+SPEC = dict(hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000,
+            seed=7)
+CKPT = ("--checkpoint-every", "2000")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_corpus(seed=11))
+    return path
+
+
+def names(r, job):
+    return [e["event"] for e in events(r, job)]
+
+
+def test_sigkill_pool_child_mid_job(stack, corpus):
+    server, worker = stack
+    w = worker("a").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    wait_iteration(r, job, 8000)
+    [child] = w.children()
+    os.kill(child, signal.SIGKILL)
+    assert wait_status(r, job) == "succeeded"
+    assert "resumed" in names(r, job) and int(job_field(r, job, "restarts")) == 1
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_sigkill_whole_worker_then_a_fresh_one(stack, corpus):
+    server, worker = stack
+    env = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}
+    w = worker("a", **env).start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    wait_iteration(r, job, 8000)
+    w.kill_all()
+    t0 = time.monotonic()
+    worker("b", **env).start()
+    wait_for(lambda: "resumed" in names(r, job), timeout=30, what="resume on the fresh worker")
+    assert time.monotonic() - t0 < 2 + 3 + 10     # lease + visibility timeout + worker start
+    assert wait_status(r, job) == "succeeded"
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_sigterm_checkpoints_and_requeues(stack, corpus):
+    server, worker = stack
+    w = worker("a").start()
+    r = server.client()
+    job = submit(server.url(), corpus, "--checkpoint-every", "100000", **SPEC)
+    wait_iteration(r, job, 8000)
+    t0 = time.monotonic()
+    assert w.terminate(timeout=20) == 0
+    assert time.monotonic() - t0 < 10
+    ev = events(r, job)
+    stop = [e for e in ev if e["event"] == "interrupted"]
+    assert stop and stop[0]["iteration"] >= 8000
+    ck_it = int(r.hget(f"charrnn:job:{job}:ckpt:latest", "iteration"))
+    assert ck_it == stop[0]["iteration"]          # checkpoint written at the stop, not before
+    assert job_field(r, job, "status") == "queued"
+    worker("b").start()
+    assert wait_status(r, job) == "succeeded"
+    assert [e for e in events(r, job) if e["event"] == "resumed"][0]["iteration"] == ck_it
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_same_job_delivered_twice_at_once(stack, corpus):
+    server, worker = stack
+    ws = [worker(n).start(wait=False) for n in ("a", "b")]
+    for w in ws:
+        w.wait_ready()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    from worker.app import QUEUE, TASK_NAME, use_url
+    use_url(server.url()).send_task(TASK_NAME, args=[job], task_id=job, queue=QUEUE)
+    assert wait_status(r, job) == "succeeded"
+    wait_for(lambda: int(r.get(f"charrnn:job:{job}:stepped_aside") or 0) == 1, 10,
+             what="the duplicate to step aside")
+    assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
+    assert int(r.get(f"charrnn:job:{job}:fence")) == 1          # one trainer ever held it
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_visibility_timeout_shorter_than_job(stack, corpus):
+    server, worker = stack
+    env = {"CHARRNN_VISIBILITY_TIMEOUT": "2"}
+    ws = [worker(n, **env).start(wait=False) for n in ("a", "b")]
+    for w in ws:
+        w.wait_ready()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=80000))
+    assert wait_status(r, job, timeout=120) == "succeeded"
+    assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
+    assert int(r.get(f"charrnn:job:{job}:fence")) == 1
+    assert_matches_reference(r, job, corpus.read_text(), dict(SPEC, iterations=80000))
+
+
+def test_redis_restart_mid_job(stack, corpus):
+    server, worker = stack
+    worker("a").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    wait_iteration(r, job, 8000)
+    server.stop()
+    p = run_cli("status", job, url=server.url(), timeout=20)
+    assert p.returncode == 4 and "unreachable" in p.stderr
+    time.sleep(1.0)
+    server.start()
+    r = server.client()
+    assert wait_status(r, job) == "succeeded"
+    assert run_cli("status", job, url=server.url()).returncode == 0
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_corrupt_latest_checkpoint_resumes_from_previous(stack, corpus):
+    server, worker = stack
+    w = worker("a").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    wait_iteration(r, job, 10000)
+    w.kill_all()
+    key = f"charrnn:job:{job}:ckpt:latest"
+    data = bytearray(r.hget(key, "data"))
+    data[len(data) // 2] ^= 0xFF
+    r.hset(key, "data", bytes(data))
+    previous = int(r.hget(f"charrnn:job:{job}:ckpt:previous", "iteration"))
+    worker("b").start()
+    assert wait_status(r, job) == "succeeded"
+    ev = events(r, job)
+    assert any(e["event"] == "checkpoint_corrupt" and e["which"] == "latest" for e in ev)
+    assert [e for e in ev if e["event"] == "resumed"][0]["iteration"] == previous > 0
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
+
+
+def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus):
+    server, worker = stack
+    worker("a", CHARRNN_FAULT_DIVERGE_AT="5000").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=12000))
+    assert wait_status(r, job) == "succeeded"
+    roll = [e for e in events(r, job) if e["event"] == "diverged_rollback"]
+    assert len(roll) == 1 and roll[0]["iteration"] == 4000
+    assert float(job_field(r, job, "learning_rate")) == SPEC.get("learning_rate", 0.02) / 2
+    from charrnn import checkpoint
+    ck = checkpoint.load(r.hget(f"charrnn:job:{job}:ckpt:latest", "data"))
+    assert ck.meta["learning_rate"] == 0.01 and np.isfinite(ck.theta).all()
+
+
+def test_divergence_fails_after_three_rollbacks(stack, corpus):
+    server, worker = stack
+    worker("a", CHARRNN_FAULT_DIVERGE_AT="5000:always").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=12000))
+    assert wait_status(r, job) == "failed"
+    assert "diverged" in job_field(r, job, "error")
+    assert names(r, job).count("diverged_rollback") == 3
+    p = run_cli("submit", "--corpus", str(corpus), "--wait", "--iterations", "12000",
+                "--hidden-size", "32", "--num-layers", "1", "--checkpoint-every", "2000",
+                url=server.url(), timeout=90)
+    assert p.returncode == 1 and "status: failed" in p.stdout
+
+
+def test_two_hundred_jobs_on_two_workers(stack, corpus):
+    server, worker = stack
+    ws = [worker(n).start(wait=False) for n in ("a", "b")]
+    for w in ws:
+        w.wait_ready()
+    r = server.client()
+    p = run_cli("sweep", "--corpus", str(corpus), "--json", "--hidden-size", "8",
+                "--num-layers", "1", "--iterations", "20", "--eval-every", "0",
+                "--sample-every", "0", "--seed", ",".join(str(i) for i in range(200)),
+                url=server.url(), timeout=120, check=True)
+    ids = json.loads(p.stdout)["job_ids"]
+    assert len(set(ids)) == 200
+    wait_for(lambda: r.zcard("charrnn:status:succeeded") == 200, timeout=180, poll=0.5,
+             what="200 jobs to succeed")
+    for j in ids:
+        assert names(r, j).count("started") == 1 and "resumed" not in names(r, j)
+    assert {job_field(r, j, "worker") for j in ids} == {"a@" + os.uname().nodename,
+                                                         "b@" + os.uname().nodename}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_pickled_message_is_rejected(stack, corpus, tmp_path):
+    server, worker = stack
+    worker("a").start()
+    r = server.client()
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.path = str(marker)
+    body = pickle.dumps(((evil,), {}, {}))
+    msg = {"body": base64.b64encode(body).decode(), "content-encoding": "binary",
+           "content-type": "application/x-python-serialize",
+           "headers": {"lang": "py", "task": "charrnn.train", "id": str(uuid.uuid4()),
+                       "argsrepr": "", "kwargsrepr": "", "origin": "attacker"},
+           "properties": {"delivery_info": {"exchange": "", "routing_key": "charrnn"},
+                          "delivery_mode": 2, "delivery_tag": str(uuid.uuid4()),
+                          "body_encoding": "base64", "correlation_id": str(uuid.uuid4()),
+                          "priority": 0}}
+    r.lpush("charrnn", json.dumps(msg))
+    job = submit(server.url(), corpus, **dict(SPEC, iterations=500))   # the worker lives on
+    assert wait_status(r, job) == "succeeded"
+    assert not marker.exists()
+
+
+def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path):
+    server, worker = stack
+    w = worker("a").start()
+    r = server.client()
+    job = submit(server.url(), corpus, *CKPT, **SPEC)
+    wait_iteration(r, job, 10000)
+    w.kill_all()
+    # a checkpoint holding a pickled object array, with a matching stored sha256
+    import hashlib
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object),
+             theta=np.zeros(3), mem=np.zeros(3), h=np.zeros(3))
+    evil = buf.getvalue()
+    r.hset(f"charrnn:job:{job}:ckpt:latest",
+           mapping={"data": evil, "sha256": hashlib.sha256(evil).hexdigest()})
+    p = run_cli("sample", job, url=server.url())
+    assert p.returncode == 2 and "pickled object array; refused" in p.stderr
+    p = run_cli("checkpoint", job, "-o", str(tmp_path / "x.npz"), url=server.url())
+    assert p.returncode == 2 and not (tmp_path / "x.npz").exists()
+    worker("b").start()
+    assert wait_status(r, job) == "succeeded"
+    assert any(e["event"] == "checkpoint_corrupt" for e in events(r, job))
+    assert_matches_reference(r, job, corpus.read_text(), SPEC)
