@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 
@@ -69,10 +70,32 @@ def config_from_options(kw: dict) -> Config:
     return Config.from_dict({k: kw.pop(k) for k in FIELDS if k in kw})
 
 
+def run(group: click.Group, prog_name: str) -> None:
+    """Run a Click group so that every error, usage errors included, is one line on stderr
+    (`error: ...`) with its exit code, never a traceback or a multi-line usage block."""
+    try:
+        code = group.main(prog_name=prog_name, standalone_mode=False)
+    except click.ClickException as e:
+        message = " ".join(e.format_message().split())
+        click.echo(f"error: {message}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn")
-def main():
+def cli():
     """Train and sample character-level RNN language models with NumPy."""
+
+
+def main():
+    run(cli, "charrnn")
 
 
 class ConsoleHooks(Hooks):
@@ -105,13 +128,13 @@ class ConsoleHooks(Hooks):
             checkpoint.save(t, self.checkpoint_path)
 
 
-@main.command()
+@cli.command()
 @click.option("--corpus", required=True, help="UTF-8 text file, or builtin:python-docs")
 @hyperparameter_options
-@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", "checkpoint_path", default=None,
               help="write the training state here (atomically), every --checkpoint-every and at the end")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True)
-@click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--resume", "resume_path", default=None,
               help="continue exactly from this checkpoint (same corpus)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
 def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyper):
@@ -121,6 +144,13 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
 
     if checkpoint_every < 0:
         raise Failure(f"checkpoint-every must be >= 0, got {checkpoint_every}")
+    if checkpoint_path:
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if os.path.isdir(checkpoint_path) or not os.path.isdir(folder):
+            # found now, not after hours of training
+            raise Failure(f"cannot write checkpoint {checkpoint_path}: "
+                          + ("it is a directory" if os.path.isdir(checkpoint_path)
+                             else f"no such directory {folder}"))
     try:
         text = read_corpus(corpus)
         if resume_path:
@@ -199,7 +229,7 @@ def sample_text(raw_or_path, length, temperature, top_k, prime, seed, argmax, na
         raise Failure(str(e)) from None
 
 
-@main.command()
+@cli.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, help="a checkpoint file (.npz)")
 @sample_options
 def sample(checkpoint_path, length, temperature, top_k, prime, seed, argmax):

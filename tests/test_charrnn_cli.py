@@ -4,7 +4,6 @@ exactly one line on stderr starting with "error:", exit code 2 and no traceback.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,9 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("charrnn.cli") is None,
-                                reason="charrnn/cli.py not written yet")
 
 WORDS = ("the of and to in is was that for on with as by at from his her they we you it not "
          "but which have had this were are be one all their there been when who will would "
@@ -302,3 +298,21 @@ def test_non_numeric_option_is_a_usage_error_without_traceback(corpus):
     r = charrnn("train", "--corpus", corpus, "--hidden-size", "abc")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "hidden-size" in r.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--corpus", "{corpus}", "--hidden-size", "abc"], "--hidden-size"),
+    (["train", "--corpus", "{corpus}", "--resume", "{tmp}"], "checkpoint"),
+    (["train", "--corpus", "{corpus}", "--checkpoint", "{tmp}/no/such/dir/m.npz"], "no such directory"),
+    (["bogus"], "No such command"),
+    (["sample"], "--checkpoint"),
+])
+def test_usage_errors_are_one_line(tmp_path, args, fragment):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(pseudo_english(400))
+    args = [a.format(corpus=corpus, tmp=tmp_path) for a in args]
+    p = subprocess.run([sys.executable, "-m", "charrnn.cli", *args], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
