@@ -20,6 +20,7 @@ pytestmark = pytest.mark.faults
 SPEC = dict(hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000,
             seed=7)
 CKPT = ("--checkpoint-every", "2000")
+FAST = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}   # a hard-killed job comes back within seconds
 
 
 @pytest.fixture
@@ -109,6 +110,7 @@ def test_visibility_timeout_shorter_than_job(stack, corpus):
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=80000))
     assert wait_status(r, job, timeout=120) == "succeeded"
+    assert int(r.get(f"charrnn:job:{job}:stepped_aside") or 0) >= 1   # redelivered, stood aside
     assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
     assert int(r.get(f"charrnn:job:{job}:fence")) == 1
     assert_matches_reference(r, job, corpus.read_text(), dict(SPEC, iterations=80000))
@@ -133,7 +135,7 @@ def test_redis_restart_mid_job(stack, corpus):
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(stack, corpus):
     server, worker = stack
-    w = worker("a").start()
+    w = worker("a", **FAST).start()
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **SPEC)
     wait_iteration(r, job, 10000)
@@ -143,7 +145,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(stack, corpus):
     data[len(data) // 2] ^= 0xFF
     r.hset(key, "data", bytes(data))
     previous = int(r.hget(f"charrnn:job:{job}:ckpt:previous", "iteration"))
-    worker("b").start()
+    worker("b", **FAST).start()
     assert wait_status(r, job) == "succeeded"
     ev = events(r, job)
     assert any(e["event"] == "checkpoint_corrupt" and e["which"] == "latest" for e in ev)
@@ -228,7 +230,7 @@ def test_pickled_message_is_rejected(stack, corpus, tmp_path):
 
 def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path):
     server, worker = stack
-    w = worker("a").start()
+    w = worker("a", **FAST).start()
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **SPEC)
     wait_iteration(r, job, 10000)
@@ -246,7 +248,7 @@ def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path):
     assert p.returncode == 2 and "pickled object array; refused" in p.stderr
     p = run_cli("checkpoint", job, "-o", str(tmp_path / "x.npz"), url=server.url())
     assert p.returncode == 2 and not (tmp_path / "x.npz").exists()
-    worker("b").start()
+    worker("b", **FAST).start()
     assert wait_status(r, job) == "succeeded"
     assert any(e["event"] == "checkpoint_corrupt" for e in events(r, job))
     assert_matches_reference(r, job, corpus.read_text(), SPEC)
