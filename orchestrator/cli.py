@@ -15,6 +15,7 @@ import click
 import redis
 
 from charrnn import checkpoint as ckpt
+from charrnn.cli import sample_options, sample_text
 from charrnn.config import FIELDS
 from charrnn.errors import CharRNNError
 
@@ -354,21 +355,15 @@ def checkpoint(c: Ctx, job_id, output, best):
 
 @cli.command()
 @job_argument
-@click.option("--length", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=None)
-@click.option("--prime", default=None, help="Text to start from.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--argmax", is_flag=True, help="Always the most likely character.")
+@sample_options
 @click.option("--best", is_flag=True, help="From the best checkpoint instead of the latest.")
 @pass_ctx
 @errors
 def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
     """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
-    _, ck = _load_checkpoint(c, job_id, best)
-    click.echo(ck.sample(length=length, temperature=temperature, top_k=top_k, prime=prime,
-                         seed=seed, argmax=argmax))
+    raw, _ = _load_checkpoint(c, job_id, best)   # verified; errors map to exit codes here
+    click.echo(sample_text(raw, length, temperature, top_k, prime, seed, argmax,
+                           name="the job's checkpoint"))
 
 
 @cli.command()
