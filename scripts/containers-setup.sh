@@ -114,6 +114,7 @@ else
     # the host's trust store, so pip inside `podman build --network host` trusts what the host trusts
     cp /etc/ssl/certs/ca-certificates.crt "$root"/etc/ssl/certs/
     # the official redis image's entrypoint: arguments starting with '-' go to redis-server
+    # shellcheck disable=SC2016  # the $1 and $@ belong to the script being written
     printf '#!/bin/sh\nset -e\ncase "$1" in -*) set -- redis-server "$@" ;; esac\nexec "$@"\n' \
         > "$root"/usr/local/bin/docker-entrypoint.sh
     chmod +x "$root"/usr/local/bin/docker-entrypoint.sh
