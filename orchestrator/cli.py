@@ -15,7 +15,7 @@ import click
 import redis
 
 from charrnn import checkpoint as ckpt
-from charrnn.cli import sample_options, sample_text
+from charrnn.cli import run, sample_options, sample_text
 from charrnn.config import FIELDS
 from charrnn.errors import CharRNNError
 
@@ -29,6 +29,8 @@ EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = 
 
 
 class Fail(click.ClickException):
+    """A domain error: one line on stderr (printed by charrnn.cli.run) and its exit code."""
+
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.exit_code = code
@@ -462,7 +464,7 @@ def down(c: Ctx):
 
 
 def main():
-    cli(prog_name="orchestrator")
+    run(cli, "orchestrator")
 
 
 if __name__ == "__main__":
