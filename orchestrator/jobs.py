@@ -12,6 +12,7 @@ from charrnn.trainer import Trainer
 
 from worker import settings
 from worker.app import QUEUE, TASK_NAME, use_url
+from worker.lease import retrying
 from worker.store import JobStore, Status, TERMINAL, new_job_id
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -86,13 +87,14 @@ def is_terminal(job: dict) -> bool:
 
 
 def wait(store: JobStore, job_id: str, on_update, poll: float = 0.5) -> dict:
-    """Poll a job until it ends, calling on_update(job, new_samples) on each change."""
-    seen = len(store.samples(job_id))
+    """Poll a job until it ends, calling on_update(job, new_samples) on each change. Rides out a
+    Redis restart (up to STORE_RETRY_SECONDS) instead of abandoning a job it is watching."""
+    seen = len(retrying(store.samples, job_id))   # show only samples that arrive from now on
     while True:
-        job = store.get(job_id)
-        samples = store.samples(job_id)
-        on_update(job, samples[seen:])
-        seen = len(samples)
+        job = retrying(store.get, job_id)
+        new = retrying(store.samples, job_id, False, seen)
+        seen += len(new)
+        on_update(job, new)
         if is_terminal(job):
             return job
         time.sleep(poll)
