@@ -161,8 +161,9 @@ class JobStore:
     def history(self, job_id: str) -> list[list]:
         return [json.loads(x) for x in self.r.lrange(keys.history(job_id), 0, -1)]
 
-    def samples(self, job_id: str, last: bool = False) -> list[dict]:
-        rows = self.r.lrange(keys.samples(job_id), -1 if last else 0, -1)
+    def samples(self, job_id: str, last: bool = False, start: int = 0) -> list[dict]:
+        """All samples (or only the last, or those from index `start` on)."""
+        rows = self.r.lrange(keys.samples(job_id), -1 if last else start, -1)
         return [json.loads(x) for x in rows]
 
     def events(self, job_id: str) -> list[dict]:
