@@ -230,6 +230,18 @@ def parse_json(text: str):
     return json.loads(text[min(starts):])
 
 
+DNS_RETRIES = 5
+"""podman 4.3's aardvark-dns 1.4 (Debian bookworm) briefly answers "Name or service not known"
+for a service name while it reloads its configuration, which it does whenever a container of the
+network starts or stops (every `run --rm`). A command that failed only on that lookup is run
+again, as a user would; any other failure fails the test at once. Docker's resolver has no such gap."""
+DNS_ERRORS = ("Name or service not known", "Temporary failure in name resolution")
+
+
+def dns_failure(result: subprocess.CompletedProcess) -> bool:
+    return any(e in result.stdout or e in result.stderr for e in DNS_ERRORS)
+
+
 class Stack:
     """One compose project in a temporary folder, driven by the chosen compose command."""
 
@@ -239,11 +251,17 @@ class Stack:
 
     def run(self, args, *, timeout=300, check=True, label=None) -> subprocess.CompletedProcess:
         start = time.monotonic()
-        try:
-            result = subprocess.run(args, cwd=self.folder, capture_output=True, text=True,
-                                    timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as e:
-            pytest.fail(f"timed out after {timeout}s: {shlex.join(args)}\n{e.stdout}\n{e.stderr}")
+        for attempt in range(DNS_RETRIES + 1):
+            try:
+                result = subprocess.run(args, cwd=self.folder, capture_output=True, text=True,
+                                        timeout=timeout, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired as e:
+                pytest.fail(f"timed out after {timeout}s: {shlex.join(args)}\n{e.stdout}\n{e.stderr}")
+            if result.returncode == 0 or not dns_failure(result):
+                break
+            # the container could not resolve a service name: see DNS_RETRIES
+            print(f"DNS lookup failed in a container (attempt {attempt + 1}); retrying: {shlex.join(args[-4:])}")
+            time.sleep(3)
         self.timings.append((label or shlex.join(args[-4:]), time.monotonic() - start))
         if check and result.returncode != 0:
             pytest.fail(f"exit {result.returncode}: {shlex.join(args)}\n--- stdout\n"
@@ -350,7 +368,11 @@ def test_worker_pool_runs_in_containers(tmp_path):
         inside = stack("exec", "-T", "worker", "sh", "-c", "id -u; echo $OPENBLAS_NUM_THREADS",
                        label="exec worker id").stdout.split()
         assert inside[-2:] == ["10001", "1"], inside
-        stack("exec", "-T", "worker", *healthcheck_command(), label="exec worker health check")
+        # An engine marks a container unhealthy only after --retries failures in a row; so here.
+        wait_until("the worker health check to pass",
+                   lambda: stack("exec", "-T", "worker", *healthcheck_command(), check=False,
+                                 label="exec worker health check").returncode == 0,
+                   timeout=120, interval=5)
 
         # Flower: up on localhost, refusing requests without the password.
         stack("up", "-d", "--no-build", "flower", profiles=("monitoring",), label="up flower")
