@@ -216,7 +216,7 @@ def _follow(store: JobStore, job_id: str, quiet: bool = False) -> dict:
 
     console = Console(stderr=True, quiet=quiet)
     with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  "
+                  TextColumn("loss {task.fields[loss]}/char  val {task.fields[val]}  "
                              "{task.fields[cps]} chars/s"),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("train", total=None, status="queued", loss="-", val="-", cps="-")
@@ -226,10 +226,18 @@ def _follow(store: JobStore, job_id: str, quiet: bool = False) -> dict:
                 bar.console.print(f"[dim]--- sample at iteration {s['iteration']} ---[/dim]")
                 bar.console.print(s["text"], markup=False, highlight=False)
             bar.update(task, total=job["iterations"], completed=job["iteration"] or 0,
-                       status=job["status"], loss=_fmt(job["smooth_loss"], 3),
+                       status=job["status"], loss=_fmt(per_char(job), 3),
                        val=_fmt(job["val_loss"], 3), cps=_fmt(job["chars_per_second"], 0))
 
         return jobs.wait(store, job_id, update)
+
+
+def per_char(job: dict) -> float | None:
+    """The smoothed loss is summed over a window (as in min-char-rnn); per character it reads
+    beside the validation loss."""
+    if job["smooth_loss"] is None:
+        return None
+    return job["smooth_loss"] / job["spec"]["hyper"]["seq_length"]
 
 
 def _print_final(store: JobStore, job: dict) -> None:
@@ -274,13 +282,19 @@ def list_(c: Ctx, status_, tag, limit, as_json):
         _echo_json([dict(jobs.status_view(j), name=j["name"], tags=j["tags"]) for j in rows])
         return
     from rich.console import Console
-    from rich.table import Table
-    t = Table("job", "name", "status", "iteration", "val loss", "chars/s", "submitted")
+    from rich import box
+    from rich.table import Column, Table
+    named = any(j["name"] for j in rows)
+    # compact, so that a whole row fits 80 columns; job ids are for copying: never cut
+    t = Table(Column("job", no_wrap=True, min_width=36), *(["name"] if named else []), "status",
+              Column("iteration", justify="right"), Column("val", justify="right"),
+              Column("chars/s", justify="right"), "submitted", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for j in rows:
-        t.add_row(j["job_id"], j["name"] or "", j["status"],
-                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}", _fmt(j["val_loss"]),
-                  _fmt(j["chars_per_second"], 0), _when(j["submitted_at"]))
-    Console().print(t)
+        t.add_row(j["job_id"], *([j["name"] or ""] if named else []), j["status"],
+                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}", _fmt(j["val_loss"], 3),
+                  _fmt(j["chars_per_second"], 0),
+                  time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])))
+    Console(width=None if sys.stdout.isatty() else 120).print(t)   # piped: no wrapping at 80
 
 
 @cli.command()
