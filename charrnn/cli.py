@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -23,6 +24,7 @@ from .trainer import Hooks, Trainer
 
 EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
+EXIT_INTERRUPTED = 130  # Ctrl-C, after writing the checkpoint
 
 
 class Failure(click.ClickException):
@@ -127,6 +129,11 @@ class ConsoleHooks(Hooks):
         if self.checkpoint_path:
             checkpoint.save(t, self.checkpoint_path)
 
+    interrupted = False
+
+    def should_stop(self, t):
+        return self.interrupted
+
 
 @cli.command()
 @click.option("--corpus", required=True, help="UTF-8 text file, or builtin:python-docs")
@@ -157,7 +164,11 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
             ck = checkpoint.load(resume_path)
             given = {k: v for k, v in hyper.items() if click.get_current_context()
                      .get_parameter_source(k).name != "DEFAULT"}
-            cfg = Config.from_dict({**ck.config.to_dict(), **given})
+            saved = ck.config.to_dict()
+            for a, b in (("iterations", "epochs"), ("epochs", "iterations")):
+                if a in given:      # a new length replaces the saved one, whichever kind it was
+                    saved[b] = None
+            cfg = Config.from_dict({**saved, **given})
             trainer = ck.trainer(text, cfg)
         else:
             trainer = Trainer(config_from_options(hyper), text)
@@ -173,12 +184,27 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
         task = progress.add_task("train", total=trainer.total_iterations,
                                  completed=trainer.iteration, info="")
         hooks = ConsoleHooks(progress, task, as_json, checkpoint_path)
+
+        def interrupt(signum, frame):
+            # Ctrl-C: stop between two windows (within progress_seconds), never inside an
+            # update, so the checkpoint written below resumes exactly
+            hooks.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, interrupt)
         try:
-            trainer.run(hooks, checkpoint_every=checkpoint_every)
+            outcome = trainer.run(hooks, checkpoint_every=checkpoint_every)
         except DivergedError as e:
             raise Failure(str(e), EXIT_DIVERGED) from None
         except CharRNNError as e:
             raise Failure(str(e)) from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if outcome == "stopped":
+        saved = ""
+        if checkpoint_path:
+            checkpoint.save(trainer, checkpoint_path)
+            saved = f"; checkpoint {checkpoint_path} (resume with --resume)"
+        raise Failure(f"interrupted at iteration {trainer.iteration}{saved}", EXIT_INTERRUPTED)
     seconds = time.perf_counter() - t0
     chars = (trainer.iteration - start_iteration) * trainer.config.seq_length
     s = trainer.stats()
