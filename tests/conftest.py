@@ -189,9 +189,11 @@ def job_field(r, job_id, field):
     return None if v is None else v.decode()
 
 
-def wait_status(r, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=90):
+def wait_status(r, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=90,
+                poll: float = 0.05):
     return wait_for(lambda: job_field(r, job_id, "status") in statuses and
-                    job_field(r, job_id, "status"), timeout, what=f"job {job_id} in {statuses}")
+                    job_field(r, job_id, "status"), timeout, poll,
+                    what=f"job {job_id} in {statuses}")
 
 
 def wait_iteration(r, job_id, at_least: int, timeout=60):
@@ -273,3 +275,92 @@ def stack(tmp_path):
     for w in workers:
         w.stop()
     server.stop(kill=True)
+
+
+# --- the fault report: one JSON line per fault test, and a markdown table at the end ----------
+REPORT_ENV = "CHARRNN_FAULT_REPORT"
+REPORT_DEFAULT = "/tmp/charrnn-fault-report.jsonl"
+
+
+def recomputed(evs: list[dict], every: int) -> list[tuple[int, int]]:
+    """Iterations trained twice, as (at least, at most), one pair per interruption in a job's
+    events. A resume: at least the last iteration the previous trainer reported minus the one
+    resumed at; at most that plus what it can have trained unreported (a live trainer writes
+    progress at least once a heartbeat, and a checkpoint every `every` iterations). A divergence
+    rollback: exactly the iteration it diverged at minus the one rolled back to."""
+    out = []
+    for e in evs:
+        if e["event"] == "resumed":
+            k, last = int(e["iteration"]), int(e["last_reported"])
+            high = last + int(e["unreported_at_most"])
+            if e.get("latest_checkpoint") is not None:
+                high = min(high, int(e["latest_checkpoint"]) + every)
+            out.append((max(0, last - k), max(0, last - k, high - k)))
+        elif e["event"] == "diverged_rollback":
+            n = max(0, int(e["diverged_at"]) - int(e["iteration"]))
+            out.append((n, n))
+    return out
+
+
+def fault_figures(r, jobs: list[str], expected: str = "succeeded") -> dict:
+    """What held, read from the store: jobs that ended as expected, jobs lost, trainers that
+    held each job (the fencing token), duplicate deliveries that stepped aside, writes refused
+    to a stale trainer, reaper re-sends, iterations recomputed."""
+    fig = dict(jobs=len(jobs), completed=0, lost=0, trainers=0, stepped_aside=0,
+               stale_writes_refused=0, reaper_resends=0, interruptions=0, recomputed_min=0,
+               recomputed=0, max_recomputed=0)
+    for j in jobs:
+        status = job_field(r, j, "status")
+        fig["completed"] += status == expected
+        fig["lost"] += status not in ("succeeded", "failed", "cancelled")
+        fig["trainers"] += int(r.get(f"charrnn:job:{j}:fence") or 0)
+        fig["stepped_aside"] += int(r.get(f"charrnn:job:{j}:stepped_aside") or 0)
+        fig["stale_writes_refused"] += int(r.get(f"charrnn:job:{j}:refused") or 0)
+        ev = events(r, j)
+        fig["reaper_resends"] += sum(e["event"] == "requeued_by_reaper" for e in ev)
+        spec = json.loads(job_field(r, j, "spec") or "{}")
+        rec = recomputed(ev, int(spec.get("checkpoint_every") or 1000))
+        fig["interruptions"] += len(rec)
+        fig["recomputed_min"] += sum(lo for lo, _ in rec)
+        fig["recomputed"] += sum(hi for _, hi in rec)
+        fig["max_recomputed"] = max([fig["max_recomputed"], *(hi for _, hi in rec)])
+    return fig
+
+
+@pytest.fixture(scope="session")
+def fault_report_path():
+    path = os.environ.get(REPORT_ENV) or REPORT_DEFAULT
+    open(path, "w").close()
+    yield path
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    if rows:
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(fault_table(rows))
+
+
+@pytest.fixture
+def report(fault_report_path, request):
+    """report(r, jobs, faults, what, expected="succeeded") -> figures, appended to the report."""
+    def write(r, jobs, faults: int, what: str, expected: str = "succeeded") -> dict:
+        fig = dict(test=request.node.name, fault=what, faults=faults,
+                   **fault_figures(r, jobs, expected))
+        with open(fault_report_path, "a") as f:
+            f.write(json.dumps(fig) + "\n")
+        return fig
+    return write
+
+
+def _range(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def fault_table(rows: list[dict]) -> str:
+    head = ("| fault | injected | jobs ended as expected | jobs lost | trainers (fencing token) | "
+            "duplicates stepped aside | stale writes refused | reaper re-sends | "
+            "iterations recomputed (at least-at most) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    body = "".join(
+        f"| {x['fault']} | {x['faults']} | {x['completed']}/{x['jobs']} | {x['lost']} | "
+        f"{x['trainers']} | {x['stepped_aside']} | {x['stale_writes_refused']} | "
+        f"{x['reaper_resends']} | {_range(x['recomputed_min'], x['recomputed'])} |\n" for x in rows)
+    return head + body

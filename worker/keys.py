@@ -9,6 +9,8 @@
     charrnn:job:{id}:lease           string  "token worker", expires unless renewed
     charrnn:job:{id}:fence           string  fencing token counter (INCR on every takeover)
     charrnn:job:{id}:stepped_aside   string  count of duplicate deliveries that stepped aside
+    charrnn:job:{id}:refused         string  count of writes refused to a stale trainer (fenced off)
+    charrnn:job:{id}:reaped          string  the fencing token a reaper last re-sent the job for
     charrnn:jobs                     zset    every job id, scored by submit time
     charrnn:status:{status}          zset    job ids by status, scored by submit time
     charrnn:tag:{tag}                zset    job ids by tag, scored by submit time
@@ -51,10 +53,19 @@ def stepped_aside(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:stepped_aside"
 
 
+def refused(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:refused"
+
+
+def reaped(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:reaped"
+
+
 def job_keys(job_id: str) -> list[str]:
     """Everything a job owns, for delete."""
     return [job(job_id), history(job_id), samples(job_id), events(job_id), lease(job_id),
-            fence(job_id), stepped_aside(job_id)] + [checkpoint(job_id, k) for k in CHECKPOINT_KINDS]
+            fence(job_id), stepped_aside(job_id), refused(job_id), reaped(job_id)] + \
+        [checkpoint(job_id, k) for k in CHECKPOINT_KINDS]
 
 
 def jobs_by_time() -> str:

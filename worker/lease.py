@@ -30,10 +30,14 @@ redis.call('HSET', KEYS[1], 'token', token)
 return {'acquired', tostring(token)}
 """
 
-# KEYS: fence, job. ARGV: token, then commands as (argc, name, args...).
+# KEYS: fence, job, refused. ARGV: token, then commands as (argc, name, args...).
 # COPYIFEXISTS src dst is ours: COPY src dst REPLACE when src exists.
+# A refused write is counted (while the job exists): the duplicate trainers the fence stopped.
 FENCED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, false} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCR', KEYS[3]) end
+  return {0, false}
+end
 local i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
@@ -91,6 +95,9 @@ class Lease:
             self.token = a.value
         return a
 
+    def _fenced_keys(self) -> list[str]:
+        return [keys.fence(self.job_id), keys.job(self.job_id), keys.refused(self.job_id)]
+
     def heartbeat_op(self) -> tuple:
         return ("SET", keys.lease(self.job_id), f"{self.token} {self.holder}", "PX", self.lease_ms)
 
@@ -102,7 +109,7 @@ class Lease:
         for op in list(ops) + [self.heartbeat_op()]:
             argv.append(len(op))
             argv.extend(op)
-        ok, cancel = retrying(self._fenced, [keys.fence(self.job_id), keys.job(self.job_id)], argv)
+        ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
         if not ok:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")
         return bool(cancel) and cancel != b"0"
@@ -116,6 +123,6 @@ class Lease:
         for op in list(ops) + [self.release_op()]:
             argv.append(len(op))
             argv.extend(op)
-        ok, _ = retrying(self._fenced, [keys.fence(self.job_id), keys.job(self.job_id)], argv)
+        ok, _ = retrying(self._fenced, self._fenced_keys(), argv)
         if not ok:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")

@@ -37,6 +37,16 @@ of long jobs (each steps aside harmlessly, after watching the lease for LEASE_SE
 HEARTBEAT_SECONDS = min(1.0, LEASE_SECONDS / 3)
 """Progress writes (which renew the lease) happen at least this often while training."""
 
+REAP_SECONDS = LEASE_SECONDS
+"""How often each worker's reaper looks for `running` jobs with no lease. A job is re-sent once its
+lease has been seen absent on two scans in a row with the same fencing token, so a job whose
+trainer died with no message left to revive it (its redelivered copy stepped aside earlier) runs
+again within about LEASE_SECONDS + 2 * REAP_SECONDS."""
+
+REAP_HOLD_SECONDS = max(VISIBILITY_TIMEOUT, 10 * LEASE_SECONDS)
+"""How long a re-send for one fencing token is remembered: the same lost trainer is re-sent at
+most once per this period (a re-sent message waiting in a busy queue is not spammed)."""
+
 STORE_RETRY_SECONDS = _float("CHARRNN_STORE_RETRY_SECONDS", 120.0)
 """How long a worker keeps retrying a store write while Redis is unreachable (a restart) before
 giving the job up to another worker."""
@@ -50,6 +60,13 @@ CONNECT_TIMEOUT = _float("CHARRNN_CONNECT_TIMEOUT", 3.0)
 
 SOCKET_TIMEOUT = _float("CHARRNN_SOCKET_TIMEOUT", 20.0)
 """Seconds to wait for one Redis reply (a checkpoint of a large model takes a while to transfer)."""
+
+FAULT_DIVERGE_ENV = "CHARRNN_FAULT_DIVERGE_AT"
+"""A test hook, not a setting: the fault suite sets it on a worker to make a job diverge once at
+a chosen iteration ("N": the first run past iteration N raises the divergence error at its next
+checkpoint) and so test "rolls back once, halves the learning rate, then succeeds", a case no
+real hyperparameter triggers reliably. ("N:always" diverges on every run.) Unset in production.
+A real divergence (a far too large learning rate) is tested without it."""
 
 DEFAULT_CHECKPOINT_EVERY = 1000
 """Iterations between checkpoints when a spec does not say: the most work a crash can cost."""

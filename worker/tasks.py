@@ -6,15 +6,17 @@ import os
 import signal
 
 from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from . import settings
-from .app import TASK_NAME, app
+from .app import QUEUE, TASK_NAME, app
+from .reaper import Reaper
 from .store import JobStore, connect
 from .training import SHUTDOWN, run_job
 
 log = logging.getLogger("charrnn.worker")
 _store: JobStore | None = None
+_reaper: Reaper | None = None
 
 
 def store() -> JobStore:
@@ -46,6 +48,29 @@ def _pool_process_init(**_):
     """In each pool process: a fresh Redis connection, never one inherited across fork."""
     global _store
     _store = None
+
+
+def resend(job_id: str) -> None:
+    """One more task message for a job, as the orchestrator sends it, on a connection of its own
+    (the reaper runs in a thread of the worker's main process, beside its consumer)."""
+    with app.connection_for_write() as conn:
+        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, connection=conn)
+
+
+@worker_ready.connect
+def _start_reaper(sender=None, **_):
+    """In the worker's main process: revive running jobs whose trainer and message are gone."""
+    global _reaper
+    host = getattr(sender, "hostname", None) or "worker"
+    _reaper = Reaper(JobStore(connect(app.conf.broker_url or settings.DEFAULT_REDIS_URL)),
+                     resend, host)
+    _reaper.start()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_):
+    if _reaper is not None:
+        _reaper.stop.set()
 
 
 @worker_shutting_down.connect

@@ -8,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
+
+import redis
 
 from charrnn import Config, Hooks, Trainer, checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
@@ -25,15 +28,18 @@ log = logging.getLogger("charrnn.worker")
 MAX_ROLLBACKS = 3
 """Divergence rollbacks (each halves the learning rate) before a job fails with "diverged"."""
 
+EXPLODE_FACTOR = 10.0
+"""A smoothed training loss above this many times that of guessing uniformly (T ln V nats per
+window) is an exploding loss, treated like a non-finite one. Training starts at 1x and a model
+that learns only goes down; a learning rate so large that Adagrad's first steps blow the weights
+up lands hundreds of times above it (1e3 gives ~200x) while staying finite, so the trainer's own
+non-finite check never fires."""
+
 HISTORY_POINTS = 500
 """Roughly how many loss-history rows a job keeps (one per 1/500 of its iterations, plus evals)."""
 
 SHUTDOWN = threading.Event()
 """Set in a pool process when its worker is shutting down (SIGTERM): checkpoint and give back."""
-
-FAULT_DIVERGE_ENV = "CHARRNN_FAULT_DIVERGE_AT"
-"""Test-only fault injection: "N" makes the first run past iteration N diverge once;
-"N:always" makes every run past N diverge."""
 
 
 class Outcome(str):
@@ -77,9 +83,11 @@ class JobHooks(Hooks):
                  json.dumps([t.iteration, t.smooth_loss, t.val_loss]))]
 
     def on_progress(self, t: Trainer) -> None:
+        guard(t)
         self.cancel = self.lease.write([self._hset(t)] + self._history(t))
 
     def on_eval(self, t: Trainer, val_loss: float | None) -> None:
+        guard(t)
         self.cancel = self.lease.write([self._hset(t)] + self._history(t, force=True))
 
     def on_sample(self, t: Trainer, text: str) -> None:
@@ -88,6 +96,7 @@ class JobHooks(Hooks):
 
     def on_checkpoint(self, t: Trainer) -> None:
         self._inject_fault(t)
+        guard(t)                       # an exploded model is never stored
         raw = checkpoint.to_bytes(t)   # refuses non-finite weights
         sha = hashlib.sha256(raw).hexdigest()
         latest, previous = keys.checkpoint(self.job_id, "latest"), keys.checkpoint(self.job_id, "previous")
@@ -112,8 +121,16 @@ class JobHooks(Hooks):
             raise DivergedError(f"diverged: injected fault at iteration {t.iteration}")
 
 
+def guard(t: Trainer) -> None:
+    """DivergedError when the smoothed loss is not finite or has exploded (EXPLODE_FACTOR)."""
+    uniform = t.config.seq_length * max(math.log(t.vocab.size), 1.0)
+    if not math.isfinite(t.smooth_loss) or t.smooth_loss > EXPLODE_FACTOR * uniform:
+        raise DivergedError(f"diverged: smoothed loss {t.smooth_loss:.4g} at iteration "
+                            f"{t.iteration} is above {EXPLODE_FACTOR:g}x that of uniform guessing")
+
+
 def _fault() -> tuple[int, bool] | None:
-    raw = os.environ.get(FAULT_DIVERGE_ENV)
+    raw = os.environ.get(settings.FAULT_DIVERGE_ENV)
     if not raw:
         return None
     at, _, mode = raw.partition(":")
@@ -189,7 +206,8 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
     if resumed:
         start.append(("HINCRBY", keys.job(job_id), "restarts", 1))
         start.append(("RPUSH", keys.events(job_id),
-                      event("resumed", host=host, iteration=trainer.iteration)))
+                      event("resumed", host=host, iteration=trainer.iteration,
+                            **_lost_work(store, job, cfg))))
     else:
         start.append(("RPUSH", keys.events(job_id), event("started", host=host)))
     job["iterations"] = trainer.total_iterations
@@ -205,7 +223,7 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
                 break
             except DivergedError as e:
                 rollbacks += 1
-                failing_lr = trainer.learning_rate
+                failing_lr, diverged_at = trainer.learning_rate, trainer.iteration
                 if rollbacks > MAX_ROLLBACKS:
                     _finish(lease, job, Status.FAILED, trainer,
                             [event("failed", host=host, error=f"diverged: {e}")],
@@ -219,7 +237,7 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
                             + [("RPUSH", keys.events(job_id), n) for n in notes]
                             + [("RPUSH", keys.events(job_id),
                                 event("diverged_rollback", host=host, error=str(e),
-                                      iteration=trainer.iteration,
+                                      iteration=trainer.iteration, diverged_at=diverged_at,
                                       learning_rate=trainer.learning_rate))])
         if outcome == "finished":
             if hooks.last_ckpt_iteration != trainer.iteration:
@@ -228,8 +246,12 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
                     [event("finished", host=host, iteration=trainer.iteration)])
             return Status.SUCCEEDED.value
         # stopped: cancelled, or this worker is shutting down; keep a checkpoint either way
+        # (unless the model diverged since the last one: that one stays the latest)
         if hooks.last_ckpt_iteration != trainer.iteration:
-            hooks.on_checkpoint(trainer)
+            try:
+                hooks.on_checkpoint(trainer)
+            except DivergedError:
+                pass
         if hooks.cancel:
             _finish(lease, job, Status.CANCELLED, trainer,
                     [event("cancelled", host=host, iteration=trainer.iteration)])
@@ -244,6 +266,32 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
     except LostLease:
         log.warning("job %s: lost its lease to another trainer; stopping without writing", job_id)
         return "lost_lease"
+    except (redis.RedisError, MemoryError):
+        raise    # not the job's fault: the lease expires and the job is taken over elsewhere
+    except Exception as e:  # noqa: BLE001 - a bug must fail the job, not re-run it forever
+        log.exception("job %s: failed", job_id)
+        try:
+            _finish(lease, job, Status.FAILED, None,
+                    [event("failed", host=host, error=f"{type(e).__name__}: {e}")],
+                    error=f"{type(e).__name__}: {e}")
+        except LostLease:
+            return "lost_lease"
+        return Status.FAILED.value
+
+
+def _lost_work(store: JobStore, job: dict, cfg: Config) -> dict:
+    """What the previous trainer had done past the checkpoint we resume from, for the record.
+    last_reported: the last iteration it wrote (it can write no more: our token replaced its
+    own). unreported_at_most: how many more it can have trained without writing, since a live
+    trainer writes progress at least every HEARTBEAT_SECONDS (0 after a warm shutdown, which
+    checkpoints where it stops and requeues the job). latest_checkpoint: the iteration of its
+    latest checkpoint (which it cannot have passed by more than checkpoint_every unwritten)."""
+    clean = job["status"] == Status.QUEUED.value
+    per_beat = (job["chars_per_second"] or 0.0) / cfg.seq_length * settings.HEARTBEAT_SECONDS
+    latest = retrying(store.r.hget, keys.checkpoint(job["job_id"], "latest"), "iteration")
+    return {"last_reported": job["iteration"] or 0,
+            "unreported_at_most": 0 if clean else math.ceil(per_beat) + 16,
+            "latest_checkpoint": None if latest is None else int(latest)}
 
 
 def _finish(lease: Lease, job: dict, status: Status, trainer: Trainer | None, events: list[str],
