@@ -42,8 +42,8 @@ def redis_binary() -> str:
 class RedisServer:
     """A real redis-server on a free loopback port, password set, append-only."""
 
-    def __init__(self, folder: str):
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: str, appendfsync: str = "always"):
+        self.folder, self.port, self.appendfsync = folder, free_port(), appendfsync
         self.password = secrets.token_hex(12)
         self.proc = None
 
@@ -55,7 +55,7 @@ class RedisServer:
         conf = os.path.join(self.folder, "redis.conf")
         with open(conf, "w") as f:
             f.write(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
-                    f"appendonly yes\nappendfsync always\ndir {self.folder}\nsave \"\"\n")
+                    f"appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave \"\"\n")
         self.proc = subprocess.Popen([redis_binary(), conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.client().ping() if self._wait() else pytest.fail("redis-server did not start")

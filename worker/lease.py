@@ -31,7 +31,8 @@ return {'acquired', tostring(token)}
 """
 
 # KEYS: fence, job, refused. ARGV: token, then commands as (argc, name, args...).
-# COPYIFEXISTS src dst is ours: COPY src dst REPLACE when src exists.
+# RENAMEIFEXISTS src dst is ours: RENAME src dst when src exists (O(1), where COPY would copy a
+# whole checkpoint inside Redis on every write).
 # A refused write is counted (while the job exists): the duplicate trainers the fence stopped.
 FENCED = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -42,9 +43,9 @@ local i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local name = ARGV[i + 1]
-  if name == 'COPYIFEXISTS' then
+  if name == 'RENAMEIFEXISTS' then
     if redis.call('EXISTS', ARGV[i + 2]) == 1 then
-      redis.call('COPY', ARGV[i + 2], ARGV[i + 3], 'REPLACE')
+      redis.call('RENAME', ARGV[i + 2], ARGV[i + 3])
     end
   else
     redis.call(unpack(ARGV, i + 1, i + n))

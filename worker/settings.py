@@ -32,7 +32,10 @@ heartbeats."""
 VISIBILITY_TIMEOUT = _float("CHARRNN_VISIBILITY_TIMEOUT", 3600.0)
 """Seconds before the Redis broker redelivers an unacknowledged message (after the whole worker was
 killed, for example). Shorter: faster recovery after a hard kill. Longer: fewer redelivered copies
-of long jobs (each steps aside harmlessly, after watching the lease for LEASE_SECONDS)."""
+of long jobs (each steps aside harmlessly, after watching the lease for LEASE_SECONDS). A job
+whose message is gone for good (a copy stepped aside, then its trainer died) is re-sent by the
+reaper (REAP_SECONDS) instead, so with workers alive a hard-killed job runs again within
+min(LEASE_SECONDS + VISIBILITY_TIMEOUT, LEASE_SECONDS + 2 * REAP_SECONDS) or so."""
 
 HEARTBEAT_SECONDS = min(1.0, LEASE_SECONDS / 3)
 """Progress writes (which renew the lease) happen at least this often while training."""

@@ -100,7 +100,7 @@ class JobHooks(Hooks):
         raw = checkpoint.to_bytes(t)   # refuses non-finite weights
         sha = hashlib.sha256(raw).hexdigest()
         latest, previous = keys.checkpoint(self.job_id, "latest"), keys.checkpoint(self.job_id, "previous")
-        ops = [("COPYIFEXISTS", latest, previous), ("DEL", latest),
+        ops = [("RENAMEIFEXISTS", latest, previous),
                ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
                self._hset(t)]
         if t.val_loss is not None and (self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val):
