@@ -403,7 +403,7 @@ def test_worker_pool_runs_in_containers(tmp_path):
         assert status["status"] == "succeeded" and status["iteration"] == 300, status
         samples = parse_json(stack.orchestrator("samples", job, "--json").stdout)
         assert samples, "the job produced no samples"
-        # as docs/worker-pool.md says: --user, so the file in ./output belongs to the caller
+        # as the README says: --user, so the file in ./output belongs to the caller
         stack("run", "--rm", "-T", "--user", f"{owner}:{owner}", "orchestrator",
               "checkpoint", job, "-o", "/output/model.npz", profiles=("cli",),
               label="orchestrator checkpoint")
