@@ -189,22 +189,34 @@ def test_delete_and_prune(pool, r, redis_server, corpus_file):
 
 
 def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
+    """`list` does work proportional to --limit, not to the store: one index page and one hash
+    per row read, never KEYS or SCAN. Counted with Redis's own command statistics, not timed."""
+    from worker import keys
     from worker.store import JobStore
     s = JobStore(r)
     with r.pipeline(transaction=False) as p:
         for i in range(10_000):
             jid = str(uuid.uuid4())
-            p.hset(f"charrnn:job:{jid}", mapping={"job_id": jid, "status": "succeeded",
-                                                  "submitted_at": repr(i), "spec": "{}"})
-            p.zadd("charrnn:jobs", {jid: i})
-            p.zadd("charrnn:status:succeeded", {jid: i})
+            p.hset(keys.job(jid), mapping={"job_id": jid, "status": "succeeded",
+                                           "submitted_at": repr(i), "spec": "{}"})
+            p.zadd(keys.jobs_by_time(), {jid: i})
+            p.zadd(keys.status_index("succeeded"), {jid: i})
         p.execute()
-    t0 = time.monotonic()
     p = run_cli("list", "--limit", "20", "--json", url=redis_server.url(), check=True)
-    assert len(json.loads(p.stdout)) == 20
-    t0 = time.monotonic()
+    listed = json.loads(p.stdout)
+    assert [j["submitted_at"] for j in listed] == [float(i) for i in range(9999, 9979, -1)]
+
+    def calls():
+        return {k: v["calls"] for k, v in r.info("commandstats").items()}
+
+    before = calls()
     rows = s.list(limit=20, status="succeeded")
-    assert len(rows) == 20 and time.monotonic() - t0 < 0.5
+    after = calls()
+    spent = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert [j["submitted_at"] for j in rows] == [float(i) for i in range(9999, 9979, -1)]
+    assert spent.get("cmdstat_zrevrange", 0) == 1, spent
+    assert spent.get("cmdstat_hgetall", 0) <= 100, spent       # one page, of 10,000 jobs
+    assert not any(k in spent for k in ("cmdstat_keys", "cmdstat_scan")), spent
 
 
 def test_embedded_stack_from_nothing(tmp_path, corpus_file):
