@@ -111,9 +111,10 @@ def job_argument(fn):
 
 def hyper_options(fn):
     """Every hyperparameter of `charrnn train`, same names; values parsed with their types."""
+    aliases = {"learning_rate": ("--lr",)}      # as in `charrnn train`
     for name in reversed(FIELDS):
-        fn = click.option("--" + name.replace("_", "-"), name, default=None, metavar="VALUE",
-                          help=f"charrnn hyperparameter {name} (default: charrnn's)")(fn)
+        fn = click.option("--" + name.replace("_", "-"), *aliases.get(name, ()), name, default=None,
+                          metavar="VALUE", help=f"charrnn hyperparameter {name} (default: charrnn's)")(fn)
     fn = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
                       help=f"Iterations between checkpoints (default "
                            f"{settings.DEFAULT_CHECKPOINT_EVERY}).")(fn)
