@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import pickle
+import re
 import signal
 import time
 import uuid
@@ -166,6 +167,84 @@ def test_holder_killed_after_its_redelivered_copy_stepped_aside(stack, corpus, r
     fig = report(r, [job], 2, "redelivered copy steps aside, then SIGKILL the holder "
                               "(no message left; the reaper re-sends)")
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]      # R, S, T (stopped), ...
+
+
+def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report):
+    """A trainer alive but stalled past its lease (its pool child frozen with SIGSTOP): the reaper
+    re-sends the job (its message is still unacked on the frozen worker, and the visibility
+    timeout, 30 s here, has not passed), the other worker takes it over under a new fencing
+    token, and when the stale trainer wakes its first write is refused and it stops without
+    touching the job."""
+    server, worker = stack
+    ws = {n: worker(n).start(wait=False) for n in ("a", "b")}
+    for w in ws.values():
+        w.wait_ready()
+    r = server.client()
+    spec = dict(SPEC, iterations=60000)
+    job = submit(server.url(), corpus, *CKPT, **spec)
+    key = f"charrnn:job:{job}"
+    wait_iteration(r, job, 5000)                  # past a checkpoint
+    a = ws[job_field(r, job, "worker").split("@")[0]]          # the holder: "a" or "b"
+    b = next(w for w in ws.values() if w is not a)
+    [child] = a.children()
+    os.kill(child, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: _proc_state(child) == "T", timeout=5, what="the pool child to stop")
+        time.sleep(0.2)                              # a write it sent just before lands first
+        stale_at = int(job_field(r, job, "iteration"))
+        assert int(r.get(f"{key}:fence")) == 1
+        # lease (2 s) expires, two reaper scans (2 s apart) see it gone, the job is re-sent
+        wait_for(lambda: int(r.get(f"{key}:fence") or 0) == 2, timeout=20, poll=0.05,
+                 what="the other worker to take the lease over")
+        wait_for(lambda: "resumed" in names(r, job), timeout=5, what="the resume")
+        resumed = [e for e in events(r, job) if e["event"] == "resumed"][0]
+        assert resumed["host"].startswith(b.name + "@") and resumed["last_reported"] == stale_at
+        assert 0 < resumed["iteration"] <= stale_at      # from its last checkpoint
+        wait_for(lambda: int(job_field(r, job, "iteration")) > resumed["iteration"], timeout=10,
+                 what="the new trainer's progress")
+        assert time.monotonic() - t0 > 2             # frozen for longer than its lease
+        assert _proc_state(child) == "T" and int(r.get(f"{key}:refused") or 0) == 0
+        history_from = r.llen(f"{key}:history")      # every row from here on is the new trainer's
+    finally:
+        os.kill(child, signal.SIGCONT)
+    # the overlap: both trainers alive; the job record must only ever move forward, under B
+    seen, deadline = [], time.monotonic() + 60
+    while True:
+        status, it, holder = r.hmget(key, "status", "iteration", "worker")
+        seen.append((status.decode(), int(it), holder.decode().split("@")[0]))
+        if status != b"running":
+            break
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.01)
+    back = [(x, y) for (_, x, _), (_, y, _) in zip(seen, seen[1:]) if y < x]
+    assert not back, f"iteration went backwards (from, to): {back[:5]}"
+    assert {h for _, _, h in seen} == {b.name} and seen[-1][0] == "succeeded"
+    assert [s for s, _, _ in seen[:-1]] == ["running"] * (len(seen) - 1)
+    # the stale trainer's first write was refused; it stopped there (no second attempt)
+    assert int(r.get(f"{key}:refused")) == 1
+    wait_for(lambda: b"lost its lease" in open(a.log, "rb").read(), timeout=10,
+             what="the stale trainer to log that it lost its lease")
+    assert re.search(rb"succeeded in [0-9.]+s: 'lost_lease'", open(a.log, "rb").read())
+    rows = [json.loads(x)[0] for x in r.lrange(f"{key}:history", history_from, -1)]
+    back = [(x, y) for x, y in zip(rows, rows[1:]) if y < x]
+    assert rows and not back, f"history rows written out of order (from, to): {back[:5]}"
+    ev = names(r, job)
+    assert ev.count("started") == 1 and ev.count("resumed") == 1 and ev.count("finished") == 1
+    assert ev.count("requeued_by_reaper") == 1 and int(job_field(r, job, "restarts")) == 1
+    assert int(r.get(f"{key}:fence")) == 2 and not r.exists(f"{key}:lease")
+    assert r.zscore("charrnn:status:succeeded", job) is not None
+    assert r.zscore("charrnn:status:running", job) is None
+    assert_matches_reference(r, job, corpus.read_text(), spec)
+    fig = report(r, [job], 1, "SIGSTOP the pool child past its lease, SIGCONT after the "
+                              "takeover (stale trainer fenced off)")
+    assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
+    assert fig["trainers"] == 2 and fig["stale_writes_refused"] == 1 and fig["lost"] == 0
 
 
 def test_redis_restart_mid_job(stack, corpus, report):
