@@ -30,16 +30,23 @@ redis.call('HSET', KEYS[1], 'token', token)
 return {'acquired', tostring(token)}
 """
 
-# KEYS: fence, job, refused. ARGV: token, then commands as (argc, name, args...).
+# KEYS: fence, job, refused. ARGV: token, write id, then commands as (argc, name, args...).
 # RENAMEIFEXISTS src dst is ours: RENAME src dst when src exists (O(1), where COPY would copy a
 # whole checkpoint inside Redis on every write).
 # A refused write is counted (while the job exists): the duplicate trainers the fence stopped.
+# The write id ("token:n", n counting one trainer's writes) makes a write idempotent: when Redis
+# applied it but the reply was lost (a restart) the trainer sends it again, and the replay must
+# not append history twice or turn the previous checkpoint into a copy of the latest.
 FENCED = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCR', KEYS[3]) end
   return {0, false}
 end
-local i = 2
+if redis.call('HGET', KEYS[2], 'write_id') == ARGV[2] then
+  return {1, redis.call('HGET', KEYS[2], 'cancel_requested')}
+end
+redis.call('HSET', KEYS[2], 'write_id', ARGV[2])
+local i = 3
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local name = ARGV[i + 1]
@@ -80,6 +87,7 @@ class Lease:
     def __init__(self, r: redis.Redis, job_id: str, holder: str):
         self.r, self.job_id, self.holder = r, job_id, holder
         self.token: str | None = None
+        self.writes = 0
         self._acquire = r.register_script(ACQUIRE)
         self._fenced = r.register_script(FENCED)
 
@@ -106,7 +114,7 @@ class Lease:
         """Apply ops atomically if our token is current (renewing the lease too). Returns the
         job's cancel flag; raises LostLease if another trainer took the job."""
         assert self.token is not None
-        argv: list = [self.token]
+        argv = self._argv()
         for op in list(ops) + [self.heartbeat_op()]:
             argv.append(len(op))
             argv.extend(op)
@@ -115,12 +123,17 @@ class Lease:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")
         return bool(cancel) and cancel != b"0"
 
+    def _argv(self) -> list:
+        """Token and a fresh write id; a retry of the same write reuses both (see FENCED)."""
+        self.writes += 1
+        return [self.token, f"{self.token}:{self.writes}"]
+
     def release_op(self) -> tuple:
         return ("DEL", keys.lease(self.job_id))
 
     def write_and_release(self, ops: list[tuple]) -> None:
         """The last write of a trainer: ops, then the lease is gone (no heartbeat appended)."""
-        argv: list = [self.token]
+        argv = self._argv()
         for op in list(ops) + [self.release_op()]:
             argv.append(len(op))
             argv.extend(op)
