@@ -15,13 +15,6 @@ def _job(r) -> str:
     return job_id
 
 
-def _argv(lease: Lease, ops) -> list:
-    argv = lease._argv()
-    for op in list(ops) + [lease.heartbeat_op()]:
-        argv += [len(op), *op]
-    return argv
-
-
 def test_a_write_replayed_after_a_lost_reply_applies_once(r):
     """Redis applied the write, the reply was lost, the trainer sends the same write again."""
     job_id = _job(r)
@@ -31,7 +24,7 @@ def test_a_write_replayed_after_a_lost_reply_applies_once(r):
     ops = [("RPUSH", keys.history(job_id), "[2, 1.0, null]"),
            ("RENAMEIFEXISTS", keys.checkpoint(job_id, "latest"), keys.checkpoint(job_id, "previous")),
            ("HSET", keys.checkpoint(job_id, "latest"), "data", b"new", "iteration", 2)]
-    argv = _argv(lease, ops)
+    argv = lease.fenced_argv(ops + [lease.heartbeat_op()])
     fenced_keys = lease._fenced_keys()
     assert lease._fenced(fenced_keys, argv)[0] == 1
     assert lease._fenced(fenced_keys, argv)[0] == 1          # the replay: accepted, not re-applied

@@ -113,30 +113,29 @@ class Lease:
     def write(self, ops: list[tuple]) -> bool:
         """Apply ops atomically if our token is current (renewing the lease too). Returns the
         job's cancel flag; raises LostLease if another trainer took the job."""
-        assert self.token is not None
-        argv = self._argv()
-        for op in list(ops) + [self.heartbeat_op()]:
-            argv.append(len(op))
-            argv.extend(op)
-        ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
-        if not ok:
-            raise LostLease(f"job {self.job_id}: another trainer holds it now")
+        cancel = self._apply(list(ops) + [self.heartbeat_op()])
         return bool(cancel) and cancel != b"0"
 
-    def _argv(self) -> list:
-        """Token and a fresh write id; a retry of the same write reuses both (see FENCED)."""
-        self.writes += 1
-        return [self.token, f"{self.token}:{self.writes}"]
+    def write_and_release(self, ops: list[tuple]) -> None:
+        """The last write of a trainer: ops, then the lease is gone (no heartbeat appended)."""
+        self._apply(list(ops) + [self.release_op()])
 
     def release_op(self) -> tuple:
         return ("DEL", keys.lease(self.job_id))
 
-    def write_and_release(self, ops: list[tuple]) -> None:
-        """The last write of a trainer: ops, then the lease is gone (no heartbeat appended)."""
-        argv = self._argv()
-        for op in list(ops) + [self.release_op()]:
+    def fenced_argv(self, ops: list[tuple]) -> list:
+        """ARGV of the FENCED script: token, a fresh write id, then each op as (argc, *op)."""
+        assert self.token is not None
+        self.writes += 1
+        argv: list = [self.token, f"{self.token}:{self.writes}"]
+        for op in ops:
             argv.append(len(op))
             argv.extend(op)
-        ok, _ = retrying(self._fenced, self._fenced_keys(), argv)
+        return argv
+
+    def _apply(self, ops: list[tuple]):
+        argv = self.fenced_argv(ops)    # built once: a retry replays the same write id
+        ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
         if not ok:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")
+        return cancel
