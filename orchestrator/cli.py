@@ -184,11 +184,16 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
         return
     if not as_json:
         click.echo(f"job {job_id}", err=True)
-    job = _follow(c.store(), job_id, quiet=as_json)
+    _follow_to_end(c.store(), job_id, as_json)
+
+
+def _follow_to_end(store: JobStore, job_id: str, as_json: bool = False) -> None:
+    """Live progress until the job ends, then its outcome; exit 1 if it failed or was cancelled."""
+    job = _follow(store, job_id, quiet=as_json)
     if as_json:
         _echo_json(jobs.status_view(job))
     else:
-        _print_final(c.store(), job)
+        _print_final(store, job)
     if jobs.stopped_with_error(job):
         sys.exit(EXIT_JOB_FAILED)
 
@@ -389,10 +394,7 @@ def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best
 @errors
 def watch(c: Ctx, job_id):
     """Live progress of a job until it ends; exit 1 if it failed or was cancelled."""
-    job = _follow(c.store(), c.store().get(job_id)["job_id"])
-    _print_final(c.store(), job)
-    if jobs.stopped_with_error(job):
-        sys.exit(EXIT_JOB_FAILED)
+    _follow_to_end(c.store(), c.store().get(job_id)["job_id"])
 
 
 @cli.command()
