@@ -49,6 +49,25 @@ def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_f
     assert "sample (iteration 200)" in p.stdout
 
 
+def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
+    """`watch` shows samples as they appear and the outcome; exit 0, or 1 for a cancelled job."""
+    url = redis_server.url()
+    job = submit(url, corpus_file, **dict(TINY, iterations=3000, sample_every=500))
+    p = run_cli("watch", job, url=url, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "status: succeeded" in p.stdout and "iterations: 3000/3000" in p.stdout
+    assert "sample at iteration" in p.stderr            # live samples go with the progress bar
+    long = submit(url, corpus_file, **LONG)
+    wait_iteration(r, long, 10)
+    watcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch", long],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               env={**os.environ, "CHARRNN_REDIS_URL": url})
+    run_cli("cancel", long, url=url, check=True)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 1, err
+    assert "status: cancelled" in out
+
+
 def test_two_jobs_on_two_workers_at_once(pool, r, redis_server, corpus_file):
     a = submit(redis_server.url(), corpus_file, **LONG)
     b = submit(redis_server.url(), corpus_file, **dict(LONG, seed=2))
