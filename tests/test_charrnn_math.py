@@ -183,3 +183,13 @@ def test_init_is_deterministic_and_scaled():
     p = views(flat1, 20, 64, 2)
     assert np.all(p["bh0"] == 0) and np.all(p["by"] == 0)
     assert 0.7 < p["Whh1"].std() * np.sqrt(64) < 1.3
+
+
+def test_the_library_imports_neither_celery_nor_redis():
+    import subprocess
+    import sys
+    code = ("import sys, charrnn, charrnn.cli, charrnn.checkpoint, charrnn.oracle; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'redis', 'kombu')); "
+            "assert not bad, bad")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
