@@ -6,7 +6,7 @@ rebuilds exactly the model that was trained.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import ConfigError
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import data as corpus
 from .config import Config
-from .errors import CorpusError, DivergedError
+from .errors import DivergedError
 from .model import Model, init_params
 from .sampling import sample_from
 
@@ -188,7 +188,3 @@ class Trainer:
             "learning_rate": self.learning_rate,
         }
 
-
-def check_text_matches(trainer_sha: str, text: str) -> None:
-    if corpus.corpus_sha256(text) != trainer_sha:
-        raise CorpusError("this corpus is not the one the checkpoint was trained on (sha256 differs)")

@@ -7,11 +7,9 @@ import sys
 import time
 import uuid
 
-import numpy as np
 import pytest
 
-from conftest import (REPO, assert_matches_reference, events, free_port, job_field, make_corpus,
-                      run_cli, submit, wait_for, wait_iteration, wait_status)
+from conftest import (REPO, assert_matches_reference, events, free_port, job_field, run_cli, submit, wait_for, wait_iteration, wait_status)
 
 pytestmark = pytest.mark.integration
 
