@@ -100,8 +100,14 @@ class Model:
         self.ymax_col, self.ysum_col = self.ymax[:, None], self.ysum[:, None]
         self.ones_V, self.ones_T = np.ones(V, f), np.ones(T, f)
         self.onehot = np.zeros((T, V), f)          # used only for the layer-0 weight gradient
-        self.last_inputs = np.zeros(T, np.int64)
-        self.rows = np.arange(T)
+        # flat indices into (T, V) arrays: row t, column of char t; with np.take/np.put they
+        # read and write one element per row without fancy indexing's temporaries
+        self.row_starts = np.arange(T) * V
+        self.target_at = np.zeros(T, np.int64)     # of the targets, in y
+        self.input_at = np.zeros(T, np.int64)      # of the inputs, in onehot
+        self.correct = np.zeros(T, f)              # the targets' logits, then their dy
+        self.logsum = np.zeros(T, f)
+        self.y_flat, self.onehot_flat = self.y.reshape(-1), self.onehot.reshape(-1)
         # dropout: x[l] for l >= 1 is dropout(h[l-1]); xs[L] is the input of the output layer
         if self.dropout > 0:
             self.masks = [np.ones((T, H), f) for _ in range(L + 1)]   # masks[0] unused (one-hot input)
@@ -176,19 +182,24 @@ class Model:
         y -= self.ymax_col                                           # max-subtracted softmax
         if targets is None:
             return 0.0
-        correct = y[self.rows, targets]                              # (T,) logits of the targets
+        np.add(self.row_starts, targets, out=self.target_at)
+        np.take(self.y_flat, self.target_at, out=self.correct)      # (T,) logits of the targets
         np.exp(y, out=y)
         np.dot(y, self.ones_V, out=self.ysum)                        # row sums as a product: (T, V) @ (V,)
-        loss = float(np.log(self.ysum).sum() - correct.sum())       # -sum log softmax[target]
+        np.log(self.ysum, out=self.logsum)
+        loss = float(self.logsum.sum() - self.correct.sum())        # -sum log softmax[target]
         y /= self.ysum_col                                           # probabilities
         return loss
 
     def backward(self, inputs: np.ndarray, targets: np.ndarray) -> None:
-        """Gradients of the last forward's loss into self.grad (overwritten, not accumulated)."""
+        """Gradients of the last forward's loss into self.grad (overwritten, not accumulated);
+        inputs and targets are that forward's (its target positions are reused)."""
         p, g, T = self.p, self.g, self.T
         ones_T = self.ones_T
         dy = self.y
-        dy[self.rows, targets] -= 1.0                                # softmax + cross-entropy
+        np.take(self.y_flat, self.target_at, out=self.correct)     # softmax + cross-entropy:
+        self.correct -= 1.0                                          # dy = p - onehot(target)
+        np.put(self.y_flat, self.target_at, self.correct)
         np.matmul(dy.T, self._x(self.L), out=g["Why"])               # (V, T) @ (T, H) -> (V, H)
         np.dot(ones_T, dy, out=g["by"])                              # column sums: (T,) @ (T, V)
         dh = self.dh
@@ -213,11 +224,10 @@ class Model:
             if l == 0:
                 # The gather's adjoint is a scatter-add of rows; as a product with the window's
                 # (T, V) one-hot matrix it is one BLAS call, 2-3x faster than np.add.at at T << V.
-                onehot = self.onehot
-                onehot[self.rows, self.last_inputs] = 0.0
-                onehot[self.rows, inputs] = 1.0
-                self.last_inputs[:] = inputs
-                np.matmul(onehot.T, draw, out=g["Wxh0"].T)           # (V, T) @ (T, H) -> (V, H)
+                np.put(self.onehot_flat, self.input_at, 0.0)         # the last window's ones
+                np.add(self.row_starts, inputs, out=self.input_at)
+                np.put(self.onehot_flat, self.input_at, 1.0)
+                np.matmul(self.onehot.T, draw, out=g["Wxh0"].T)      # (V, T) @ (T, H) -> (V, H)
             else:
                 np.matmul(draw.T, self._x(l), out=g[f"Wxh{l}"])      # (H, T) @ (T, H) -> (H, H)
                 np.matmul(draw, p[f"Wxh{l}"], out=dh)                # (T, H) @ (H, H) -> (T, H)
