@@ -6,7 +6,6 @@ trainer's writes). Results never expire; `delete` and `prune` remove them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -16,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from charrnn.data import corpus_sha256
 
 from . import keys, settings
 from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
@@ -120,7 +121,7 @@ class JobStore:
         if len(raw) > settings.MAX_CORPUS_BYTES:
             raise CorpusTooLarge(f"corpus is {len(raw):,} bytes, above the limit of "
                                  f"{settings.MAX_CORPUS_BYTES:,} (CHARRNN_MAX_CORPUS_BYTES)")
-        sha = hashlib.sha256(raw).hexdigest()
+        sha = corpus_sha256(text)          # the id the trainer checks checkpoints against
         if self.r.exists(keys.corpus(sha)):
             return sha, False
         return sha, bool(self.r.set(keys.corpus(sha), raw, nx=True))

@@ -42,10 +42,6 @@ SHUTDOWN = threading.Event()
 """Set in a pool process when its worker is shutting down (SIGTERM): checkpoint and give back."""
 
 
-class Outcome(str):
-    pass
-
-
 class JobHooks(Hooks):
     """Progress, samples and checkpoints to the store, each a fenced write; cancellation and
     shutdown checked at every progress write and checkpoint."""
@@ -181,10 +177,7 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
     now = time.time()
     try:
         spec = job["spec"]
-        hyper = dict(spec["hyper"])
-        if job["learning_rate"]:
-            pass  # the checkpoint carries the (possibly halved) learning rate
-        cfg = Config.from_dict(hyper)
+        cfg = Config.from_dict(spec["hyper"])
         text = retrying(store.get_corpus, spec["corpus_sha256"])
         if job["cancel_requested"]:
             _finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
