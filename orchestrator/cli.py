@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError
 
 from worker import settings
 from worker.errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
-from worker.store import JobStore, connect, redact
+from worker.store import JobStore, connect, redact, validate_job_id
 
 from . import embedded, jobs
 
@@ -105,8 +105,16 @@ def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON only, on stdout.")(fn)
 
 
+def _job_id(ctx, param, value):
+    """Checked before anything connects: a malformed id is bad input (2) even with Redis down."""
+    try:
+        return validate_job_id(value)
+    except InvalidJobId as e:
+        raise Fail(str(e), EXIT_USAGE) from None
+
+
 def job_argument(fn):
-    return click.argument("job_id", metavar="JOB")(fn)
+    return click.argument("job_id", metavar="JOB", callback=_job_id)(fn)
 
 
 def hyper_options(fn):

@@ -176,6 +176,8 @@ def test_unknown_and_invalid_job_ids(r, redis_server):
         assert p.returncode == 3 and f"no job with id {unknown}" in p.stderr, (cmd, p.stderr)
     p = run_cli("status", "charrnn:*", url=url)
     assert p.returncode == 2 and "not a job id" in p.stderr
+    p = run_cli("status", "charrnn:*", url=f"redis://127.0.0.1:{free_port()}/0")   # Redis down
+    assert p.returncode == 2 and "not a job id" in p.stderr
 
 
 def test_redis_down_and_wrong_password(redis_server, corpus_file):
