@@ -54,11 +54,13 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
     """Read the corpus and check every hyperparameter set against it, as a trainer would.
     Returns (text, [(config, total iterations)]); CharRNNError subclasses on bad input."""
     text = read_corpus(corpus)
-    out = []
+    out, n_train = [], {}
     for hyper in hyper_sets:
         cfg = Config.from_dict(hyper)
-        _, train, _ = prepare(text, cfg.val_fraction, cfg.seq_length)
-        out.append((cfg, Trainer.iterations_for(cfg, len(train))))
+        split = (cfg.val_fraction, cfg.seq_length)
+        if split not in n_train:         # a sweep encodes the corpus once per distinct split
+            n_train[split] = len(prepare(text, *split)[1])
+        out.append((cfg, Trainer.iterations_for(cfg, n_train[split])))
     return text, out
 
 
