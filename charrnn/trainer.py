@@ -112,9 +112,10 @@ class Trainer:
         return loss
 
     def run(self, hooks: Hooks | None = None, checkpoint_every: int = 0,
-            until: int | None = None) -> str:
+            until: int | None = None, eval_at_end: bool = False) -> str:
         """Train until `until` (default: the configured total). Returns "finished", or
-        "stopped" when hooks.should_stop said so at a check point."""
+        "stopped" when hooks.should_stop said so at a check point. eval_at_end evaluates at
+        `until` too (an early-stopping rung), before the checkpoint there, which then holds it."""
         hooks = hooks or Hooks()
         cfg = self.config
         until = self.total_iterations if until is None else min(until, self.total_iterations)
@@ -133,7 +134,8 @@ class Trainer:
                     hooks.on_progress(self)
                     if hooks.should_stop(self):
                         return "stopped"
-            if (eval_every and it % eval_every == 0) or it == self.total_iterations:
+            if (eval_every and it % eval_every == 0) or it == self.total_iterations \
+                    or (done and eval_at_end):
                 hooks.on_eval(self, self.evaluate())
             if sample_every and it % sample_every == 0:
                 hooks.on_sample(self, self.sample_during_training())
