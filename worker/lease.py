@@ -20,7 +20,9 @@ from .errors import LostLease
 ACQUIRE = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
-if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return {'terminal', st} end
+if st == 'succeeded' or st == 'failed' or st == 'cancelled' or st == 'stopped' then
+  return {'terminal', st}
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'held', tostring(redis.call('PTTL', KEYS[2]))}
 end

@@ -18,7 +18,7 @@ import redis
 from charrnn import Config, Hooks, Trainer, checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
-from . import keys, settings
+from . import asha, keys, settings
 from .errors import LostLease, NoSuchJob
 from .lease import Lease, retrying
 from .store import JobStore, Status, event, status_moves, validate_job_id
@@ -53,6 +53,7 @@ class JobHooks(Hooks):
         self.submitted = job["submitted_at"]
         self.cancel = False
         self.last_ckpt_iteration = -1
+        self.last_eval_iteration = -1
         self.best_ckpt_val = job["best_val_loss"]
         self.history_every = max(1, (job["iterations"] or 1) // HISTORY_POINTS)
         self.last_history = -1
@@ -84,6 +85,7 @@ class JobHooks(Hooks):
 
     def on_eval(self, t: Trainer, val_loss: float | None) -> None:
         guard(t)
+        self.last_eval_iteration = t.iteration
         self.cancel = self.lease.write([self._hset(t)] + self._history(t, force=True))
 
     def on_sample(self, t: Trainer, text: str) -> None:
@@ -209,10 +211,10 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
         hooks.cancel = lease.write(start)
         ckpt_every = int(spec.get("checkpoint_every") or settings.DEFAULT_CHECKPOINT_EVERY)
         rollbacks = job["rollbacks"]
+        rungs = asha.Rungs.from_spec(spec)
         while True:
             try:
-                outcome = "stopped" if hooks.should_stop(trainer) else \
-                    trainer.run(hooks, checkpoint_every=ckpt_every)
+                outcome, decision = _train(trainer, hooks, ckpt_every, rungs, lease, host)
                 break
             except DivergedError as e:
                 rollbacks += 1
@@ -232,6 +234,12 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
                                 event("diverged_rollback", host=host, error=str(e),
                                       iteration=trainer.iteration, diverged_at=diverged_at,
                                       learning_rate=trainer.learning_rate))])
+        if outcome == "early_stopped":
+            if hooks.last_ckpt_iteration != trainer.iteration:
+                hooks.on_checkpoint(trainer)
+            _finish(lease, job, Status.STOPPED, trainer,
+                    [event("early_stopped", host=host, scheduler="asha", **decision)])
+            return Status.STOPPED.value
         if outcome == "finished":
             if hooks.last_ckpt_iteration != trainer.iteration:
                 hooks.on_checkpoint(trainer)
@@ -270,6 +278,30 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
         except LostLease:
             return "lost_lease"
         return Status.FAILED.value
+
+
+def _train(trainer: Trainer, hooks: JobHooks, ckpt_every: int, rungs: asha.Rungs | None,
+           lease: Lease, host: str) -> tuple[str, dict | None]:
+    """Train to the end, pausing at each ASHA rung for the sweep's decision. Returns (outcome,
+    decision): "finished", "stopped" (cancel or shutdown), or "early_stopped" with the decision
+    that stopped it. The rungs change nothing in the weights: a job that continues through them
+    ends bit-identical to the same job without early stopping."""
+    if hooks.should_stop(trainer):
+        return "stopped", None
+    for m in rungs.ahead(trainer.iteration, trainer.total_iterations) if rungs else ():
+        if trainer.iteration < m:
+            if trainer.run(hooks, checkpoint_every=ckpt_every, until=m, eval_at_end=True) == "stopped":
+                return "stopped", None
+        if hooks.last_eval_iteration != trainer.iteration:    # resumed exactly at the rung
+            hooks.on_eval(trainer, trainer.evaluate())
+        d = asha.decide(lease, rungs, m, hooks.job_id, trainer.val_loss)
+        hooks.cancel = lease.write([("RPUSH", keys.events(hooks.job_id),
+                                     event("rung", host=host, **d))])
+        if not d["continue"]:
+            return "early_stopped", d
+        if hooks.should_stop(trainer):
+            return "stopped", None
+    return trainer.run(hooks, checkpoint_every=ckpt_every), None
 
 
 def _lost_work(store: JobStore, job: dict, cfg: Config) -> dict:
