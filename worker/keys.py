@@ -15,6 +15,13 @@
     charrnn:status:{status}          zset    job ids by status, scored by submit time
     charrnn:tag:{tag}                zset    job ids by tag, scored by submit time
     charrnn:corpus:{sha256}          string  corpus text, UTF-8
+    charrnn:sweep:{id}               hash    the sweep record (name, spec, job count, times)
+    charrnn:sweep:{id}:jobs          list    its job ids, in the order of its points
+    charrnn:sweep:{id}:rung:{iter}   zset    job ids scored by validation loss at that ASHA rung
+    charrnn:sweep:{id}:rung:{iter}:decisions  hash  job id -> JSON decision (continue or stop)
+    charrnn:sweeps                   zset    every sweep id, scored by creation time
+
+A job of a sweep carries `sweep_id` in its record and the tag `sweep:{id}`.
 """
 PREFIX = "charrnn:"
 CHECKPOINT_KINDS = ("latest", "previous", "best")
@@ -78,6 +85,31 @@ def status_index(status: str) -> str:
 
 def tag_index(tag: str) -> str:
     return f"{PREFIX}tag:{tag}"
+
+
+def sweep(sweep_id: str) -> str:
+    return f"{PREFIX}sweep:{sweep_id}"
+
+
+def sweep_jobs(sweep_id: str) -> str:
+    return f"{PREFIX}sweep:{sweep_id}:jobs"
+
+
+def rung(sweep_id: str, milestone: int) -> str:
+    return f"{PREFIX}sweep:{sweep_id}:rung:{int(milestone)}"
+
+
+def rung_decisions(sweep_id: str, milestone: int) -> str:
+    return f"{PREFIX}sweep:{sweep_id}:rung:{int(milestone)}:decisions"
+
+
+def sweeps_by_time() -> str:
+    return f"{PREFIX}sweeps"
+
+
+def sweep_tag(sweep_id: str) -> str:
+    """The tag every job of a sweep carries (so `list --tag sweep:ID` works too)."""
+    return f"sweep:{sweep_id}"
 
 
 def corpus(sha256: str) -> str:

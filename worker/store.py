@@ -28,9 +28,10 @@ class Status(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"        # stopped early by its sweep's scheduler (ASHA); keeps its checkpoint
 
 
-TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
 FLOAT_FIELDS = ("smooth_loss", "val_loss", "best_val_loss", "chars_per_second", "learning_rate",
                 "submitted_at", "started_at", "finished_at")
 INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks")
@@ -98,7 +99,7 @@ def decode_job(raw: dict) -> dict:
     job = {"job_id": d.get("job_id"), "name": d.get("name") or None,
            "tags": json.loads(d.get("tags") or "[]"), "status": d.get("status"),
            "spec": json.loads(d.get("spec") or "{}"), "worker": d.get("worker") or None,
-           "error": d.get("error") or None,
+           "error": d.get("error") or None, "sweep_id": d.get("sweep_id") or None,
            "cancel_requested": d.get("cancel_requested") == "1"}
     for f in FLOAT_FIELDS:
         job[f] = _num(d.get(f), float)
@@ -135,22 +136,105 @@ class JobStore:
     # --- jobs ---------------------------------------------------------------------------------
     def create(self, job_id: str, spec: dict, name: str | None = None,
                tags: tuple[str, ...] = ()) -> None:
-        now = time.time()
+        with self.r.pipeline(transaction=True) as p:
+            self._create(p, job_id, spec, name, tags, None, time.time())
+            p.execute()
+
+    @staticmethod
+    def _create(p, job_id: str, spec: dict, name: str | None, tags: tuple[str, ...],
+                sweep_id: str | None, now: float) -> None:
         record = {"job_id": job_id, "name": name or "", "tags": json.dumps(list(tags)),
                   "spec": json.dumps(spec, sort_keys=True), "status": Status.QUEUED.value,
                   "submitted_at": repr(now), "iteration": 0, "restarts": 0, "rollbacks": 0,
-                  "cancel_requested": "0"}
+                  "cancel_requested": "0", "sweep_id": sweep_id or ""}
         it = spec.get("iterations_total")
         if it:
             record["iterations"] = it
+        p.hset(keys.job(job_id), mapping=record)
+        p.zadd(keys.jobs_by_time(), {job_id: now})
+        p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
+        for tag in tags:
+            p.zadd(keys.tag_index(tag), {job_id: now})
+        p.rpush(keys.events(job_id), event("submitted"))
+
+    # --- sweeps -------------------------------------------------------------------------------
+    def create_sweep(self, sweep_id: str, name: str | None, spec: dict,
+                     jobs: list[tuple[str, dict]], tags: tuple[str, ...] = ()) -> None:
+        """The sweep record and every job of it (job id, job spec), in one transaction: a sweep
+        is stored whole or not at all. Each job is tagged `sweep:{id}`."""
+        now = time.time()
+        job_tags = tuple(tags) + (keys.sweep_tag(sweep_id),)
         with self.r.pipeline(transaction=True) as p:
-            p.hset(keys.job(job_id), mapping=record)
-            p.zadd(keys.jobs_by_time(), {job_id: now})
-            p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
-            for tag in tags:
-                p.zadd(keys.tag_index(tag), {job_id: now})
-            p.rpush(keys.events(job_id), event("submitted"))
+            p.hset(keys.sweep(sweep_id), mapping={
+                "sweep_id": sweep_id, "name": name or "", "spec": json.dumps(spec, sort_keys=True),
+                "n_jobs": len(jobs), "created_at": repr(now), "tags": json.dumps(list(tags))})
+            p.zadd(keys.sweeps_by_time(), {sweep_id: now})
+            for job_id, job_spec in jobs:
+                self._create(p, job_id, job_spec, name, job_tags, sweep_id, now)
+            if jobs:
+                p.rpush(keys.sweep_jobs(sweep_id), *[j for j, _ in jobs])
             p.execute()
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        sweep_id = validate_job_id(sweep_id)
+        raw = self.r.hgetall(keys.sweep(sweep_id))
+        if not raw:
+            raise NoSuchJob(f"no sweep with id {sweep_id}")
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return {"sweep_id": d["sweep_id"], "name": d.get("name") or None,
+                "spec": json.loads(d.get("spec") or "{}"), "n_jobs": int(d.get("n_jobs") or 0),
+                "created_at": float(d["created_at"]), "tags": json.loads(d.get("tags") or "[]"),
+                "job_ids": [j.decode() for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]}
+
+    def jobs(self, job_ids: list[str]) -> list[dict]:
+        """Many job records in one round trip, in the order given; deleted jobs are left out."""
+        with self.r.pipeline(transaction=False) as p:
+            for j in job_ids:
+                p.hgetall(keys.job(j))
+            rows = p.execute()
+        return [decode_job(raw) for raw in rows if raw]
+
+    def kind(self, some_id: str) -> str | None:
+        """"sweep", "job", or None: sweeps and jobs share the id space (UUIDs)."""
+        some_id = validate_job_id(some_id)
+        with self.r.pipeline(transaction=False) as p:
+            p.exists(keys.sweep(some_id))
+            p.exists(keys.job(some_id))
+            is_sweep, is_job = p.execute()
+        return "sweep" if is_sweep else "job" if is_job else None
+
+    def list_sweeps(self, limit: int = 20) -> list[dict]:
+        ids = [i.decode() for i in self.r.zrevrange(keys.sweeps_by_time(), 0, limit - 1)]
+        out = []
+        for i in ids:
+            try:
+                out.append(self.get_sweep(i))
+            except NoSuchJob:
+                continue
+        return out
+
+    def rung_decisions(self, sweep_id: str, milestone: int) -> dict[str, dict]:
+        raw = self.r.hgetall(keys.rung_decisions(sweep_id, milestone))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def delete_sweep(self, sweep_id: str) -> list[str]:
+        """Remove a sweep, its rung records and every job of it. Returns the job ids deleted."""
+        sw = self.get_sweep(sweep_id)
+        gone = []
+        for job_id in sw["job_ids"]:
+            try:
+                self.delete(job_id)
+                gone.append(job_id)
+            except NoSuchJob:
+                continue
+        rungs = (sw["spec"].get("early_stop") or {}).get("rungs") or []
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(keys.sweep(sweep_id), keys.sweep_jobs(sweep_id),
+                     *[keys.rung(sweep_id, m) for m in rungs],
+                     *[keys.rung_decisions(sweep_id, m) for m in rungs])
+            p.zrem(keys.sweeps_by_time(), sweep_id)
+            p.execute()
+        return gone
 
     def get(self, job_id: str) -> dict:
         job_id = validate_job_id(job_id)
@@ -255,7 +339,7 @@ class JobStore:
             p.execute()
 
     def prune(self, older_than_seconds: float) -> list[str]:
-        """Delete finished jobs (succeeded, failed, cancelled) that finished before now minus the
+        """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now minus the
         given age. Returns the ids deleted."""
         cutoff = time.time() - older_than_seconds
         gone = []
