@@ -64,6 +64,65 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
     return text, out
 
 
+def plan_sweep(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
+    """Read every corpus of a normalized sweep spec and check every point against it, as a
+    trainer would; resolve the early-stopping rungs into the spec. Returns (texts by corpus,
+    [(corpus, config, total iterations)]). Nothing is stored or enqueued here."""
+    from . import sweeps
+    from worker import asha
+    texts, points = {}, []
+    by_corpus: dict[str, list[dict]] = {}
+    for corpus, hyper in sweeps.expand(spec):
+        by_corpus.setdefault(corpus, []).append(hyper)
+    for corpus, hypers in by_corpus.items():
+        text, configs = validate(corpus, hypers)
+        texts[corpus] = text
+        points += [(corpus, cfg, total) for cfg, total in configs]
+    es = spec.get("early_stop")
+    if es:
+        if any(cfg.val_fraction == 0 for _, cfg, _ in points):
+            raise BadInput("--early-stop asha ranks jobs by validation loss: val_fraction must "
+                           "be above 0 for every point")
+        longest = max(total for _, _, total in points)
+        rungs = es.get("rungs") or asha.default_rungs(longest, es["reduction_factor"],
+                                                       es.get("grace_period"))
+        if not rungs or rungs[0] >= longest:
+            raise BadInput(f"no early-stopping rung below the longest job's {longest} "
+                           f"iterations: lower --grace-period or --rungs")
+        es["rungs"] = [int(m) for m in rungs]
+    return texts, points
+
+
+def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
+                 points: list[tuple[str, Config, int]]) -> tuple[str, list[str]]:
+    """Upload each corpus once, store the sweep and all its jobs in one transaction, then enqueue
+    the jobs in the order of their points. Returns (sweep id, job ids)."""
+    sweep_id = new_job_id()
+    shas = {corpus: store.put_corpus(text)[0] for corpus, text in texts.items()}
+    every = spec.get("checkpoint_every") or settings.DEFAULT_CHECKPOINT_EVERY
+    es = spec.get("early_stop")
+    job_specs = []
+    for corpus, cfg, total in points:
+        job_spec = {"corpus_sha256": shas[corpus], "corpus": corpus, "hyper": cfg.to_dict(),
+                    "checkpoint_every": every, "iterations_total": total, "sweep_id": sweep_id}
+        if es:
+            job_spec["early_stop"] = {"scheduler": "asha", "sweep_id": sweep_id,
+                                      "rungs": es["rungs"],
+                                      "reduction_factor": es["reduction_factor"]}
+        job_specs.append((new_job_id(), job_spec))
+    store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tuple(spec.get("tags") or ()))
+    app = use_url(url)
+    for job_id, _ in job_specs:
+        _enqueue(app, job_id)
+    return sweep_id, [j for j, _ in job_specs]
+
+
+def _enqueue(app, job_id: str) -> None:
+    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE,
+                  retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                            "interval_step": 0.5})
+
+
 def submit(store: JobStore, url: str, corpus: str, text: str, cfg: Config, total: int,
            checkpoint_every: int | None, name: str | None, tags: tuple[str, ...]) -> tuple[str, bool]:
     """Upload the corpus (once per sha256), record the job, enqueue its id.
@@ -74,9 +133,7 @@ def submit(store: JobStore, url: str, corpus: str, text: str, cfg: Config, total
             "checkpoint_every": checkpoint_every or settings.DEFAULT_CHECKPOINT_EVERY,
             "iterations_total": total}
     store.create(job_id, spec, name, tags)
-    use_url(url).send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE,
-                           retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                                     "interval_step": 0.5})
+    _enqueue(use_url(url), job_id)
     return job_id, uploaded
 
 
@@ -112,6 +169,16 @@ def parse_age(raw: str) -> float:
         return float(raw)
     except ValueError:
         raise BadInput(f"bad age {raw!r}: use for example 30m, 12h or 7d") from None
+
+
+def wait_all(store: JobStore, job_ids: list[str], on_update, poll: float = 1.0) -> list[dict]:
+    """Poll many jobs (one round trip each time) until every one has ended."""
+    while True:
+        rows = retrying(store.jobs, job_ids)
+        on_update(rows)
+        if all(is_terminal(j) for j in rows):
+            return rows
+        time.sleep(poll)
 
 
 def stopped_with_error(job: dict) -> bool:

@@ -1,0 +1,381 @@
+"""Sweep specs: a search space over charrnn's hyperparameters, read from options or a YAML/JSON
+file, checked whole, and expanded into the points a sweep runs. Pure functions, no Redis.
+
+A spec (what a sweep record stores, and what a sweep file holds):
+
+    name: lr-vs-size                      # optional
+    tags: [week1]                         # optional
+    corpus: [a.txt, b.txt]                # one path or a list; every point runs on each
+    fixed: {iterations: 20000}            # the same for every point
+    grid: {hidden_size: [64, 128, 256], learning_rate: [0.1, 0.03]}     # every combination
+    random:                               # `samples` draws, each crossed with the whole grid
+      samples: 8
+      seed: 1                             # the same seed gives the same points
+      space:
+        learning_rate: {log_uniform: [0.001, 0.1]}
+        dropout: {uniform: [0.0, 0.5]}
+        num_layers: {choice: [1, 2, 3]}
+    early_stop: {scheduler: asha, reduction_factor: 3, grace_period: 2000}   # or rungs: [...]
+    checkpoint_every: 2000
+
+As in Ray Tune, a random sweep of N samples over a grid of G points runs N x G jobs, on every
+corpus. Integer parameters draw integers (uniform: inclusive bounds; log_uniform: rounded);
+floats are rounded to 6 significant digits so that tables and labels stay readable.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import math
+import os
+import secrets
+
+import numpy as np
+
+from charrnn.config import FIELDS
+
+from . import jobs
+from .jobs import BadInput
+
+MAX_POINTS = 1000
+DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
+SCHEDULERS = ("asha", "none")
+DEFAULT_REDUCTION_FACTOR = 3.0
+
+# bounds may be strings: YAML 1.1 reads 1e-3 (no dot) as one; normalize parses them
+_pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
+_scalar = {"type": ["number", "string", "integer"]}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "corpus": {"oneOf": [{"type": "string"},
+                             {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+        "fixed": {"type": "object", "additionalProperties": _scalar},
+        "grid": {"type": "object",
+                 "additionalProperties": {"type": "array", "items": _scalar, "minItems": 1}},
+        "random": {
+            "type": "object", "additionalProperties": False, "required": ["samples", "space"],
+            "properties": {
+                "samples": {"type": "integer", "minimum": 1},
+                "seed": {"type": "integer", "minimum": 0},
+                "space": {"type": "object", "minProperties": 1, "additionalProperties": {
+                    "type": "object", "minProperties": 1, "maxProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {"uniform": _pair, "log_uniform": _pair,
+                                   "choice": {"type": "array", "items": _scalar, "minItems": 1}}}},
+            }},
+        "early_stop": {
+            "type": "object", "additionalProperties": False, "required": ["scheduler"],
+            "properties": {
+                "scheduler": {"enum": list(SCHEDULERS)},
+                "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                          "minItems": 1},
+                "grace_period": {"type": "integer", "minimum": 1},
+                "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
+            }},
+        "checkpoint_every": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+def read_file(path: str) -> dict:
+    """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = f.read()
+    except OSError as e:
+        raise BadInput(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"sweep file {path} is not UTF-8 text") from None
+    try:
+        if path.lower().endswith((".yaml", ".yml")):
+            import yaml
+            spec = yaml.safe_load(raw)
+        else:
+            spec = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"sweep file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except Exception as e:  # yaml.YAMLError and its subclasses
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadInput(f"sweep file {path} is not valid YAML: {first}") from None
+    if not isinstance(spec, dict):
+        raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
+                       f"{type(spec).__name__}")
+    check_schema(spec, f"sweep file {path}")
+    return spec
+
+
+def check_schema(spec: dict, where: str) -> None:
+    import jsonschema
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
+    if err is not None:
+        at = ".".join(str(p) for p in err.absolute_path) or "the top level"
+        raise BadInput(f"{where}: at {at}: {err.message}")
+
+
+def _name(raw: str) -> str:
+    """A hyperparameter name as charrnn spells it (dashes accepted), or BadInput with a hint."""
+    name = raw.strip().replace("-", "_")
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise BadInput(f"unknown hyperparameter {raw.strip()!r}{hint}")
+    return name
+
+
+def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
+    """'name=v1,v2' to (name, ['v1', 'v2'])."""
+    name, sep, values = raw.partition("=")
+    if not sep or not name.strip():
+        raise BadInput(f"bad {option} {raw!r}: expected NAME=VALUE[,VALUE...]")
+    parts = [v.strip() for v in values.split(",")] if values.strip() else []
+    if any(p == "" for p in parts) or not parts:
+        raise BadInput(f"bad {option} {raw!r}: empty range (give at least one value, no empty ones)")
+    return _name(name), parts
+
+
+def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[str, ...],
+                 samples: int | None, uniform: tuple[str, ...], log_uniform: tuple[str, ...],
+                 choice: tuple[str, ...], seed: int | None, early_stop: str | None,
+                 rungs: str | None, grace_period: int | None, reduction_factor: float | None,
+                 base: dict | None = None) -> dict:
+    """The spec the command-line options describe, laid over a sweep file's (options win for
+    fixed values; axes add to the file's; a parameter in two places is an error later)."""
+    spec = json.loads(json.dumps(base or {}))     # a deep copy
+    if corpora:
+        spec["corpus"] = list(corpora)
+    for name, raw in fixed.items():
+        if raw is None:
+            continue
+        for part in (spec.get("fixed", {}), spec.get("grid", {}),
+                     spec.get("random", {}).get("space", {})):
+            for k in [k for k in part if k.replace("-", "_") == name]:
+                del part[k]                       # the option wins over the file
+        if "," in raw:                            # `--hidden-size 64,128` is a grid axis too
+            spec.setdefault("grid", {})[name] = [v.strip() for v in raw.split(",")]
+        else:
+            spec.setdefault("fixed", {})[name] = raw
+    for raw in grid:
+        name, values = _assignment(raw, "--grid")
+        if name in spec.get("grid", {}):
+            raise BadInput(f"--grid {name} is given twice")
+        spec.setdefault("grid", {})[name] = values
+    space = {}
+    for option, dist, items in (("--uniform", "uniform", uniform),
+                                ("--log-uniform", "log_uniform", log_uniform),
+                                ("--choice", "choice", choice)):
+        for raw in items:
+            name, values = _assignment(raw, option)
+            if name in space:
+                raise BadInput(f"{name} has two distributions ({option} and another)")
+            if dist != "choice":
+                if len(values) != 2:
+                    raise BadInput(f"bad {option} {raw!r}: expected NAME=LOW,HIGH")
+                try:
+                    values = [float(v) for v in values]
+                except ValueError:
+                    raise BadInput(f"bad {option} {raw!r}: bounds must be numbers") from None
+            space[name] = {dist: values}
+    if space and samples is None and "samples" not in spec.get("random", {}):
+        raise BadInput("--uniform, --log-uniform and --choice are drawn from: give --random N too")
+    if samples is not None and not space and not spec.get("random", {}).get("space"):
+        raise BadInput("--random N draws from a space: give --uniform, --log-uniform or --choice")
+    if samples is not None or space:
+        rnd = spec.setdefault("random", {})
+        if samples is not None:
+            rnd["samples"] = samples
+        rnd.setdefault("space", {}).update(space)
+    if seed is not None:
+        if "random" not in spec:
+            raise BadInput("--seed seeds the random search: give it with --random N")
+        spec["random"]["seed"] = seed
+    es = dict(spec.get("early_stop") or {})
+    if early_stop is not None:
+        es["scheduler"] = early_stop
+    for key, value in (("grace_period", grace_period), ("reduction_factor", reduction_factor)):
+        if value is not None:
+            es[key] = value
+    if rungs is not None:
+        try:
+            es["rungs"] = [int(v) for v in rungs.split(",") if v.strip()]
+        except ValueError:
+            raise BadInput(f"bad --rungs {rungs!r}: expected iteration counts such as "
+                           f"2000,6000,18000") from None
+    if es:
+        if "scheduler" not in es:
+            raise BadInput("--rungs, --grace-period and --reduction-factor need --early-stop asha")
+        spec["early_stop"] = es
+    return spec
+
+
+def _typed(name: str, value):
+    """A value of a parameter with charrnn's type for it (YAML may give 64 or "64")."""
+    kind = str(jobs.FIELD_TYPES[name])
+    if isinstance(value, str):
+        return jobs.parse_value(name, value)
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise BadInput(f"bad hyperparameter {name}: {value!r} is not an integer")
+        return int(value)
+    if kind.startswith("float"):
+        if isinstance(value, bool):
+            raise BadInput(f"bad hyperparameter {name}: {value!r} is not a number")
+        return float(value)
+    return str(value)
+
+
+def _numeric(name: str) -> str | None:
+    kind = str(jobs.FIELD_TYPES[name])
+    return "int" if kind.startswith("int") else "float" if kind.startswith("float") else None
+
+
+def normalize(spec: dict) -> dict:
+    """The spec checked whole, values typed, the random seed fixed (drawn when not given, and
+    recorded so the sweep can be repeated): BadInput for the first thing wrong. Nothing here
+    reads corpora; `expand` gives the points."""
+    check_schema(spec, "sweep")
+    spec = json.loads(json.dumps(spec))
+    corpora = spec.get("corpus")
+    if not corpora:
+        raise BadInput("a sweep needs a corpus (--corpus PATH, repeatable, or `corpus:` in the file)")
+    spec["corpus"] = [corpora] if isinstance(corpora, str) else list(corpora)
+    if len(set(spec["corpus"])) != len(spec["corpus"]):
+        raise BadInput("the same corpus is given twice")
+    for part in ("fixed", "grid"):
+        _no_double_spelling(spec.get(part) or {}, part)
+    _no_double_spelling((spec.get("random") or {}).get("space") or {}, "random.space")
+    fixed = {_name(k): _typed(_name(k), v) for k, v in (spec.get("fixed") or {}).items()}
+    grid = {}
+    for k, values in (spec.get("grid") or {}).items():
+        name = _name(k)
+        typed = [_typed(name, v) for v in values]
+        if len(set(map(repr, typed))) != len(typed):
+            raise BadInput(f"grid {name} repeats a value: {values}")
+        grid[name] = typed
+    space = {}
+    rnd = spec.get("random")
+    if rnd is not None:
+        for k, dist in rnd["space"].items():
+            name = _name(k)
+            (kind, args), = dist.items()
+            if kind == "choice":
+                typed = [_typed(name, v) for v in args]
+                if len(set(map(repr, typed))) != len(typed):
+                    raise BadInput(f"choice {name} repeats a value: {args}")
+                space[name] = {"choice": typed}
+                continue
+            num = _numeric(name)
+            if num is None:
+                raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
+            lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
+            if lo == hi:
+                raise BadInput(f"{kind} {name}: empty range [{lo}, {hi}]; fix the value instead")
+            if lo > hi:
+                raise BadInput(f"{kind} {name}: low {lo} is above high {hi}")
+            if kind == "log_uniform" and lo <= 0:
+                raise BadInput(f"log_uniform {name}: bounds must be positive, got {args}")
+            space[name] = {kind: [lo, hi]}
+        spec["random"] = {"samples": int(rnd["samples"]), "space": space,
+                          "seed": int(rnd["seed"]) if rnd.get("seed") is not None
+                          else secrets.randbits(32)}
+    for a, b, what in ((fixed, grid, "fixed and in the grid"),
+                       (fixed, space, "fixed and in the random space"),
+                       (grid, space, "in the grid and in the random space")):
+        both = sorted(set(a) & set(b))
+        if both:
+            raise BadInput(f"{', '.join(both)} is both {what}")
+    spec["fixed"], spec["grid"] = fixed, grid
+    es = spec.get("early_stop")
+    if es is not None and es["scheduler"] == "none":
+        if set(es) - {"scheduler"}:
+            raise BadInput("--rungs, --grace-period and --reduction-factor need --early-stop asha")
+        spec.pop("early_stop")
+    elif es is not None:
+        if "rungs" in es and "grace_period" in es:
+            raise BadInput("give --rungs or --grace-period, not both")
+        if "rungs" in es:
+            r = es["rungs"]
+            if sorted(set(r)) != r:
+                raise BadInput(f"rungs must be distinct and increasing, got {r}")
+        es["reduction_factor"] = float(es.get("reduction_factor", DEFAULT_REDUCTION_FACTOR))
+    n = n_points(spec)
+    if n > MAX_POINTS:
+        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
+                       f"narrow the grid or draw fewer samples")
+    return spec
+
+
+def _no_double_spelling(part: dict, where: str) -> None:
+    names = [_name(k) for k in part]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadInput(f"{where} gives {', '.join(twice)} twice (as - and _ spellings)")
+
+
+def n_points(spec: dict) -> int:
+    g = math.prod(len(v) for v in spec.get("grid", {}).values())
+    s = spec["random"]["samples"] if spec.get("random") else 1
+    return len(spec["corpus"]) * g * s
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def draw(space: dict, samples: int, seed: int) -> list[dict]:
+    """`samples` points from the random space, the same for the same seed on any machine (NumPy's
+    PCG64 stream; parameters drawn in name order, so option order does not matter)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(samples):
+        point = {}
+        for name in sorted(space):
+            (kind, args), = space[name].items()
+            if kind == "choice":
+                point[name] = args[int(rng.integers(len(args)))]
+                continue
+            lo, hi = args
+            if _numeric(name) == "int":
+                if kind == "uniform":
+                    point[name] = int(rng.integers(lo, hi + 1))
+                else:
+                    point[name] = int(min(hi, max(lo, round(math.exp(
+                        rng.uniform(math.log(lo), math.log(hi)))))))
+            elif kind == "uniform":
+                point[name] = _round(rng.uniform(lo, hi))
+            else:
+                point[name] = _round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        out.append(point)
+    return out
+
+
+def expand(spec: dict) -> list[tuple[str, dict]]:
+    """Every point of a normalized spec as (corpus, hyperparameters): corpus by corpus, random
+    sample by sample, then the grid in the order its axes and values were given."""
+    grid = spec.get("grid", {})
+    axes = [[(k, v) for v in values] for k, values in grid.items()]
+    rnd = spec.get("random")
+    drawn = draw(rnd["space"], rnd["samples"], rnd["seed"]) if rnd else [{}]
+    out = []
+    for corpus in spec["corpus"]:
+        for sample in drawn:
+            for combo in itertools.product(*axes):
+                out.append((corpus, {**spec["fixed"], **sample, **dict(combo)}))
+    return out
+
+
+def varying(spec: dict) -> list[str]:
+    """What the points of a sweep differ in: the grid axes and the random space (and the
+    corpus when there are several)."""
+    names = list(spec.get("grid", {})) + sorted((spec.get("random") or {}).get("space", {}))
+    return (["corpus"] if len(spec.get("corpus", [])) > 1 else []) + names
+
+
+def corpus_label(path: str) -> str:
+    return path if path.startswith("builtin:") else os.path.basename(path) or path
