@@ -1,8 +1,10 @@
-"""`orchestrator`: submit charrnn training jobs, watch them, fetch their results by id.
+"""`orchestrator`: submit charrnn training jobs and sweeps, watch them, compare them, fetch their
+results by id.
 
-Exit codes: 0 success; 1 the job failed or was cancelled (submit --wait, watch); 2 usage or bad
-input (corpus, hyperparameter, job id syntax, prime, checkpoint file); 3 unknown job id; 4 Redis
-unreachable or refused the password; 5 the job has no checkpoint or sample yet.
+Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --wait, watch); 2
+usage or bad input (corpus, hyperparameter, search space, id syntax, prime, checkpoint file); 3
+unknown job or sweep id; 4 Redis unreachable or refused the password; 5 the job has no checkpoint
+or sample yet.
 """
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from charrnn.errors import CharRNNError
 
 from worker import settings
 from worker.errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
-from worker.store import JobStore, connect, redact, validate_job_id
+from worker.store import JobStore, Status, connect, redact, validate_job_id
 
-from . import embedded, jobs
+from . import embedded, jobs, leaderboard, sweeps
 
 EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = 1, 2, 3, 4, 5
 
@@ -117,20 +119,38 @@ def job_argument(fn):
     return click.argument("job_id", metavar="JOB", callback=_job_id)(fn)
 
 
-def hyper_options(fn):
+def id_argument(fn):
+    """A sweep id or a job id (both UUIDs; the store tells which)."""
+    return click.argument("some_id", metavar="SWEEP|JOB", callback=_job_id)(fn)
+
+
+def ids_argument(fn):
+    def check(ctx, param, values):
+        if not values:
+            raise Fail("give at least one sweep or job id", EXIT_USAGE)
+        return tuple(_job_id(ctx, param, v) for v in values)
+    return click.argument("ids", metavar="SWEEP|JOB...", nargs=-1, callback=check)(fn)
+
+
+def fixed_hyper_options(fn, flags: dict[str, str] | None = None):
     """Every hyperparameter of `charrnn train`, same names; values parsed with their types."""
     aliases = {"learning_rate": ("--lr",)}      # as in `charrnn train`
     for name in reversed(FIELDS):
-        fn = click.option("--" + name.replace("_", "-"), *aliases.get(name, ()), name, default=None,
+        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+        fn = click.option(flag, *aliases.get(name, ()), name, default=None,
                           metavar="VALUE", help=f"charrnn hyperparameter {name} (default: charrnn's)")(fn)
     fn = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
                       help=f"Iterations between checkpoints (default "
                            f"{settings.DEFAULT_CHECKPOINT_EVERY}).")(fn)
     fn = click.option("--tag", "tags", multiple=True, help="A tag to list the job by (repeatable).")(fn)
     fn = click.option("--name", default=None, help="A name for the job.")(fn)
-    fn = click.option("--corpus", required=True,
-                      help="A UTF-8 text file, or builtin:python-docs.")(fn)
     return fn
+
+
+def hyper_options(fn):
+    fn = fixed_hyper_options(fn)
+    return click.option("--corpus", required=True,
+                        help="A UTF-8 text file, or builtin:python-docs.")(fn)
 
 
 def _fmt(v, digits=4):
@@ -207,19 +227,131 @@ def _follow_to_end(store: JobStore, job_id: str, as_json: bool = False) -> None:
 
 
 @cli.command()
-@hyper_options
+@click.option("-f", "--file", "spec_file", default=None, metavar="PATH",
+              help="A sweep file (YAML or JSON): corpus, fixed, grid, random, early_stop. "
+                   "Options given as well add to it.")
+@click.option("--corpus", "corpora", multiple=True,
+              help="A UTF-8 text file, or builtin:python-docs (repeatable: every point on each).")
+@click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="A grid axis, e.g. --grid hidden_size=64,128,256 (repeatable).")
+@click.option("--random", "samples", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Draw N points from the --uniform/--log-uniform/--choice space (each crossed "
+                   "with the grid).")
+@click.option("--uniform", multiple=True, metavar="NAME=LOW,HIGH", help="Uniform on [LOW, HIGH].")
+@click.option("--log-uniform", multiple=True, metavar="NAME=LOW,HIGH",
+              help="Log-uniform on [LOW, HIGH], e.g. learning_rate=0.001,0.1.")
+@click.option("--choice", multiple=True, metavar="NAME=A,B,...", help="One of the values.")
+@click.option("--seed", "search_seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the random search (default: drawn, printed and recorded). The "
+                   "models' own seed is --model-seed.")
+@click.option("--early-stop", type=click.Choice(sweeps.SCHEDULERS), default=None,
+              help="asha: asynchronous successive halving across the pool.")
+@click.option("--rungs", default=None, metavar="ITER,ITER,...",
+              help="ASHA rungs at these iterations (default: from --grace-period).")
+@click.option("--grace-period", type=click.IntRange(min=1), default=None, metavar="ITER",
+              help="ASHA's first rung; the next ones are ETA times further (default: three "
+                   "rungs below the longest job).")
+@click.option("--reduction-factor", type=click.FloatRange(min=1, min_open=True), default=None,
+              metavar="ETA", help="ASHA keeps the top 1/ETA at each rung (default 3).")
+@functools.partial(fixed_hyper_options, flags={"seed": "--model-seed"})
+@click.option("--wait", is_flag=True, help="Show the sweep's table until every job has ended; "
+                                           "exit 1 if any failed or was cancelled.")
 @json_option
 @pass_ctx
 @errors
-def sweep(c: Ctx, corpus, name, tags, checkpoint_every, as_json, **hyper):
-    """Submit a grid of jobs: comma-separated values, e.g. --hidden-size 64,128 --learning-rate 0.01,0.02."""
-    ids = [j for j, _ in _submit_many(c, corpus, jobs.hyper_grid(hyper, True), checkpoint_every,
-                                      name, tags)]
-    if as_json:
-        _echo_json({"job_ids": ids})
-    else:
+def sweep(c: Ctx, spec_file, corpora, grid, samples, uniform, log_uniform, choice, search_seed,
+          early_stop, rungs, grace_period, reduction_factor, name, tags, checkpoint_every,
+          wait, as_json, **hyper):
+    """Run a search space: a grid and/or random draws, on one or more corpora, with optional
+    early stopping (ASHA). Prints the sweep id, then one job id per point.
+
+    \b
+      orchestrator sweep --corpus a.txt --grid hidden_size=64,128,256 \\
+          --grid learning_rate=0.1,0.03 --iterations 20000
+      orchestrator sweep --corpus a.txt --random 16 --seed 1 \\
+          --log-uniform learning_rate=0.001,0.1 --choice num_layers=1,2,3 \\
+          --early-stop asha --grace-period 2000
+      orchestrator sweep -f sweep.yaml --wait
+    """
+    base = sweeps.read_file(spec_file) if spec_file else None
+    spec = sweeps.from_options(corpora, hyper, grid, samples, uniform, log_uniform, choice,
+                               search_seed, early_stop, rungs, grace_period, reduction_factor, base)
+    if name is not None:
+        spec["name"] = name
+    if tags:
+        spec["tags"] = list(tags)
+    if checkpoint_every is not None:
+        spec["checkpoint_every"] = checkpoint_every
+    spec = sweeps.normalize(spec)
+    texts, points = jobs.plan_sweep(spec)          # every point checked before anything is stored
+    store = c.store(start_workers=c.given_url is None)
+    sweep_id, ids = jobs.submit_sweep(store, c.url(), spec, texts, points)
+    if not as_json:
+        click.echo(sweep_id)
         for j in ids:
             click.echo(j)
+        click.echo(_sweep_summary(spec, len(ids)), err=True)
+    if not wait:
+        if as_json:
+            _echo_json({"sweep_id": sweep_id, "job_ids": ids})
+        return
+    rows = _follow_sweep(store, store.get_sweep(sweep_id), quiet=as_json)
+    if as_json:
+        _echo_json({"sweep_id": sweep_id, "job_ids": ids,
+                    "jobs": [jobs.status_view(j) for j in rows]})
+    if any(jobs.stopped_with_error(j) for j in rows):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _sweep_summary(spec: dict, n: int) -> str:
+    parts = [f"{n} job(s)"]
+    if spec.get("random"):
+        parts.append(f"random search seed {spec['random']['seed']}")
+    es = spec.get("early_stop")
+    if es:
+        parts.append(f"ASHA rungs {', '.join(map(str, es['rungs']))}, "
+                     f"reduction factor {es['reduction_factor']:g}")
+    return "sweep: " + "; ".join(parts)
+
+
+def _sweep_table(sweep: dict, rows: list[dict]):
+    """The sweep as Ray Tune's status table: one row per job, what varies, progress, losses."""
+    from rich import box
+    from rich.table import Column, Table
+    names = leaderboard.varying(rows)
+    counts: dict[str, int] = {}
+    for j in rows:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    title = (f"sweep {sweep['sweep_id']}" + (f" ({sweep['name']})" if sweep["name"] else "")
+             + ": " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
+    t = Table(Column("job", no_wrap=True, min_width=36), "status",
+              *[Column(leaderboard.short(n), justify="right") for n in names],
+              Column("iteration", justify="right"), Column("loss", justify="right"),
+              Column("val", justify="right"), Column("best val", justify="right"),
+              title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    for j in rows:
+        t.add_row(j["job_id"], j["status"],
+                  *[leaderboard.fmt_value(v) for v in leaderboard.params(j, names).values()],
+                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
+                  _fmt(leaderboard.per_char(j, j["smooth_loss"]), 3), _fmt(j["val_loss"], 3),
+                  _fmt(j["best_val_loss"], 3))
+    return t
+
+
+def _console(stderr: bool = False, quiet: bool = False):
+    from rich.console import Console
+    out = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, quiet=quiet, width=None if out.isatty() else 160)
+
+
+def _follow_sweep(store: JobStore, sweep: dict, quiet: bool = False, stderr: bool = True) -> list[dict]:
+    """The sweep's table, updated live until every job has ended; returns the final rows."""
+    from rich.live import Live
+    console = _console(stderr=stderr, quiet=quiet)
+    with Live(console=console, refresh_per_second=2, auto_refresh=console.is_terminal) as live:
+        return jobs.wait_all(store, sweep["job_ids"],
+                             lambda rows: live.update(_sweep_table(sweep, rows), refresh=True))
 
 
 def _follow(store: JobStore, job_id: str, quiet: bool = False) -> dict:
@@ -240,18 +372,10 @@ def _follow(store: JobStore, job_id: str, quiet: bool = False) -> dict:
                 bar.console.print(f"[dim]--- sample at iteration {s['iteration']} ---[/dim]")
                 bar.console.print(s["text"], markup=False, highlight=False)
             bar.update(task, total=job["iterations"], completed=job["iteration"] or 0,
-                       status=job["status"], loss=_fmt(per_char(job), 3),
+                       status=job["status"], loss=_fmt(leaderboard.per_char(job, job["smooth_loss"]), 3),
                        val=_fmt(job["val_loss"], 3), cps=_fmt(job["chars_per_second"], 0))
 
         return jobs.wait(store, job_id, update)
-
-
-def per_char(job: dict) -> float | None:
-    """The smoothed loss is summed over a window (as in min-char-rnn); per character it reads
-    beside the validation loss."""
-    if job["smooth_loss"] is None:
-        return None
-    return job["smooth_loss"] / job["spec"]["hyper"]["seq_length"]
 
 
 def _print_final(store: JobStore, job: dict) -> None:
@@ -267,13 +391,22 @@ def _print_final(store: JobStore, job: dict) -> None:
 
 
 @cli.command()
-@job_argument
+@id_argument
 @json_option
 @pass_ctx
 @errors
-def status(c: Ctx, job_id, as_json):
-    """A job's status and latest metrics."""
-    view = jobs.status_view(c.store().get(job_id))
+def status(c: Ctx, some_id, as_json):
+    """A job's status and latest metrics, or a sweep's table of jobs."""
+    store = c.store()
+    if store.kind(some_id) == "sweep":
+        sw = store.get_sweep(some_id)
+        rows = store.jobs(sw["job_ids"])
+        if as_json:
+            _echo_json(_sweep_view(sw, rows))
+        else:
+            _console().print(_sweep_table(sw, rows))
+        return
+    view = jobs.status_view(store.get(some_id))
     if as_json:
         _echo_json(view)
         return
@@ -281,9 +414,19 @@ def status(c: Ctx, job_id, as_json):
         click.echo(f"{k:17} {_when(v) if k.endswith('_at') else _fmt(v)}")
 
 
+def _sweep_view(sw: dict, rows: list[dict]) -> dict:
+    names = leaderboard.varying(rows)
+    counts: dict[str, int] = {}
+    for j in rows:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    return {"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
+            "spec": sw["spec"], "counts": counts, "varying": names,
+            "jobs": [dict(jobs.status_view(j), best_val_loss=j["best_val_loss"],
+                          params=leaderboard.params(j, names)) for j in rows]}
+
+
 @cli.command("list")
-@click.option("--status", "status_", type=click.Choice(["queued", "running", "succeeded", "failed",
-                                                          "cancelled"]), default=None)
+@click.option("--status", "status_", type=click.Choice([s.value for s in Status]), default=None)
 @click.option("--tag", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @json_option
@@ -397,27 +540,152 @@ def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best
 
 
 @cli.command()
-@job_argument
+@id_argument
 @pass_ctx
 @errors
-def watch(c: Ctx, job_id):
-    """Live progress of a job until it ends; exit 1 if it failed or was cancelled."""
-    _follow_to_end(c.store(), c.store().get(job_id)["job_id"])
+def watch(c: Ctx, some_id):
+    """Live progress of a job, or a sweep's live table, until it ends; exit 1 if a job failed or
+    was cancelled."""
+    store = c.store()
+    if store.kind(some_id) == "sweep":
+        rows = _follow_sweep(store, store.get_sweep(some_id), stderr=False)
+        if any(jobs.stopped_with_error(j) for j in rows):
+            sys.exit(EXIT_JOB_FAILED)
+        return
+    _follow_to_end(store, store.get(some_id)["job_id"])
 
 
 @cli.command()
-@job_argument
+@id_argument
 @json_option
 @pass_ctx
 @errors
-def cancel(c: Ctx, job_id, as_json):
-    """A queued job never starts; a running one stops at its next check, keeping a checkpoint."""
-    st = c.store().cancel(job_id)
+def cancel(c: Ctx, some_id, as_json):
+    """A queued job never starts; a running one stops at its next check, keeping a checkpoint.
+    For a sweep: every job of it that has not ended."""
+    store, job_id = c.store(), some_id
+    if store.kind(some_id) == "sweep":
+        sw = store.get_sweep(some_id)
+        out: dict[str, list[str]] = {"cancelled": [], "cancel_requested": [], "already_ended": []}
+        for j in store.jobs(sw["job_ids"]):
+            if jobs.is_terminal(j):
+                out["already_ended"].append(j["job_id"])
+                continue
+            st = store.cancel(j["job_id"])
+            out["cancel_requested" if st == "running" else
+                "cancelled" if st == "cancelled" else "already_ended"].append(j["job_id"])
+        if as_json:
+            _echo_json({"sweep_id": sw["sweep_id"], **out})
+        else:
+            click.echo(f"sweep {sw['sweep_id']}: {len(out['cancelled'])} cancelled, "
+                       f"{len(out['cancel_requested'])} running asked to stop, "
+                       f"{len(out['already_ended'])} already ended")
+        return
+    st = store.cancel(job_id)
     msg = {"cancelled": "cancelled", "running": "cancel requested; it stops at its next check"}
     if as_json:
         _echo_json({"job_id": job_id, "status": st})
     else:
         click.echo(msg.get(st, f"already {st}; nothing to cancel"))
+
+
+@cli.command()
+@ids_argument
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (one row per job).")
+@json_option
+@pass_ctx
+@errors
+def compare(c: Ctx, ids, as_csv, as_json):
+    """A leaderboard of sweeps' and jobs' runs, best validation loss first, with what varies."""
+    if as_csv and as_json:
+        raise Fail("give --json or --csv, not both", EXIT_USAGE)
+    store = c.store()
+    found, _ = leaderboard.collect(store, ids)
+    names, rows = leaderboard.board(store, found)
+    if as_json:
+        _echo_json({"varying": names, "jobs": rows})
+        return
+    if as_csv:
+        import csv
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["rank", "job_id", "status", "best_val_loss", "val_loss", *names, "iteration",
+                    "iterations", "chars_per_second", "sample"])
+        for r in rows:
+            w.writerow([r["rank"], r["job_id"], r["status"], _csv(r["best_val_loss"]),
+                        _csv(r["val_loss"]), *[_csv(v) for v in r["params"].values()],
+                        r["iteration"], _csv(r["iterations"]), _csv(r["chars_per_second"]),
+                        r["sample"] or ""])
+        return
+    from rich import box
+    from rich.table import Column, Table
+    t = Table(Column("#", justify="right"), Column("job", no_wrap=True, min_width=36), "status",
+              Column("best val", justify="right"),
+              *[Column(leaderboard.short(n), justify="right") for n in names],
+              Column("iteration", justify="right"), Column("chars/s", justify="right"),
+              Column("last sample", no_wrap=True, max_width=40, overflow="ellipsis"),
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for r in rows:
+        t.add_row(str(r["rank"]), r["job_id"], r["status"], _fmt(r["best_val_loss"], 4),
+                  *[leaderboard.fmt_value(v) for v in r["params"].values()],
+                  f"{r['iteration']}/{r['iterations'] or '?'}", _fmt(r["chars_per_second"], 0),
+                  r["sample"] or "", )
+    _console().print(t)
+
+
+def _csv(v):
+    return "" if v is None else repr(v) if isinstance(v, float) else v
+
+
+@cli.command()
+@ids_argument
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The PNG to write.")
+@click.option("--title", default=None, help="A title (default: the sweep or the job ids).")
+@pass_ctx
+@errors
+def plot(c: Ctx, ids, output, title):
+    """Loss curves: smoothed training loss and validation loss against characters seen, one
+    line per job, labelled by what varies. Needs matplotlib (pip install 'charrnn[plot]')."""
+    from . import plots
+    plots._pyplot()                 # a missing extra is reported before any connection
+    store = c.store()
+    found, sws = leaderboard.collect(store, ids)
+    names, rows = leaderboard.board(store, found)
+    hist = leaderboard.histories(store, found)
+    by_id = {j["job_id"]: j for j in found}
+    lines = [(leaderboard.label(by_id[r["job_id"]], names),
+              leaderboard.curves(by_id[r["job_id"]], hist[r["job_id"]])) for r in rows]
+    if title is None:
+        title = ", ".join(f"sweep {s['name'] or s['sweep_id'][:8]}" for s in sws) or \
+            ", ".join(j["job_id"][:8] for j in found)
+    plots.write_png(lines, title, output)
+    click.echo(f"wrote {output} ({len(lines)} job(s))", err=True)
+
+
+@cli.command("sweeps")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@pass_ctx
+@errors
+def sweeps_(c: Ctx, limit, as_json):
+    """Sweeps, newest first, with how many of their jobs are in each status."""
+    store = c.store()
+    out = []
+    for sw in store.list_sweeps(limit):
+        counts: dict[str, int] = {}
+        for j in store.jobs(sw["job_ids"]):
+            counts[j["status"]] = counts.get(j["status"], 0) + 1
+        out.append({"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
+                    "jobs": sw["n_jobs"], "counts": counts})
+    if as_json:
+        _echo_json(out)
+        return
+    if not out:
+        click.echo("no sweeps")
+    for s in out:
+        counts = ", ".join(f"{n} {st}" for st, n in sorted(s["counts"].items()))
+        click.echo(f"{s['sweep_id']}  {_when(s['created_at'])}  {s['name'] or '-'}  "
+                   f"{s['jobs']} job(s): {counts}")
 
 
 @cli.command()
@@ -444,13 +712,18 @@ def workers(c: Ctx, timeout, as_json):
 
 
 @cli.command()
-@job_argument
+@id_argument
 @pass_ctx
 @errors
-def delete(c: Ctx, job_id):
-    """Remove a job and everything it produced."""
-    c.store().delete(job_id)
-    click.echo(f"deleted {job_id}", err=True)
+def delete(c: Ctx, some_id):
+    """Remove a job and everything it produced; for a sweep, the sweep and all its jobs."""
+    store = c.store()
+    if store.kind(some_id) == "sweep":
+        gone = store.delete_sweep(some_id)
+        click.echo(f"deleted sweep {some_id} and {len(gone)} job(s)", err=True)
+        return
+    store.delete(some_id)
+    click.echo(f"deleted {some_id}", err=True)
 
 
 @cli.command()

@@ -1,0 +1,158 @@
+"""What `compare`, `plot` and a sweep's status show: the jobs behind some sweep and job ids, what
+varies among them, and their ranking by best validation loss. Reads Redis in a few pipelined
+round trips, whatever the number of jobs.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from charrnn.config import FIELDS
+
+from worker import keys
+from worker.errors import NoSuchJob
+from worker.store import JobStore
+
+from .sweeps import corpus_label
+
+
+def collect(store: JobStore, ids: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """The jobs of the given sweep and job ids, each once, in the order given (a sweep's jobs in
+    the order of its points). Returns (jobs, sweeps). NoSuchJob for an id that is neither."""
+    jobs, sweeps, seen = [], [], set()
+    for some_id in ids:
+        kind = store.kind(some_id)
+        if kind is None:
+            raise NoSuchJob(f"no sweep or job with id {some_id}")
+        if kind == "sweep":
+            sw = store.get_sweep(some_id)
+            sweeps.append(sw)
+            rows = store.jobs(sw["job_ids"])
+        else:
+            rows = [store.get(some_id)]
+        for j in rows:
+            if j["job_id"] not in seen:
+                seen.add(j["job_id"])
+                jobs.append(j)
+    return jobs, sweeps
+
+
+def varying(jobs: list[dict]) -> list[str]:
+    """The hyperparameters (and corpus) whose values differ among the jobs, in charrnn's order."""
+    def values(name):
+        if name == "corpus":
+            return {j["spec"].get("corpus") for j in jobs}
+        return {json.dumps(j["spec"].get("hyper", {}).get(name)) for j in jobs}
+    return [n for n in ("corpus",) + FIELDS if len(values(n)) > 1]
+
+
+def params(job: dict, names: list[str]) -> dict:
+    return {n: (corpus_label(job["spec"].get("corpus", "")) if n == "corpus"
+                else job["spec"].get("hyper", {}).get(n)) for n in names}
+
+
+def label(job: dict, names: list[str]) -> str:
+    """How a job is named in a legend: what varies, or its name or short id when nothing does."""
+    if names:
+        return " ".join(f"{short(n)}={fmt_value(v)}" for n, v in params(job, names).items())
+    return job["name"] or job["job_id"][:8]
+
+
+SHORT = {"learning_rate": "lr", "hidden_size": "hidden", "num_layers": "layers",
+         "seq_length": "seq"}
+
+
+def short(name: str) -> str:
+    return SHORT.get(name, name)
+
+
+def fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def last_samples(store: JobStore, jobs: list[dict]) -> dict[str, str | None]:
+    """The first line of each job's latest sample, one round trip."""
+    with store.r.pipeline(transaction=False) as p:
+        for j in jobs:
+            p.lindex(keys.samples(j["job_id"]), -1)
+        raw = p.execute()
+    out = {}
+    for j, r in zip(jobs, raw):
+        text = json.loads(r)["text"] if r else None
+        out[j["job_id"]] = None if text is None else (text.strip().splitlines() or [""])[0]
+    return out
+
+
+def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
+    with store.r.pipeline(transaction=False) as p:
+        for j in jobs:
+            p.lrange(keys.history(j["job_id"]), 0, -1)
+        raw = p.execute()
+    return {j["job_id"]: [json.loads(x) for x in rows] for j, rows in zip(jobs, raw)}
+
+
+def per_char(job: dict, smooth_loss: float | None) -> float | None:
+    """The smoothed loss is summed over a window (as in min-char-rnn); per character it reads
+    beside the validation loss."""
+    if smooth_loss is None:
+        return None
+    return smooth_loss / job["spec"]["hyper"]["seq_length"]
+
+
+def rank(jobs: list[dict]) -> list[dict]:
+    """Best validation loss first; then non-finite ones; jobs without one yet last; ties in the
+    order given."""
+    order = {j["job_id"]: i for i, j in enumerate(jobs)}
+
+    def key(j):
+        b = j["best_val_loss"]
+        group = 2 if b is None else 0 if math.isfinite(b) else 1
+        return (group, b if group == 0 else 0.0, order[j["job_id"]])
+    return sorted(jobs, key=key)
+
+
+def board(store: JobStore, jobs: list[dict]) -> tuple[list[str], list[dict]]:
+    """(varying names, leaderboard rows best first): what `compare` prints."""
+    names = varying(jobs)
+    samples = last_samples(store, jobs)
+    rows = []
+    for i, j in enumerate(rank(jobs), 1):
+        rows.append({"rank": i, "job_id": j["job_id"], "status": j["status"],
+                     "best_val_loss": j["best_val_loss"], "val_loss": j["val_loss"],
+                     "loss": per_char(j, j["smooth_loss"]),
+                     "params": params(j, names), "iteration": j["iteration"] or 0,
+                     "iterations": j["iterations"], "chars_per_second": j["chars_per_second"],
+                     "sample": samples[j["job_id"]], "sweep_id": j["sweep_id"],
+                     "name": j["name"]})
+    return names, rows
+
+
+def eval_points(job: dict) -> set[int]:
+    """The iterations at which a job measured its validation loss: every eval_every, the end,
+    and its early-stopping rungs. (History rows written between evaluations repeat the last
+    value; a plot draws only these.)"""
+    hyper, spec = job["spec"]["hyper"], job["spec"]
+    total = job["iterations"] or spec.get("iterations_total") or 0
+    every = hyper.get("eval_every") or 0
+    pts = set(range(every, total + 1, every)) if every else set()
+    pts.add(total)
+    pts.update((spec.get("early_stop") or {}).get("rungs") or [])
+    return pts
+
+
+def curves(job: dict, history: list[list]) -> dict:
+    """Training loss (smoothed, per char) and validation loss against characters seen."""
+    T = job["spec"]["hyper"]["seq_length"]
+    evals = eval_points(job)
+    train_x, train_y, val = [], [], {}
+    for it, smooth, v in history:
+        if smooth is not None and math.isfinite(smooth):
+            train_x.append(it * T)
+            train_y.append(smooth / T)
+        if v is not None and it in evals:
+            val[it] = v                     # the last row at an iteration is the evaluation's
+    val_x = sorted(val)
+    return {"train_chars": train_x, "train_loss": train_y,
+            "val_chars": [it * T for it in val_x], "val_loss": [val[it] for it in val_x]}
