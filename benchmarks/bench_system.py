@@ -74,7 +74,7 @@ def two_at_once(r, url, corpus, spec) -> float:
     `orchestrator sweep` (two `submit` processes would start the second job a CLI start-up,
     ~0.4 s, after the first and count that as pool time)."""
     args = ["sweep", "--corpus", corpus, "--json", "--checkpoint-every", str(CHECKPOINT_EVERY),
-            "--seed", "2,3"]
+            "--grid", "seed=2,3"]
     for k, v in spec.items():
         if k != "seed":
             args += ["--" + k.replace("_", "-"), str(v)]

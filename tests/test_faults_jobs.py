@@ -339,7 +339,7 @@ def test_two_hundred_jobs_on_two_workers(stack, corpus, report):
     r = server.client()
     p = run_cli("sweep", "--corpus", str(corpus), "--json", "--hidden-size", "8",
                 "--num-layers", "1", "--iterations", "20", "--eval-every", "0",
-                "--sample-every", "0", "--seed", ",".join(str(i) for i in range(200)),
+                "--sample-every", "0", "--grid", "seed=" + ",".join(str(i) for i in range(200)),
                 url=server.url(), timeout=120, check=True)
     ids = json.loads(p.stdout)["job_ids"]
     assert len(set(ids)) == 200
