@@ -463,7 +463,8 @@ def results(c: Ctx, job_id, as_json):
     """Spec, final metrics, loss history, samples and events of a job."""
     s = c.store()
     job = s.get(job_id)
-    out = {**jobs.status_view(job), "name": job["name"], "tags": job["tags"], "spec": job["spec"],
+    out = {**jobs.status_view(job), "name": job["name"], "tags": job["tags"],
+           "sweep_id": job["sweep_id"], "spec": job["spec"],
            "best_val_loss": job["best_val_loss"], "restarts": job["restarts"],
            "rollbacks": job["rollbacks"], "learning_rate": job["learning_rate"],
            "history": s.history(job["job_id"]), "samples": s.samples(job["job_id"]),
@@ -471,7 +472,7 @@ def results(c: Ctx, job_id, as_json):
     if as_json:
         _echo_json(out)
         return
-    for k in jobs.STATUS_FIELDS + ("best_val_loss", "restarts", "rollbacks"):
+    for k in jobs.STATUS_FIELDS + ("best_val_loss", "restarts", "rollbacks", "sweep_id"):
         click.echo(f"{k:17} {_when(out[k]) if k.endswith('_at') else _fmt(out[k])}")
     click.echo(f"spec              {json.dumps(out['spec']['hyper'], sort_keys=True)}")
     click.echo(f"loss history      {len(out['history'])} points")

@@ -300,7 +300,7 @@ def recomputed(evs: list[dict], every: int) -> list[tuple[int, int]]:
     return out
 
 
-def fault_figures(r, jobs: list[str], expected: str = "succeeded") -> dict:
+def fault_figures(r, jobs: list[str], expected: str | tuple = "succeeded") -> dict:
     """What held, read from the store: jobs that ended as expected, jobs lost, trainers that
     held each job (the fencing token), duplicate deliveries that stepped aside, writes refused
     to a stale trainer, reaper re-sends, iterations recomputed."""
@@ -309,8 +309,8 @@ def fault_figures(r, jobs: list[str], expected: str = "succeeded") -> dict:
                recomputed=0, max_recomputed=0)
     for j in jobs:
         status = job_field(r, j, "status")
-        fig["completed"] += status == expected
-        fig["lost"] += status not in ("succeeded", "failed", "cancelled")
+        fig["completed"] += status in (expected if isinstance(expected, tuple) else (expected,))
+        fig["lost"] += status not in ("succeeded", "failed", "cancelled", "stopped")
         fig["trainers"] += int(r.get(keys.fence(j)) or 0)
         fig["stepped_aside"] += int(r.get(keys.stepped_aside(j)) or 0)
         fig["stale_writes_refused"] += int(r.get(keys.refused(j)) or 0)
@@ -339,7 +339,7 @@ def fault_report_path():
 @pytest.fixture
 def report(fault_report_path, request):
     """report(r, jobs, faults, what, expected="succeeded") -> figures, appended to the report."""
-    def write(r, jobs, faults: int, what: str, expected: str = "succeeded") -> dict:
+    def write(r, jobs, faults: int, what: str, expected: str | tuple = "succeeded") -> dict:
         fig = dict(test=request.node.name, fault=what, faults=faults,
                    **fault_figures(r, jobs, expected))
         with open(fault_report_path, "a") as f:

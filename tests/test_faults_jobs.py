@@ -407,3 +407,54 @@ def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path, report):
     assert_matches_reference(r, job, corpus.read_text(), SPEC)
     fig = report(r, [job], 2, "SIGKILL the worker, replace its checkpoint with a pickled one")
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= 2 * EVERY
+
+
+def test_asha_sweep_survives_a_kill_just_after_a_rung(stack, corpus, report):
+    """A job of an ASHA sweep is killed just after its rung decision, before its next checkpoint:
+    it resumes at the rung's checkpoint, reaches the rung again and gets the decision it got the
+    first time (stored, not recomputed against the jobs that arrived since). No job is lost; the
+    bad configurations are stopped; every job that finished is bit-identical to a run without
+    early stopping and without the kill."""
+    server, worker = stack
+    ws = {n: worker(n, **FAST).start(wait=False) for n in ("a", "b")}
+    for w in ws.values():
+        w.wait_ready()
+    r = server.client()
+    rung = 6000
+    p = run_cli("sweep", "--corpus", str(corpus), "--json", "--checkpoint-every", str(rung),
+                "--grid", "learning_rate=0.05,0.03,0.000001,0.0000005", "--hidden-size", "32",
+                "--num-layers", "1", "--iterations", "30000", "--eval-every", "10000",
+                "--sample-every", "10000", "--model-seed", "7", "--early-stop", "asha",
+                "--rungs", f"{rung},{3 * rung}", url=server.url(), timeout=120, check=True)
+    out = json.loads(p.stdout)
+    sid, ids = out["sweep_id"], out["job_ids"]
+
+    def continued_at_rung():
+        for j in ids:
+            if any(e["event"] == "rung" and e["iteration"] == rung and e["continue"]
+                   for e in events(r, j)) and job_field(r, j, "status") == "running":
+                return j
+    job = wait_for(continued_at_rung, timeout=120, poll=0.02, what="a job past its first rung")
+    [child] = ws[job_field(r, job, "worker").split("@")[0]].children()
+    os.kill(child, signal.SIGKILL)
+    assert int(job_field(r, job, "iteration")) < 2 * rung    # before its next checkpoint
+    ended = ("succeeded", "stopped")
+    for j in ids:
+        assert wait_status(r, j, ended + ("failed", "cancelled"), timeout=240) in ended
+    ev = events(r, job)
+    resumed = [e for e in ev if e["event"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["iteration"] == rung
+    again = [e for e in ev if e["event"] == "rung" and e["iteration"] == rung]
+    assert len(again) == 2 and all(e["continue"] for e in again)
+    assert (again[0]["rank"], again[0]["reached"]) == (again[1]["rank"], again[1]["reached"])
+    decisions = r.hgetall(keys.rung_decisions(sid, rung))
+    assert len(decisions) == 4 and r.zcard(keys.rung(sid, rung)) == 4
+    for j in ids[2:]:
+        assert job_field(r, j, "status") == "stopped" and int(job_field(r, j, "iteration")) == rung
+    text = corpus.read_text()
+    finished = [j for j in ids if job_field(r, j, "status") == "succeeded"]
+    for j in finished:
+        assert_matches_reference(r, j, text, json.loads(job_field(r, j, "spec"))["hyper"])
+    fig = report(r, ids, 1, "SIGKILL a pool child just after an ASHA rung decision",
+                 expected=ended)
+    assert fig["lost"] == 0 and fig["completed"] == 4
