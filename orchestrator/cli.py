@@ -319,9 +319,7 @@ def _sweep_table(sweep: dict, rows: list[dict]):
     from rich import box
     from rich.table import Column, Table
     names = leaderboard.varying(rows)
-    counts: dict[str, int] = {}
-    for j in rows:
-        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    counts = leaderboard.counts(rows)
     title = (f"sweep {sweep['sweep_id']}" + (f" ({sweep['name']})" if sweep["name"] else "")
              + ": " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
     t = Table(Column("job", no_wrap=True, min_width=36), "status",
@@ -416,9 +414,7 @@ def status(c: Ctx, some_id, as_json):
 
 def _sweep_view(sw: dict, rows: list[dict]) -> dict:
     names = leaderboard.varying(rows)
-    counts: dict[str, int] = {}
-    for j in rows:
-        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    counts = leaderboard.counts(rows)
     return {"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
             "spec": sw["spec"], "counts": counts, "varying": names,
             "jobs": [dict(jobs.status_view(j), best_val_loss=j["best_val_loss"],
@@ -673,9 +669,7 @@ def sweeps_(c: Ctx, limit, as_json):
     store = c.store()
     out = []
     for sw in store.list_sweeps(limit):
-        counts: dict[str, int] = {}
-        for j in store.jobs(sw["job_ids"]):
-            counts[j["status"]] = counts.get(j["status"], 0) + 1
+        counts = leaderboard.counts(store.jobs(sw["job_ids"]))
         out.append({"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
                     "jobs": sw["n_jobs"], "counts": counts})
     if as_json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 from charrnn.config import FIELDS
 
@@ -35,6 +36,11 @@ def collect(store: JobStore, ids: tuple[str, ...]) -> tuple[list[dict], list[dic
                 seen.add(j["job_id"])
                 jobs.append(j)
     return jobs, sweeps
+
+
+def counts(jobs: list[dict]) -> dict[str, int]:
+    """How many jobs are in each status."""
+    return dict(Counter(j["status"] for j in jobs))
 
 
 def varying(jobs: list[dict]) -> list[str]:
