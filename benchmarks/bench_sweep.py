@@ -94,9 +94,7 @@ def main():
             print(f"corpus {args.corpus}; grid {' '.join(GRID[1::2])}; 1 layer, "
                   f"{args.iterations} iterations; 2 workers")
             full = run_sweep(url, r, args.corpus, [], args.iterations)
-            rung = args.iterations // 9
-            asha = run_sweep(url, r, args.corpus, ["--early-stop", "asha", "--grace-period",
-                                                   str(rung)], args.iterations)
+            asha = run_sweep(url, r, args.corpus, ["--early-stop", "asha"], args.iterations)
             spec = json.loads(run_cli("status", asha["sweep_id"], "--json", url=url,
                                       check=True).stdout)["spec"]["early_stop"]
             print(f"\n1. the grid ({len(full['rows'])} jobs), without and with ASHA "
@@ -109,7 +107,11 @@ def main():
             print(f"{'jobs stopped early':22}{full['stopped']:15d}{asha['stopped']:12d}")
             fb, ab = full["rows"][0], asha["rows"][0]
             print(f"{'best val loss':22}{fb['best_val_loss']:15.4f}{ab['best_val_loss']:12.4f}")
-            print(f"{'best point':22}{str(fb['params']):>15}  {ab['params']}")
+            print(f"   best point without early stopping: {fb['params']}")
+            print(f"   best point with ASHA:              {ab['params']}")
+            at = [x for x in full["rows"] if x["params"] == ab["params"]][0]
+            print(f"   ASHA's best is #{at['rank']} of {len(full['rows'])} in the full grid "
+                  f"(final val loss {at['val_loss']:.4f} against the best's {fb['val_loss']:.4f})")
             same = sorted(set(full["cps"]) & set(asha["cps"]))
             if same:
                 ratio = [asha["cps"][p] / full["cps"][p] for p in same]
