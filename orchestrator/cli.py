@@ -326,7 +326,7 @@ def _sweep_table(sweep: dict, rows: list[dict]):
               *[Column(leaderboard.short(n), justify="right") for n in names],
               Column("iteration", justify="right"), Column("loss", justify="right"),
               Column("val", justify="right"), Column("best val", justify="right"),
-              title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
               collapse_padding=True)
     for j in rows:
         t.add_row(j["job_id"], j["status"],
@@ -344,10 +344,15 @@ def _console(stderr: bool = False, quiet: bool = False):
 
 
 def _follow_sweep(store: JobStore, sweep: dict, quiet: bool = False, stderr: bool = True) -> list[dict]:
-    """The sweep's table, updated live until every job has ended; returns the final rows."""
+    """The sweep's table, updated live until every job has ended (printed once at the end when
+    the output is not a terminal); returns the final rows."""
     from rich.live import Live
     console = _console(stderr=stderr, quiet=quiet)
-    with Live(console=console, refresh_per_second=2, auto_refresh=console.is_terminal) as live:
+    if not console.is_terminal:
+        rows = jobs.wait_all(store, sweep["job_ids"], lambda rows: None)
+        console.print(_sweep_table(sweep, rows))
+        return rows
+    with Live(console=console, refresh_per_second=2) as live:
         return jobs.wait_all(store, sweep["job_ids"],
                              lambda rows: live.update(_sweep_table(sweep, rows), refresh=True))
 
@@ -441,7 +446,7 @@ def list_(c: Ctx, status_, tag, limit, as_json):
     # compact, so that a whole row fits 80 columns; job ids are for copying: never cut
     t = Table(Column("job", no_wrap=True, min_width=36), *(["name"] if named else []), "status",
               Column("iteration", justify="right"), Column("val", justify="right"),
-              Column("chars/s", justify="right"), "submitted", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+              Column("chars/s", justify="right"), "submitted", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for j in rows:
         t.add_row(j["job_id"], *([j["name"] or ""] if named else []), j["status"],
                   f"{j['iteration'] or 0}/{j['iterations'] or '?'}", _fmt(j["val_loss"], 3),
@@ -620,7 +625,7 @@ def compare(c: Ctx, ids, as_csv, as_json):
               *[Column(leaderboard.short(n), justify="right") for n in names],
               Column("iteration", justify="right"), Column("chars/s", justify="right"),
               Column("last sample", no_wrap=True, max_width=40, overflow="ellipsis"),
-              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for r in rows:
         t.add_row(str(r["rank"]), r["job_id"], r["status"], _fmt(r["best_val_loss"], 4),
                   *[leaderboard.fmt_value(v) for v in r["params"].values()],

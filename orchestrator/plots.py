@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from .jobs import BadInput
 
-MISSING = "plot needs matplotlib, an optional extra: pip install 'charrnn[plot]' (or pip install matplotlib)"
+MISSING = ("plot needs matplotlib, the optional extra charrnn[plot]: pip install matplotlib "
+           "(or, in a clone, pip install '.[plot]')")
 
 
 def _pyplot():
