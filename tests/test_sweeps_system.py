@@ -64,6 +64,12 @@ def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
     assert all(j in table for j in ids) and "4 succeeded" in table
     listed = json.loads(run_cli("sweeps", "--json", url=url, check=True).stdout)
     assert listed[0]["sweep_id"] == sid and listed[0]["counts"] == {"succeeded": 4}
+    # prune removes the jobs, then the sweep they leave empty
+    pruned = json.loads(run_cli("prune", "--older-than", "0s", "--json", url=url,
+                                check=True).stdout)["deleted"]
+    assert sorted(pruned) == sorted(ids)
+    assert not r.exists(keys.sweep(sid)) and not r.exists(keys.sweep_jobs(sid))
+    assert run_cli("status", sid, url=url).returncode == 3
 
 
 def test_random_sweep_with_a_seed_gives_the_same_points_twice(pool, r, redis_server, corpus_file):

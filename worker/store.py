@@ -339,8 +339,8 @@ class JobStore:
             p.execute()
 
     def prune(self, older_than_seconds: float) -> list[str]:
-        """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now minus the
-        given age. Returns the ids deleted."""
+        """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now
+        minus the given age, and the sweeps left with no job. Returns the job ids deleted."""
         cutoff = time.time() - older_than_seconds
         gone = []
         for s in TERMINAL:
@@ -354,4 +354,9 @@ class JobStore:
                         (job["finished_at"] or 0) < cutoff:
                     self.delete(job_id)
                     gone.append(job_id)
+        for raw_id in self.r.zrangebyscore(keys.sweeps_by_time(), "-inf", cutoff):
+            sweep_id = raw_id.decode()
+            ids = [j.decode() for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]
+            if not self.jobs(ids):
+                self.delete_sweep(sweep_id)
         return gone
