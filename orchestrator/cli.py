@@ -283,7 +283,7 @@ def sweep(c: Ctx, spec_file, corpora, grid, samples, uniform, log_uniform, choic
     if checkpoint_every is not None:
         spec["checkpoint_every"] = checkpoint_every
     spec = sweeps.normalize(spec)
-    texts, points = jobs.plan_sweep(spec)          # every point checked before anything is stored
+    texts, points = sweeps.plan(spec)          # every point checked before anything is stored
     store = c.store(start_workers=c.given_url is None)
     sweep_id, ids = jobs.submit_sweep(store, c.url(), spec, texts, points)
     if not as_json:
@@ -652,11 +652,10 @@ def plot(c: Ctx, ids, output, title):
     plots._pyplot()                 # a missing extra is reported before any connection
     store = c.store()
     found, sws = leaderboard.collect(store, ids)
-    names, rows = leaderboard.board(store, found)
+    names = leaderboard.varying(found)
     hist = leaderboard.histories(store, found)
-    by_id = {j["job_id"]: j for j in found}
-    lines = [(leaderboard.label(by_id[r["job_id"]], names),
-              leaderboard.curves(by_id[r["job_id"]], hist[r["job_id"]])) for r in rows]
+    lines = [(leaderboard.label(j, names), leaderboard.curves(j, hist[j["job_id"]]))
+             for j in leaderboard.rank(found)]
     if title is None:
         title = ", ".join(f"sweep {s['name'] or s['sweep_id'][:8]}" for s in sws) or \
             ", ".join(j["job_id"][:8] for j in found)

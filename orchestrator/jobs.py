@@ -64,35 +64,6 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
     return text, out
 
 
-def plan_sweep(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
-    """Read every corpus of a normalized sweep spec and check every point against it, as a
-    trainer would; resolve the early-stopping rungs into the spec. Returns (texts by corpus,
-    [(corpus, config, total iterations)]). Nothing is stored or enqueued here."""
-    from . import sweeps
-    from worker import asha
-    texts, points = {}, []
-    by_corpus: dict[str, list[dict]] = {}
-    for corpus, hyper in sweeps.expand(spec):
-        by_corpus.setdefault(corpus, []).append(hyper)
-    for corpus, hypers in by_corpus.items():
-        text, configs = validate(corpus, hypers)
-        texts[corpus] = text
-        points += [(corpus, cfg, total) for cfg, total in configs]
-    es = spec.get("early_stop")
-    if es:
-        if any(cfg.val_fraction == 0 for _, cfg, _ in points):
-            raise BadInput("--early-stop asha ranks jobs by validation loss: val_fraction must "
-                           "be above 0 for every point")
-        longest = max(total for _, _, total in points)
-        rungs = es.get("rungs") or asha.default_rungs(longest, es["reduction_factor"],
-                                                       es.get("grace_period"))
-        if not rungs or rungs[0] >= longest:
-            raise BadInput(f"no early-stopping rung below the longest job's {longest} "
-                           f"iterations: lower --grace-period or --rungs")
-        es["rungs"] = [int(m) for m in rungs]
-    return texts, points
-
-
 def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
                  points: list[tuple[str, Config, int]]) -> tuple[str, list[str]]:
     """Upload each corpus once, store the sweep and all its jobs in one transaction, then enqueue

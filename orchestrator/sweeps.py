@@ -1,5 +1,6 @@
 """Sweep specs: a search space over charrnn's hyperparameters, read from options or a YAML/JSON
-file, checked whole, and expanded into the points a sweep runs. Pure functions, no Redis.
+file, checked whole, and expanded into the points a sweep runs. Pure functions, no Redis:
+`plan` reads the corpora and checks every point as a trainer would.
 
 A spec (what a sweep record stores, and what a sweep file holds):
 
@@ -33,7 +34,10 @@ import secrets
 
 import numpy as np
 
+from charrnn import Config
 from charrnn.config import FIELDS
+
+from worker import asha
 
 from . import jobs
 from .jobs import BadInput
@@ -370,11 +374,31 @@ def expand(spec: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def varying(spec: dict) -> list[str]:
-    """What the points of a sweep differ in: the grid axes and the random space (and the
-    corpus when there are several)."""
-    names = list(spec.get("grid", {})) + sorted((spec.get("random") or {}).get("space", {}))
-    return (["corpus"] if len(spec.get("corpus", [])) > 1 else []) + names
+def plan(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
+    """Read every corpus of a normalized sweep spec and check every point against it, as a
+    trainer would; resolve the early-stopping rungs into the spec. Returns (texts by corpus,
+    [(corpus, config, total iterations)]). Nothing is stored or enqueued here."""
+    texts, points = {}, []
+    by_corpus: dict[str, list[dict]] = {}
+    for corpus, hyper in expand(spec):
+        by_corpus.setdefault(corpus, []).append(hyper)
+    for corpus, hypers in by_corpus.items():
+        text, configs = jobs.validate(corpus, hypers)
+        texts[corpus] = text
+        points += [(corpus, cfg, total) for cfg, total in configs]
+    es = spec.get("early_stop")
+    if es:
+        if any(cfg.val_fraction == 0 for _, cfg, _ in points):
+            raise BadInput("--early-stop asha ranks jobs by validation loss: val_fraction must "
+                           "be above 0 for every point")
+        longest = max(total for _, _, total in points)
+        rungs = es.get("rungs") or asha.default_rungs(longest, es["reduction_factor"],
+                                                       es.get("grace_period"))
+        if not rungs or rungs[0] >= longest:
+            raise BadInput(f"no early-stopping rung below the longest job's {longest} "
+                           f"iterations: lower --grace-period or --rungs")
+        es["rungs"] = [int(m) for m in rungs]
+    return texts, points
 
 
 def corpus_label(path: str) -> str:

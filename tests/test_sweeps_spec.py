@@ -194,22 +194,22 @@ def corpus(tmp_path):
 
 def test_plan_sweep_totals_per_point(corpus):
     spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=30,60",), fixed={"seq_length": "10"}))
-    texts, pts = jobs.plan_sweep(spec)
+    texts, pts = sweeps.plan(spec)
     assert list(texts) == [corpus] and texts[corpus].startswith(tuple(WORDS))
     assert [(c, cfg.iterations, total) for c, cfg, total in pts] == [(corpus, 30, 30), (corpus, 60, 60)]
     spec = sweeps.normalize(opts(corpora=(corpus,), fixed={"seq_length": "10", "epochs": "2"}))
-    (_, cfg, total), = jobs.plan_sweep(spec)[1]
+    (_, cfg, total), = sweeps.plan(spec)[1]
     n_train = len(prepare(texts[corpus], cfg.val_fraction, 10)[1])
     assert total == math.ceil(2 * ((n_train - 1) // 10))
 
 
 def test_plan_sweep_fills_default_rungs(corpus):
     spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha"))
-    jobs.plan_sweep(spec)
+    sweeps.plan(spec)
     assert spec["early_stop"]["rungs"] == default_rungs(900, 3.0, None)
     spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha",
                                  grace_period=100))
-    jobs.plan_sweep(spec)
+    sweeps.plan(spec)
     assert spec["early_stop"]["rungs"] == [100, 300]
 
 
@@ -221,7 +221,7 @@ def test_plan_sweep_fills_default_rungs(corpus):
 def test_plan_sweep_rejects(corpus, kw, match):
     spec = sweeps.normalize(opts(corpora=(corpus,), **kw))
     with pytest.raises(BadInput, match=match):
-        jobs.plan_sweep(spec)
+        sweeps.plan(spec)
 
 
 def test_default_rungs_without_grace_period_grow_by_eta_below_the_end():
@@ -332,3 +332,4 @@ def test_figure_has_one_line_per_job_in_each_panel():
         assert texts == ["hidden=16", "hidden=32", "hidden=48"]
     finally:
         plt.close(fig)
+

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
 from worker import asha, keys
+from worker.store import JobStore
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +97,7 @@ def test_random_sweep_with_a_seed_gives_the_same_points_twice(pool, r, redis_ser
 
 
 def _decisions(r, sid, milestone):
-    return {k.decode(): json.loads(v) for k, v in
-            r.hgetall(keys.rung_decisions(sid, milestone)).items()}
+    return JobStore(r).rung_decisions(sid, milestone)
 
 
 def test_asha_stops_the_bad_configurations_across_two_workers(pool, r, redis_server, corpus_file,
@@ -299,7 +299,6 @@ def test_rung_decisions_are_fenced_and_idempotent(redis_server, r):
     and none for a trainer whose lease was taken over."""
     from worker.errors import LostLease
     from worker.lease import Lease
-    from worker.store import JobStore
     store = JobStore(r)
     sid = "11111111-1111-4111-8111-111111111111"
     rungs = asha.Rungs(sid, (100,), 2.0)

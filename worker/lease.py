@@ -15,14 +15,14 @@ import redis
 
 from . import keys, settings
 from .errors import LostLease
+from .store import TERMINAL
 
 # KEYS: job, lease, fence. ARGV: lease_ms, holder. Returns {kind, value}.
+# The terminal statuses are written in from store.TERMINAL, so a new one cannot be forgotten here.
 ACQUIRE = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
-if st == 'succeeded' or st == 'failed' or st == 'cancelled' or st == 'stopped' then
-  return {'terminal', st}
-end
+if """ + " or ".join(f"st == '{s.value}'" for s in TERMINAL) + """ then return {'terminal', st} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'held', tostring(redis.call('PTTL', KEYS[2]))}
 end

@@ -277,14 +277,7 @@ class JobStore:
             if not ids:
                 break
             start += page
-            with self.r.pipeline(transaction=False) as p:
-                for i in ids:
-                    p.hgetall(keys.job(i.decode()))
-                rows = p.execute()
-            for raw in rows:
-                if not raw:
-                    continue
-                job = decode_job(raw)
+            for job in self.jobs([i.decode() for i in ids]):
                 if status and job["status"] != status:
                     continue
                 out.append(job)
