@@ -6,7 +6,8 @@ A spec (what a sweep record stores, and what a sweep file holds):
 
     name: lr-vs-size                      # optional
     tags: [week1]                         # optional
-    corpus: [a.txt, b.txt]                # one path or a list; every point runs on each
+    corpus: [a.txt, b.txt]                # one path or a list (relative to the file); every
+                                          # point runs on each
     fixed: {iterations: 20000}            # the same for every point
     grid: {hidden_size: [64, 128, 256], learning_rate: [0.1, 0.03]}     # every combination
     random:                               # `samples` draws, each crossed with the whole grid
@@ -110,6 +111,11 @@ def read_file(path: str) -> dict:
         raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
                        f"{type(spec).__name__}")
     check_schema(spec, f"sweep file {path}")
+    if "corpus" in spec:       # relative to the file, so a sweep file runs from any directory
+        here = os.path.dirname(path)
+        paths = [spec["corpus"]] if isinstance(spec["corpus"], str) else spec["corpus"]
+        spec["corpus"] = [c if c.startswith("builtin:") or os.path.isabs(c)
+                          else os.path.normpath(os.path.join(here, c)) for c in paths]
     return spec
 
 

@@ -333,3 +333,12 @@ def test_figure_has_one_line_per_job_in_each_panel():
     finally:
         plt.close(fig)
 
+
+def test_sweep_file_corpus_paths_are_relative_to_the_file(tmp_path):
+    sub = tmp_path / "exp"
+    sub.mkdir()
+    f = sub / "s.yaml"
+    f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {tmp_path}/abs.txt]\n")
+    spec = sweeps.read_file(str(f))
+    assert spec["corpus"] == [str(sub / "data" / "a.txt"), "builtin:python-docs",
+                              str(tmp_path / "abs.txt")]
