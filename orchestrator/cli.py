@@ -401,7 +401,7 @@ def _print_final(store: JobStore, job: dict) -> None:
 def status(c: Ctx, some_id, as_json):
     """A job's status and latest metrics, or a sweep's table of jobs."""
     store = c.store()
-    if store.kind(some_id) == "sweep":
+    if leaderboard.is_sweep(store, some_id):
         sw = store.get_sweep(some_id)
         rows = store.jobs(sw["job_ids"])
         if as_json:
@@ -549,7 +549,7 @@ def watch(c: Ctx, some_id):
     """Live progress of a job, or a sweep's live table, until it ends; exit 1 if a job failed or
     was cancelled."""
     store = c.store()
-    if store.kind(some_id) == "sweep":
+    if leaderboard.is_sweep(store, some_id):
         rows = _follow_sweep(store, store.get_sweep(some_id), stderr=False)
         if any(jobs.stopped_with_error(j) for j in rows):
             sys.exit(EXIT_JOB_FAILED)
@@ -566,7 +566,7 @@ def cancel(c: Ctx, some_id, as_json):
     """A queued job never starts; a running one stops at its next check, keeping a checkpoint.
     For a sweep: every job of it that has not ended."""
     store, job_id = c.store(), some_id
-    if store.kind(some_id) == "sweep":
+    if leaderboard.is_sweep(store, some_id):
         sw = store.get_sweep(some_id)
         out: dict[str, list[str]] = {"cancelled": [], "cancel_requested": [], "already_ended": []}
         for j in store.jobs(sw["job_ids"]):
@@ -717,7 +717,7 @@ def workers(c: Ctx, timeout, as_json):
 def delete(c: Ctx, some_id):
     """Remove a job and everything it produced; for a sweep, the sweep and all its jobs."""
     store = c.store()
-    if store.kind(some_id) == "sweep":
+    if leaderboard.is_sweep(store, some_id):
         gone = store.delete_sweep(some_id)
         click.echo(f"deleted sweep {some_id} and {len(gone)} job(s)", err=True)
         return

@@ -17,15 +17,20 @@ from worker.store import JobStore
 from .sweeps import corpus_label
 
 
+def is_sweep(store: JobStore, some_id: str) -> bool:
+    """Whether an id names a sweep (else a job); NoSuchJob when it names neither."""
+    kind = store.kind(some_id)
+    if kind is None:
+        raise NoSuchJob(f"no sweep or job with id {some_id}")
+    return kind == "sweep"
+
+
 def collect(store: JobStore, ids: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
     """The jobs of the given sweep and job ids, each once, in the order given (a sweep's jobs in
     the order of its points). Returns (jobs, sweeps). NoSuchJob for an id that is neither."""
     jobs, sweeps, seen = [], [], set()
     for some_id in ids:
-        kind = store.kind(some_id)
-        if kind is None:
-            raise NoSuchJob(f"no sweep or job with id {some_id}")
-        if kind == "sweep":
+        if is_sweep(store, some_id):
             sw = store.get_sweep(some_id)
             sweeps.append(sw)
             rows = store.jobs(sw["job_ids"])

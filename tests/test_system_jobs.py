@@ -171,9 +171,11 @@ def test_unknown_and_invalid_job_ids(r, redis_server):
     url = redis_server.url()
     unknown = str(uuid.uuid4())
     for cmd in (["status", unknown], ["results", unknown], ["cancel", unknown],
-                ["sample", unknown], ["delete", unknown]):
+                ["sample", unknown], ["delete", unknown], ["watch", unknown]):
         p = run_cli(*cmd, url=url)
-        assert p.returncode == 3 and f"no job with id {unknown}" in p.stderr, (cmd, p.stderr)
+        # commands that also take a sweep id say so
+        what = "sweep or job" if cmd[0] in ("status", "cancel", "delete", "watch") else "job"
+        assert p.returncode == 3 and f"no {what} with id {unknown}" in p.stderr, (cmd, p.stderr)
     p = run_cli("status", "charrnn:*", url=url)
     assert p.returncode == 2 and "not a job id" in p.stderr
     p = run_cli("status", "charrnn:*", url=f"redis://127.0.0.1:{free_port()}/0")   # Redis down
