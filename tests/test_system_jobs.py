@@ -52,10 +52,12 @@ def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_f
 def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
     """`watch` shows samples as they appear and the outcome; exit 0, or 1 for a cancelled job."""
     url = redis_server.url()
-    job = submit(url, corpus_file, **dict(TINY, iterations=3000, sample_every=500))
+    # long enough (a few seconds) that samples still arrive after `watch` has started: a job of
+    # 3000 windows could end before the command was up, leaving no sample to show live
+    job = submit(url, corpus_file, **dict(TINY, iterations=40000, sample_every=5000))
     p = run_cli("watch", job, url=url, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "status: succeeded" in p.stdout and "iterations: 3000/3000" in p.stdout
+    assert "status: succeeded" in p.stdout and "iterations: 40000/40000" in p.stdout
     assert "sample at iteration" in p.stderr            # live samples go with the progress bar
     long = submit(url, corpus_file, **LONG)
     wait_iteration(r, long, 10)
