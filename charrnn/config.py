@@ -1,71 +1,78 @@
-"""The hyperparameters of a charrnn model and its training, with defaults and their reasons.
+"""The hyperparameters of a charrnn model and its training, with defaults, bounds and reasons.
 
 A `Config` is saved inside every checkpoint and every job spec, so `Config.from_dict(saved)`
 rebuilds exactly the model that was trained.
+
+Each field is declared with `hp(...)`: its default, a one-line help, its bounds, and whether a
+resumed run may change it. That metadata is the one source the command lines build their options
+from, and the one place values are checked (`Config.validate`), so a new hyperparameter is one
+new line here.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+import typing
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-DTYPES = ("float64", "float32")
+
+def hp(default, help: str, *, low: float | None = None, high: float | None = None,
+       low_open: bool = False, choices: tuple[str, ...] | None = None, resume: bool = False,
+       aliases: tuple[str, ...] = ()):
+    """A hyperparameter: default, help, inclusive bounds [low, high] (low excluded when
+    low_open), the allowed strings (choices), and whether `--resume` may change it."""
+    return field(default=default, metadata={
+        "help": help, "low": low, "high": high, "low_open": low_open, "choices": choices,
+        "resume": resume, "aliases": aliases})
 
 
 @dataclass(frozen=True)
 class Config:
-    hidden_size: int = 128        # H; enough for ~1.9 nats/char on tinyshakespeare in one pass
-    num_layers: int = 2           # a real stack: each layer reads the one below (see model.py)
-    seq_length: int = 25          # T; characters per window; gradients are truncated at window edges
-    learning_rate: float = 0.02   # Adagrad; measured best of 0.02/0.05 on tinyshakespeare; the article's 0.1 is too hot
-    iterations: int | None = None # windows to train; None with epochs None means one epoch
-    epochs: float | None = None   # passes over the training part; exclusive with iterations
-    dropout: float = 0.0          # inverted dropout between layers and into the output; off for small models
-    grad_clip: float = 5.0        # elementwise clip of every gradient, as in min-char-rnn
-    seed: int = 0                 # one seed for init, dropout masks and samples (separate streams)
-    val_fraction: float = 0.1     # the last part of the corpus, never trained on
-    val_max_chars: int = 30_000   # cap on held-out characters per evaluation: ~5% of training time at eval_every
-    eval_every: int = 5000        # iterations between validation passes (0: only at the end)
-    sample_every: int = 2000      # iterations between samples during training (0: none)
-    sample_length: int = 200      # characters per sample during training
-    temperature: float = 1.0      # softmax temperature of samples during training
-    dtype: str = "float64"        # float32 is faster and ~1e-7 accurate; float64 is bit-exact to the oracle
+    hidden_size: int = hp(128, "H, units per layer; enough for ~1.9 nats/char on "
+                          "tinyshakespeare in one pass", low=1, high=8192)
+    num_layers: int = hp(2, "stacked layers, each reading the one below", low=1, high=16)
+    seq_length: int = hp(25, "T, characters per window; gradients are truncated at window edges",
+                         low=1, high=4096)
+    learning_rate: float = hp(0.02, "step size (Adagrad: 0.02 measured best on tinyshakespeare; "
+                              "the article's 0.1 is too hot)", low=0, low_open=True,
+                              resume=True, aliases=("--lr",))
+    iterations: int | None = hp(None, "windows to train [default: one epoch]", low=1,
+                                high=10**10, resume=True)
+    epochs: float | None = hp(None, "passes over the training text (instead of --iterations)",
+                              low=0, low_open=True, high=1e6, resume=True)
+    dropout: float = hp(0.0, "inverted dropout between layers and into the output, in [0, 1)",
+                        low=0, high=0.99)
+    grad_clip: float = hp(5.0, "elementwise clip of every gradient, as in min-char-rnn", low=0,
+                          low_open=True, resume=True)
+    seed: int = hp(0, "one seed for init, dropout masks and samples (separate streams)", low=0,
+                   high=2**63 - 1)
+    val_fraction: float = hp(0.1, "the held-out tail of the corpus, never trained on", low=0,
+                             high=0.9)
+    val_max_chars: int = hp(30_000, "held-out characters per evaluation (~5% of training time "
+                            "at eval-every)", low=1, high=10**10, resume=True)
+    eval_every: int = hp(5000, "iterations between validation passes (0: only at the end)",
+                         low=0, high=10**10, resume=True)
+    sample_every: int = hp(2000, "iterations between samples during training (0: none)", low=0,
+                           high=10**10, resume=True)
+    sample_length: int = hp(200, "characters per sample during training", low=1, high=100_000,
+                            resume=True)
+    temperature: float = hp(1.0, "softmax temperature of samples during training", low=0,
+                            low_open=True, high=100, resume=True)
+    dtype: str = hp("float64", "float32 is faster and agrees to ~1e-7; float64 agrees with the "
+                    "per-timestep oracle to ~1e-14", choices=("float64", "float32"))
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        def positive(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {v!r}")
-
-        for name in ("hidden_size", "num_layers", "seq_length", "learning_rate", "grad_clip",
-                     "val_max_chars", "sample_length", "temperature"):
-            positive(name)
-        for name in ("hidden_size", "num_layers", "seq_length", "val_max_chars", "sample_length",
-                     "eval_every", "sample_every", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{name.replace('_', '-')} must be an integer, got {v!r}")
-        for name in ("eval_every", "sample_every", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        """Every field against its type and bounds; then the rules between fields."""
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
         if self.iterations is not None and self.epochs is not None:
             raise ConfigError("give iterations or epochs, not both")
-        if self.iterations is not None:
-            positive("iterations")
-            if not isinstance(self.iterations, int) or isinstance(self.iterations, bool):
-                raise ConfigError(f"iterations must be an integer, got {self.iterations!r}")
-        if self.epochs is not None:
-            positive("epochs")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
-            raise ConfigError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,13 +83,51 @@ class Config:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown hyperparameter(s): {', '.join(unknown)}")
-        try:
-            return cls(**d)
-        except TypeError as e:  # a wrong type that comparison could not handle
-            raise ConfigError(f"bad hyperparameter: {e}") from None
+        return cls(**d)
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
 
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def check_value(name: str, v, kind: type, meta: typing.Mapping) -> None:
+    """ConfigError unless v is of the field's type and within its bounds."""
+    optional = type(None) in typing.get_args(kind)
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    if v is None:
+        if optional:
+            return
+        raise ConfigError(f"{flag(name)} must be given")
+    if base is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ConfigError(f"{flag(name)} must be an integer, got {v!r}")
+    if base is float and (isinstance(v, bool) or not isinstance(v, (int, float))
+                          or not math.isfinite(v)):
+        raise ConfigError(f"{flag(name)} must be a finite number, got {v!r}")
+    if base is str:
+        if not isinstance(v, str) or (meta["choices"] and v not in meta["choices"]):
+            raise ConfigError(f"{flag(name)} must be one of {', '.join(meta['choices'])}, "
+                              f"got {v!r}")
+        return
+    low, high = meta["low"], meta["high"]
+    if low is not None and (v <= low if meta["low_open"] else v < low):
+        bound = ("positive" if meta["low_open"] and low == 0 else
+                 f"> {low:g}" if meta["low_open"] else f">= {low:g}")
+        raise ConfigError(f"{flag(name)} must be {bound}, got {v!r}")
+    if high is not None and v > high:
+        raise ConfigError(f"{flag(name)} must be <= {high:g}, got {v!r}")
+
+
+def _hints() -> dict[str, type]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(Config)
+    return _HINTS
+
+
+_HINTS: dict[str, type] | None = None
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+RESUMABLE = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["resume"])
+"""What a resumed run may change; every other field must equal the checkpoint's."""
