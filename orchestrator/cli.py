@@ -22,7 +22,8 @@ from charrnn.config import FIELDS
 from charrnn.errors import CharRNNError
 
 from worker import settings
-from worker.errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
+from worker.errors import (CorpusTooLarge, InvalidJobId, JobTooLarge, NoCheckpoint, NoSuchJob,
+                           Unreachable)
 from worker.store import JobStore, Status, connect, redact, validate_job_id
 
 from . import embedded, jobs, leaderboard, sweeps
@@ -88,7 +89,7 @@ def errors(fn):
             return fn(*args, **kwargs)
         except (NoSuchJob,) as e:
             raise Fail(str(e), EXIT_UNKNOWN_JOB) from None
-        except (InvalidJobId, CorpusTooLarge, CharRNNError, jobs.BadInput) as e:
+        except (InvalidJobId, CorpusTooLarge, JobTooLarge, CharRNNError, jobs.BadInput) as e:
             raise Fail(str(e), EXIT_USAGE) from None
         except NoCheckpoint as e:
             raise Fail(str(e), EXIT_NOT_YET) from None

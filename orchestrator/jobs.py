@@ -13,6 +13,7 @@ from charrnn.trainer import Trainer
 from worker import settings
 from worker.app import QUEUE, TASK_NAME, use_url
 from worker.lease import retrying
+from worker.limits import check_fits
 from worker.store import JobStore, Status, TERMINAL, new_job_id
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -59,8 +60,11 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
         cfg = Config.from_dict(hyper)
         split = (cfg.val_fraction, cfg.seq_length)
         if split not in n_train:         # a sweep encodes the corpus once per distinct split
-            n_train[split] = len(prepare(text, *split)[1])
-        out.append((cfg, Trainer.iterations_for(cfg, n_train[split])))
+            vocab, train, _ = prepare(text, *split)
+            n_train[split] = (vocab.size, len(train))
+        vocab_size, n = n_train[split]
+        check_fits(cfg, vocab_size, len(text))
+        out.append((cfg, Trainer.iterations_for(cfg, n)))
     return text, out
 
 

@@ -27,3 +27,8 @@ class Unreachable(StoreError):
 
 class LostLease(StoreError):
     """Another trainer holds this job now (our fencing token is stale): stop without writing."""
+
+
+class JobTooLarge(StoreError):
+    """A job whose memory or checkpoint would exceed the pool's limits (CHARRNN_MAX_JOB_BYTES,
+    CHARRNN_MAX_CHECKPOINT_BYTES)."""

@@ -17,7 +17,9 @@ from . import keys, settings
 from .errors import LostLease
 from .store import TERMINAL
 
-# KEYS: job, lease, fence. ARGV: lease_ms, holder. Returns {kind, value}.
+# KEYS: job, lease, fence. ARGV: lease_ms, holder. Returns {kind, value[, attempts]}.
+# A delivery that acquires counts in `deliveries` (all of them) and `attempts` (those since the
+# last checkpoint, which resets it): a job whose worker keeps dying under it is seen here.
 # The terminal statuses are written in from store.TERMINAL, so a new one cannot be forgotten here.
 ACQUIRE = """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -29,7 +31,9 @@ end
 local token = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[2], token .. ' ' .. ARGV[2], 'PX', ARGV[1])
 redis.call('HSET', KEYS[1], 'token', token)
-return {'acquired', tostring(token)}
+redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return {'acquired', tostring(token), tostring(attempts)}
 """
 
 # KEYS: fence, job, refused. ARGV: token, write id, then commands as (argc, name, args...).
@@ -69,6 +73,7 @@ return {1, redis.call('HGET', KEYS[2], 'cancel_requested')}
 class Acquired:
     kind: str          # acquired | held | terminal | missing
     value: str         # the token, the lease's remaining ms, or the terminal status
+    attempts: int = 0  # when acquired: deliveries since the job's last checkpoint, this one included
 
 
 def retrying(fn, *args, deadline_seconds: float | None = None):
@@ -98,10 +103,11 @@ class Lease:
         return int(settings.LEASE_SECONDS * 1000)
 
     def acquire(self) -> Acquired:
-        kind, value = retrying(self._acquire, [keys.job(self.job_id), keys.lease(self.job_id),
-                                               keys.fence(self.job_id)],
-                               [self.lease_ms, self.holder])
-        a = Acquired(kind.decode(), value.decode())
+        kind, value, *rest = retrying(self._acquire, [keys.job(self.job_id),
+                                                      keys.lease(self.job_id),
+                                                      keys.fence(self.job_id)],
+                                      [self.lease_ms, self.holder])
+        a = Acquired(kind.decode(), value.decode(), int(rest[0]) if rest else 0)
         if a.kind == "acquired":
             self.token = a.value
         return a

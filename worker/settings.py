@@ -58,6 +58,23 @@ MAX_CORPUS_BYTES = int(_float("CHARRNN_MAX_CORPUS_BYTES", 64 * 1024 * 1024))
 """Largest corpus the store accepts (UTF-8 bytes). Each worker holds its job's corpus in memory
 several times over (text, ids); 64 MB keeps that well under a gigabyte."""
 
+MAX_JOB_BYTES = int(_float("CHARRNN_MAX_JOB_BYTES", 4 * 1024**3))
+"""Largest memory footprint a job may need (charrnn.footprint: parameters, optimizer state,
+buffers, corpus). Checked at submit and again in the worker before it allocates anything, so a job
+too large for the pool fails with a reason instead of killing the worker that picks it up. Raise it
+on pools whose workers have the memory."""
+
+MAX_CHECKPOINT_BYTES = int(_float("CHARRNN_MAX_CHECKPOINT_BYTES", 256 * 1024**2))
+"""Largest checkpoint a job may write. The store keeps up to three per job (latest, previous,
+best), each one Redis value, and Redis refuses a value above its proto-max-bulk-len (512 MB by
+default): a job whose checkpoint cannot be stored could never make durable progress."""
+
+MAX_ATTEMPTS = int(_float("CHARRNN_MAX_ATTEMPTS", 5))
+"""Deliveries in a row that may end without a checkpoint (the worker process died under the job:
+killed for memory, a crash in native code) before the job fails with that reason instead of
+being redelivered forever. Each checkpoint written resets the count, so a long job that survives
+many worker restarts is never failed by it."""
+
 CONNECT_TIMEOUT = _float("CHARRNN_CONNECT_TIMEOUT", 3.0)
 """Seconds to wait for a TCP connection to Redis before saying it is unreachable."""
 

@@ -34,7 +34,7 @@ class Status(str, Enum):
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
 FLOAT_FIELDS = ("smooth_loss", "val_loss", "best_val_loss", "chars_per_second", "learning_rate",
                 "submitted_at", "started_at", "finished_at")
-INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks")
+INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks", "deliveries", "attempts")
 
 
 def redact(url: str) -> str:

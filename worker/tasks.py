@@ -31,7 +31,15 @@ def train(self, job_id: str) -> str:
     # billiard resets SIGTERM after worker_process_init, so the handler is installed here, in
     # the pool process's main thread, each time a job starts
     signal.signal(signal.SIGTERM, _on_sigterm)
-    outcome = run_job(store(), job_id, self.request.hostname or "worker")
+    try:
+        outcome = run_job(store(), job_id, self.request.hostname or "worker")
+    except MemoryError:
+        # run_job fails the job itself when its arrays do not fit; this is the last line, for an
+        # allocation outside that (the record, the corpus). A MemoryError escaping a task makes
+        # Celery exit the whole worker; here the message is acknowledged instead, the lease
+        # expires, and the reaper's re-sends count against CHARRNN_MAX_ATTEMPTS.
+        log.error("job %s: out of memory outside training; message dropped", job_id)
+        return "out_of_memory"
     if outcome == "requeue":
         # warm shutdown: the checkpoint is written; give the message back to the queue
         raise Reject("worker shutting down; job checkpointed and requeued", requeue=True)

@@ -16,11 +16,13 @@ import time
 import redis
 
 from charrnn import Config, Hooks, Trainer, checkpoint
+from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
 from . import asha, keys, settings
-from .errors import LostLease, NoSuchJob
+from .errors import JobTooLarge, LostLease, NoSuchJob
 from .lease import Lease, retrying
+from .limits import check_fits
 from .store import JobStore, Status, event, status_moves, validate_job_id
 
 log = logging.getLogger("charrnn.worker")
@@ -100,7 +102,7 @@ class JobHooks(Hooks):
         latest, previous = keys.checkpoint(self.job_id, "latest"), keys.checkpoint(self.job_id, "previous")
         ops = [("RENAMEIFEXISTS", latest, previous),
                ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
-               self._hset(t)]
+               self._hset(t), ("HSET", keys.job(self.job_id), "attempts", 0)]
         if t.val_loss is not None and (self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val):
             self.best_ckpt_val = t.val_loss
             ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
@@ -177,6 +179,8 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
 
     job = retrying(store.get, job_id)
     now = time.time()
+    if got.attempts > settings.MAX_ATTEMPTS:
+        return _give_up(lease, job, host, got.attempts)
     try:
         spec = job["spec"]
         cfg = Config.from_dict(spec["hyper"])
@@ -184,13 +188,17 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
         if job["cancel_requested"]:
             _finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
             return Status.CANCELLED.value
+        # before anything of the job is allocated: a job too large for this pool fails here
+        check_fits(cfg, Vocab.from_text(text).size, len(text))
         trainer, notes = _restore(store, lease, job_id, cfg, text)
     except LostLease:
         return "lost_lease"
-    except (CharRNNError, NoSuchJob, KeyError, ValueError) as e:
+    except (CharRNNError, NoSuchJob, JobTooLarge, KeyError, ValueError) as e:
         _finish(lease, job, Status.FAILED, None, [event("failed", host=host, error=str(e))],
                 error=str(e))
         return Status.FAILED.value
+    except MemoryError:
+        return _out_of_memory(lease, job, host)
 
     resumed = trainer.iteration > 0 or job["started_at"] is not None
     start = [("HSET", keys.job(job_id), "status", Status.RUNNING.value, "worker", host,
@@ -267,8 +275,14 @@ def run_job(store: JobStore, job_id: str, host: str) -> str:
     except LostLease:
         log.warning("job %s: lost its lease to another trainer; stopping without writing", job_id)
         return "lost_lease"
-    except (redis.RedisError, MemoryError):
-        raise    # not the job's fault: the lease expires and the job is taken over elsewhere
+    except MemoryError:
+        return _out_of_memory(lease, job, host)
+    except redis.ResponseError as e:
+        # Redis answered and refused a write (out of memory, a value above proto-max-bulk-len):
+        # no retry will succeed, and a job left `running` would be re-sent by the reaper forever
+        return _fail_quietly(lease, job, host, f"the store refused a write: {e}")
+    except redis.RedisError:
+        raise    # unreachable: not the job's fault; the lease expires and another worker takes it
     except Exception as e:  # noqa: BLE001 - a bug must fail the job, not re-run it forever
         log.exception("job %s: failed", job_id)
         try:
@@ -302,6 +316,34 @@ def _train(trainer: Trainer, hooks: JobHooks, ckpt_every: int, rungs: asha.Rungs
         if hooks.should_stop(trainer):
             return "stopped", None
     return trainer.run(hooks, checkpoint_every=ckpt_every), None
+
+
+def _give_up(lease: Lease, job: dict, host: str, attempts: int) -> str:
+    """The job's last MAX_ATTEMPTS deliveries all ended without a checkpoint: their worker
+    process died under it (killed for memory, most likely). Fail it rather than loop."""
+    error = (f"gave up after {attempts - 1} deliveries in a row ended without a checkpoint "
+             f"(the worker process died under the job each time: out of memory?); "
+             f"CHARRNN_MAX_ATTEMPTS is {settings.MAX_ATTEMPTS}")
+    return _fail_quietly(lease, job, host, error)
+
+
+def _out_of_memory(lease: Lease, job: dict, host: str) -> str:
+    """NumPy could not allocate: fail the job, keep the worker (Celery treats a MemoryError that
+    escapes a task as unrecoverable and exits the whole worker, and the message would go on to
+    kill the next one)."""
+    log.error("job %s: out of memory on %s", job["job_id"], host)
+    return _fail_quietly(lease, job, host,
+                         f"out of memory on worker {host}: the job's arrays could not be "
+                         f"allocated (lower its sizes, or run it on workers with more memory)")
+
+
+def _fail_quietly(lease: Lease, job: dict, host: str, error: str) -> str:
+    try:
+        _finish(lease, job, Status.FAILED, None, [event("failed", host=host, error=error)],
+                error=error)
+    except LostLease:
+        return "lost_lease"
+    return Status.FAILED.value
 
 
 def _lost_work(store: JobStore, job: dict, cfg: Config) -> dict:
