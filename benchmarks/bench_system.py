@@ -90,6 +90,7 @@ def store_share(r, text, spec) -> dict:
     takes it), with every fenced write and every hook timed."""
     from charrnn import Config
     from worker import lease, training
+    from worker.spec import JobSpec
     from worker.store import JobStore, new_job_id
 
     timed = {"writes": 0.0, "hooks": 0.0, "calls": 0}
@@ -113,11 +114,10 @@ def store_share(r, text, spec) -> dict:
     cfg = Config.from_dict(spec)
     sha, _ = store.put_corpus(text)
     job = new_job_id()
-    store.create(job, {"corpus_sha256": sha, "corpus": "bench", "hyper": cfg.to_dict(),
-                       "checkpoint_every": CHECKPOINT_EVERY,
-                       "iterations_total": spec["iterations"]})
+    store.create(job, JobSpec(corpus_sha256=sha, config=cfg, total_iterations=spec["iterations"],
+                              corpus="bench", checkpoint_every=CHECKPOINT_EVERY))
     t0 = time.perf_counter()
-    assert training.run_job(store, job, "bench") == "succeeded"
+    assert training.run_job(store, job, "bench") == training.Outcome.SUCCEEDED
     wall = time.perf_counter() - t0
     return dict(timed, wall=wall, cps=float(store.get(job)["chars_per_second"]))
 

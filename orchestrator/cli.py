@@ -24,6 +24,7 @@ from charrnn.errors import CharRNNError
 from worker import settings
 from worker.errors import (CorpusTooLarge, InvalidJobId, JobTooLarge, NoCheckpoint, NoSuchJob,
                            Unreachable)
+from worker.spec import DEFAULT_CHECKPOINT_EVERY
 from worker.store import JobStore, Status, connect, redact, validate_job_id
 
 from . import embedded, jobs, leaderboard, sweeps
@@ -142,7 +143,7 @@ def fixed_hyper_options(fn, flags: dict[str, str] | None = None):
                           metavar="VALUE", help=f"charrnn hyperparameter {name} (default: charrnn's)")(fn)
     fn = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
                       help=f"Iterations between checkpoints (default "
-                           f"{settings.DEFAULT_CHECKPOINT_EVERY}).")(fn)
+                           f"{DEFAULT_CHECKPOINT_EVERY}).")(fn)
     fn = click.option("--tag", "tags", multiple=True, help="A tag to list the job by (repeatable).")(fn)
     fn = click.option("--name", default=None, help="A name for the job.")(fn)
     return fn
@@ -466,7 +467,7 @@ def results(c: Ctx, job_id, as_json):
     s = c.store()
     job = s.get(job_id)
     out = {**jobs.status_view(job), "name": job["name"], "tags": job["tags"],
-           "sweep_id": job["sweep_id"], "spec": job["spec"],
+           "sweep_id": job["sweep_id"], "spec": job["spec"].to_dict(),
            "best_val_loss": job["best_val_loss"], "restarts": job["restarts"],
            "rollbacks": job["rollbacks"], "learning_rate": job["learning_rate"],
            "history": s.history(job["job_id"]), "samples": s.samples(job["job_id"]),
@@ -696,9 +697,9 @@ def sweeps_(c: Ctx, limit, as_json):
 @errors
 def workers(c: Ctx, timeout, as_json):
     """Live workers and the job each runs."""
-    from worker.app import use_url
+    from worker.app import client_app
     c.store()   # fail fast, with the usual message, if Redis is unreachable
-    insp = use_url(c.url()).control.inspect(timeout=timeout)
+    insp = client_app(c.url()).control.inspect(timeout=timeout)
     active = insp.active() or {}
     rows = {name: [t["args"][0] if t.get("args") else t.get("id") for t in tasks]
             for name, tasks in sorted(active.items())}

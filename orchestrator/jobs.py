@@ -11,9 +11,11 @@ from charrnn.data import prepare
 from charrnn.trainer import Trainer
 
 from worker import settings
-from worker.app import QUEUE, TASK_NAME, use_url
+from worker import keys
+from worker.app import QUEUE, TASK_NAME, client_app
 from worker.lease import retrying
 from worker.limits import check_fits
+from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import JobStore, Status, TERMINAL, new_job_id
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -74,19 +76,16 @@ def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
     the jobs in the order of their points. Returns (sweep id, job ids)."""
     sweep_id = new_job_id()
     shas = {corpus: store.put_corpus(text)[0] for corpus, text in texts.items()}
-    every = spec.get("checkpoint_every") or settings.DEFAULT_CHECKPOINT_EVERY
     es = spec.get("early_stop")
-    job_specs = []
-    for corpus, cfg, total in points:
-        job_spec = {"corpus_sha256": shas[corpus], "corpus": corpus, "hyper": cfg.to_dict(),
-                    "checkpoint_every": every, "iterations_total": total, "sweep_id": sweep_id}
-        if es:
-            job_spec["early_stop"] = {"scheduler": "asha", "sweep_id": sweep_id,
-                                      "rungs": es["rungs"],
-                                      "reduction_factor": es["reduction_factor"]}
-        job_specs.append((new_job_id(), job_spec))
-    store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tuple(spec.get("tags") or ()))
-    app = use_url(url)
+    rungs = RungPlan(sweep_id, tuple(es["rungs"]), es["reduction_factor"]) if es else None
+    tags = JobSpec.check_user_tags(spec.get("tags") or ())
+    job_specs = [(new_job_id(), JobSpec(
+        corpus_sha256=shas[corpus], config=cfg, total_iterations=total, corpus=corpus,
+        name=spec.get("name"), tags=tags + (keys.sweep_tag(sweep_id),),
+        checkpoint_every=spec.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
+        sweep_id=sweep_id, rungs=rungs)) for corpus, cfg, total in points]
+    store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
+    app = client_app(url)
     for job_id, _ in job_specs:
         _enqueue(app, job_id)
     return sweep_id, [j for j, _ in job_specs]
@@ -104,11 +103,11 @@ def submit(store: JobStore, url: str, corpus: str, text: str, cfg: Config, total
     Returns (job id, whether the corpus was uploaded)."""
     sha, uploaded = store.put_corpus(text)
     job_id = new_job_id()
-    spec = {"corpus_sha256": sha, "corpus": corpus, "hyper": cfg.to_dict(),
-            "checkpoint_every": checkpoint_every or settings.DEFAULT_CHECKPOINT_EVERY,
-            "iterations_total": total}
-    store.create(job_id, spec, name, tags)
-    _enqueue(use_url(url), job_id)
+    spec = JobSpec(corpus_sha256=sha, config=cfg, total_iterations=total, corpus=corpus,
+                   name=name, tags=JobSpec.check_user_tags(tags),
+                   checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY)
+    store.create(job_id, spec)
+    _enqueue(client_app(url), job_id)
     return job_id, uploaded
 
 
@@ -123,7 +122,7 @@ def is_terminal(job: dict) -> bool:
 def wait(store: JobStore, job_id: str, on_update, poll: float = 0.5) -> dict:
     """Poll a job until it ends, calling on_update(job, new_samples) on each change. Rides out a
     Redis restart (up to STORE_RETRY_SECONDS) instead of abandoning a job it is watching."""
-    seen = len(retrying(store.samples, job_id))   # show only samples that arrive from now on
+    seen = retrying(store.sample_count, job_id)   # show only samples that arrive from now on
     while True:
         job = retrying(store.get, job_id)
         new = retrying(store.samples, job_id, False, seen)

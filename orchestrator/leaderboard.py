@@ -52,14 +52,14 @@ def varying(jobs: list[dict]) -> list[str]:
     """The hyperparameters (and corpus) whose values differ among the jobs, in charrnn's order."""
     def values(name):
         if name == "corpus":
-            return {j["spec"].get("corpus") for j in jobs}
-        return {json.dumps(j["spec"].get("hyper", {}).get(name)) for j in jobs}
+            return {j["spec"].corpus for j in jobs}
+        return {json.dumps(getattr(j["spec"].config, name)) for j in jobs}
     return [n for n in ("corpus",) + FIELDS if len(values(n)) > 1]
 
 
 def params(job: dict, names: list[str]) -> dict:
-    return {n: (corpus_label(job["spec"].get("corpus", "")) if n == "corpus"
-                else job["spec"].get("hyper", {}).get(n)) for n in names}
+    return {n: (corpus_label(job["spec"].corpus) if n == "corpus"
+                else getattr(job["spec"].config, n)) for n in names}
 
 
 def label(job: dict, names: list[str]) -> str:
@@ -109,7 +109,7 @@ def per_char(job: dict, smooth_loss: float | None) -> float | None:
     beside the validation loss."""
     if smooth_loss is None:
         return None
-    return smooth_loss / job["spec"]["hyper"]["seq_length"]
+    return smooth_loss / job["spec"].config.seq_length
 
 
 def rank(jobs: list[dict]) -> list[dict]:
@@ -144,18 +144,18 @@ def eval_points(job: dict) -> set[int]:
     """The iterations at which a job measured its validation loss: every eval_every, the end,
     and its early-stopping rungs. (History rows written between evaluations repeat the last
     value; a plot draws only these.)"""
-    hyper, spec = job["spec"]["hyper"], job["spec"]
-    total = job["iterations"] or spec.get("iterations_total") or 0
-    every = hyper.get("eval_every") or 0
+    spec = job["spec"]
+    total = job["iterations"] or spec.total_iterations
+    every = spec.config.eval_every
     pts = set(range(every, total + 1, every)) if every else set()
     pts.add(total)
-    pts.update((spec.get("early_stop") or {}).get("rungs") or [])
+    pts.update(spec.rungs.milestones if spec.rungs else ())
     return pts
 
 
 def curves(job: dict, history: list[list]) -> dict:
     """Training loss (smoothed, per char) and validation loss against characters seen."""
-    T = job["spec"]["hyper"]["seq_length"]
+    T = job["spec"].config.seq_length
     evals = eval_points(job)
     train_x, train_y, val = [], [], {}
     for it, smooth, v in history:

@@ -103,8 +103,8 @@ def test_same_job_delivered_twice_at_once(stack, corpus, report):
         w.wait_ready()
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **SPEC)
-    from worker.app import QUEUE, TASK_NAME, use_url
-    use_url(server.url()).send_task(TASK_NAME, args=[job], task_id=job, queue=QUEUE)
+    from worker.app import QUEUE, TASK_NAME, client_app
+    client_app(server.url()).send_task(TASK_NAME, args=[job], task_id=job, queue=QUEUE)
     assert wait_status(r, job) == "succeeded"
     wait_for(lambda: int(r.get(keys.stepped_aside(job)) or 0) == 1, 10,
              what="the duplicate to step aside")
@@ -291,9 +291,10 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(stack, corpus, report):
 
 def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus, report):
     # no real hyperparameter diverges at one learning rate and reliably not at half of it, so
-    # this one divergence is injected (the CHARRNN_FAULT_DIVERGE_AT test hook, worker/settings.py)
+    # this one divergence is injected (tests/fault_worker.py: hooks that raise once past an
+    # iteration, installed in a worker started with `celery -A fault_worker`)
     server, worker = stack
-    worker("a", CHARRNN_FAULT_DIVERGE_AT="5000").start()
+    worker("a", app="fault_worker", CHARRNN_TEST_DIVERGE_AT="5000").start()
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=12000))
     assert wait_status(r, job) == "succeeded"

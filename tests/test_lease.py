@@ -1,9 +1,11 @@
 """The lease and its fenced writes, against a real redis-server (the session's, from conftest)."""
 import pytest
 
+from charrnn import Config
 from worker import keys
 from worker.errors import LostLease
 from worker.lease import Lease
+from worker.spec import JobSpec
 from worker.store import JobStore, new_job_id
 
 pytestmark = pytest.mark.integration
@@ -11,7 +13,9 @@ pytestmark = pytest.mark.integration
 
 def _job(r) -> str:
     job_id = new_job_id()
-    JobStore(r).create(job_id, {"hyper": {}, "corpus_sha256": "0" * 64})
+    store = JobStore(r)
+    sha = store.put_corpus("ab" * 50)[0]
+    store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10))
     return job_id
 
 

@@ -11,7 +11,8 @@ from charrnn.config import FIELDS, Config
 from charrnn.data import prepare
 from orchestrator import jobs, leaderboard as lb, plots, sweeps
 from orchestrator.jobs import BadInput
-from worker.asha import Rungs, default_rungs, keeps
+from worker.asha import default_rungs
+from worker.spec import JobSpec, RungPlan
 
 WORDS = "alpha beta gamma delta rnn train worker redis job the of and lease token".split()
 
@@ -243,20 +244,8 @@ def test_default_rungs_with_grace_period():
     assert default_rungs(100, 2, 100) == []
 
 
-@pytest.mark.parametrize("rank, reached, eta, expected", [
-    (1, 1, 3, True), (1, 1, 100, True), (1, 2, 3, True), (2, 2, 3, False),
-    (1, 4, 3, True), (2, 4, 3, True), (3, 4, 3, False), (3, 6, 2, True), (4, 6, 2, False),
-])
-def test_keeps_top_ceil_n_over_eta(rank, reached, eta, expected):
-    assert keeps(rank, reached, eta) is expected
-
-
 def test_rungs_from_spec_and_ahead():
-    es = {"scheduler": "asha", "sweep_id": "s1", "rungs": [100, 300, 900], "reduction_factor": 3}
-    r = Rungs.from_spec({"early_stop": es})
-    assert r == Rungs("s1", (100, 300, 900), 3.0)
-    assert Rungs.from_spec({}) is None
-    assert Rungs.from_spec({"early_stop": {"scheduler": "none"}}) is None
+    r = RungPlan("s1", (100, 300, 900), 3.0)
     assert r.ahead(0, 2000) == [100, 300, 900]
     assert r.ahead(300, 2000) == [300, 900]          # a rung at the current iteration is ahead
     assert r.ahead(301, 2000) == [900]
@@ -265,9 +254,10 @@ def test_rungs_from_spec_and_ahead():
 
 
 def job(best=None, corpus="a.txt", history_iters=100, rungs=None, name=None, **hyper):
-    spec = {"corpus": corpus, "hyper": Config(**hyper).to_dict(), "iterations_total": history_iters}
-    if rungs:
-        spec["early_stop"] = {"scheduler": "asha", "rungs": rungs}
+    sweep_id = "s1" if rungs else None
+    spec = JobSpec(corpus_sha256="0" * 64, config=Config(**hyper), total_iterations=history_iters,
+                   corpus=corpus, sweep_id=sweep_id,
+                   rungs=RungPlan(sweep_id, tuple(rungs), 3.0) if rungs else None)
     return {"job_id": str(uuid.uuid4()), "name": name, "status": "succeeded", "best_val_loss": best,
             "val_loss": best, "smooth_loss": 30.0, "iteration": history_iters,
             "iterations": history_iters, "chars_per_second": 1000.0, "sweep_id": None, "spec": spec}

@@ -7,12 +7,15 @@ import json
 import math
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
 
+from charrnn import Config
 from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
 from worker import asha, keys
+from worker.spec import JobSpec, RungPlan
 from worker.store import JobStore
 
 pytestmark = pytest.mark.integration
@@ -140,7 +143,7 @@ def test_asha_stops_the_bad_configurations_across_two_workers(pool, r, redis_ser
             before = [k for k, e in dec.items() if e["reached"] <= d["reached"]]
             assert len(before) == d["reached"]
             rank = 1 + sum(scores[k] < scores[j] for k in before)
-            assert d["rank"] == rank and d["continue"] == asha.keeps(rank, d["reached"], 3.0)
+            assert d["rank"] == rank and d["continue"] == (rank <= math.ceil(d["reached"] / 3.0))
             assert d["continue"] == (job_field(r, j, "status") != "stopped" or
                                      int(job_field(r, j, "iteration")) > m)
     assert set(_decisions(r, sid, 300)) == set(ids)       # every job reached the first rung
@@ -299,22 +302,46 @@ def test_rung_decisions_are_fenced_and_idempotent(redis_server, r):
     and none for a trainer whose lease was taken over."""
     from worker.errors import LostLease
     from worker.lease import Lease
-    store = JobStore(r)
     sid = "11111111-1111-4111-8111-111111111111"
-    rungs = asha.Rungs(sid, (100,), 2.0)
-    leases = []
-    for i, loss in enumerate([2.0, 1.0, 3.0, 1.5]):
-        job_id = f"22222222-2222-4222-8222-00000000000{i}"
-        store.create(job_id, {"hyper": {}})
-        lease = Lease(r, job_id, "test")
-        assert lease.acquire().kind == "acquired"
-        leases.append((lease, job_id, loss))
-    got = [asha.decide(lease, rungs, 100, j, loss) for lease, j, loss in leases]
+    rungs = RungPlan(sid, (100,), 2.0)
+    leases = rung_jobs(r, 4)
+    got = [asha.decide(lease, rungs, 100, j, loss)
+           for (lease, j), loss in zip(leases, [2.0, 1.0, 3.0, 1.5])]
     assert [d["continue"] for d in got] == [True, True, False, True]    # n=3: keep 2, n=4: keep 2
     assert [d["rank"] for d in got] == [1, 1, 3, 2] and [d["reached"] for d in got] == [1, 2, 3, 4]
-    lease, j, _ = leases[2]
+    lease, j = leases[2]
     assert asha.decide(lease, rungs, 100, j, 0.1) == got[2]              # asked again: same answer
     r.incr(keys.fence(j))                                                # another trainer took it
     with pytest.raises(LostLease):
         asha.decide(lease, rungs, 100, j, 0.1)
     assert r.zcard(keys.rung(sid, 100)) == 4 and math.isclose(r.zscore(keys.rung(sid, 100), j), 3.0)
+
+
+def rung_jobs(r, n: int) -> list:
+    """n stored jobs, each with its trainer's lease: what asha.decide needs."""
+    from worker.lease import Lease
+    store = JobStore(r)
+    sha = store.put_corpus("ab" * 50)[0]
+    out = []
+    for _ in range(n):
+        job_id = str(uuid.uuid4())
+        store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=1000))
+        lease = Lease(r, job_id, "test")
+        assert lease.acquire().kind == "acquired"
+        out.append((lease, job_id))
+    return out
+
+
+@pytest.mark.parametrize("rank, reached, eta, keeps", [
+    (1, 1, 3, True), (1, 1, 100, True), (1, 2, 3, True), (2, 2, 3, False),
+    (1, 4, 3, True), (2, 4, 3, True), (3, 4, 3, False), (3, 6, 2, True), (4, 6, 2, False),
+])
+def test_the_rung_script_keeps_the_top_ceil_n_over_eta(r, rank, reached, eta, keeps):
+    """The rule as the Lua script applies it (there is no Python copy of it): a job whose loss
+    ranks `rank` among the `reached` jobs at a rung continues iff rank <= ceil(reached / eta)."""
+    rungs = RungPlan(str(uuid.uuid4()), (100,), float(eta))
+    *others, (lease, job) = rung_jobs(r, reached)
+    for i, (other_lease, other) in enumerate(others):     # rank - 1 of them better than the job
+        asha.decide(other_lease, rungs, 100, other, 0.5 if i < rank - 1 else 2.0)
+    d = asha.decide(lease, rungs, 100, job, 1.0)
+    assert (d["rank"], d["reached"], d["continue"]) == (rank, reached, keeps)

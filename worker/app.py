@@ -1,4 +1,8 @@
 """The Celery app and its configuration for long, resumable training jobs."""
+from __future__ import annotations
+
+import functools
+
 from celery import Celery
 
 from . import settings
@@ -10,8 +14,7 @@ QUEUE = "charrnn"
 """The queue workers consume and the orchestrator sends to."""
 
 
-class Config:
-    broker_url = settings.redis_url() or settings.DEFAULT_REDIS_URL
+class CeleryConfig:
     broker_connection_retry_on_startup = True
     broker_transport_options = {
         "visibility_timeout": settings.VISIBILITY_TIMEOUT,
@@ -31,7 +34,8 @@ class Config:
     result_backend = None
     task_ignore_result = True
     # long jobs: acknowledge when done, give the job back if the process running it dies,
-    # and never hold a second job while training one
+    # and never hold a second job while training one (a poison job is bounded by the job
+    # record's delivery count, CHARRNN_MAX_ATTEMPTS, not by Celery)
     task_acks_late = True
     task_reject_on_worker_lost = True
     worker_prefetch_multiplier = 1
@@ -44,12 +48,21 @@ class Config:
     worker_redirect_stdouts = False
 
 
-app = Celery("charrnn")
-app.config_from_object(Config)
-app.conf.include = ["worker.tasks"]
+def make_app(url: str, include: tuple[str, ...] = (), current: bool = False) -> Celery:
+    """A Celery app configured for charrnn, on the broker at `url` (`current`: the process's
+    default app, as the workers' is)."""
+    celery = Celery("charrnn", set_as_current=current)
+    celery.config_from_object(CeleryConfig)
+    celery.conf.broker_url = url
+    celery.conf.include = list(include)
+    return celery
 
 
-def use_url(url: str) -> Celery:
-    """Point the app at a broker URL chosen at run time (the orchestrator's --redis-url)."""
-    app.conf.broker_url = url
-    return app
+@functools.lru_cache(maxsize=8)
+def client_app(url: str) -> Celery:
+    """The app a client (the orchestrator) sends tasks and control commands with, one per URL."""
+    return make_app(url)
+
+
+app = make_app(settings.broker_url(), include=("worker.tasks",), current=True)
+"""The workers' app (`celery -A worker worker`), on CHARRNN_REDIS_URL."""

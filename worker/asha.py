@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 from . import keys
 from .errors import LostLease
 from .lease import Lease, retrying
+from .spec import RungPlan
 
 # KEYS: rung zset, decisions hash, fence. ARGV: job id, val loss, eta, token, iteration.
 # Returns the decision JSON. Ties count for the job (it continues when it equals the cutoff).
@@ -40,26 +40,6 @@ return d
 """
 
 
-@dataclass(frozen=True)
-class Rungs:
-    """The early-stopping part of a job's spec."""
-    sweep_id: str
-    milestones: tuple[int, ...]
-    reduction_factor: float
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> "Rungs | None":
-        es = spec.get("early_stop")
-        if not es or es.get("scheduler") != "asha":
-            return None
-        return cls(es["sweep_id"], tuple(int(m) for m in es["rungs"]), float(es["reduction_factor"]))
-
-    def ahead(self, iteration: int, total: int) -> list[int]:
-        """The rungs still to decide for a job at `iteration` (a rung at the job's very end is
-        no decision: the job ends there anyway)."""
-        return [m for m in self.milestones if iteration <= m < total]
-
-
 def default_rungs(max_iterations: int, reduction_factor: float, grace_period: int | None,
                   count: int = 3) -> list[int]:
     """Milestones r, r*eta, r*eta^2, ... below the longest job. Without a grace period r, the
@@ -74,7 +54,7 @@ def default_rungs(max_iterations: int, reduction_factor: float, grace_period: in
     return out
 
 
-def decide(lease: Lease, rungs: Rungs, milestone: int, job_id: str, val_loss: float) -> dict:
+def decide(lease: Lease, rungs: RungPlan, milestone: int, job_id: str, val_loss: float) -> dict:
     """Record the job's loss at a rung and return the decision {"continue", "rank", "reached",
     "keep", "val_loss", "iteration"}. LostLease when another trainer holds the job."""
     script = lease.r.register_script(DECIDE)
@@ -85,8 +65,3 @@ def decide(lease: Lease, rungs: Rungs, milestone: int, job_id: str, val_loss: fl
     if raw is None:
         raise LostLease(f"job {job_id}: another trainer holds it now")
     return json.loads(raw)
-
-
-def keeps(rank: int, reached: int, reduction_factor: float) -> bool:
-    """The rule DECIDE applies, for tests and readers: top ceil(n / eta) of those at the rung."""
-    return rank <= math.ceil(reached / reduction_factor)

@@ -9,6 +9,10 @@ class NoSuchJob(StoreError):
     """No job has this id (never submitted, or deleted)."""
 
 
+class NoSuchCorpus(StoreError):
+    """A job's corpus is not in the store (collected with the last job that used it)."""
+
+
 class InvalidJobId(StoreError):
     """A job id that is not a UUID; refused before it goes near a key."""
 

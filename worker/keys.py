@@ -15,6 +15,7 @@
     charrnn:status:{status}          zset    job ids by status, scored by submit time
     charrnn:tag:{tag}                zset    job ids by tag, scored by submit time
     charrnn:corpus:{sha256}          string  corpus text, UTF-8
+    charrnn:corpus_jobs:{sha256}     set     the jobs that use a corpus; it goes with the last
     charrnn:sweep:{id}               hash    the sweep record (name, spec, job count, times)
     charrnn:sweep:{id}:jobs          list    its job ids, in the order of its points
     charrnn:sweep:{id}:rung:{iter}   zset    job ids scored by validation loss at that ASHA rung
@@ -110,6 +111,10 @@ def sweeps_by_time() -> str:
 def sweep_tag(sweep_id: str) -> str:
     """The tag every job of a sweep carries (so `list --tag sweep:ID` works too)."""
     return f"sweep:{sweep_id}"
+
+
+def corpus_jobs(sha256: str) -> str:
+    return f"{PREFIX}corpus_jobs:{sha256}"
 
 
 def corpus(sha256: str) -> str:

@@ -94,6 +94,7 @@ class Lease:
     def __init__(self, r: redis.Redis, job_id: str, holder: str):
         self.r, self.job_id, self.holder = r, job_id, holder
         self.token: str | None = None
+        self.attempts = 0      # deliveries since the job's last checkpoint, this one included
         self.writes = 0
         self._acquire = r.register_script(ACQUIRE)
         self._fenced = r.register_script(FENCED)
@@ -109,7 +110,7 @@ class Lease:
                                       [self.lease_ms, self.holder])
         a = Acquired(kind.decode(), value.decode(), int(rest[0]) if rest else 0)
         if a.kind == "acquired":
-            self.token = a.value
+            self.token, self.attempts = a.value, a.attempts
         return a
 
     def _fenced_keys(self) -> list[str]:

@@ -25,7 +25,7 @@ log = logging.getLogger("charrnn.reaper")
 
 # KEYS: job, lease, fence, reaped, events. ARGV: token seen, hold_ms, event json.
 CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= '""" + Status.RUNNING.value + """' then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local token = redis.call('GET', KEYS[3]) or '0'
 if token ~= ARGV[1] then return 0 end

@@ -81,16 +81,10 @@ CONNECT_TIMEOUT = _float("CHARRNN_CONNECT_TIMEOUT", 3.0)
 SOCKET_TIMEOUT = _float("CHARRNN_SOCKET_TIMEOUT", 20.0)
 """Seconds to wait for one Redis reply (a checkpoint of a large model takes a while to transfer)."""
 
-FAULT_DIVERGE_ENV = "CHARRNN_FAULT_DIVERGE_AT"
-"""A test hook, not a setting: the fault suite sets it on a worker to make a job diverge once at
-a chosen iteration ("N": the first run past iteration N raises the divergence error at its next
-checkpoint) and so test "rolls back once, halves the learning rate, then succeeds", a case no
-real hyperparameter triggers reliably. ("N:always" diverges on every run.) Unset in production.
-A real divergence (a far too large learning rate) is tested without it."""
-
-DEFAULT_CHECKPOINT_EVERY = 1000
-"""Iterations between checkpoints when a spec does not say: the most work a crash can cost."""
 
 
-def redis_url() -> str | None:
-    return os.environ.get(REDIS_URL_ENV) or None
+def broker_url() -> str:
+    """The one reading of the broker URL a worker connects to: CHARRNN_REDIS_URL or the
+    default. (The orchestrator's own choice, option or embedded stack, is made in its context
+    object and handed to `worker.app.client_app`.)"""
+    return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL

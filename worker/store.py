@@ -19,7 +19,16 @@ from redis.retry import Retry
 from charrnn.data import corpus_sha256
 
 from . import keys, settings
-from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchJob, Unreachable
+from .errors import (CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob,
+                     Unreachable)
+from .spec import JobSpec
+
+
+# KEYS: the corpus's job set, the corpus. Deletes the corpus when no job refers to it.
+COLLECT_CORPUS = """
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) return 1 end
+return 0
+"""
 
 
 class Status(str, Enum):
@@ -34,7 +43,8 @@ class Status(str, Enum):
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
 FLOAT_FIELDS = ("smooth_loss", "val_loss", "best_val_loss", "chars_per_second", "learning_rate",
                 "submitted_at", "started_at", "finished_at")
-INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks", "deliveries", "attempts")
+INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks", "deliveries", "attempts",
+              "samples_written")
 
 
 def redact(url: str) -> str:
@@ -98,7 +108,7 @@ def decode_job(raw: dict) -> dict:
     d = {k.decode(): v.decode() for k, v in raw.items()}
     job = {"job_id": d.get("job_id"), "name": d.get("name") or None,
            "tags": json.loads(d.get("tags") or "[]"), "status": d.get("status"),
-           "spec": json.loads(d.get("spec") or "{}"), "worker": d.get("worker") or None,
+           "spec": JobSpec.from_json(d["spec"]), "worker": d.get("worker") or None,
            "error": d.get("error") or None, "sweep_id": d.get("sweep_id") or None,
            "cancel_requested": d.get("cancel_requested") == "1"}
     for f in FLOAT_FIELDS:
@@ -130,50 +140,66 @@ class JobStore:
     def get_corpus(self, sha: str) -> str:
         raw = self.r.get(keys.corpus(sha))
         if raw is None:
-            raise NoSuchJob(f"corpus {sha[:12]} is not in the store")
+            raise NoSuchCorpus(f"corpus {sha[:12]} is not in the store (deleted with the last "
+                               f"job that used it?)")
         return raw.decode("utf-8")
 
     # --- jobs ---------------------------------------------------------------------------------
-    def create(self, job_id: str, spec: dict, name: str | None = None,
-               tags: tuple[str, ...] = ()) -> None:
+    def create(self, job_id: str, spec: JobSpec) -> None:
+        self._transaction([spec.corpus_sha256],
+                          lambda p: self._create(p, job_id, spec, time.time()))
+
+    def _transaction(self, shas: list[str], queue) -> None:
+        """Run queue(pipeline) in MULTI/EXEC, provided every corpus named still exists: a
+        corpus is collected when its last job is deleted, and must not vanish under a new one."""
+        corpus_keys = [keys.corpus(sha) for sha in sorted(set(shas))]
         with self.r.pipeline(transaction=True) as p:
-            self._create(p, job_id, spec, name, tags, None, time.time())
-            p.execute()
+            try:
+                p.watch(*corpus_keys)
+                missing = [k for k in corpus_keys if not p.exists(k)]
+                if missing:
+                    raise NoSuchCorpus("a corpus was removed from the store while submitting "
+                                       "(its last job was deleted); submit again")
+                p.multi()
+                queue(p)
+                p.execute()
+            except redis.WatchError:
+                raise NoSuchCorpus("a corpus was removed from the store while submitting "
+                                   "(its last job was deleted); submit again") from None
 
     @staticmethod
-    def _create(p, job_id: str, spec: dict, name: str | None, tags: tuple[str, ...],
-                sweep_id: str | None, now: float) -> None:
-        record = {"job_id": job_id, "name": name or "", "tags": json.dumps(list(tags)),
-                  "spec": json.dumps(spec, sort_keys=True), "status": Status.QUEUED.value,
+    def _create(p, job_id: str, spec: JobSpec, now: float) -> None:
+        record = {"job_id": job_id, "name": spec.name or "", "tags": json.dumps(list(spec.tags)),
+                  "spec": spec.to_json(), "status": Status.QUEUED.value,
                   "submitted_at": repr(now), "iteration": 0, "restarts": 0, "rollbacks": 0,
-                  "cancel_requested": "0", "sweep_id": sweep_id or ""}
-        it = spec.get("iterations_total")
-        if it:
-            record["iterations"] = it
+                  "cancel_requested": "0", "sweep_id": spec.sweep_id or "",
+                  "iterations": spec.total_iterations}
         p.hset(keys.job(job_id), mapping=record)
         p.zadd(keys.jobs_by_time(), {job_id: now})
         p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
-        for tag in tags:
+        for tag in spec.tags:
             p.zadd(keys.tag_index(tag), {job_id: now})
+        p.sadd(keys.corpus_jobs(spec.corpus_sha256), job_id)
         p.rpush(keys.events(job_id), event("submitted"))
 
     # --- sweeps -------------------------------------------------------------------------------
     def create_sweep(self, sweep_id: str, name: str | None, spec: dict,
-                     jobs: list[tuple[str, dict]], tags: tuple[str, ...] = ()) -> None:
-        """The sweep record and every job of it (job id, job spec), in one transaction: a sweep
-        is stored whole or not at all. Each job is tagged `sweep:{id}`."""
+                     jobs: list[tuple[str, JobSpec]], tags: tuple[str, ...] = ()) -> None:
+        """The sweep record and every job of it (job id, job spec, each tagged `sweep:{id}`
+        already), in one transaction: a sweep is stored whole or not at all."""
         now = time.time()
-        job_tags = tuple(tags) + (keys.sweep_tag(sweep_id),)
-        with self.r.pipeline(transaction=True) as p:
+
+        def queue(p):
             p.hset(keys.sweep(sweep_id), mapping={
                 "sweep_id": sweep_id, "name": name or "", "spec": json.dumps(spec, sort_keys=True),
                 "n_jobs": len(jobs), "created_at": repr(now), "tags": json.dumps(list(tags))})
             p.zadd(keys.sweeps_by_time(), {sweep_id: now})
             for job_id, job_spec in jobs:
-                self._create(p, job_id, job_spec, name, job_tags, sweep_id, now)
+                self._create(p, job_id, job_spec, now)
             if jobs:
                 p.rpush(keys.sweep_jobs(sweep_id), *[j for j, _ in jobs])
-            p.execute()
+
+        self._transaction([s.corpus_sha256 for _, s in jobs], queue)
 
     def get_sweep(self, sweep_id: str) -> dict:
         sweep_id = validate_job_id(sweep_id)
@@ -247,15 +273,43 @@ class JobStore:
         return [json.loads(x) for x in self.r.lrange(keys.history(job_id), 0, -1)]
 
     def samples(self, job_id: str, last: bool = False, start: int = 0) -> list[dict]:
-        """All samples (or only the last, or those from index `start` on)."""
-        rows = self.r.lrange(keys.samples(job_id), -1 if last else start, -1)
+        """The samples kept (the newest MAX_SAMPLES), only the last, or those from the
+        `start`-th ever written on (`sample_count` is the number written so far)."""
+        if last or not start:
+            rows = self.r.lrange(keys.samples(job_id), -1 if last else 0, -1)
+        else:
+            with self.r.pipeline(transaction=True) as p:
+                p.hget(keys.job(job_id), "samples_written")
+                p.lrange(keys.samples(job_id), 0, -1)
+                written, rows = p.execute()
+            dropped = int(written or len(rows)) - len(rows)      # trimmed from the front
+            rows = rows[max(0, start - dropped):]
         return [json.loads(x) for x in rows]
+
+    def sample_count(self, job_id: str) -> int:
+        """Samples written so far, including those trimmed away."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hget(keys.job(job_id), "samples_written")
+            p.llen(keys.samples(job_id))
+            written, n = p.execute()
+        return int(written or n)
 
     def events(self, job_id: str) -> list[dict]:
         return [json.loads(x) for x in self.r.lrange(keys.events(job_id), 0, -1)]
 
-    def stepped_aside(self, job_id: str) -> int:
-        return int(self.r.get(keys.stepped_aside(job_id)) or 0)
+    def note_stepped_aside(self, job_id: str) -> None:
+        """A duplicate delivery found a live trainer and left (counted for the fault report)."""
+        self.r.incr(keys.stepped_aside(job_id))
+
+    def checkpoint_record(self, job_id: str, which: str) -> tuple[bytes, str] | None:
+        """(bytes, stored sha256) of a checkpoint, unverified, or None: for the worker, which
+        verifies it and falls back."""
+        raw = self.r.hmget(keys.checkpoint(job_id, which), "data", "sha256")
+        return None if raw[0] is None or raw[1] is None else (raw[0], raw[1].decode())
+
+    def checkpoint_iteration(self, job_id: str) -> int | None:
+        raw = self.r.hget(keys.checkpoint(job_id, "latest"), "iteration")
+        return None if raw is None else int(raw)
 
     def checkpoint(self, job_id: str, which: str = "latest") -> tuple[bytes, dict]:
         """(bytes of the .npz, {"sha256", "iteration"}) or NoCheckpoint."""
@@ -271,7 +325,7 @@ class JobStore:
         """Newest first, read by ZREVRANGE pages (never KEYS), filtered by status and tag."""
         index = (keys.tag_index(tag) if tag else
                  keys.status_index(status) if status else keys.jobs_by_time())
-        out, start, page = [], 0, max(limit, 100)
+        out, start, page = [], 0, limit
         while len(out) < limit:
             ids = self.r.zrevrange(index, start, start + page - 1)
             if not ids:
@@ -284,9 +338,6 @@ class JobStore:
                 if len(out) == limit:
                     break
         return out
-
-    def count(self) -> int:
-        return self.r.zcard(keys.jobs_by_time())
 
     def cancel(self, job_id: str) -> str:
         """A queued job becomes cancelled at once (it will never start); a running one is asked to
@@ -322,6 +373,7 @@ class JobStore:
         """Remove a job and everything it produced (a running trainer's next write is refused,
         since its fencing token is gone, and it stops)."""
         job = self.get(job_id)
+        sha = job["spec"].corpus_sha256
         with self.r.pipeline(transaction=True) as p:
             p.delete(*keys.job_keys(job["job_id"]))
             p.zrem(keys.jobs_by_time(), job["job_id"])
@@ -329,7 +381,15 @@ class JobStore:
                 p.zrem(keys.status_index(s.value), job["job_id"])
             for tag in job["tags"]:
                 p.zrem(keys.tag_index(tag), job["job_id"])
+            p.srem(keys.corpus_jobs(sha), job["job_id"])
             p.execute()
+        self._collect(sha)
+
+    def _collect(self, sha: str) -> None:
+        """Remove a corpus no job refers to any more (a corpus is up to CHARRNN_MAX_CORPUS_BYTES
+        and would otherwise stay forever). Atomic against a concurrent submit of the same text,
+        which watches the corpus key (`_transaction`)."""
+        self.r.eval(COLLECT_CORPUS, 2, keys.corpus_jobs(sha), keys.corpus(sha))
 
     def prune(self, older_than_seconds: float) -> list[str]:
         """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now

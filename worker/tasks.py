@@ -8,11 +8,10 @@ import signal
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from . import settings
 from .app import QUEUE, TASK_NAME, app
 from .reaper import Reaper
 from .store import JobStore, connect
-from .training import SHUTDOWN, run_job
+from .training import SHUTDOWN, Outcome, run_job
 
 log = logging.getLogger("charrnn.worker")
 _store: JobStore | None = None
@@ -22,7 +21,7 @@ _reaper: Reaper | None = None
 def store() -> JobStore:
     global _store
     if _store is None:
-        _store = JobStore(connect(app.conf.broker_url or settings.DEFAULT_REDIS_URL))
+        _store = JobStore(connect(app.conf.broker_url))
     return _store
 
 
@@ -40,10 +39,10 @@ def train(self, job_id: str) -> str:
         # expires, and the reaper's re-sends count against CHARRNN_MAX_ATTEMPTS.
         log.error("job %s: out of memory outside training; message dropped", job_id)
         return "out_of_memory"
-    if outcome == "requeue":
+    if outcome == Outcome.REQUEUED:
         # warm shutdown: the checkpoint is written; give the message back to the queue
         raise Reject("worker shutting down; job checkpointed and requeued", requeue=True)
-    return outcome
+    return outcome.value
 
 
 def _on_sigterm(signum, frame):
@@ -70,8 +69,7 @@ def _start_reaper(sender=None, **_):
     """In the worker's main process: revive running jobs whose trainer and message are gone."""
     global _reaper
     host = getattr(sender, "hostname", None) or "worker"
-    _reaper = Reaper(JobStore(connect(app.conf.broker_url or settings.DEFAULT_REDIS_URL)),
-                     resend, host)
+    _reaper = Reaper(JobStore(connect(app.conf.broker_url)), resend, host)
     _reaper.start()
 
 

@@ -1,0 +1,148 @@
+"""The job spec: everything a worker needs to train one job, built and validated in one place.
+
+The orchestrator builds a `JobSpec` (from the command line or a sweep), the store keeps its JSON
+in the job's record, the worker reads it back with `JobSpec.from_json`, and nothing else reads a
+spec by dictionary key. The charrnn `Config` inside it is the one typed form of the
+hyperparameters; its JSON is the one serialised form.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from charrnn import Config
+from charrnn.errors import CharRNNError
+
+DEFAULT_CHECKPOINT_EVERY = 1000
+"""Iterations between checkpoints when a spec does not say: the most work a crash can cost."""
+
+MAX_RUNGS = 20
+"""Most early-stopping rungs per job: each is an evaluation and a decision, and the list is
+stored in every job of the sweep (a reduction factor of 1.00001 once gave 169,315 of them)."""
+
+REDUCTION_FACTOR_RANGE = (1.5, 100.0)
+"""ASHA's eta: below 1.5 a rung keeps almost everyone and the rungs crowd together; above 100
+the first rung stops nearly every job."""
+
+MAX_TAGS, MAX_TAG_CHARS, MAX_NAME_CHARS = 20, 100, 200
+"""User labels are indexed and shown in every listing: bounded like everything stored."""
+
+SWEEP_TAG_PREFIX = "sweep:"
+"""Reserved: the tag every job of a sweep carries (keys.sweep_tag)."""
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class SpecError(CharRNNError):
+    """A job spec that is malformed or out of bounds (bad input: exit 2 at the command line)."""
+
+
+@dataclass(frozen=True)
+class RungPlan:
+    """ASHA's part of a sweep's job: the sweep whose rungs it reports to, the milestones, eta."""
+    sweep_id: str
+    milestones: tuple[int, ...]
+    reduction_factor: float
+
+    def __post_init__(self):
+        m = self.milestones
+        if not m or len(m) > MAX_RUNGS:
+            raise SpecError(f"early stopping needs 1 to {MAX_RUNGS} rungs, got {len(m)}")
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in m) \
+                or list(m) != sorted(set(m)):
+            raise SpecError(f"rungs must be increasing positive iterations, got {list(m)}")
+        low, high = REDUCTION_FACTOR_RANGE
+        eta = self.reduction_factor
+        if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not low <= eta <= high:
+            raise SpecError(f"reduction factor must be in [{low:g}, {high:g}], got {eta!r}")
+
+    def ahead(self, iteration: int, total: int) -> list[int]:
+        """The rungs still to decide for a job at `iteration` (a rung at the job's very end is
+        no decision: the job ends there anyway)."""
+        return [m for m in self.milestones if iteration <= m < total]
+
+    def to_dict(self) -> dict:
+        return {"scheduler": "asha", "sweep_id": self.sweep_id, "rungs": list(self.milestones),
+                "reduction_factor": self.reduction_factor}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    corpus_sha256: str
+    config: Config
+    total_iterations: int                 # the windows the job trains in all
+    corpus: str = ""                      # where the text came from, for people: a path or name
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    sweep_id: str | None = None
+    rungs: RungPlan | None = field(default=None)
+
+    def __post_init__(self):
+        if not isinstance(self.corpus_sha256, str) or not _SHA256.fullmatch(self.corpus_sha256):
+            raise SpecError(f"not a corpus sha256: {str(self.corpus_sha256)[:80]!r}")
+        if not isinstance(self.config, Config):
+            raise SpecError("a job spec needs a charrnn Config")
+        for name, v in (("total iterations", self.total_iterations),
+                        ("checkpoint-every", self.checkpoint_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"{name} must be a positive integer, got {v!r}")
+        if self.name is not None and len(self.name) > MAX_NAME_CHARS:
+            raise SpecError(f"name is {len(self.name)} characters, above {MAX_NAME_CHARS}")
+        if len(self.tags) > MAX_TAGS:
+            raise SpecError(f"{len(self.tags)} tags, above the limit of {MAX_TAGS}")
+        for tag in self.tags:
+            if not tag or len(tag) > MAX_TAG_CHARS:
+                raise SpecError(f"a tag must have 1 to {MAX_TAG_CHARS} characters: {tag[:80]!r}")
+        if self.rungs is not None and self.rungs.sweep_id != self.sweep_id:
+            raise SpecError("early-stopping rungs belong to the job's own sweep")
+
+    @staticmethod
+    def check_user_tags(tags) -> tuple[str, ...]:
+        """Tags a user gave: the sweep prefix is reserved (a job could join another sweep's
+        `list --tag` view)."""
+        for tag in tags:
+            if tag.startswith(SWEEP_TAG_PREFIX):
+                raise SpecError(f"tags starting with {SWEEP_TAG_PREFIX!r} are reserved for "
+                                f"sweeps: {tag[:80]!r}")
+        return tuple(tags)
+
+    # --- the one serialised form ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"corpus_sha256": self.corpus_sha256, "corpus": self.corpus,
+             "hyper": self.config.to_dict(), "total_iterations": self.total_iterations,
+             "checkpoint_every": self.checkpoint_every, "name": self.name,
+             "tags": list(self.tags), "sweep_id": self.sweep_id}
+        if self.rungs is not None:
+            d["early_stop"] = self.rungs.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JobSpec":
+        try:
+            es = d.get("early_stop")
+            rungs = (RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
+                     if es else None)
+            total = d.get("total_iterations", d.get("iterations_total"))   # before 2026-11
+            return cls(corpus_sha256=d["corpus_sha256"], config=Config.from_dict(d["hyper"]),
+                       total_iterations=total, corpus=d.get("corpus") or "",
+                       name=d.get("name"), tags=tuple(d.get("tags") or ()),
+                       checkpoint_every=d.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
+                       sweep_id=d.get("sweep_id"), rungs=rungs)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise SpecError(f"malformed job spec ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "JobSpec":
+        try:
+            d = json.loads(raw)
+        except ValueError as e:
+            raise SpecError(f"job spec is not JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise SpecError("job spec is not a JSON object")
+        return cls.from_dict(d)
