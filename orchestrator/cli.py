@@ -758,6 +758,8 @@ def down(c: Ctx):
     """Stop the embedded stack (running jobs checkpoint and wait in the queue); data is kept."""
     out = embedded.down()
     click.echo("embedded stack stopped" if out["stopped"] else "embedded stack was not running")
+    if out.get("stale"):
+        click.echo(f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True)
 
 
 def main():
