@@ -148,28 +148,38 @@ def _identity(pid: int) -> dict | None:
             "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0")}
 
 
-def _ours(record) -> bool:
-    """Whether the process a state record names is still that very process. A bare PID (the
-    state file of earlier versions) cannot be checked, so it is not."""
-    return isinstance(record, dict) and _identity(int(record.get("pid", 0))) == record
+def _remember(st: dict, pid: int) -> bool:
+    """Record the identity of a process just started (in the state's `identities`, by PID; the
+    `redis_pid` and `workers` fields stay plain PIDs for the commands that read them)."""
+    ident = _identity(pid)
+    if ident:
+        st.setdefault("identities", {})[str(pid)] = ident
+    return ident is not None
 
 
-def _pid(record) -> int | None:
-    return record.get("pid") if isinstance(record, dict) else record
+def _ours(st: dict, pid) -> bool:
+    """Whether a PID of the state file still names the process that was started. A PID with no
+    recorded identity (a state file of earlier versions) cannot be checked, so it is not."""
+    recorded = (st.get("identities") or {}).get(str(pid))
+    return isinstance(pid, int) and recorded is not None and _identity(pid) == recorded
 
 
-def _signal(record, sig: int, group: bool = False) -> bool:
+def _alive(pid) -> bool:
+    return isinstance(pid, int) and pid > 0 and _identity(pid) is not None
+
+
+def _signal(st: dict, pid: int, sig: int, group: bool = False) -> bool:
     """Signal the process (or its process group) if it is still the one recorded. A pidfd holds
-    the process while its identity is checked, so the PID cannot be reused in between."""
+    the process while its identity is checked, so its PID cannot go to another in between."""
     try:
-        fd = os.pidfd_open(int(record["pid"]))
-    except (OSError, TypeError, KeyError):
+        fd = os.pidfd_open(pid)
+    except (OSError, TypeError):
         return False
     try:
-        if not _ours(record):
+        if not _ours(st, pid):
             return False
         if group:   # no new process gets a PID that is a live process group's ID
-            os.killpg(record["pid"], sig)
+            os.killpg(pid, sig)
         else:
             signal.pidfd_send_signal(fd, sig)
         return True
@@ -179,9 +189,9 @@ def _signal(record, sig: int, group: bool = False) -> bool:
         os.close(fd)
 
 
-def _wait_gone(records: list, seconds: float) -> None:
+def _wait_gone(st: dict, pids: list, seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    while any(_ours(r) for r in records) and time.monotonic() < deadline:
+    while any(_ours(st, p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -212,7 +222,7 @@ def _wait_ping(url: str, seconds: float, proc: subprocess.Popen | None = None) -
 def running_url() -> str | None:
     """The URL of the embedded Redis if it is up and answering."""
     st = read_state()
-    if st and _ours(st.get("redis")) and _ping(st["url"]):
+    if st and st.get("url") and _ping(st["url"]):   # only our server knows its password
         return st["url"]
     return None
 
@@ -227,15 +237,17 @@ def _start_redis() -> dict:
     _make_private(root)
     data = _private_dir(os.path.join(root, "redis"))
     st = read_state() or {}
-    if _ours(st.get("redis")):
+    if st.get("url") and _ping(st["url"]):   # only our server knows its password
+        return st
+    if _ours(st, st.get("redis_pid")):
         # ours and alive: never a second server on the same append-only file, even while this
         # one is still loading it
         if _wait_ping(st["url"], REDIS_START_SECONDS):
             return st
-        raise EmbeddedError(f"the embedded redis-server (pid {st['redis']['pid']}) is running "
+        raise EmbeddedError(f"the embedded redis-server (pid {st['redis_pid']}) is running "
                             f"but does not answer; see {data}/redis.log")
     # workers left from a server that is gone would wait for it forever (its password is gone too)
-    _stop_workers([w for w in st.get("workers", []) if _ours(w)])
+    _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
     port, password = _free_port(), secrets.token_urlsafe(24)
     conf = os.path.join(data, "redis.conf")
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -252,7 +264,8 @@ def _start_redis() -> dict:
         proc.wait()
         raise EmbeddedError(f"embedded redis-server did not start; see {data}/redis.log")
     # recorded once it answers: redis-server has set its process title by then
-    st = {"url": url, "redis": _identity(proc.pid), "workers": [], "home": root}
+    st = {"url": url, "redis_pid": proc.pid, "workers": [], "home": root, "identities": {}}
+    _remember(st, proc.pid)
     _write_state(st)
     return st
 
@@ -260,7 +273,7 @@ def _start_redis() -> dict:
 def start_workers(n: int) -> dict:
     with _locked():
         st = _start_redis()
-        alive = [w for w in st.get("workers", []) if _ours(w)]
+        alive = [w for w in st.get("workers", []) if _ours(st, w)]
         logs = _private_dir(os.path.join(home(), "logs"))
         # the installed package only: no working directory on sys.path (-P and PYTHONSAFEPATH
         # for Python, a root-owned working directory for Celery's own sys.path entry)
@@ -279,10 +292,12 @@ def start_workers(n: int) -> dict:
             finally:
                 os.close(log)
             # Popen returns after exec, so this is the worker's own command line
-            ident = _identity(proc.pid)
-            if ident:
-                alive.append(ident)
+            if _remember(st, proc.pid):
+                alive.append(proc.pid)
         st["workers"] = alive
+        known = st.get("identities") or {}   # forget the gone ones
+        st["identities"] = {str(p): known[str(p)] for p in [st["redis_pid"], *alive]
+                            if str(p) in known}
         _write_state(st)
         return st
 
@@ -291,14 +306,14 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _stop_workers(workers: list[dict]) -> None:
+def _stop_workers(st: dict, workers: list[int]) -> None:
     """Warm shutdown (running jobs checkpoint and go back to the queue), then SIGKILL for each
     worker's whole process group (its pool children)."""
     for w in workers:
-        _signal(w, signal.SIGTERM)
-    _wait_gone(workers, WORKER_STOP_SECONDS)
+        _signal(st, w, signal.SIGTERM)
+    _wait_gone(st, workers, WORKER_STOP_SECONDS)
     for w in workers:
-        _signal(w, signal.SIGKILL, group=True)
+        _signal(st, w, signal.SIGKILL, group=True)
 
 
 def down() -> dict:
@@ -309,30 +324,25 @@ def down() -> dict:
         st = read_state()
         if not st:
             return {"stopped": False, "workers": 0, "stale": []}
-        records = st.get("workers", [])
-        workers = [w for w in records if _ours(w)]
-        stale = [_pid(w) for w in records if not _ours(w) and _alive_pid(_pid(w))]
-        _stop_workers(workers)
+        pids = st.get("workers") or []
+        workers = [w for w in pids if _ours(st, w)]
+        stale = [w for w in pids if w not in workers and _alive(w)]
+        _stop_workers(st, workers)
 
-        server = st.get("redis", st.get("redis_pid"))
+        server = st.get("redis_pid")
         stopped = bool(workers)
-        try:   # SHUTDOWN flushes the append-only file; only our server knows the password
-            redis.Redis.from_url(st["url"], socket_connect_timeout=2,
-                                 socket_timeout=5).shutdown(nosave=False)
+        if st.get("url") and _ping(st["url"]):   # only our server knows its password
+            try:   # SHUTDOWN flushes the append-only file
+                redis.Redis.from_url(st["url"], socket_timeout=5).shutdown(nosave=False)
+            except redis.RedisError:
+                pass
             stopped = True
-        except (redis.RedisError, ValueError, KeyError):
-            pass
-        if _ours(server):
-            _wait_gone([server], 10)
-            _signal(server, signal.SIGTERM)
+        if _ours(st, server):
+            _wait_gone(st, [server], 10)
+            _signal(st, server, signal.SIGTERM)
             stopped = True
-        elif _alive_pid(_pid(server)):
-            stale.append(_pid(server))
-        st["workers"], st["redis"] = [], None
-        st.pop("redis_pid", None)
+        elif _alive(server):
+            stale.append(server)
+        st["workers"], st["redis_pid"], st["identities"] = [], None, {}
         _write_state(st)
         return {"stopped": stopped, "workers": len(workers), "stale": sorted(set(stale))}
-
-
-def _alive_pid(pid) -> bool:
-    return isinstance(pid, int) and pid > 0 and _identity(pid) is not None

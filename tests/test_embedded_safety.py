@@ -84,9 +84,9 @@ def test_concurrent_first_starts_make_one_stack(home):
     outs = [p.communicate(timeout=120) for p in ups]
     assert [p.returncode for p in ups] == [0, 0], outs
     state = json.loads((home / "embedded.json").read_text())
-    assert servers_of(home) == [state["redis"]["pid"]]
+    assert servers_of(home) == [state["redis_pid"]]
     wait_for(lambda: len(worker_leaders_of(home)) >= 1, timeout=30, what="the worker")
-    assert worker_leaders_of(home) == [w["pid"] for w in state["workers"]]
+    assert worker_leaders_of(home) == state["workers"]
 
     run_cli("down", env={"CHARRNN_HOME": str(home)}, check=True, timeout=120)
     assert processes_of(home) == {}
@@ -101,24 +101,31 @@ def test_down_leaves_processes_it_did_not_start_alone(home):
     home.mkdir(mode=0o700)
     sleeper = subprocess.Popen(["sleep", "300"])
     url = f"redis://:not-the-password@127.0.0.1:{free_port()}/0"   # nothing listens there
+    pid, start = sleeper.pid, _start_ticks(sleeper.pid)
+    bare = {"url": url, "redis_pid": pid, "workers": [pid], "home": str(home)}
     try:
         planted = [
-            # the state file of earlier versions: bare PIDs
-            {"url": url, "redis_pid": sleeper.pid, "workers": [sleeper.pid], "home": str(home)},
-            # same PID, another process: the start time (or the command line) differs
-            {"url": url, "home": str(home),
-             "redis": {"pid": sleeper.pid, "start": _start_ticks(sleeper.pid) + 1,
-                       "cmdline": ["sleep", "300"]},
-             "workers": [{"pid": sleeper.pid, "start": _start_ticks(sleeper.pid),
-                          "cmdline": [sys.executable, "-m", "celery"]}]},
+            bare,   # the state file of earlier versions: PIDs alone
+            # same PID, another process: its start time or its command line differs
+            {**bare, "identities": {str(pid): {"pid": pid, "start": start + 1,
+                                               "cmdline": ["sleep", "300"]}}},
+            {**bare, "identities": {str(pid): {"pid": pid, "start": start,
+                                               "cmdline": [sys.executable, "-m", "celery"]}}},
         ]
         for state in planted:
             (home / "embedded.json").write_text(json.dumps(state))
             p = run_cli("down", env={"CHARRNN_HOME": str(home)}, timeout=60)
-            assert p.returncode == 0, p.stderr
+            assert p.returncode == 0 and "was not running" in p.stdout, p.stdout + p.stderr
             time.sleep(0.2)
             assert sleeper.poll() is None, "down killed a process it did not start"
             assert "stale" in p.stderr and str(sleeper.pid) in p.stderr, p.stderr
+        # nor does `up` take the sleep for a running server or worker
+        (home / "embedded.json").write_text(json.dumps(bare))
+        run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(home)}, check=True)
+        state = json.loads((home / "embedded.json").read_text())
+        assert pid != state["redis_pid"] and pid not in state["workers"] and state["workers"]
+        run_cli("down", env={"CHARRNN_HOME": str(home)}, check=True, timeout=120)
+        assert sleeper.poll() is None and processes_of(home) == {}
     finally:
         sleeper.kill()
         sleeper.wait()
