@@ -92,7 +92,7 @@ def errors(fn):
             raise Fail(str(e), EXIT_USAGE) from None
         except NoCheckpoint as e:
             raise Fail(str(e), EXIT_NOT_YET) from None
-        except Unreachable as e:
+        except (Unreachable, embedded.EmbeddedError) as e:
             raise Fail(str(e), EXIT_UNREACHABLE) from None
         except redis.RedisError as e:
             ctx = click.get_current_context().find_object(Ctx)

@@ -57,7 +57,10 @@ def home() -> str:
     if not path:
         import platformdirs
         path = platformdirs.user_data_dir("charrnn")
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: {e.strerror}") from None
     return path
 
 
@@ -92,7 +95,11 @@ def _write_state(state: dict) -> None:
 @contextlib.contextmanager
 def _locked():
     """Hold the home's lock: one command at a time starts or stops its stack."""
-    fd = os.open(os.path.join(home(), LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    path = os.path.join(home(), LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise EmbeddedError(f"cannot open {path}: {e.strerror}") from None
     try:
         deadline = time.monotonic() + LOCK_SECONDS
         while True:

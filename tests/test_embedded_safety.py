@@ -181,3 +181,12 @@ def test_workers_import_no_code_from_the_home(home, corpus_file, tmp_path):
     run_job(home, corpus_file)
     assert not marker.exists(), "a worker imported worker.py from CHARRNN_HOME"
     assert_private(home)
+
+
+def test_an_unusable_home_is_one_line_of_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for command in (["up", "--workers", "1"], ["down"]):
+        p = run_cli(*command, env={"CHARRNN_HOME": str(blocker / "home")}, timeout=60)
+        assert p.returncode == 4, p.stderr
+        assert p.stderr.startswith("error: cannot use ") and p.stderr.count("\n") == 1, p.stderr
