@@ -61,6 +61,11 @@ def home() -> str:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as e:
         raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: {e.strerror}") from None
+    # a home someone else made first (in /tmp, say) would be theirs to read, whatever our modes
+    owner = os.stat(path).st_uid
+    if owner != os.geteuid():
+        raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: it belongs to uid {owner}, "
+                            f"not to you (uid {os.geteuid()})")
     return path
 
 

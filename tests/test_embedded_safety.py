@@ -190,3 +190,14 @@ def test_an_unusable_home_is_one_line_of_error(tmp_path):
         p = run_cli(*command, env={"CHARRNN_HOME": str(blocker / "home")}, timeout=60)
         assert p.returncode == 4, p.stderr
         assert p.stderr.startswith("error: cannot use ") and p.stderr.count("\n") == 1, p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory another user owns")
+def test_a_home_another_user_made_is_refused(tmp_path):
+    """Made first by someone else (in a shared /tmp, say), it would stay theirs to read."""
+    theirs = tmp_path / "home"
+    theirs.mkdir(mode=0o777)
+    os.chown(theirs, 4321, 4321)
+    p = run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(theirs)}, timeout=60)
+    assert p.returncode == 4 and "belongs to uid 4321" in p.stderr, p.stderr
+    assert os.listdir(theirs) == []
