@@ -43,6 +43,8 @@ LOCK_SECONDS = 2 * WORKER_STOP_SECONDS + 2 * REDIS_START_SECONDS
 takes at most about WORKER_STOP_SECONDS plus Redis's shutdown)."""
 PRIVATE_UMASK = 0o077
 """The stack's children (redis-server, workers) create files for their user alone."""
+IDENTITY_SECONDS = 5.0
+"""How long a start waits for a new process's command line to appear in /proc."""
 WORKER_CWD = "/"
 """Workers' working directory: Celery puts it first on sys.path, so it must hold no code anyone
 but root could have written."""
@@ -160,13 +162,20 @@ def _identity(pid: int) -> dict | None:
             "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0")}
 
 
-def _remember(st: dict, pid: int) -> bool:
+def _remember(st: dict, pid: int, argv: list[str] | None = None) -> bool:
     """Record the identity of a process just started (in the state's `identities`, by PID; the
-    `redis_pid` and `workers` fields stay plain PIDs for the commands that read them)."""
-    ident = _identity(pid)
-    if ident:
+    `redis_pid` and `workers` fields stay plain PIDs for the commands that read them). Popen
+    returns as exec begins, before the kernel has set up the new command line, so wait for it."""
+    deadline = time.monotonic() + IDENTITY_SECONDS
+    while True:
+        ident = _identity(pid)
+        settled = ident and ident["cmdline"] != [""] and (argv is None or ident["cmdline"] == argv)
+        if settled or ident is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if settled:
         st.setdefault("identities", {})[str(pid)] = ident
-    return ident is not None
+    return bool(settled)
 
 
 def _ours(st: dict, pid) -> bool:
@@ -199,6 +208,21 @@ def _signal(st: dict, pid: int, sig: int, group: bool = False) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _works_in(data: str, pid) -> bool:
+    try:
+        return isinstance(pid, int) and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(data)
+    except OSError:
+        return False
+
+
+def _strays(data: str, known: list) -> list[int]:
+    """Processes working in the stack's Redis directory that the state file does not name: a
+    redis-server orphaned by an earlier version (two could start at once), still writing the
+    append-only file."""
+    pids = (int(n) for n in os.listdir("/proc") if n.isdigit())
+    return sorted(p for p in pids if p not in known and _works_in(data, p))
 
 
 def _wait_gone(st: dict, pids: list, seconds: float) -> None:
@@ -258,6 +282,11 @@ def _start_redis() -> dict:
             return st
         raise EmbeddedError(f"the embedded redis-server (pid {st['redis_pid']}) is running "
                             f"but does not answer; see {data}/redis.log")
+    strays = _strays(data, [os.getpid()])
+    if strays:   # never two servers on one append-only file
+        raise EmbeddedError(f"process(es) {', '.join(map(str, strays))} not started by this stack "
+                            f"run in {data}, where its redis-server keeps its data; stop them "
+                            f"first (kill {' '.join(map(str, strays))})")
     # workers left from a server that is gone would wait for it forever (its password is gone too)
     _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
     port, password = _free_port(), secrets.token_urlsafe(24)
@@ -294,17 +323,17 @@ def start_workers(n: int) -> dict:
             name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
             log = os.open(os.path.join(logs, f"worker-{i + 1}.log"),
                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            argv = [sys.executable, "-P", "-m", "celery", "-A", "worker", "worker", "--pool",
+                    "prefork", "--concurrency", "1", "-n", name, "--loglevel", "INFO"]
             try:
-                proc = subprocess.Popen([sys.executable, "-P", "-m", "celery", "-A", "worker",
-                                         "worker", "--pool", "prefork", "--concurrency", "1",
-                                         "-n", name, "--loglevel", "INFO"],
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                        cwd=WORKER_CWD, start_new_session=True,
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        env=env, cwd=WORKER_CWD, start_new_session=True,
                                         umask=PRIVATE_UMASK)
             finally:
                 os.close(log)
-            # Popen returns after exec, so this is the worker's own command line
-            if _remember(st, proc.pid):
+            # (with the setproctitle package installed, Celery would retitle the worker and down
+            # would then find it stale: it is not among our dependencies)
+            if _remember(st, proc.pid, argv):
                 alive.append(proc.pid)
         st["workers"] = alive
         known = st.get("identities") or {}   # forget the gone ones
@@ -334,8 +363,9 @@ def down() -> dict:
     back as `stale`."""
     with _locked():
         st = read_state()
-        if not st:
-            return {"stopped": False, "workers": 0, "stale": []}
+        data = os.path.join(home(), "redis")
+        if not st:   # an orphan of an earlier version, which no command would otherwise mention
+            return {"stopped": False, "workers": 0, "stale": _strays(data, [os.getpid()])}
         pids = st.get("workers") or []
         workers = [w for w in pids if _ours(st, w)]
         stale = [w for w in pids if w not in workers and _alive(w)]
@@ -349,12 +379,17 @@ def down() -> dict:
             except redis.RedisError:
                 pass
             stopped = True
-        if _ours(st, server):
-            _wait_gone(st, [server], 10)
+            # gone before the lock is released, so a `up` right after finds no stray; a waiting
+            # that signals nothing, and so needs no identity (a server of an earlier version)
+            deadline = time.monotonic() + 10
+            while _works_in(data, server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if _ours(st, server):   # still there 10 s after SHUTDOWN, or it never answered
             _signal(st, server, signal.SIGTERM)
             stopped = True
         elif _alive(server):
             stale.append(server)
+        stale += _strays(data, [os.getpid(), server, *pids])
         st["workers"], st["redis_pid"], st["identities"] = [], None, {}
         _write_state(st)
         return {"stopped": stopped, "workers": len(workers), "stale": sorted(set(stale))}

@@ -43,7 +43,8 @@ def processes_of(home) -> dict[int, list[str]]:
             continue
         state = _read(f"/proc/{pid}/stat").rsplit(b") ", 1)[-1][:1]
         if state and state != b"Z":
-            found[int(pid)] = _read(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")
+            cmdline = _read(f"/proc/{pid}/cmdline").rstrip(b"\0")
+            found[int(pid)] = cmdline.decode(errors="replace").split("\0")
     return found
 
 
@@ -87,6 +88,9 @@ def test_concurrent_first_starts_make_one_stack(home):
     assert servers_of(home) == [state["redis_pid"]]
     wait_for(lambda: len(worker_leaders_of(home)) >= 1, timeout=30, what="the worker")
     assert worker_leaders_of(home) == state["workers"]
+    live = processes_of(home)
+    for pid in [state["redis_pid"], *state["workers"]]:   # recorded once exec had set them up
+        assert state["identities"][str(pid)]["cmdline"] == live[pid] != [""]
 
     run_cli("down", env={"CHARRNN_HOME": str(home)}, check=True, timeout=120)
     assert processes_of(home) == {}
@@ -201,3 +205,24 @@ def test_a_home_another_user_made_is_refused(tmp_path):
     p = run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(theirs)}, timeout=60)
     assert p.returncode == 4 and "belongs to uid 4321" in p.stderr, p.stderr
     assert os.listdir(theirs) == []
+
+
+def test_an_orphaned_server_on_the_same_data_is_not_joined_by_a_second(home):
+    """Earlier versions could orphan a redis-server on the home's append-only file (two first
+    starts at once). A start must not put a second server on that file, and down names it."""
+    from orchestrator.embedded import redis_server_binary
+    (home / "redis").mkdir(parents=True)
+    orphan = subprocess.Popen([redis_server_binary(), "--port", str(free_port()), "--bind",
+                               "127.0.0.1", "--dir", str(home / "redis"), "--appendonly", "yes"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: servers_of(home) == [orphan.pid], timeout=10, what="the orphan")
+        p = run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(home)}, timeout=60)
+        assert p.returncode == 4 and f"kill {orphan.pid}" in p.stderr, p.stderr
+        assert p.stderr.count("\n") == 1 and servers_of(home) == [orphan.pid]
+        p = run_cli("down", env={"CHARRNN_HOME": str(home)}, timeout=60)
+        assert p.returncode == 0 and str(orphan.pid) in p.stderr, p.stderr
+        assert orphan.poll() is None, "down killed a process it did not start"
+    finally:
+        orphan.kill()
+        orphan.wait()
