@@ -5,13 +5,14 @@ command find the stack again.
 
 What keeps it safe on a shared machine:
 - One stack per home: starting and stopping hold a lock (flock on CHARRNN_HOME/embedded.lock), so
-  two first-time commands at once start one redis-server, not two on the same append-only file.
+  two first-time commands at once start one redis-server, not two on the same append-only file;
+  a server some earlier version orphaned there is named, never joined by a second one.
 - Only our own processes are signalled: the state file records each process's identity (its
   command line and its start time since boot, /proc/PID/stat field 22), and a PID whose identity
   differs (after a reboot it may be anything) is left alone and reported as stale.
 - Private files: the home and every directory in it are 0700, every file 0600 (the append-only
   file holds every corpus in clear); children run with umask 077; a looser home made by an earlier
-  version is tightened at the next start.
+  version is tightened at the next start; a home another user owns is refused.
 - Workers import only the installed `worker` package: they start in `/`, not in the home (Celery
   puts its working directory first on sys.path to find `-A worker`), with `python -P`.
 """
