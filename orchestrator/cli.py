@@ -94,7 +94,7 @@ def errors(fn):
             raise Fail(str(e), EXIT_USAGE) from None
         except NoCheckpoint as e:
             raise Fail(str(e), EXIT_NOT_YET) from None
-        except Unreachable as e:
+        except (Unreachable, embedded.EmbeddedError) as e:
             raise Fail(str(e), EXIT_UNREACHABLE) from None
         except redis.RedisError as e:
             ctx = click.get_current_context().find_object(Ctx)
@@ -760,6 +760,8 @@ def down(c: Ctx):
     """Stop the embedded stack (running jobs checkpoint and wait in the queue); data is kept."""
     out = embedded.down()
     click.echo("embedded stack stopped" if out["stopped"] else "embedded stack was not running")
+    if out.get("stale"):
+        click.echo(f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True)
 
 
 def main():

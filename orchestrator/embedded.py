@@ -2,14 +2,30 @@
 on a loopback port, append-only, under CHARRNN_HOME, plus local `celery -A worker worker` processes
 started exactly as distributed workers are. A state file (mode 600) lets `up`, `down` and any later
 command find the stack again.
+
+What keeps it safe on a shared machine:
+- One stack per home: starting and stopping hold a lock (flock on CHARRNN_HOME/embedded.lock), so
+  two first-time commands at once start one redis-server, not two on the same append-only file;
+  a server some earlier version orphaned there is named, never joined by a second one.
+- Only our own processes are signalled: the state file records each process's identity (its
+  command line and its start time since boot, /proc/PID/stat field 22), and a PID whose identity
+  differs (after a reboot it may be anything) is left alone and reported as stale.
+- Private files: the home and every directory in it are 0700, every file 0600 (the append-only
+  file holds every corpus in clear); children run with umask 077; a looser home made by an earlier
+  version is tightened at the next start; a home another user owns is refused.
+- Workers import only the installed `worker` package: they start in `/`, not in the home (Celery
+  puts its working directory first on sys.path to find `-A worker`), with `python -P`.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,10 +34,21 @@ import redis
 
 HOME_ENV = "CHARRNN_HOME"
 STATE_FILE = "embedded.json"
+LOCK_FILE = "embedded.lock"
 REDIS_START_SECONDS = 10.0
 """How long `up` waits for redis-server to answer before giving up."""
 WORKER_STOP_SECONDS = 30.0
 """How long `down` waits for workers' warm shutdown (checkpoint and requeue) before SIGKILL."""
+LOCK_SECONDS = 2 * WORKER_STOP_SECONDS + 2 * REDIS_START_SECONDS
+"""How long a command waits for another one starting or stopping the same stack (a `down`
+takes at most about WORKER_STOP_SECONDS plus Redis's shutdown)."""
+PRIVATE_UMASK = 0o077
+"""The stack's children (redis-server, workers) create files for their user alone."""
+IDENTITY_SECONDS = 5.0
+"""How long a start waits for a new process's command line to appear in /proc."""
+WORKER_CWD = "/"
+"""Workers' working directory: Celery puts it first on sys.path, so it must hold no code anyone
+but root could have written."""
 
 
 class EmbeddedError(Exception):
@@ -33,7 +60,15 @@ def home() -> str:
     if not path:
         import platformdirs
         path = platformdirs.user_data_dir("charrnn")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: {e.strerror}") from None
+    # a home someone else made first (in /tmp, say) would be theirs to read, whatever our modes
+    owner = os.stat(path).st_uid
+    if owner != os.geteuid():
+        raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: it belongs to uid {owner}, "
+                            f"not to you (uid {os.geteuid()})")
     return path
 
 
@@ -65,21 +100,139 @@ def _write_state(state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
+@contextlib.contextmanager
+def _locked():
+    """Hold the home's lock: one command at a time starts or stops its stack."""
+    path = os.path.join(home(), LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise EmbeddedError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        deadline = time.monotonic() + LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise EmbeddedError(
+                        f"another orchestrator has been starting or stopping the embedded stack "
+                        f"in {home()} for {LOCK_SECONDS:.0f} s; try again when it is done"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _make_private(root: str) -> None:
+    """Take group and other permissions off the home and everything in it that is ours (homes
+    made by earlier versions were 0755 with 0644 files, the append-only file among them)."""
+    uid = os.geteuid()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in [dirpath] + [os.path.join(dirpath, n) for n in filenames]:
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISLNK(st.st_mode) and st.st_uid == uid and st.st_mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+            except FileNotFoundError:
+                pass
+
+
+def _private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+# --- process identity: a PID alone may name another process after a reboot -------------------
+
+def _identity(pid: int) -> dict | None:
+    """What names a process for good: its PID, start time (clock ticks after boot, /proc/PID/stat
+    field 22) and command line. None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b") ", 1)[1].split()   # the name in (...) may hold spaces
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":
+        return None
+    return {"pid": pid, "start": int(fields[19]),   # fields[0] is field 3, the state
+            "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0")}
+
+
+def _remember(st: dict, pid: int, argv: list[str] | None = None) -> bool:
+    """Record the identity of a process just started (in the state's `identities`, by PID; the
+    `redis_pid` and `workers` fields stay plain PIDs for the commands that read them). Popen
+    returns as exec begins, before the kernel has set up the new command line, so wait for it."""
+    deadline = time.monotonic() + IDENTITY_SECONDS
+    while True:
+        ident = _identity(pid)
+        settled = ident and ident["cmdline"] != [""] and (argv is None or ident["cmdline"] == argv)
+        if settled or ident is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if settled:
+        st.setdefault("identities", {})[str(pid)] = ident
+    return bool(settled)
+
+
+def _ours(st: dict, pid) -> bool:
+    """Whether a PID of the state file still names the process that was started. A PID with no
+    recorded identity (a state file of earlier versions) cannot be checked, so it is not."""
+    recorded = (st.get("identities") or {}).get(str(pid))
+    return isinstance(pid, int) and recorded is not None and _identity(pid) == recorded
+
+
+def _alive(pid) -> bool:
+    return isinstance(pid, int) and pid > 0 and _identity(pid) is not None
+
+
+def _signal(st: dict, pid: int, sig: int, group: bool = False) -> bool:
+    """Signal the process (or its process group) if it is still the one recorded. A pidfd holds
+    the process while its identity is checked, so its PID cannot go to another in between."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, TypeError):
         return False
     try:
-        os.kill(pid, 0)
+        if not _ours(st, pid):
+            return False
+        if group:   # no new process gets a PID that is a live process group's ID
+            os.killpg(pid, sig)
+        else:
+            signal.pidfd_send_signal(fd, sig)
+        return True
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    try:   # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+    finally:
+        os.close(fd)
 
+
+def _works_in(data: str, pid) -> bool:
+    try:
+        return isinstance(pid, int) and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(data)
+    except OSError:
+        return False
+
+
+def _strays(data: str, known: list) -> list[int]:
+    """Processes working in the stack's Redis directory that the state file does not name: a
+    redis-server orphaned by an earlier version (two could start at once), still writing the
+    append-only file."""
+    pids = (int(n) for n in os.listdir("/proc") if n.isdigit())
+    return sorted(p for p in pids if p not in known and _works_in(data, p))
+
+
+def _wait_gone(st: dict, pids: list, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while any(_ours(st, p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# --- the stack --------------------------------------------------------------------------------
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -90,24 +243,53 @@ def _free_port() -> int:
 def _ping(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
-    except redis.RedisError:
+    except (redis.RedisError, ValueError):
         return False
+
+
+def _wait_ping(url: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _ping(url):
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def running_url() -> str | None:
     """The URL of the embedded Redis if it is up and answering."""
     st = read_state()
-    if st and _alive(st.get("redis_pid")) and _ping(st["url"]):
+    if st and st.get("url") and _ping(st["url"]):   # only our server knows its password
         return st["url"]
     return None
 
 
 def start_redis() -> dict:
+    with _locked():
+        return _start_redis()
+
+
+def _start_redis() -> dict:
+    root = home()
+    _make_private(root)
+    data = _private_dir(os.path.join(root, "redis"))
     st = read_state() or {}
-    if _alive(st.get("redis_pid")) and _ping(st.get("url", "")):
+    if st.get("url") and _ping(st["url"]):   # only our server knows its password
         return st
-    data = os.path.join(home(), "redis")
-    os.makedirs(data, exist_ok=True)
+    if _ours(st, st.get("redis_pid")):
+        # ours and alive: never a second server on the same append-only file, even while this
+        # one is still loading it
+        if _wait_ping(st["url"], REDIS_START_SECONDS):
+            return st
+        raise EmbeddedError(f"the embedded redis-server (pid {st['redis_pid']}) is running "
+                            f"but does not answer; see {data}/redis.log")
+    strays = _strays(data, [os.getpid()])
+    if strays:   # never two servers on one append-only file
+        raise EmbeddedError(f"process(es) {', '.join(map(str, strays))} not started by this stack "
+                            f"run in {data}, where its redis-server keeps its data; stop them "
+                            f"first (kill {' '.join(map(str, strays))})")
+    # workers left from a server that is gone would wait for it forever (its password is gone too)
+    _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
     port, password = _free_port(), secrets.token_urlsafe(24)
     conf = os.path.join(data, "redis.conf")
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -117,67 +299,98 @@ def start_redis() -> dict:
                 f"logfile {os.path.join(data, 'redis.log')}\n")
     proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, umask=PRIVATE_UMASK)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
-    deadline = time.monotonic() + REDIS_START_SECONDS
-    while not _ping(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise EmbeddedError(f"embedded redis-server did not start; see {data}/redis.log")
-        time.sleep(0.05)
-    st = {"url": url, "redis_pid": proc.pid, "workers": [], "home": home()}
+    if not _wait_ping(url, REDIS_START_SECONDS, proc):
+        proc.kill()   # never leave a server the state file does not name
+        proc.wait()
+        raise EmbeddedError(f"embedded redis-server did not start; see {data}/redis.log")
+    # recorded once it answers: redis-server has set its process title by then
+    st = {"url": url, "redis_pid": proc.pid, "workers": [], "home": root, "identities": {}}
+    _remember(st, proc.pid)
     _write_state(st)
     return st
 
 
 def start_workers(n: int) -> dict:
-    st = start_redis()
-    alive = [p for p in st.get("workers", []) if _alive(p)]
-    logs = os.path.join(home(), "logs")
-    os.makedirs(logs, exist_ok=True)
-    env = dict(os.environ, CHARRNN_REDIS_URL=st["url"])
-    for i in range(len(alive), n):
-        name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
-        with open(os.path.join(logs, f"worker-{i + 1}.log"), "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "worker",
-                                     "--pool", "prefork", "--concurrency", "1", "-n", name,
-                                     "--loglevel", "INFO"],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                    cwd=home(), start_new_session=True)
-        alive.append(proc.pid)
-    st["workers"] = alive
-    _write_state(st)
-    return st
+    with _locked():
+        st = _start_redis()
+        alive = [w for w in st.get("workers", []) if _ours(st, w)]
+        logs = _private_dir(os.path.join(home(), "logs"))
+        # the installed package only: no working directory on sys.path (-P and PYTHONSAFEPATH
+        # for Python, a root-owned working directory for Celery's own sys.path entry)
+        env = dict(os.environ, CHARRNN_REDIS_URL=st["url"], PYTHONSAFEPATH="1")
+        for i in range(len(alive), n):
+            name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
+            log = os.open(os.path.join(logs, f"worker-{i + 1}.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            argv = [sys.executable, "-P", "-m", "celery", "-A", "worker", "worker", "--pool",
+                    "prefork", "--concurrency", "1", "-n", name, "--loglevel", "INFO"]
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        env=env, cwd=WORKER_CWD, start_new_session=True,
+                                        umask=PRIVATE_UMASK)
+            finally:
+                os.close(log)
+            # (with the setproctitle package installed, Celery would retitle the worker and down
+            # would then find it stale: it is not among our dependencies)
+            if _remember(st, proc.pid, argv):
+                alive.append(proc.pid)
+        st["workers"] = alive
+        known = st.get("identities") or {}   # forget the gone ones
+        st["identities"] = {str(p): known[str(p)] for p in [st["redis_pid"], *alive]
+                            if str(p) in known}
+        _write_state(st)
+        return st
 
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _stop_workers(st: dict, workers: list[int]) -> None:
+    """Warm shutdown (running jobs checkpoint and go back to the queue), then SIGKILL for each
+    worker's whole process group (its pool children)."""
+    for w in workers:
+        _signal(st, w, signal.SIGTERM)
+    _wait_gone(st, workers, WORKER_STOP_SECONDS)
+    for w in workers:
+        _signal(st, w, signal.SIGKILL, group=True)
+
+
 def down() -> dict:
-    """Warm-stop the workers (running jobs checkpoint and go back to the queue), then Redis."""
-    st = read_state()
-    if not st:
-        return {"stopped": False}
-    workers = [p for p in st.get("workers", []) if _alive(p)]
-    for pid in workers:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + WORKER_STOP_SECONDS
-    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in workers:
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-    pid = st.get("redis_pid")
-    if _alive(pid):
-        try:   # SHUTDOWN flushes the append-only file
-            redis.Redis.from_url(st["url"], socket_timeout=5).shutdown(nosave=False)
-        except redis.RedisError:
-            pass
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-    st["workers"], st["redis_pid"] = [], None
-    _write_state(st)
-    return {"stopped": True, "workers": len(workers)}
+    """Warm-stop the workers (running jobs checkpoint and go back to the queue), then Redis.
+    Processes the state file names but that are no longer ours are left alone: their PIDs come
+    back as `stale`."""
+    with _locked():
+        st = read_state()
+        data = os.path.join(home(), "redis")
+        if not st:   # an orphan of an earlier version, which no command would otherwise mention
+            return {"stopped": False, "workers": 0, "stale": _strays(data, [os.getpid()])}
+        pids = st.get("workers") or []
+        workers = [w for w in pids if _ours(st, w)]
+        stale = [w for w in pids if w not in workers and _alive(w)]
+        _stop_workers(st, workers)
+
+        server = st.get("redis_pid")
+        stopped = bool(workers)
+        if st.get("url") and _ping(st["url"]):   # only our server knows its password
+            try:   # SHUTDOWN flushes the append-only file
+                redis.Redis.from_url(st["url"], socket_timeout=5).shutdown(nosave=False)
+            except redis.RedisError:
+                pass
+            stopped = True
+            # gone before the lock is released, so a `up` right after finds no stray; a waiting
+            # that signals nothing, and so needs no identity (a server of an earlier version)
+            deadline = time.monotonic() + 10
+            while _works_in(data, server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if _ours(st, server):   # still there 10 s after SHUTDOWN, or it never answered
+            _signal(st, server, signal.SIGTERM)
+            stopped = True
+        elif _alive(server):
+            stale.append(server)
+        stale += _strays(data, [os.getpid(), server, *pids])
+        st["workers"], st["redis_pid"], st["identities"] = [], None, {}
+        _write_state(st)
+        return {"stopped": stopped, "workers": len(workers), "stale": sorted(set(stale))}

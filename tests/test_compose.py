@@ -1,8 +1,13 @@
 """The container deployment: Dockerfile, docker-compose.yml and .env.example, checked and run for real.
 
 Static checks (seconds): the compose file against the Compose specification's JSON schema, every
-`${VAR}` it uses has a value in .env.example, hadolint on the Dockerfile, and the deployment rules
-of issue 5 (Redis not published, Flower on localhost only, workers scalable, no secret, non-root).
+`${VAR}` it uses has a value in .env.example, hadolint on the Dockerfile, the deployment rules
+of issue 5 (Redis not published, Flower on localhost only, workers scalable, no secret, non-root),
+and issue 12's build context: an allow-list that the Dockerfile's COPY lines stay within.
+
+The image is built from a copy of the checkout with a TLS key, a .env and a corpus planted in it
+(the README's TLS override puts ./tls/redis.key there), and none of them may be in the image.
+The redis and flower services must refuse the placeholder passwords of .env.example and short ones.
 
 The real run (a few minutes): builds the image, brings the pool up with the compose command, scales
 it to two workers, submits a job through the orchestrator container, fetches its status, samples
@@ -147,7 +152,7 @@ def test_dockerfile_passes_hadolint():
 def test_compose_file_keeps_the_deployment_rules():
     services = load_compose()["services"]
     assert "ports" not in services["redis"], "Redis must not be published to the host by default"
-    assert "--appendonly" in services["redis"]["command"]
+    assert "--appendonly" in " ".join(services["redis"]["command"])
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"]), "Redis data on a named volume"
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker, "needed for --scale worker=N"
@@ -173,7 +178,117 @@ def test_dockerfile_runs_as_non_root_and_holds_no_secret():
     assert "OPENBLAS_NUM_THREADS=1" in text
 
 
+BUILD_NEEDS = {"pyproject.toml", "README.md", "charrnn", "worker", "orchestrator"}
+"""What the image is built from; nothing else of the checkout may reach the build."""
+
+
+def dockerignore_rules() -> list[str]:
+    return [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def test_build_context_is_an_allow_list():
+    """A deny-list misses whatever nobody thought of (the README's TLS override puts ./tls/redis.key
+    in the checkout): everything is left out, then only what the build needs is let back in."""
+    rules = dockerignore_rules()
+    assert rules[0] == "*", ".dockerignore must start by leaving everything out"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert allowed == BUILD_NEEDS, allowed
+    for secret in ("**/*.key", "**/*.pem", "**/.env"):
+        assert secret in rules, f"{secret} must stay out even inside the allowed folders"
+    copies = re.findall(r"^COPY\s+(.+)$", DOCKERFILE.read_text(), re.M)
+    sources = {src.rstrip("/") for line in copies for src in line.split()[:-1]}
+    assert sources <= BUILD_NEEDS, f"the Dockerfile copies more than the build needs: {sources}"
+
+
 # ------------------------------------------------------------------------------ the real run ---
+
+PLANTED_SECRETS = ["tls/redis.key", "tls/redis.crt", "tls/ca.pem", ".env", "orchestrator/leak.key",
+                   "worker/.env", "data/corpus.txt"]
+"""Files a user may well have in a checkout (the README's TLS override, .env, corpora): the image
+built from it must hold none of them."""
+
+
+def stage_build_context(folder: Path) -> None:
+    """The checkout's files (tracked and untracked, not ignored) plus PLANTED_SECRETS."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    for name in PLANTED_SECRETS:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("-----BEGIN PRIVATE KEY-----\nnot a real one\n")
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    """(compose command, engine, timings): containers set up, and the image built from a copy of
+    the checkout holding PLANTED_SECRETS, none of which is in the image."""
+    compose = compose_command()
+    engine = "podman" if "podman" in Path(compose[0]).name else "docker"
+    timings: list[tuple[str, float]] = []
+    if engine == "podman":
+        if os.geteuid() != 0:
+            pytest.fail("the compose test runs rootful podman: run it as root, or set "
+                        "CHARRNN_COMPOSE='docker compose' where a Docker engine exists")
+        t = time.monotonic()
+        setup = subprocess.run(["bash", str(SETUP_SCRIPT)], capture_output=True, text=True,
+                               timeout=1200, stdin=subprocess.DEVNULL)
+        timings.append(("containers-setup.sh", time.monotonic() - t))
+        if setup.returncode != 0:
+            pytest.fail("CONTAINERS CANNOT RUN ON THIS MACHINE: scripts/containers-setup.sh failed, "
+                        f"so the compose file was not tested.\n{setup.stdout[-3000:]}\n{setup.stderr[-3000:]}")
+    if not shutil.which(compose[0]):
+        pytest.fail(f"compose command not found: {compose[0]} (set CHARRNN_COMPOSE)")
+
+    # The image, from the working tree. podman needs --format docker to keep the HEALTHCHECK and
+    # the host network to reach the package index from inside the build.
+    context = tmp_path_factory.mktemp("context")
+    stage_build_context(context)
+    build = [engine, "build", "-t", IMAGE, str(context)]
+    if engine == "podman":
+        build[2:2] = ["--format", "docker", "--network", "host"]
+    t = time.monotonic()
+    built = subprocess.run(build, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    timings.append(("image build", time.monotonic() - t))
+    assert built.returncode == 0, f"{shlex.join(build)} failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+
+    listing = subprocess.run([engine, "run", "--rm", IMAGE, "find", "/app", "/home/charrnn"],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    files = listing.stdout.split()
+    assert "/app/charrnn/model.py" in files, files[:50]
+    leaked = [f for f in files if "/tls" in f or f.endswith((".key", ".pem", ".crt", "/.env"))
+              or f.startswith("/app/data")]
+    assert not leaked, f"the image holds files it must not: {leaked}"
+    return compose, engine, timings
+
+
+def test_compose_refuses_placeholder_and_short_passwords(tmp_path, containers):
+    compose, _, _ = containers
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    shutil.copy(COMPOSE_FILE, folder / "docker-compose.yml")
+    stack = Stack(compose, folder, f"charrnn-refuse-{secrets.token_hex(3)}")
+    example = parse_env_file(ENV_EXAMPLE)
+    cases = [
+        ("redis", {}, "REDIS_PASSWORD in .env is still the placeholder"),
+        ("redis", {"REDIS_PASSWORD": "short123"}, "REDIS_PASSWORD must be at least 16 characters"),
+        ("flower", {"REDIS_PASSWORD": secrets.token_hex(16)},
+         "FLOWER_PASSWORD in .env is still the placeholder"),
+    ]
+    try:
+        for service, changes, message in cases:
+            (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in {**example, **changes}.items()))
+            got = stack("run", "--rm", "--no-deps", "-T", service, profiles=("monitoring",),
+                        check=False, timeout=120, label=f"run {service} (refused)")
+            assert got.returncode != 0, f"{service} started with {changes or 'the placeholders'}"
+            assert f"error: {message}" in got.stdout + got.stderr, got.stdout + got.stderr
+    finally:
+        stack("down", "-v", "--remove-orphans", profiles=("monitoring",), check=False, timeout=300)
+
 
 
 def compose_command() -> list[str]:
@@ -301,35 +416,10 @@ def wait_until(what: str, probe, timeout: float, interval: float = 2.0):
     pytest.fail(f"gave up after {timeout:.0f}s waiting for {what}; last error: {last}")
 
 
-def test_worker_pool_runs_in_containers(tmp_path):
-    compose = compose_command()
-    engine = "podman" if "podman" in Path(compose[0]).name else "docker"
+def test_worker_pool_runs_in_containers(tmp_path, containers):
+    compose, engine, setup_timings = containers
     started = time.monotonic()
-    timings: list[tuple[str, float]] = []
-
-    if engine == "podman":
-        if os.geteuid() != 0:
-            pytest.fail("the compose test runs rootful podman: run it as root, or set "
-                        "CHARRNN_COMPOSE='docker compose' where a Docker engine exists")
-        t = time.monotonic()
-        setup = subprocess.run(["bash", str(SETUP_SCRIPT)], capture_output=True, text=True,
-                               timeout=1200, stdin=subprocess.DEVNULL)
-        timings.append(("containers-setup.sh", time.monotonic() - t))
-        if setup.returncode != 0:
-            pytest.fail("CONTAINERS CANNOT RUN ON THIS MACHINE: scripts/containers-setup.sh failed, "
-                        f"so the compose file was not tested.\n{setup.stdout[-3000:]}\n{setup.stderr[-3000:]}")
-    if not shutil.which(compose[0]):
-        pytest.fail(f"compose command not found: {compose[0]} (set CHARRNN_COMPOSE)")
-
-    # The image, from the working tree. podman needs --format docker to keep the HEALTHCHECK and
-    # the host network to reach the package index from inside the build.
-    build = [engine, "build", "-t", IMAGE, str(ROOT)]
-    if engine == "podman":
-        build[2:2] = ["--format", "docker", "--network", "host"]
-    t = time.monotonic()
-    built = subprocess.run(build, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
-    timings.append(("image build", time.monotonic() - t))
-    assert built.returncode == 0, f"{shlex.join(build)} failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    timings: list[tuple[str, float]] = list(setup_timings)
 
     # A compose project of its own: the compose file, a .env made from .env.example with fresh
     # passwords, a data folder with a corpus, an output folder the container's user may write.
