@@ -290,17 +290,19 @@ def _start_redis() -> dict:
                             f"first (kill {' '.join(map(str, strays))})")
     # workers left from a server that is gone would wait for it forever (its password is gone too)
     _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
-    port, password = _free_port(), secrets.token_urlsafe(24)
+    password = secrets.token_urlsafe(24)
+    sock = os.path.join(data, "redis.sock")   # 600: no other local user can even connect
     conf = os.path.join(data, "redis.conf")
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:   # the password lives here, not on a command line
-        f.write(f"port {port}\nbind 127.0.0.1\nrequirepass {password}\nappendonly yes\n"
+        f.write(f"port 0\nunixsocket {sock}\nunixsocketperm 600\n"
+                f"requirepass {password}\nappendonly yes\n"
                 f"appendfsync everysec\ndir {data}\nprotected-mode yes\nsave \"\"\n"
                 f"logfile {os.path.join(data, 'redis.log')}\n")
     proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, umask=PRIVATE_UMASK)
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    url = f"unix://:{password}@{sock}?db=0"   # worker.app turns it into Celery's spelling
     if not _wait_ping(url, REDIS_START_SECONDS, proc):
         proc.kill()   # never leave a server the state file does not name
         proc.wait()

@@ -262,6 +262,6 @@ def test_embedded_stack_from_nothing(tmp_path, corpus_file):
         assert res["status"] == "succeeded" and res["iteration"] == 200
         state = json.loads((tmp_path / "home" / "embedded.json").read_text())
         assert oct(os.stat(tmp_path / "home" / "embedded.json").st_mode & 0o777) == "0o600"
-        assert state["url"].startswith("redis://:")
+        assert state["url"].startswith("unix://:")
     finally:
         run_cli("down", env=env)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
 
@@ -12,6 +13,17 @@ TASK_NAME = "charrnn.train"
 
 QUEUE = "charrnn"
 """The queue workers consume and the orchestrator sends to."""
+
+
+def celery_url(url: str) -> str:
+    """redis-py spells a unix socket unix://[:pw@]/path?db=N, Celery's Redis transport
+    redis+socket://[:pw@]/path?virtual_host=N: one CHARRNN_REDIS_URL serves both (the
+    embedded stack listens on a socket only its user can open)."""
+    if not url.startswith("unix://"):
+        return url
+    parts = urlsplit(url)
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return urlunsplit(("redis+socket", parts.netloc, parts.path, f"virtual_host={db}", ""))
 
 
 class CeleryConfig:
@@ -53,7 +65,7 @@ def make_app(url: str, include: tuple[str, ...] = (), current: bool = False) -> 
     default app, as the workers' is)."""
     celery = Celery("charrnn", set_as_current=current)
     celery.config_from_object(CeleryConfig)
-    celery.conf.broker_url = url
+    celery.conf.broker_url = celery_url(url)
     celery.conf.include = list(include)
     return celery
 

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from enum import Enum
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -64,6 +64,10 @@ def redact(url: str) -> str:
 
 def connect(url: str) -> redis.Redis:
     """A client that fails fast (connect timeout, one retry), for the orchestrator and workers."""
+    if url.startswith("redis+socket://"):   # Celery's spelling of a unix socket (worker.app)
+        parts = urlsplit(url)
+        db = parse_qs(parts.query).get("virtual_host", ["0"])[0]
+        url = urlunsplit(("unix", parts.netloc, parts.path, f"db={db}", ""))
     try:
         return redis.Redis.from_url(url, socket_connect_timeout=settings.CONNECT_TIMEOUT,
                                     socket_timeout=settings.SOCKET_TIMEOUT,
