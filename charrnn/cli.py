@@ -22,6 +22,7 @@ from .data import read_corpus
 from .errors import CharRNNError, DivergedError
 from .options import config_options, given
 from .trainer import Hooks, Trainer
+from .units import loss_per_char
 
 EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
@@ -92,9 +93,9 @@ class ConsoleHooks(Hooks):
 
     def on_progress(self, t):
         val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
+        loss = loss_per_char(t.smooth_loss, t.config.seq_length)
         self.progress.update(self.task, completed=t.iteration,
-                             info=f"loss {t.smooth_loss / t.config.seq_length:.3f}/char{val} "
-                                  f"{t.chars_per_second:,.0f} chars/s")
+                             info=f"loss {loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s")
 
     def on_sample(self, t, text):
         self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
@@ -155,7 +156,7 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
     except CharRNNError as e:
         raise Failure(str(e)) from None
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)  # whole lines
     t0 = time.perf_counter()
     start_iteration = trainer.iteration
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
@@ -194,7 +195,7 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
         "seconds": round(seconds, 3),
         "chars_per_second": chars / seconds if seconds > 0 else 0.0,
         "smooth_loss": s["smooth_loss"],
-        "smooth_loss_per_char": s["smooth_loss"] / trainer.config.seq_length,
+        "smooth_loss_per_char": loss_per_char(s["smooth_loss"], trainer.config.seq_length),
         "val_loss": s["val_loss"],
         "val_bits_per_char": s["val_bits_per_char"],
         "best_val_loss": s["best_val_loss"],

@@ -36,7 +36,9 @@ import secrets
 import numpy as np
 
 from charrnn import Config
-from charrnn.config import FIELDS
+from charrnn.config import FIELDS, flag
+from charrnn.errors import ConfigError
+from charrnn.options import Field, coerce, fields
 
 from worker import asha
 
@@ -48,47 +50,70 @@ DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
 SCHEDULERS = ("asha", "none")
 DEFAULT_REDUCTION_FACTOR = 3.0
 
-# bounds may be strings: YAML 1.1 reads 1e-3 (no dot) as one; normalize parses them
-_pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
-_scalar = {"type": ["number", "string", "integer"]}
-SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "corpus": {"oneOf": [{"type": "string"},
-                             {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
-        "fixed": {"type": "object", "additionalProperties": _scalar},
-        "grid": {"type": "object",
-                 "additionalProperties": {"type": "array", "items": _scalar, "minItems": 1}},
-        "random": {
-            "type": "object", "additionalProperties": False, "required": ["samples", "space"],
-            "properties": {
-                "samples": {"type": "integer", "minimum": 1},
-                "seed": {"type": "integer", "minimum": 0},
-                "space": {"type": "object", "minProperties": 1, "additionalProperties": {
-                    "type": "object", "minProperties": 1, "maxProperties": 1,
-                    "additionalProperties": False,
-                    "properties": {"uniform": _pair, "log_uniform": _pair,
-                                   "choice": {"type": "array", "items": _scalar, "minItems": 1}}}},
-            }},
-        "early_stop": {
-            "type": "object", "additionalProperties": False, "required": ["scheduler"],
-            "properties": {
-                "scheduler": {"enum": list(SCHEDULERS)},
-                "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                          "minItems": 1},
-                "grace_period": {"type": "integer", "minimum": 1},
-                "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
-            }},
-        "checkpoint_every": {"type": "integer", "minimum": 1},
-    },
-}
+RESERVED_TAG = "sweep:"
+"""Every job of a sweep carries the tag sweep:<id>: no user tag may start so."""
 
 
-def read_file(path: str) -> dict:
-    """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA."""
+def _value(f: Field) -> dict:
+    """The JSON schema of one hyperparameter's value, from its Config field. Numbers may be
+    strings: YAML 1.1 reads 1e-3 (no dot) as one; `_typed` parses them."""
+    if f.choices:
+        return {"enum": [*f.choices, *([None] if f.optional else [])]}
+    kinds = ["string"] if f.base is str else ["number", "string"]
+    return {"type": kinds + (["null"] if f.optional else [])}
+
+
+def schema(cls: type = Config) -> dict:
+    """The schema of a sweep file, its hyperparameter names and value types read from cls's
+    fields (each name spelled with _ or -)."""
+    fs = [(spelling, f) for f in fields(cls) for spelling in {f.name, flag(f.name)}]
+
+    def each(make) -> dict:
+        return {"type": "object", "additionalProperties": False,
+                "properties": {name: make(f) for name, f in fs}}
+    pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
+    distribution = {
+        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+        "properties": {"uniform": pair, "log_uniform": pair, "choice": {"type": "array"}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "corpus": {"oneOf": [{"type": "string"},
+                                 {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+            "fixed": each(_value),
+            "grid": each(lambda f: {"type": "array", "items": _value(f), "minItems": 1}),
+            "random": {
+                "type": "object", "additionalProperties": False, "required": ["samples", "space"],
+                "properties": {
+                    "samples": {"type": "integer", "minimum": 1},
+                    "seed": {"type": "integer", "minimum": 0},
+                    "space": dict(each(lambda f: distribution), minProperties=1),
+                }},
+            "early_stop": {
+                "type": "object", "additionalProperties": False, "required": ["scheduler"],
+                "properties": {
+                    "scheduler": {"enum": list(SCHEDULERS)},
+                    "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                              "minItems": 1},
+                    "grace_period": {"type": "integer", "minimum": 1},
+                    "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
+                }},
+            "checkpoint_every": {"type": "integer", "minimum": 1},
+        },
+    }
+
+
+SCHEMA = schema()
+FIELDS_BY_NAME = {f.name: f for f in fields(Config)}
+
+
+def read_file(path: str, corpus_given: bool = False) -> dict:
+    """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA. Its corpus paths are
+    relative to the file and must stay under the file's folder (unless corpus_given: the
+    command line names the corpus instead)."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = f.read()
@@ -111,29 +136,58 @@ def read_file(path: str) -> dict:
         raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
                        f"{type(spec).__name__}")
     check_schema(spec, f"sweep file {path}")
-    if "corpus" in spec:       # relative to the file, so a sweep file runs from any directory
-        here = os.path.dirname(path)
+    if corpus_given:
+        spec.pop("corpus", None)
+    elif "corpus" in spec:
         paths = [spec["corpus"]] if isinstance(spec["corpus"], str) else spec["corpus"]
-        spec["corpus"] = [c if c.startswith("builtin:") or os.path.isabs(c)
-                          else os.path.normpath(os.path.join(here, c)) for c in paths]
+        spec["corpus"] = [_confined(c, path) for c in paths]
     return spec
 
 
+def _confined(corpus: str, sweep_file: str) -> str:
+    """A corpus path of a sweep file, resolved (symlinks too) relative to the file's folder;
+    BadInput if it leads out of that folder: a shared sweep file must not upload /etc/passwd."""
+    if corpus.startswith("builtin:"):
+        return corpus
+    here = os.path.realpath(os.path.dirname(os.path.abspath(sweep_file)))
+    real = os.path.realpath(os.path.join(here, corpus))
+    if os.path.commonpath([here, real]) != here:
+        raise BadInput(f"sweep file {sweep_file}: corpus {corpus!r} is outside the file's folder "
+                       f"{here}; name it on the command line with --corpus instead")
+    return real
+
+
+def check_tags(tags) -> None:
+    for t in tags or ():
+        if t.startswith(RESERVED_TAG):
+            raise BadInput(f"tag {t!r}: tags starting {RESERVED_TAG!r} are reserved for the "
+                           f"jobs of a sweep")
+
+
 def check_schema(spec: dict, where: str) -> None:
+    """BadInput for the first thing wrong: an unknown hyperparameter with a hint, else the
+    schema's best match."""
     import jsonschema
+    for part in (spec.get("fixed"), spec.get("grid"),
+                 (spec.get("random") or {}).get("space") if isinstance(spec.get("random"), dict)
+                 else None):
+        if isinstance(part, dict):
+            for k in part:
+                _name(str(k), where)
     err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
     if err is not None:
         at = ".".join(str(p) for p in err.absolute_path) or "the top level"
         raise BadInput(f"{where}: at {at}: {err.message}")
 
 
-def _name(raw: str) -> str:
+def _name(raw: str, where: str = "") -> str:
     """A hyperparameter name as charrnn spells it (dashes accepted), or BadInput with a hint."""
     name = raw.strip().replace("-", "_")
     if name not in FIELDS:
         close = difflib.get_close_matches(name, FIELDS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise BadInput(f"unknown hyperparameter {raw.strip()!r}{hint}")
+        raise BadInput(f"{where + ': ' if where else ''}unknown hyperparameter "
+                       f"{raw.strip()!r}{hint}")
     return name
 
 
@@ -158,17 +212,17 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
     spec = json.loads(json.dumps(base or {}))     # a deep copy
     if corpora:
         spec["corpus"] = list(corpora)
-    for name, raw in fixed.items():
-        if raw is None:
+    for name, value in fixed.items():
+        if value is None:
             continue
         for part in (spec.get("fixed", {}), spec.get("grid", {}),
                      spec.get("random", {}).get("space", {})):
             for k in [k for k in part if k.replace("-", "_") == name]:
                 del part[k]                       # the option wins over the file
-        if "," in raw:                            # `--hidden-size 64,128` is a grid axis too
-            spec.setdefault("grid", {})[name] = [v.strip() for v in raw.split(",")]
+        if isinstance(value, list):               # `--hidden-size 64,128` is a grid axis too
+            spec.setdefault("grid", {})[name] = value
         else:
-            spec.setdefault("fixed", {})[name] = raw
+            spec.setdefault("fixed", {})[name] = value
     for raw in grid:
         name, values = _assignment(raw, "--grid")
         if name in spec.get("grid", {}):
@@ -223,24 +277,17 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
 
 
 def _typed(name: str, value):
-    """A value of a parameter with charrnn's type for it (YAML may give 64 or "64")."""
-    kind = str(jobs.FIELD_TYPES[name])
-    if isinstance(value, str):
-        return jobs.parse_value(name, value)
-    if kind.startswith("int"):
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise BadInput(f"bad hyperparameter {name}: {value!r} is not an integer")
-        return int(value)
-    if kind.startswith("float"):
-        if isinstance(value, bool):
-            raise BadInput(f"bad hyperparameter {name}: {value!r} is not a number")
-        return float(value)
-    return str(value)
+    """A value of a parameter with charrnn's type for it (YAML may give 64 or "64"): the one
+    converter every command line uses."""
+    try:
+        return coerce(FIELDS_BY_NAME[name], value)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
 
 
 def _numeric(name: str) -> str | None:
-    kind = str(jobs.FIELD_TYPES[name])
-    return "int" if kind.startswith("int") else "float" if kind.startswith("float") else None
+    base = FIELDS_BY_NAME[name].base
+    return "int" if base is int else "float" if base is float else None
 
 
 def normalize(spec: dict) -> dict:
@@ -248,6 +295,7 @@ def normalize(spec: dict) -> dict:
     recorded so the sweep can be repeated): BadInput for the first thing wrong. Nothing here
     reads corpora; `expand` gives the points."""
     check_schema(spec, "sweep")
+    check_tags(spec.get("tags"))
     spec = json.loads(json.dumps(spec))
     corpora = spec.get("corpus")
     if not corpora:

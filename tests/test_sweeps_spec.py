@@ -40,7 +40,8 @@ def test_grid_expands_every_combination_once_typed():
 
 
 def test_comma_list_in_fixed_option_is_a_grid_axis_and_fixed_values_are_everywhere():
-    fixed = {"hidden_size": "16,32", "iterations": "500", "dropout": None}
+    # as the generated options give them: typed, a comma list as a list, None when not given
+    fixed = {"hidden_size": [16, 32], "iterations": 500, "dropout": None}
     spec = sweeps.normalize(opts(fixed=fixed))
     assert spec["grid"] == {"hidden_size": [16, 32]}
     assert spec["fixed"] == {"iterations": 500}
@@ -338,7 +339,33 @@ def test_sweep_file_corpus_paths_are_relative_to_the_file(tmp_path):
     sub = tmp_path / "exp"
     sub.mkdir()
     f = sub / "s.yaml"
-    f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {tmp_path}/abs.txt]\n")
+    f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {sub}/abs.txt]\n")
     spec = sweeps.read_file(str(f))
-    assert spec["corpus"] == [str(sub / "data" / "a.txt"), "builtin:python-docs",
-                              str(tmp_path / "abs.txt")]
+    real = sub.resolve()
+    assert spec["corpus"] == [str(real / "data" / "a.txt"), "builtin:python-docs",
+                              str(real / "abs.txt")]
+
+
+@pytest.mark.parametrize("corpus", ["/etc/passwd", "../secret.txt", "data/../../secret.txt",
+                                    "link.txt", "/dev/zero"])
+def test_sweep_file_corpus_stays_under_the_files_folder(tmp_path, corpus):
+    """A shared sweep file names no corpus outside its folder: not by an absolute path, not by
+    ../, not through a symlink. Naming the corpus on the command line (--corpus) is the way."""
+    sub = tmp_path / "exp"
+    sub.mkdir()
+    (tmp_path / "secret.txt").write_text("secret\n")
+    (sub / "link.txt").symlink_to(tmp_path / "secret.txt")
+    f = sub / "s.yaml"
+    f.write_text(f"corpus: {corpus}\ngrid: {{hidden_size: [8, 16]}}\n")
+    with pytest.raises(BadInput, match="outside the file's folder"):
+        sweeps.read_file(str(f))
+    spec = sweeps.read_file(str(f), corpus_given=True)        # --corpus replaces it
+    assert "corpus" not in spec and spec["grid"] == {"hidden_size": [8, 16]}
+
+
+def test_reserved_sweep_tag_is_refused():
+    with pytest.raises(BadInput, match="reserved"):
+        sweeps.normalize(dict(opts(), tags=["ok", "sweep:00000000-0000-4000-8000-000000000000"]))
+    with pytest.raises(BadInput, match="reserved"):
+        sweeps.check_tags(("sweep:x",))
+    sweeps.check_tags(("sweeps", "my-sweep:1"))
