@@ -26,7 +26,6 @@ floats are rounded to 6 significant digits so that tables and labels stay readab
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -36,125 +35,25 @@ import secrets
 import numpy as np
 
 from charrnn import Config
-from charrnn.config import FIELDS, flag
 from charrnn.errors import ConfigError
-from charrnn.options import Field, coerce, fields
+from charrnn.options import coerce, fields
 
 from worker import asha
 
 from . import jobs
 from .jobs import BadInput
+from .sweepfile import check_schema, param_name
+from .sweepfile import SCHEDULERS, SCHEMA, read_file, schema  # noqa: F401  (sweeps.read_file...)
 
 MAX_POINTS = 1000
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
-SCHEDULERS = ("asha", "none")
 DEFAULT_REDUCTION_FACTOR = 3.0
 
 RESERVED_TAG = "sweep:"
 """Every job of a sweep carries the tag sweep:<id>: no user tag may start so."""
 
 
-def _value(f: Field) -> dict:
-    """The JSON schema of one hyperparameter's value, from its Config field. Numbers may be
-    strings: YAML 1.1 reads 1e-3 (no dot) as one; `_typed` parses them."""
-    if f.choices:
-        return {"enum": [*f.choices, *([None] if f.optional else [])]}
-    kinds = ["string"] if f.base is str else ["number", "string"]
-    return {"type": kinds + (["null"] if f.optional else [])}
-
-
-def schema(cls: type = Config) -> dict:
-    """The schema of a sweep file, its hyperparameter names and value types read from cls's
-    fields (each name spelled with _ or -)."""
-    fs = [(spelling, f) for f in fields(cls) for spelling in {f.name, flag(f.name)}]
-
-    def each(make) -> dict:
-        return {"type": "object", "additionalProperties": False,
-                "properties": {name: make(f) for name, f in fs}}
-    pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
-    distribution = {
-        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-        "properties": {"uniform": pair, "log_uniform": pair, "choice": {"type": "array"}}}
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string"},
-            "tags": {"type": "array", "items": {"type": "string"}},
-            "corpus": {"oneOf": [{"type": "string"},
-                                 {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
-            "fixed": each(_value),
-            "grid": each(lambda f: {"type": "array", "items": _value(f), "minItems": 1}),
-            "random": {
-                "type": "object", "additionalProperties": False, "required": ["samples", "space"],
-                "properties": {
-                    "samples": {"type": "integer", "minimum": 1},
-                    "seed": {"type": "integer", "minimum": 0},
-                    "space": dict(each(lambda f: distribution), minProperties=1),
-                }},
-            "early_stop": {
-                "type": "object", "additionalProperties": False, "required": ["scheduler"],
-                "properties": {
-                    "scheduler": {"enum": list(SCHEDULERS)},
-                    "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                              "minItems": 1},
-                    "grace_period": {"type": "integer", "minimum": 1},
-                    "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
-                }},
-            "checkpoint_every": {"type": "integer", "minimum": 1},
-        },
-    }
-
-
-SCHEMA = schema()
 FIELDS_BY_NAME = {f.name: f for f in fields(Config)}
-
-
-def read_file(path: str, corpus_given: bool = False) -> dict:
-    """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA. Its corpus paths are
-    relative to the file and must stay under the file's folder (unless corpus_given: the
-    command line names the corpus instead)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read sweep file {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"sweep file {path} is not UTF-8 text") from None
-    try:
-        if path.lower().endswith((".yaml", ".yml")):
-            import yaml
-            spec = yaml.safe_load(raw)
-        else:
-            spec = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"sweep file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
-    except Exception as e:  # yaml.YAMLError and its subclasses
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadInput(f"sweep file {path} is not valid YAML: {first}") from None
-    if not isinstance(spec, dict):
-        raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
-                       f"{type(spec).__name__}")
-    check_schema(spec, f"sweep file {path}")
-    if corpus_given:
-        spec.pop("corpus", None)
-    elif "corpus" in spec:
-        paths = [spec["corpus"]] if isinstance(spec["corpus"], str) else spec["corpus"]
-        spec["corpus"] = [_confined(c, path) for c in paths]
-    return spec
-
-
-def _confined(corpus: str, sweep_file: str) -> str:
-    """A corpus path of a sweep file, resolved (symlinks too) relative to the file's folder;
-    BadInput if it leads out of that folder: a shared sweep file must not upload /etc/passwd."""
-    if corpus.startswith("builtin:"):
-        return corpus
-    here = os.path.realpath(os.path.dirname(os.path.abspath(sweep_file)))
-    real = os.path.realpath(os.path.join(here, corpus))
-    if os.path.commonpath([here, real]) != here:
-        raise BadInput(f"sweep file {sweep_file}: corpus {corpus!r} is outside the file's folder "
-                       f"{here}; name it on the command line with --corpus instead")
-    return real
 
 
 def check_tags(tags) -> None:
@@ -162,33 +61,6 @@ def check_tags(tags) -> None:
         if t.startswith(RESERVED_TAG):
             raise BadInput(f"tag {t!r}: tags starting {RESERVED_TAG!r} are reserved for the "
                            f"jobs of a sweep")
-
-
-def check_schema(spec: dict, where: str) -> None:
-    """BadInput for the first thing wrong: an unknown hyperparameter with a hint, else the
-    schema's best match."""
-    import jsonschema
-    for part in (spec.get("fixed"), spec.get("grid"),
-                 (spec.get("random") or {}).get("space") if isinstance(spec.get("random"), dict)
-                 else None):
-        if isinstance(part, dict):
-            for k in part:
-                _name(str(k), where)
-    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
-    if err is not None:
-        at = ".".join(str(p) for p in err.absolute_path) or "the top level"
-        raise BadInput(f"{where}: at {at}: {err.message}")
-
-
-def _name(raw: str, where: str = "") -> str:
-    """A hyperparameter name as charrnn spells it (dashes accepted), or BadInput with a hint."""
-    name = raw.strip().replace("-", "_")
-    if name not in FIELDS:
-        close = difflib.get_close_matches(name, FIELDS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise BadInput(f"{where + ': ' if where else ''}unknown hyperparameter "
-                       f"{raw.strip()!r}{hint}")
-    return name
 
 
 def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
@@ -199,19 +71,33 @@ def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
     parts = [v.strip() for v in values.split(",")] if values.strip() else []
     if any(p == "" for p in parts) or not parts:
         raise BadInput(f"bad {option} {raw!r}: empty range (give at least one value, no empty ones)")
-    return _name(name), parts
+    return param_name(name), parts
 
 
-def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[str, ...],
+def from_options(corpora: tuple[str, ...], fixed: dict, grid: tuple[str, ...],
                  samples: int | None, uniform: tuple[str, ...], log_uniform: tuple[str, ...],
                  choice: tuple[str, ...], seed: int | None, early_stop: str | None,
                  rungs: str | None, grace_period: int | None, reduction_factor: float | None,
                  base: dict | None = None) -> dict:
     """The spec the command-line options describe, laid over a sweep file's (options win for
-    fixed values; axes add to the file's; a parameter in two places is an error later)."""
+    fixed values; axes add to the file's; a parameter in two places is an error later). fixed
+    holds the typed hyperparameter options (a list for a comma list; None when not given)."""
     spec = json.loads(json.dumps(base or {}))     # a deep copy
     if corpora:
         spec["corpus"] = list(corpora)
+    _fixed_options(spec, fixed)
+    for raw in grid:
+        name, values = _assignment(raw, "--grid")
+        if name in spec.get("grid", {}):
+            raise BadInput(f"--grid {name} is given twice")
+        spec.setdefault("grid", {})[name] = values
+    _random_options(spec, samples, seed, {"uniform": uniform, "log_uniform": log_uniform,
+                                          "choice": choice})
+    _early_stop_options(spec, early_stop, rungs, grace_period, reduction_factor)
+    return spec
+
+
+def _fixed_options(spec: dict, fixed: dict) -> None:
     for name, value in fixed.items():
         if value is None:
             continue
@@ -223,26 +109,21 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
             spec.setdefault("grid", {})[name] = value
         else:
             spec.setdefault("fixed", {})[name] = value
-    for raw in grid:
-        name, values = _assignment(raw, "--grid")
-        if name in spec.get("grid", {}):
-            raise BadInput(f"--grid {name} is given twice")
-        spec.setdefault("grid", {})[name] = values
+
+
+def _random_options(spec: dict, samples: int | None, seed: int | None,
+                    by_distribution: dict[str, tuple[str, ...]]) -> None:
+    """--random N, --seed and the --uniform/--log-uniform/--choice space; values stay text
+    until `normalize` types them."""
     space = {}
-    for option, dist, items in (("--uniform", "uniform", uniform),
-                                ("--log-uniform", "log_uniform", log_uniform),
-                                ("--choice", "choice", choice)):
+    for dist, items in by_distribution.items():
+        option = "--" + dist.replace("_", "-")
         for raw in items:
             name, values = _assignment(raw, option)
             if name in space:
                 raise BadInput(f"{name} has two distributions ({option} and another)")
-            if dist != "choice":
-                if len(values) != 2:
-                    raise BadInput(f"bad {option} {raw!r}: expected NAME=LOW,HIGH")
-                try:
-                    values = [float(v) for v in values]
-                except ValueError:
-                    raise BadInput(f"bad {option} {raw!r}: bounds must be numbers") from None
+            if dist != "choice" and len(values) != 2:
+                raise BadInput(f"bad {option} {raw!r}: expected NAME=LOW,HIGH")
             space[name] = {dist: values}
     if space and samples is None and "samples" not in spec.get("random", {}):
         raise BadInput("--uniform, --log-uniform and --choice are drawn from: give --random N too")
@@ -257,6 +138,10 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
         if "random" not in spec:
             raise BadInput("--seed seeds the random search: give it with --random N")
         spec["random"]["seed"] = seed
+
+
+def _early_stop_options(spec: dict, early_stop: str | None, rungs: str | None,
+                        grace_period: int | None, reduction_factor: float | None) -> None:
     es = dict(spec.get("early_stop") or {})
     if early_stop is not None:
         es["scheduler"] = early_stop
@@ -273,7 +158,6 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
         if "scheduler" not in es:
             raise BadInput("--rungs, --grace-period and --reduction-factor need --early-stop asha")
         spec["early_stop"] = es
-    return spec
 
 
 def _typed(name: str, value):
@@ -306,39 +190,15 @@ def normalize(spec: dict) -> dict:
     for part in ("fixed", "grid"):
         _no_double_spelling(spec.get(part) or {}, part)
     _no_double_spelling((spec.get("random") or {}).get("space") or {}, "random.space")
-    fixed = {_name(k): _typed(_name(k), v) for k, v in (spec.get("fixed") or {}).items()}
-    grid = {}
-    for k, values in (spec.get("grid") or {}).items():
-        name = _name(k)
-        typed = [_typed(name, v) for v in values]
-        if len(set(map(repr, typed))) != len(typed):
-            raise BadInput(f"grid {name} repeats a value: {values}")
-        grid[name] = typed
+    fixed = {param_name(k): _typed(param_name(k), v)
+             for k, v in (spec.get("fixed") or {}).items()}
+    grid = {param_name(k): _distinct(param_name(k), values, "grid")
+            for k, values in (spec.get("grid") or {}).items()}
     space = {}
-    rnd = spec.get("random")
-    if rnd is not None:
-        for k, dist in rnd["space"].items():
-            name = _name(k)
-            (kind, args), = dist.items()
-            if kind == "choice":
-                typed = [_typed(name, v) for v in args]
-                if len(set(map(repr, typed))) != len(typed):
-                    raise BadInput(f"choice {name} repeats a value: {args}")
-                space[name] = {"choice": typed}
-                continue
-            num = _numeric(name)
-            if num is None:
-                raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
-            lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
-            if lo == hi:
-                raise BadInput(f"{kind} {name}: empty range [{lo}, {hi}]; fix the value instead")
-            if lo > hi:
-                raise BadInput(f"{kind} {name}: low {lo} is above high {hi}")
-            if kind == "log_uniform" and lo <= 0:
-                raise BadInput(f"log_uniform {name}: bounds must be positive, got {args}")
-            space[name] = {kind: [lo, hi]}
+    if spec.get("random") is not None:
+        rnd = spec["random"]
+        space = {param_name(k): _distribution(param_name(k), dist)
+                 for k, dist in rnd["space"].items()}
         spec["random"] = {"samples": int(rnd["samples"]), "space": space,
                           "seed": int(rnd["seed"]) if rnd.get("seed") is not None
                           else secrets.randbits(32)}
@@ -349,6 +209,41 @@ def normalize(spec: dict) -> dict:
         if both:
             raise BadInput(f"{', '.join(both)} is both {what}")
     spec["fixed"], spec["grid"] = fixed, grid
+    _normalize_early_stop(spec)
+    n = n_points(spec)
+    if n > MAX_POINTS:
+        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
+                       f"narrow the grid or draw fewer samples")
+    return spec
+
+
+def _distinct(name: str, values: list, where: str) -> list:
+    typed = [_typed(name, v) for v in values]
+    if len(set(map(repr, typed))) != len(typed):
+        raise BadInput(f"{where} {name} repeats a value: {values}")
+    return typed
+
+
+def _distribution(name: str, dist: dict) -> dict:
+    """One parameter's distribution, typed and checked: {kind: values}."""
+    (kind, args), = dist.items()
+    if kind == "choice":
+        return {"choice": _distinct(name, args, "choice")}
+    if _numeric(name) is None:
+        raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
+    lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
+    if lo == hi:
+        raise BadInput(f"{kind} {name}: empty range [{lo}, {hi}]; fix the value instead")
+    if lo > hi:
+        raise BadInput(f"{kind} {name}: low {lo} is above high {hi}")
+    if kind == "log_uniform" and lo <= 0:
+        raise BadInput(f"log_uniform {name}: bounds must be positive, got {args}")
+    return {kind: [lo, hi]}
+
+
+def _normalize_early_stop(spec: dict) -> None:
     es = spec.get("early_stop")
     if es is not None and es["scheduler"] == "none":
         if set(es) - {"scheduler"}:
@@ -362,15 +257,10 @@ def normalize(spec: dict) -> dict:
             if sorted(set(r)) != r:
                 raise BadInput(f"rungs must be distinct and increasing, got {r}")
         es["reduction_factor"] = float(es.get("reduction_factor", DEFAULT_REDUCTION_FACTOR))
-    n = n_points(spec)
-    if n > MAX_POINTS:
-        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
-                       f"narrow the grid or draw fewer samples")
-    return spec
 
 
 def _no_double_spelling(part: dict, where: str) -> None:
-    names = [_name(k) for k in part]
+    names = [param_name(k) for k in part]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise BadInput(f"{where} gives {', '.join(twice)} twice (as - and _ spellings)")
