@@ -51,8 +51,10 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
     """Validate, upload the corpus (once), enqueue a training job; print its id."""
     job_id, uploaded = launch.submit(c, corpus, given(hyper), checkpoint_every, name, tags)
     if not wait:
-        render.echo_json({"job_id": job_id, "corpus_uploaded": uploaded}) if as_json \
-            else click.echo(job_id)
+        if as_json:
+            render.echo_json({"job_id": job_id, "corpus_uploaded": uploaded})
+        else:
+            click.echo(job_id)
         return EXIT_OK
     if not as_json:
         click.echo(f"job {job_id}", err=True)
@@ -129,12 +131,14 @@ def status(c: Ctx, some_id, as_json):
     """A job's status and latest metrics, or a sweep's table of jobs."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
-    if kind == "sweep":
-        render.echo_json(views.sweep_view(store, obj)) if as_json else \
-            render.console().print(render.sweep_table(obj, store.jobs(obj["job_ids"])))
+    if kind == "sweep" and as_json:
+        render.echo_json(views.sweep_view(store, obj))
+    elif kind == "sweep":
+        render.console().print(render.sweep_table(obj, store.jobs(obj["job_ids"])))
+    elif as_json:
+        render.echo_json(jobs.status_view(obj))
     else:
-        render.echo_json(jobs.status_view(obj)) if as_json else \
-            render.key_values(render.job_fields(obj, jobs.STATUS_FIELDS))
+        render.key_values(render.job_fields(obj, jobs.STATUS_FIELDS))
 
 
 @cli.command("list")
@@ -146,7 +150,9 @@ def status(c: Ctx, some_id, as_json):
 def list_(c: Ctx, status_, tag, limit, as_json):
     """Jobs, newest first."""
     rows = c.store().list(status=status_, tag=tag, limit=limit)
-    render.echo_json(views.list_view(rows)) if as_json else \
+    if as_json:
+        render.echo_json(views.list_view(rows))
+    else:
         render.console().print(render.list_table(rows))
 
 
@@ -236,11 +242,14 @@ def cancel(c: Ctx, some_id, as_json):
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep":
         out = control.cancel_sweep(store, obj)
-        render.echo_json(out) if as_json else click.echo(render.cancelled(out))
-        return
-    st = store.cancel(obj["job_id"])
-    render.echo_json({"job_id": obj["job_id"], "status": st}) if as_json else \
-        click.echo(control.cancel_message(st))
+        text = render.cancelled(out)
+    else:
+        st = store.cancel(obj["job_id"])
+        out, text = {"job_id": obj["job_id"], "status": st}, control.cancel_message(st)
+    if as_json:
+        render.echo_json(out)
+    else:
+        click.echo(text)
 
 
 @cli.command()
@@ -284,7 +293,10 @@ def plot(c: Ctx, ids, output, title):
 def sweeps_(c: Ctx, limit, as_json):
     """Sweeps, newest first, with how many of their jobs are in each status."""
     out = views.sweeps_view(c.store(), limit)
-    render.echo_json(out) if as_json else render.sweep_lines(out)
+    if as_json:
+        render.echo_json(out)
+    else:
+        render.sweep_lines(out)
 
 
 @cli.command()
@@ -296,8 +308,10 @@ def workers(c: Ctx, timeout, as_json):
     """Live workers and the job each runs."""
     c.store()   # fail fast, with the usual message, if Redis is unreachable
     rows = live_workers.active(c.url(), timeout)
-    render.echo_json({"workers": [{"name": n, "jobs": j} for n, j in rows.items()]}) \
-        if as_json else render.worker_lines(rows)
+    if as_json:
+        render.echo_json({"workers": [{"name": n, "jobs": j} for n, j in rows.items()]})
+    else:
+        render.worker_lines(rows)
 
 
 @cli.command()
@@ -310,17 +324,19 @@ def delete(c: Ctx, some_id):
 
 
 @cli.command()
-@click.option("--older-than", required=True, metavar="AGE",
+@click.option("--older-than", "seconds", required=True, metavar="AGE",
+              callback=lambda ctx, param, value: control.parse_age(value),
               help="Age with a unit: 90s, 30m, 12h, 7d, 2w (s, m, h, d, w).")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @json_option
 @pass_ctx
-def prune(c: Ctx, older_than, dry_run, as_json):
+def prune(c: Ctx, seconds, dry_run, as_json):
     """Delete finished jobs (and the sweeps they leave empty) older than an age."""
-    control.parse_age(older_than)           # bad input is found before any connection
-    gone = control.prune(c.store(), older_than, dry_run)
-    key = "would_delete" if dry_run else "deleted"
-    render.echo_json({key: gone}) if as_json else render.pruned(gone, dry_run)
+    gone = control.prune(c.store(), seconds, dry_run)
+    if as_json:
+        render.echo_json({"would_delete" if dry_run else "deleted": gone})
+    else:
+        render.pruned(gone, dry_run)
 
 
 @cli.command()

@@ -64,6 +64,7 @@ def prunable(store: JobStore, seconds: float) -> list[str]:
     return out
 
 
-def prune(store: JobStore, raw_age: str, dry_run: bool) -> list[str]:
-    seconds = parse_age(raw_age)
+def prune(store: JobStore, seconds: float, dry_run: bool) -> list[str]:
+    """Delete the jobs that ended more than `seconds` ago (and the sweeps left empty), or with
+    dry_run only list them. Returns their ids."""
     return prunable(store, seconds) if dry_run else store.prune(seconds)

@@ -109,7 +109,8 @@ def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
 def per_char(job: dict, smooth_loss: float | None) -> float | None:
     """A job's smoothed training loss per character, to read beside its validation loss (the
     conversion itself: charrnn.units.loss_per_char)."""
-    return loss_per_char(smooth_loss, job["spec"]["hyper"]["seq_length"])
+    seq_length = job["spec"].get("hyper", {}).get("seq_length")
+    return None if seq_length is None else loss_per_char(smooth_loss, seq_length)
 
 
 def rank(jobs: list[dict]) -> list[dict]:

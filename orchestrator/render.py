@@ -108,7 +108,7 @@ def _table(*columns, **kw):
                  collapse_padding=True, **kw)
 
 
-def _text(s) -> "object":
+def _text(s):
     from rich.text import Text
     return Text(plain(s))
 
