@@ -62,6 +62,8 @@ def coerce(field: Field, value):
         return None
     if isinstance(value, str):
         value = value.strip()
+    if field.base is bool:
+        return _boolean(field, value)
     try:
         if field.base is int:
             if isinstance(value, bool):
@@ -86,6 +88,18 @@ def coerce(field: Field, value):
     return value
 
 
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+
+
+def _boolean(field: Field, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLEANS:
+        return _BOOLEANS[value.lower()]
+    raise ConfigError(f"bad hyperparameter {field.flag}: {value!r} is not true or false")
+
+
 def describe(field: Field) -> str:
     """The range a value must lie in, as help text: '>= 1, <= 8192', '> 0'."""
     parts = []
@@ -102,7 +116,7 @@ class FieldType(click.ParamType):
 
     def __init__(self, field: Field, grid: bool = False):
         self.field, self.grid = field, grid
-        self.name = {int: "integer", float: "float"}.get(field.base, "text")
+        self.name = {int: "integer", float: "float", bool: "boolean"}.get(field.base, "text")
 
     def get_metavar(self, param, ctx=None):
         one = ("[" + "|".join(self.field.choices) + "]" if self.field.choices

@@ -21,7 +21,7 @@ def _value(f: Field) -> dict:
     strings: YAML 1.1 reads 1e-3 (no dot) as one; `_typed` parses them."""
     if f.choices:
         return {"enum": [*f.choices, *([None] if f.optional else [])]}
-    kinds = ["string"] if f.base is str else ["number", "string"]
+    kinds = {str: ["string"], bool: ["boolean", "string"]}.get(f.base, ["number", "string"])
     return {"type": kinds + (["null"] if f.optional else [])}
 
 

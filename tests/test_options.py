@@ -72,6 +72,7 @@ class Wider(Config):
     batch_size: int | None = hp(None, "windows per step", low=1, high=4096)
     beta1: float = hp(0.9, "Adam's first moment decay", low=0, high=1, low_open=True)
     warmup: float | None = hp(None, "warm-up fraction", low=0, high=1)
+    nesterov: bool = hp(False, "Nesterov momentum")
 
 
 def probe(cls, grid=False):
@@ -87,10 +88,10 @@ def test_new_fields_of_every_kind_become_options_and_sweep_keys():
     names = {p.name for p in cmd.params}
     assert {f.name for f in dataclasses.fields(Wider)} == names
     r = CliRunner().invoke(cmd, ["--cell", "lstm", "--batch-size", "32", "--beta1", "0.8",
-                                 "--warmup", "0.1", "--lr", "0.05"])
+                                 "--warmup", "0.1", "--lr", "0.05", "--nesterov", "yes"])
     assert r.exit_code == 0, r.output
     assert eval(r.output) == {"learning_rate": 0.05, "cell": "lstm", "batch_size": 32,
-                              "beta1": 0.8, "warmup": 0.1}
+                              "beta1": 0.8, "warmup": 0.1, "nesterov": True}
     assert CliRunner().invoke(cmd, []).output.strip() == "{}"        # nothing given: None
     bad = CliRunner().invoke(cmd, ["--cell", "tcn"])
     assert bad.exit_code == 2 and "rnn, lstm, gru" in bad.output
@@ -104,6 +105,7 @@ def test_new_fields_of_every_kind_become_options_and_sweep_keys():
     assert schema["properties"]["fixed"]["properties"]["cell"] == {"enum": ["rnn", "lstm", "gru"]}
     assert "null" in schema["properties"]["fixed"]["properties"]["batch-size"]["type"]
     assert "beta1" in schema["properties"]["grid"]["properties"]
+    assert "boolean" in schema["properties"]["fixed"]["properties"]["nesterov"]["type"]
 
 
 def test_one_converter_from_text_or_json_to_the_field_type():
