@@ -20,7 +20,9 @@ from . import checkpoint
 from .config import Config
 from .data import read_corpus
 from .errors import CharRNNError, DivergedError
+from .options import config_options, given
 from .trainer import Hooks, Trainer
+from .units import loss_per_char
 
 EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
@@ -41,35 +43,15 @@ class Failure(click.ClickException):
 
 
 def hyperparameter_options(f):
-    """Every Config field as an option; the orchestrator's submit reuses this decorator."""
-    d = Config()
-    opts = [
-        click.option("--hidden-size", type=int, default=d.hidden_size, show_default=True, help="H, units per layer"),
-        click.option("--num-layers", type=int, default=d.num_layers, show_default=True, help="stacked layers"),
-        click.option("--seq-length", type=int, default=d.seq_length, show_default=True, help="characters per window (T)"),
-        click.option("--learning-rate", "--lr", "learning_rate", type=float, default=d.learning_rate, show_default=True, help="Adagrad step size"),
-        click.option("--iterations", type=int, default=None, help="windows to train [default: one epoch]"),
-        click.option("--epochs", type=float, default=None, help="passes over the training text (instead of --iterations)"),
-        click.option("--dropout", type=float, default=d.dropout, show_default=True, help="inverted dropout between layers, in [0, 1)"),
-        click.option("--grad-clip", type=float, default=d.grad_clip, show_default=True, help="elementwise gradient clip"),
-        click.option("--seed", type=int, default=d.seed, show_default=True),
-        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True, help="held-out tail of the corpus"),
-        click.option("--val-max-chars", type=int, default=d.val_max_chars, show_default=True, help="cap on characters per evaluation"),
-        click.option("--eval-every", type=int, default=d.eval_every, show_default=True, help="iterations between validations (0: end only)"),
-        click.option("--sample-every", type=int, default=d.sample_every, show_default=True, help="iterations between samples (0: none)"),
-        click.option("--sample-length", type=int, default=d.sample_length, show_default=True),
-        click.option("--temperature", type=float, default=d.temperature, show_default=True, help="of samples during training"),
-        click.option("--dtype", type=click.Choice(["float64", "float32"]), default=d.dtype, show_default=True),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    """Every Config field as an option (generated from Config; the orchestrator's submit and
+    sweep use the same generator)."""
+    return config_options()(f)
 
 
 def config_from_options(kw: dict) -> Config:
-    """A Config from the hyperparameter options in kw (removing them from kw)."""
-    from .config import FIELDS
-    return Config.from_dict({k: kw.pop(k) for k in FIELDS if k in kw})
+    """A Config from the hyperparameter options in kw (removing them from kw): the ones given,
+    Config's defaults for the rest."""
+    return Config.from_dict(given(kw))
 
 
 def run(group: click.Group, prog_name: str) -> None:
@@ -111,9 +93,9 @@ class ConsoleHooks(Hooks):
 
     def on_progress(self, t):
         val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
+        loss = loss_per_char(t.smooth_loss, t.config.seq_length)
         self.progress.update(self.task, completed=t.iteration,
-                             info=f"loss {t.smooth_loss / t.config.seq_length:.3f}/char{val} "
-                                  f"{t.chars_per_second:,.0f} chars/s")
+                             info=f"loss {loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s")
 
     def on_sample(self, t, text):
         self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
@@ -162,20 +144,19 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
         text = read_corpus(corpus)
         if resume_path:
             ck = checkpoint.load(resume_path)
-            given = {k: v for k, v in hyper.items() if click.get_current_context()
-                     .get_parameter_source(k).name != "DEFAULT"}
+            changed = given(hyper)
             saved = ck.config.to_dict()
             for a, b in (("iterations", "epochs"), ("epochs", "iterations")):
-                if a in given:      # a new length replaces the saved one, whichever kind it was
+                if a in changed:      # a new length replaces the saved one, whichever kind it was
                     saved[b] = None
-            cfg = Config.from_dict({**saved, **given})
+            cfg = Config.from_dict({**saved, **changed})
             trainer = ck.trainer(text, cfg)
         else:
             trainer = Trainer(config_from_options(hyper), text)
     except CharRNNError as e:
         raise Failure(str(e)) from None
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)  # whole lines
     t0 = time.perf_counter()
     start_iteration = trainer.iteration
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
@@ -214,7 +195,7 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
         "seconds": round(seconds, 3),
         "chars_per_second": chars / seconds if seconds > 0 else 0.0,
         "smooth_loss": s["smooth_loss"],
-        "smooth_loss_per_char": s["smooth_loss"] / trainer.config.seq_length,
+        "smooth_loss_per_char": loss_per_char(s["smooth_loss"], trainer.config.seq_length),
         "val_loss": s["val_loss"],
         "val_bits_per_char": s["val_bits_per_char"],
         "best_val_loss": s["best_val_loss"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,20 +36,45 @@ def decode_corpus(raw: bytes, name: str = "corpus") -> str:
     return text
 
 
-def read_corpus(path: str) -> str:
-    """The text of a corpus file, or `builtin:NAME` for a corpus assembled at run time."""
+def read_corpus(path: str, max_bytes: int | None = None) -> str:
+    """The text of a corpus file, or `builtin:NAME` for a corpus assembled at run time. Regular
+    files only (a device such as /dev/zero or a FIFO would never end), and, with max_bytes, no
+    larger than that: both checked on the opened file before a byte is read."""
     if path.startswith(BUILTIN_PREFIX):
         return builtin_corpus(path[len(BUILTIN_PREFIX):])
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # non-blocking, so that opening a FIFO returns at once and is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CorpusError(f"corpus file not found: {path}") from None
     except IsADirectoryError:
         raise CorpusError(f"corpus is a directory, not a file: {path}") from None
     except OSError as e:
         raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+    try:
+        _check_file(os.fstat(fd), path, max_bytes)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
+        try:
+            raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except OSError as e:
+            raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+    if max_bytes is not None and len(raw) > max_bytes:    # it grew while we read
+        raise CorpusError(f"corpus {path} is above the limit of {max_bytes:,} bytes")
     return decode_corpus(raw, f"corpus {path}")
+
+
+def _check_file(st: os.stat_result, path: str, max_bytes: int | None) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise CorpusError(f"corpus is a directory, not a file: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise CorpusError(f"corpus {path} is not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise CorpusError(f"corpus {path} is {st.st_size:,} bytes, above the limit of "
+                          f"{max_bytes:,}")
 
 
 BUILTINS = {"python-docs": "the docstrings of the installed Python's standard library (~800 KB of English)"}

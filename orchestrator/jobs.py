@@ -1,12 +1,9 @@
 """The orchestrator's logic, as plain functions the Click commands call."""
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import time
 
 from charrnn import Config, read_corpus
-from charrnn.config import FIELDS
 from charrnn.data import prepare
 from charrnn.trainer import Trainer
 
@@ -18,7 +15,6 @@ from worker.limits import check_fits
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import JobStore, Status, TERMINAL, new_job_id
 
-FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 STATUS_FIELDS = ("job_id", "status", "iteration", "iterations", "smooth_loss", "val_loss",
                  "chars_per_second", "worker", "submitted_at", "started_at", "finished_at", "error")
 
@@ -27,36 +23,10 @@ class BadInput(ValueError):
     """A bad hyperparameter value or corpus, found before anything is enqueued."""
 
 
-def parse_value(name: str, raw: str):
-    kind = str(FIELD_TYPES[name])
-    flag = "--" + name.replace("_", "-")
-    try:
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        return raw
-    except ValueError:
-        what = "an integer" if kind.startswith("int") else "a number"
-        raise BadInput(f"bad hyperparameter {flag}: {raw!r} is not {what}") from None
-
-
-def hyper_grid(given: dict[str, str | None], allow_grid: bool) -> list[dict]:
-    """Hyperparameter dicts from option strings; with allow_grid, comma lists form a grid."""
-    axes = []
-    for name in FIELDS:
-        raw = given.get(name)
-        if raw is None:
-            continue
-        values = [v.strip() for v in raw.split(",")] if allow_grid else [raw]
-        axes.append([(name, parse_value(name, v)) for v in values])
-    return [dict(combo) for combo in itertools.product(*axes)]
-
-
 def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Config, int]]]:
     """Read the corpus and check every hyperparameter set against it, as a trainer would.
     Returns (text, [(config, total iterations)]); CharRNNError subclasses on bad input."""
-    text = read_corpus(corpus)
+    text = read_corpus(corpus, max_bytes=settings.MAX_CORPUS_BYTES)
     out, n_train = [], {}
     for hyper in hyper_sets:
         cfg = Config.from_dict(hyper)
@@ -131,18 +101,6 @@ def wait(store: JobStore, job_id: str, on_update, poll: float = 0.5) -> dict:
         if is_terminal(job):
             return job
         time.sleep(poll)
-
-
-def parse_age(raw: str) -> float:
-    """'30s', '15m', '12h', '7d' (or plain seconds) to seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    raw = raw.strip().lower()
-    try:
-        if raw and raw[-1] in units:
-            return float(raw[:-1]) * units[raw[-1]]
-        return float(raw)
-    except ValueError:
-        raise BadInput(f"bad age {raw!r}: use for example 30m, 12h or 7d") from None
 
 
 def wait_all(store: JobStore, job_ids: list[str], on_update, poll: float = 1.0) -> list[dict]:

@@ -9,6 +9,7 @@ import math
 from collections import Counter
 
 from charrnn.config import FIELDS
+from charrnn.units import loss_per_char
 
 from worker import keys
 from worker.errors import NoSuchJob
@@ -17,12 +18,13 @@ from worker.store import JobStore
 from .sweeps import corpus_label
 
 
-def is_sweep(store: JobStore, some_id: str) -> bool:
-    """Whether an id names a sweep (else a job); NoSuchJob when it names neither."""
+def resolve(store: JobStore, some_id: str) -> tuple[str, dict]:
+    """("sweep", the sweep) or ("job", the job) for an id, as the store tells (JobStore.kind);
+    NoSuchJob when it names neither. Every command taking either kind of id asks here."""
     kind = store.kind(some_id)
     if kind is None:
         raise NoSuchJob(f"no sweep or job with id {some_id}")
-    return kind == "sweep"
+    return kind, (store.get_sweep(some_id) if kind == "sweep" else store.get(some_id))
 
 
 def collect(store: JobStore, ids: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
@@ -30,12 +32,12 @@ def collect(store: JobStore, ids: tuple[str, ...]) -> tuple[list[dict], list[dic
     the order of its points). Returns (jobs, sweeps). NoSuchJob for an id that is neither."""
     jobs, sweeps, seen = [], [], set()
     for some_id in ids:
-        if is_sweep(store, some_id):
-            sw = store.get_sweep(some_id)
-            sweeps.append(sw)
-            rows = store.jobs(sw["job_ids"])
+        kind, obj = resolve(store, some_id)
+        if kind == "sweep":
+            sweeps.append(obj)
+            rows = store.jobs(obj["job_ids"])
         else:
-            rows = [store.get(some_id)]
+            rows = [obj]
         for j in rows:
             if j["job_id"] not in seen:
                 seen.add(j["job_id"])
@@ -105,11 +107,9 @@ def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
 
 
 def per_char(job: dict, smooth_loss: float | None) -> float | None:
-    """The smoothed loss is summed over a window (as in min-char-rnn); per character it reads
-    beside the validation loss."""
-    if smooth_loss is None:
-        return None
-    return smooth_loss / job["spec"].config.seq_length
+    """A job's smoothed training loss per character, to read beside its validation loss (the
+    conversion itself: charrnn.units.loss_per_char)."""
+    return loss_per_char(smooth_loss, job["spec"].config.seq_length)
 
 
 def rank(jobs: list[dict]) -> list[dict]:
@@ -161,7 +161,7 @@ def curves(job: dict, history: list[list]) -> dict:
     for it, smooth, v in history:
         if smooth is not None and math.isfinite(smooth):
             train_x.append(it * T)
-            train_y.append(smooth / T)
+            train_y.append(per_char(job, smooth))
         if v is not None and it in evals:
             val[it] = v                     # the last row at an iteration is the evaluation's
     val_x = sorted(val)

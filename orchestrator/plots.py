@@ -54,3 +54,19 @@ def write_png(lines: list[tuple[str, dict]], title: str, path: str, dpi: int = 1
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         _pyplot().close(fig)
+
+
+def plot_jobs(store, ids: tuple[str, ...], path: str, title: str | None) -> int:
+    """The loss curves of the jobs behind some sweep and job ids, best first, as a PNG; returns
+    how many jobs were drawn."""
+    from . import leaderboard
+    found, sws = leaderboard.collect(store, ids)
+    names = leaderboard.varying(found)
+    hist = leaderboard.histories(store, found)
+    lines = [(leaderboard.label(j, names), leaderboard.curves(j, hist[j["job_id"]]))
+             for j in leaderboard.rank(found)]
+    if title is None:
+        title = ", ".join(f"sweep {s['name'] or s['sweep_id'][:8]}" for s in sws) or \
+            ", ".join(j["job_id"][:8] for j in found)
+    write_png(lines, title, path)
+    return len(lines)

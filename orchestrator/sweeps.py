@@ -26,7 +26,6 @@ floats are rounded to 6 significant digits so that tables and labels stay readab
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -36,105 +35,30 @@ import secrets
 import numpy as np
 
 from charrnn import Config
-from charrnn.config import FIELDS
+from charrnn.errors import ConfigError
+from charrnn.options import coerce, fields
 
 from worker import asha
+from worker.spec import SWEEP_TAG_PREFIX, JobSpec
 
 from . import jobs
 from .jobs import BadInput
+from .sweepfile import check_schema, param_name
+from .sweepfile import SCHEDULERS, SCHEMA, read_file, schema  # noqa: F401  (sweeps.read_file...)
 
 MAX_POINTS = 1000
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
-SCHEDULERS = ("asha", "none")
 DEFAULT_REDUCTION_FACTOR = 3.0
 
-# bounds may be strings: YAML 1.1 reads 1e-3 (no dot) as one; normalize parses them
-_pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
-_scalar = {"type": ["number", "string", "integer"]}
-SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "corpus": {"oneOf": [{"type": "string"},
-                             {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
-        "fixed": {"type": "object", "additionalProperties": _scalar},
-        "grid": {"type": "object",
-                 "additionalProperties": {"type": "array", "items": _scalar, "minItems": 1}},
-        "random": {
-            "type": "object", "additionalProperties": False, "required": ["samples", "space"],
-            "properties": {
-                "samples": {"type": "integer", "minimum": 1},
-                "seed": {"type": "integer", "minimum": 0},
-                "space": {"type": "object", "minProperties": 1, "additionalProperties": {
-                    "type": "object", "minProperties": 1, "maxProperties": 1,
-                    "additionalProperties": False,
-                    "properties": {"uniform": _pair, "log_uniform": _pair,
-                                   "choice": {"type": "array", "items": _scalar, "minItems": 1}}}},
-            }},
-        "early_stop": {
-            "type": "object", "additionalProperties": False, "required": ["scheduler"],
-            "properties": {
-                "scheduler": {"enum": list(SCHEDULERS)},
-                "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                          "minItems": 1},
-                "grace_period": {"type": "integer", "minimum": 1},
-                "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
-            }},
-        "checkpoint_every": {"type": "integer", "minimum": 1},
-    },
-}
+RESERVED_TAG = SWEEP_TAG_PREFIX
+"""Every job of a sweep carries the tag sweep:<id>: no user tag may start so."""
 
 
-def read_file(path: str) -> dict:
-    """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BadInput(f"cannot read sweep file {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"sweep file {path} is not UTF-8 text") from None
-    try:
-        if path.lower().endswith((".yaml", ".yml")):
-            import yaml
-            spec = yaml.safe_load(raw)
-        else:
-            spec = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"sweep file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
-    except Exception as e:  # yaml.YAMLError and its subclasses
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadInput(f"sweep file {path} is not valid YAML: {first}") from None
-    if not isinstance(spec, dict):
-        raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
-                       f"{type(spec).__name__}")
-    check_schema(spec, f"sweep file {path}")
-    if "corpus" in spec:       # relative to the file, so a sweep file runs from any directory
-        here = os.path.dirname(path)
-        paths = [spec["corpus"]] if isinstance(spec["corpus"], str) else spec["corpus"]
-        spec["corpus"] = [c if c.startswith("builtin:") or os.path.isabs(c)
-                          else os.path.normpath(os.path.join(here, c)) for c in paths]
-    return spec
+FIELDS_BY_NAME = {f.name: f for f in fields(Config)}
 
 
-def check_schema(spec: dict, where: str) -> None:
-    import jsonschema
-    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
-    if err is not None:
-        at = ".".join(str(p) for p in err.absolute_path) or "the top level"
-        raise BadInput(f"{where}: at {at}: {err.message}")
-
-
-def _name(raw: str) -> str:
-    """A hyperparameter name as charrnn spells it (dashes accepted), or BadInput with a hint."""
-    name = raw.strip().replace("-", "_")
-    if name not in FIELDS:
-        close = difflib.get_close_matches(name, FIELDS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise BadInput(f"unknown hyperparameter {raw.strip()!r}{hint}")
-    return name
+def check_tags(tags) -> None:
+    JobSpec.check_user_tags(tags or ())       # the one rule, SpecError (bad input) if broken
 
 
 def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
@@ -145,50 +69,59 @@ def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
     parts = [v.strip() for v in values.split(",")] if values.strip() else []
     if any(p == "" for p in parts) or not parts:
         raise BadInput(f"bad {option} {raw!r}: empty range (give at least one value, no empty ones)")
-    return _name(name), parts
+    return param_name(name), parts
 
 
-def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[str, ...],
+def from_options(corpora: tuple[str, ...], fixed: dict, grid: tuple[str, ...],
                  samples: int | None, uniform: tuple[str, ...], log_uniform: tuple[str, ...],
                  choice: tuple[str, ...], seed: int | None, early_stop: str | None,
                  rungs: str | None, grace_period: int | None, reduction_factor: float | None,
                  base: dict | None = None) -> dict:
     """The spec the command-line options describe, laid over a sweep file's (options win for
-    fixed values; axes add to the file's; a parameter in two places is an error later)."""
+    fixed values; axes add to the file's; a parameter in two places is an error later). fixed
+    holds the typed hyperparameter options (a list for a comma list; None when not given)."""
     spec = json.loads(json.dumps(base or {}))     # a deep copy
     if corpora:
         spec["corpus"] = list(corpora)
-    for name, raw in fixed.items():
-        if raw is None:
-            continue
-        for part in (spec.get("fixed", {}), spec.get("grid", {}),
-                     spec.get("random", {}).get("space", {})):
-            for k in [k for k in part if k.replace("-", "_") == name]:
-                del part[k]                       # the option wins over the file
-        if "," in raw:                            # `--hidden-size 64,128` is a grid axis too
-            spec.setdefault("grid", {})[name] = [v.strip() for v in raw.split(",")]
-        else:
-            spec.setdefault("fixed", {})[name] = raw
+    _fixed_options(spec, fixed)
     for raw in grid:
         name, values = _assignment(raw, "--grid")
         if name in spec.get("grid", {}):
             raise BadInput(f"--grid {name} is given twice")
         spec.setdefault("grid", {})[name] = values
+    _random_options(spec, samples, seed, {"uniform": uniform, "log_uniform": log_uniform,
+                                          "choice": choice})
+    _early_stop_options(spec, early_stop, rungs, grace_period, reduction_factor)
+    return spec
+
+
+def _fixed_options(spec: dict, fixed: dict) -> None:
+    for name, value in fixed.items():
+        if value is None:
+            continue
+        for part in (spec.get("fixed", {}), spec.get("grid", {}),
+                     spec.get("random", {}).get("space", {})):
+            for k in [k for k in part if k.replace("-", "_") == name]:
+                del part[k]                       # the option wins over the file
+        if isinstance(value, list):               # `--hidden-size 64,128` is a grid axis too
+            spec.setdefault("grid", {})[name] = value
+        else:
+            spec.setdefault("fixed", {})[name] = value
+
+
+def _random_options(spec: dict, samples: int | None, seed: int | None,
+                    by_distribution: dict[str, tuple[str, ...]]) -> None:
+    """--random N, --seed and the --uniform/--log-uniform/--choice space; values stay text
+    until `normalize` types them."""
     space = {}
-    for option, dist, items in (("--uniform", "uniform", uniform),
-                                ("--log-uniform", "log_uniform", log_uniform),
-                                ("--choice", "choice", choice)):
+    for dist, items in by_distribution.items():
+        option = "--" + dist.replace("_", "-")
         for raw in items:
             name, values = _assignment(raw, option)
             if name in space:
                 raise BadInput(f"{name} has two distributions ({option} and another)")
-            if dist != "choice":
-                if len(values) != 2:
-                    raise BadInput(f"bad {option} {raw!r}: expected NAME=LOW,HIGH")
-                try:
-                    values = [float(v) for v in values]
-                except ValueError:
-                    raise BadInput(f"bad {option} {raw!r}: bounds must be numbers") from None
+            if dist != "choice" and len(values) != 2:
+                raise BadInput(f"bad {option} {raw!r}: expected NAME=LOW,HIGH")
             space[name] = {dist: values}
     if space and samples is None and "samples" not in spec.get("random", {}):
         raise BadInput("--uniform, --log-uniform and --choice are drawn from: give --random N too")
@@ -203,6 +136,10 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
         if "random" not in spec:
             raise BadInput("--seed seeds the random search: give it with --random N")
         spec["random"]["seed"] = seed
+
+
+def _early_stop_options(spec: dict, early_stop: str | None, rungs: str | None,
+                        grace_period: int | None, reduction_factor: float | None) -> None:
     es = dict(spec.get("early_stop") or {})
     if early_stop is not None:
         es["scheduler"] = early_stop
@@ -219,28 +156,20 @@ def from_options(corpora: tuple[str, ...], fixed: dict[str, str], grid: tuple[st
         if "scheduler" not in es:
             raise BadInput("--rungs, --grace-period and --reduction-factor need --early-stop asha")
         spec["early_stop"] = es
-    return spec
 
 
 def _typed(name: str, value):
-    """A value of a parameter with charrnn's type for it (YAML may give 64 or "64")."""
-    kind = str(jobs.FIELD_TYPES[name])
-    if isinstance(value, str):
-        return jobs.parse_value(name, value)
-    if kind.startswith("int"):
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise BadInput(f"bad hyperparameter {name}: {value!r} is not an integer")
-        return int(value)
-    if kind.startswith("float"):
-        if isinstance(value, bool):
-            raise BadInput(f"bad hyperparameter {name}: {value!r} is not a number")
-        return float(value)
-    return str(value)
+    """A value of a parameter with charrnn's type for it (YAML may give 64 or "64"): the one
+    converter every command line uses."""
+    try:
+        return coerce(FIELDS_BY_NAME[name], value)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
 
 
 def _numeric(name: str) -> str | None:
-    kind = str(jobs.FIELD_TYPES[name])
-    return "int" if kind.startswith("int") else "float" if kind.startswith("float") else None
+    base = FIELDS_BY_NAME[name].base
+    return "int" if base is int else "float" if base is float else None
 
 
 def normalize(spec: dict) -> dict:
@@ -248,6 +177,7 @@ def normalize(spec: dict) -> dict:
     recorded so the sweep can be repeated): BadInput for the first thing wrong. Nothing here
     reads corpora; `expand` gives the points."""
     check_schema(spec, "sweep")
+    check_tags(spec.get("tags"))
     spec = json.loads(json.dumps(spec))
     corpora = spec.get("corpus")
     if not corpora:
@@ -258,39 +188,15 @@ def normalize(spec: dict) -> dict:
     for part in ("fixed", "grid"):
         _no_double_spelling(spec.get(part) or {}, part)
     _no_double_spelling((spec.get("random") or {}).get("space") or {}, "random.space")
-    fixed = {_name(k): _typed(_name(k), v) for k, v in (spec.get("fixed") or {}).items()}
-    grid = {}
-    for k, values in (spec.get("grid") or {}).items():
-        name = _name(k)
-        typed = [_typed(name, v) for v in values]
-        if len(set(map(repr, typed))) != len(typed):
-            raise BadInput(f"grid {name} repeats a value: {values}")
-        grid[name] = typed
+    fixed = {param_name(k): _typed(param_name(k), v)
+             for k, v in (spec.get("fixed") or {}).items()}
+    grid = {param_name(k): _distinct(param_name(k), values, "grid")
+            for k, values in (spec.get("grid") or {}).items()}
     space = {}
-    rnd = spec.get("random")
-    if rnd is not None:
-        for k, dist in rnd["space"].items():
-            name = _name(k)
-            (kind, args), = dist.items()
-            if kind == "choice":
-                typed = [_typed(name, v) for v in args]
-                if len(set(map(repr, typed))) != len(typed):
-                    raise BadInput(f"choice {name} repeats a value: {args}")
-                space[name] = {"choice": typed}
-                continue
-            num = _numeric(name)
-            if num is None:
-                raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
-            lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
-            if lo == hi:
-                raise BadInput(f"{kind} {name}: empty range [{lo}, {hi}]; fix the value instead")
-            if lo > hi:
-                raise BadInput(f"{kind} {name}: low {lo} is above high {hi}")
-            if kind == "log_uniform" and lo <= 0:
-                raise BadInput(f"log_uniform {name}: bounds must be positive, got {args}")
-            space[name] = {kind: [lo, hi]}
+    if spec.get("random") is not None:
+        rnd = spec["random"]
+        space = {param_name(k): _distribution(param_name(k), dist)
+                 for k, dist in rnd["space"].items()}
         spec["random"] = {"samples": int(rnd["samples"]), "space": space,
                           "seed": int(rnd["seed"]) if rnd.get("seed") is not None
                           else secrets.randbits(32)}
@@ -301,6 +207,41 @@ def normalize(spec: dict) -> dict:
         if both:
             raise BadInput(f"{', '.join(both)} is both {what}")
     spec["fixed"], spec["grid"] = fixed, grid
+    _normalize_early_stop(spec)
+    n = n_points(spec)
+    if n > MAX_POINTS:
+        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
+                       f"narrow the grid or draw fewer samples")
+    return spec
+
+
+def _distinct(name: str, values: list, where: str) -> list:
+    typed = [_typed(name, v) for v in values]
+    if len(set(map(repr, typed))) != len(typed):
+        raise BadInput(f"{where} {name} repeats a value: {values}")
+    return typed
+
+
+def _distribution(name: str, dist: dict) -> dict:
+    """One parameter's distribution, typed and checked: {kind: values}."""
+    (kind, args), = dist.items()
+    if kind == "choice":
+        return {"choice": _distinct(name, args, "choice")}
+    if _numeric(name) is None:
+        raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
+    lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
+    if lo == hi:
+        raise BadInput(f"{kind} {name}: empty range [{lo}, {hi}]; fix the value instead")
+    if lo > hi:
+        raise BadInput(f"{kind} {name}: low {lo} is above high {hi}")
+    if kind == "log_uniform" and lo <= 0:
+        raise BadInput(f"log_uniform {name}: bounds must be positive, got {args}")
+    return {kind: [lo, hi]}
+
+
+def _normalize_early_stop(spec: dict) -> None:
     es = spec.get("early_stop")
     if es is not None and es["scheduler"] == "none":
         if set(es) - {"scheduler"}:
@@ -314,15 +255,10 @@ def normalize(spec: dict) -> dict:
             if sorted(set(r)) != r:
                 raise BadInput(f"rungs must be distinct and increasing, got {r}")
         es["reduction_factor"] = float(es.get("reduction_factor", DEFAULT_REDUCTION_FACTOR))
-    n = n_points(spec)
-    if n > MAX_POINTS:
-        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
-                       f"narrow the grid or draw fewer samples")
-    return spec
 
 
 def _no_double_spelling(part: dict, where: str) -> None:
-    names = [_name(k) for k in part]
+    names = [param_name(k) for k in part]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise BadInput(f"{where} gives {', '.join(twice)} twice (as - and _ spellings)")

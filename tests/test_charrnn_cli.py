@@ -336,3 +336,20 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(corpus, tmp_path):
     resumed = checkpoint.load(str(ck))
     assert resumed.iteration == K
     assert np.array_equal(resumed.theta, t.model.theta) and np.array_equal(resumed.mem, t.mem)
+
+
+def test_progress_is_one_whole_line_without_a_terminal(corpus):
+    """Piped, the progress line used to be cut at 80 columns ('20000/200…')."""
+    r = charrnn("train", "--corpus", corpus, *SMALL, "--hidden-size", "4", "--num-layers", "1",
+                "--iterations", 20000)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if "chars/s" in ln)
+    assert "20000/20000" in line and "/char" in line and "…" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "fifo"])
+def test_corpus_must_be_a_regular_file(tmp_path, device):
+    if device == "fifo":
+        device = tmp_path / "fifo"
+        os.mkfifo(device)
+    assert_user_error(charrnn("train", "--corpus", device), "not a regular file")

@@ -119,7 +119,7 @@ def test_down_leaves_processes_it_did_not_start_alone(home):
         for state in planted:
             (home / "embedded.json").write_text(json.dumps(state))
             p = run_cli("down", env={"CHARRNN_HOME": str(home)}, timeout=60)
-            assert p.returncode == 0 and "was not running" in p.stdout, p.stdout + p.stderr
+            assert p.returncode == 0 and "no embedded stack running" in p.stdout, p.stdout + p.stderr
             time.sleep(0.2)
             assert sleeper.poll() is None, "down killed a process it did not start"
             assert "stale" in p.stderr and str(sleeper.pid) in p.stderr, p.stderr

@@ -9,10 +9,11 @@ import pytest
 
 from charrnn.config import FIELDS, Config
 from charrnn.data import prepare
+from charrnn.units import loss_per_char
 from orchestrator import jobs, leaderboard as lb, plots, sweeps
 from orchestrator.jobs import BadInput
 from worker.asha import default_rungs
-from worker.spec import JobSpec, RungPlan
+from worker.spec import JobSpec, RungPlan, SpecError
 
 WORDS = "alpha beta gamma delta rnn train worker redis job the of and lease token".split()
 
@@ -41,7 +42,8 @@ def test_grid_expands_every_combination_once_typed():
 
 
 def test_comma_list_in_fixed_option_is_a_grid_axis_and_fixed_values_are_everywhere():
-    fixed = {"hidden_size": "16,32", "iterations": "500", "dropout": None}
+    # as the generated options give them: typed, a comma list as a list, None when not given
+    fixed = {"hidden_size": [16, 32], "iterations": 500, "dropout": None}
     spec = sweeps.normalize(opts(fixed=fixed))
     assert spec["grid"] == {"hidden_size": [16, 32]}
     assert spec["fixed"] == {"iterations": 500}
@@ -303,7 +305,8 @@ def test_curves_chars_per_char_loss_and_val_at_eval_points_only():
                [200, 50.0, 2.1], [250, None, 2.0]]
     c = lb.curves(j, history)
     assert c["train_chars"] == [1250, 2500, 2500, 3750, 5000]
-    assert c["train_loss"] == [4.0, 3.0, 74.0 / 25, 2.4, 2.0]
+    # per character through the one conversion (charrnn.units), whatever unit the trainer reports
+    assert c["train_loss"] == [loss_per_char(x, 25) for x in (100.0, 75.0, 74.0, 60.0, 50.0)]
     assert c["val_chars"] == [2500, 5000, 6250]
     assert c["val_loss"] == [2.5, 2.1, 2.0]               # the last row at iteration 100
 
@@ -328,7 +331,34 @@ def test_sweep_file_corpus_paths_are_relative_to_the_file(tmp_path):
     sub = tmp_path / "exp"
     sub.mkdir()
     f = sub / "s.yaml"
-    f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {tmp_path}/abs.txt]\n")
+    f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {sub}/abs.txt]\n")
     spec = sweeps.read_file(str(f))
-    assert spec["corpus"] == [str(sub / "data" / "a.txt"), "builtin:python-docs",
-                              str(tmp_path / "abs.txt")]
+    real = sub.resolve()
+    assert spec["corpus"] == [str(real / "data" / "a.txt"), "builtin:python-docs",
+                              str(real / "abs.txt")]
+
+
+@pytest.mark.parametrize("corpus", ["/etc/passwd", "../secret.txt", "data/../../secret.txt",
+                                    "link.txt", "/dev/zero"])
+def test_sweep_file_corpus_stays_under_the_files_folder(tmp_path, corpus):
+    """A shared sweep file names no corpus outside its folder: not by an absolute path, not by
+    ../, not through a symlink. Naming the corpus on the command line (--corpus) is the way."""
+    sub = tmp_path / "exp"
+    sub.mkdir()
+    (tmp_path / "secret.txt").write_text("secret\n")
+    (sub / "link.txt").symlink_to(tmp_path / "secret.txt")
+    f = sub / "s.yaml"
+    f.write_text(f"corpus: {corpus}\ngrid: {{hidden_size: [8, 16]}}\n")
+    with pytest.raises(BadInput, match="outside the file's folder"):
+        sweeps.read_file(str(f))
+    spec = sweeps.read_file(str(f), corpus_given=True)        # --corpus replaces it
+    assert "corpus" not in spec and spec["grid"] == {"hidden_size": [8, 16]}
+
+
+def test_reserved_sweep_tag_is_refused():
+    # the one rule is JobSpec's (SpecError, bad input like BadInput: exit 2)
+    with pytest.raises(SpecError, match="reserved"):
+        sweeps.normalize(dict(opts(), tags=["ok", "sweep:00000000-0000-4000-8000-000000000000"]))
+    with pytest.raises(SpecError, match="reserved"):
+        sweeps.check_tags(("sweep:x",))
+    sweeps.check_tags(("sweeps", "my-sweep:1"))

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import uuid
+import time
 
 import numpy as np
 import pytest
@@ -69,7 +70,8 @@ def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
     listed = json.loads(run_cli("sweeps", "--json", url=url, check=True).stdout)
     assert listed[0]["sweep_id"] == sid and listed[0]["counts"] == {"succeeded": 4}
     # prune removes the jobs, then the sweep they leave empty
-    pruned = json.loads(run_cli("prune", "--older-than", "0s", "--json", url=url,
+    time.sleep(0.01)    # an age must be above 0
+    pruned = json.loads(run_cli("prune", "--older-than", "0.01s", "--json", url=url,
                                 check=True).stdout)["deleted"]
     assert sorted(pruned) == sorted(ids)
     assert not r.exists(keys.sweep(sid)) and not r.exists(keys.sweep_jobs(sid))
@@ -250,7 +252,9 @@ def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file
     p = run_cli("sweep", "--corpus", str(corpus_file), "--grid", "hidden_size=8,12", *TINY[4:],
                 "--num-layers", "1", "--iterations", "200", "--wait", url=url, timeout=120)
     assert p.returncode == 0, p.stderr
-    sid, *ids = p.stdout.split()
+    lines = [ln.split() for ln in p.stdout.splitlines()]    # `sweep ID`, then `job ID` each
+    assert [kind for kind, _ in lines] == ["sweep", "job", "job"], p.stdout
+    sid, *ids = [i for _, i in lines]
     assert len(ids) == 2 and all(r.hget(keys.job(j), "status") == b"succeeded" for j in ids)
     assert r.exists(keys.sweep(sid))
     assert "2 succeeded" in p.stderr and all(j in p.stderr for j in ids)

@@ -144,6 +144,7 @@ def test_corpus_uploaded_once(pool, r, redis_server, corpus_file):
     (["--corpus", "/nonexistent/corpus.txt"], 2, "corpus file not found"),
     (["--hidden-size", "abc"], 2, "--hidden-size"),
     (["--learning-rate", "-1"], 2, "learning-rate must be positive"),
+    # (seq-length is at most 4096 since Config's bounds: the split leaves fewer characters)
     (["--hidden-size", "16", "--seq-length", "4096", "--val-fraction", "0.9"], 2,
      "corpus too short"),
 ])
