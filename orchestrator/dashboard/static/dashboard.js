@@ -180,6 +180,7 @@
       const data = [sorted.map(p => p[0]), sorted.map(p => p[1])];
       const xs = data[0];
       const logx = numeric && xs.length > 1 && xs[0] > 0 && xs[xs.length - 1] / xs[0] >= 20;
+      fig.dataset.points = data[0].length;
       if (scatterCharts[name]) { scatterCharts[name].setData(data); continue; }
       const xaxis = {label: name};
       if (!numeric) {
@@ -194,7 +195,6 @@
         series: [{}, {stroke: "hsl(210, 70%, 45%)", paths: () => null,
                       points: {show: true, size: 8, fill: "hsl(210, 70%, 45%)"}}],
       }, data, fig);
-      fig.dataset.points = data[0].length;
     }
   }
 
