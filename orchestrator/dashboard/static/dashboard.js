@@ -145,6 +145,7 @@
       box.replaceChildren(...(d.samples.length ? d.samples.map(s =>
         el("figure", {class: "sample"}, el("figcaption", {}, "iteration " + s.iteration),
            el("pre", {}, s.text))) : [el("p", {class: "empty"}, "no samples yet")]));
+      box.scrollTop = box.scrollHeight;      // the newest, at the bottom, in view
     }
     replaceRows(document.querySelector("#events tbody"), d.events.map(e => {
       const details = Object.entries(e).filter(([k]) => k !== "t" && k !== "event")
@@ -298,6 +299,8 @@
   if (page === "job") {
     drawLoss(initial);
     samplesShown = initial.samples_written;
+    const box = document.getElementById("samples");
+    box.scrollTop = box.scrollHeight;
     if (!initial.finished) poll(jsonUrl, pollMs, renderJob);
   }
   if (page === "sweep") {
