@@ -70,9 +70,12 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def page(template: str, name: str, data: dict, json_url: str, **extra):
+    def page(template: str, name: str, data: dict, json_url: str, boot: dict | None = None,
+             poll_ms: int | None = None, **extra):
+        """`boot`: the little the page's script needs before its first poll (a chart's points),
+        embedded as JSON; the rest it reads from the twin."""
         return render_template(template, page=name, data=data, json_url=json_url,
-                               poll_ms=POLL_MS[name], **extra)
+                               poll_ms=poll_ms or POLL_MS[name], boot=boot or {}, **extra)
 
     def split(raw: str) -> tuple[str, bool]:
         """'ID.json' -> ('ID', True); the id itself is validated by the store functions."""
@@ -105,7 +108,8 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
         data = views.job_view(store, job_id)
         if as_json:
             return jsonify(data)
-        return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"))
+        return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"),
+                    boot={k: data[k] for k in ("curves", "samples_written", "finished")})
 
     @app.get("/job/<job_id>/checkpoint/<which>")
     def checkpoint(job_id, which):
@@ -129,8 +133,11 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
         data = views.sweep_view(store, sweep_id)
         if as_json:
             return jsonify(data)
+        rows = None if request.args.get("all") else views.LEADERBOARD_ROWS
         return page("sweep.html", "sweep", data, url_for("sweep", raw=data["sweep_id"] + ".json"),
-                    curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]))
+                    boot={"scatter": data["scatter"], "finished": data["finished"]},
+                    poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
+                    curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]), rows=rows)
 
     @app.get("/sweep/<sweep_id>/curves.json")
     def sweep_curves(sweep_id):

@@ -247,7 +247,8 @@
     head.replaceChildren(el("th", {class: "num"}, "#"), el("th", {}, "job"), el("th", {}, "status"),
       el("th", {class: "num"}, "best val"), ...d.varying.map(n => el("th", {class: "num"}, n)),
       el("th", {class: "num"}, "iteration"), el("th", {class: "num"}, "chars/s"), el("th", {}, "last sample"));
-    replaceRows(document.querySelector("#leaderboard tbody"), d.jobs.map(r =>
+    const cap = parseInt(body.dataset.rows || "0", 10);
+    replaceRows(document.querySelector("#leaderboard tbody"), (cap ? d.jobs.slice(0, cap) : d.jobs).map(r =>
       el("tr", {"data-job-id": r.job_id}, el("td", {class: "num"}, r.rank),
          el("td", {class: "id"}, jobLink(r.job_id)), el("td", {}, status(r.status)),
          el("td", {class: "num"}, num(r.best_val_loss, 4)),
