@@ -343,3 +343,39 @@ def test_without_the_extra_the_command_says_what_to_install(redis_server):
                        env=dict(os.environ, CHARRNN_REDIS_URL=redis_server.url()), timeout=60)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "pip install" in p.stderr
+
+
+def test_jobs_pages_cover_the_index_once_newest_first_with_filters(r):
+    """Pages of the jobs table, read as `JobStore.list` reads (no workers: jobs only recorded)."""
+    from charrnn import Config
+    from orchestrator.dashboard import views
+    from worker.spec import JobSpec
+    from worker.store import JobStore, new_job_id
+    store = JobStore(r)
+    sha, _ = store.put_corpus(make_corpus(0, 200))
+    ids = []
+    for i in range(120):
+        job_id = new_job_id()
+        store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10,
+                                     tags=("even",) if i % 2 == 0 else ()))
+        if i % 3 == 0:
+            store.cancel(job_id)            # queued -> cancelled
+        ids.append(job_id)
+
+    def walk(**filters) -> list[str]:
+        out, offset = [], 0
+        while offset is not None:
+            page = views.jobs_page(store, offset=offset, limit=50, **filters)
+            assert len(page["jobs"]) <= 50
+            out += [j["job_id"] for j in page["jobs"]]
+            offset = page["next"]
+        return out
+
+    newest_first = [j["job_id"] for j in store.list(limit=1000)]
+    assert walk() == newest_first and len(newest_first) == 120
+    assert walk(status="cancelled") == [j["job_id"] for j in store.list(status="cancelled",
+                                                                        limit=1000)]
+    both = walk(status="cancelled", tag="even")
+    assert both == [j["job_id"] for j in store.list(status="cancelled", tag="even", limit=1000)]
+    assert len(both) == 20 and set(both) == {ids[i] for i in range(0, 120, 6)}
+    assert walk(tag="nobody") == []
