@@ -379,3 +379,37 @@ def test_jobs_pages_cover_the_index_once_newest_first_with_filters(r):
     assert both == [j["job_id"] for j in store.list(status="cancelled", tag="even", limit=1000)]
     assert len(both) == 20 and set(both) == {ids[i] for i in range(0, 120, 6)}
     assert walk(tag="nobody") == []
+
+
+def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, browser):
+    """NaN and infinity are not JSON: the twins send them as strings the page shows."""
+    from charrnn import Config
+    from worker.spec import JobSpec
+    from worker.store import JobStore, new_job_id
+    store = JobStore(r)
+    sha, _ = store.put_corpus(make_corpus(0, 200))
+    job_id = new_job_id()
+    store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10))
+    r.hset(keys.job(job_id), mapping={"val_loss": "nan", "best_val_loss": "inf"})
+    r.rpush(keys.history(job_id), json.dumps([10, float("nan"), float("nan")]))
+
+    def strict(path):
+        status, body, _ = get(dash.base + path)
+        assert status == 200, path
+
+        def refuse(token):
+            raise AssertionError(f"{path}: bare {token} is not JSON")
+        return json.loads(body, parse_constant=refuse)
+    assert strict(f"/job/{job_id}.json")["job"]["val_loss"] == "NaN"
+    assert strict("/jobs.json")["jobs"][0]["best_val_loss"] == "Infinity"
+    browser.get(dash.base + "/jobs")
+    wait_for(lambda: browser.execute_script(
+        "return document.querySelector('#jobs-table tbody tr') !== null"), 5, 0.1, what="rows")
+    time.sleep(4)                           # a poll or more: a JSON the script cannot parse shows
+    assert browser.execute_script("return document.getElementById('banner').hidden")
+    assert "NaN" in text(browser, f'tr[data-job-id="{job_id}"]')
+    browser.get(f"{dash.base}/job/{job_id}")
+    time.sleep(2)
+    assert browser.execute_script("return document.getElementById('banner').hidden")
+    assert text(browser, '[data-field="val_loss"]') == "NaN"
+    assert not page_errors(browser)

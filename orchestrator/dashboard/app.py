@@ -17,10 +17,13 @@ this server only, so a sample that holds markup could not run even if it were in
 from __future__ import annotations
 
 import hmac
+import json
+import math
 import time
 
 import redis
 from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask.json.provider import DefaultJSONProvider
 
 from worker.errors import InvalidJobId, NoCheckpoint, NoSuchJob
 from worker.store import JobStore, Status, redact
@@ -35,6 +38,29 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+class StrictJSON(DefaultJSONProvider):
+    """JSON a browser can parse: a diverged job's NaN or infinite loss goes out as the string
+    "NaN" or "Infinity" (Python's json would write the bare tokens, which JSON.parse refuses)."""
+    sort_keys = False
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("default", self.default)
+        try:
+            return json.dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:
+            return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 class NotFound(Exception):
     """An unknown route, id or checkpoint: a 404 page, never a traceback."""
 
@@ -43,8 +69,7 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
     """The app over one job store. `url` is shown (redacted) when Redis is unreachable. With a
     password every request needs HTTP basic auth (any user name, that password)."""
     app = Flask(__name__)
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False
+    app.json = StrictJSON(app)
     app.jinja_env.filters["fmt"] = fmt
     app.jinja_env.filters["when"] = when
     where = redact(url)
@@ -177,6 +202,11 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
     def bad_checkpoint(e):
         return failure(500, str(e), "Checkpoint refused")
 
+    @app.errorhandler(500)
+    def internal(e):
+        return failure(500, "internal error; the dashboard's log has the details",
+                       "Internal error")
+
     @app.errorhandler(redis.RedisError)
     def unreachable(e):
         reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
@@ -191,7 +221,7 @@ def fmt(v, digits: int = 4) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return f"{v:.{digits}f}" if math.isfinite(v) else _finite(v)   # as the script shows it
     return str(v)
 
 

@@ -25,7 +25,11 @@
     }
     return e;
   }
-  function num(v, digits) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits); }
+  // a non-finite loss arrives as the string "NaN" or "Infinity" (valid JSON); shown as such
+  function num(v, digits) {
+    if (v === null || v === undefined) return "-";
+    return typeof v === "number" ? v.toFixed(digits) : String(v);
+  }
   function when(t) {
     if (!t) return "-";
     return new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
@@ -49,7 +53,7 @@
   // back job repeats iterations, and uPlot needs ascending x.
   function table(xs, ys) {
     const m = new Map();
-    xs.forEach((x, i) => m.set(x, ys[i]));
+    xs.forEach((x, i) => m.set(x, typeof ys[i] === "number" ? ys[i] : null));   // NaN: a gap
     const sx = [...m.keys()].sort((a, b) => a - b);
     return [sx, sx.map(x => m.get(x))];
   }
