@@ -360,6 +360,24 @@ def down():
         click.echo(f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --password.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True)
+@click.option("--password", envvar="CHARRNN_DASHBOARD_PASSWORD", default=None,
+              help="Ask for this password (HTTP basic auth, any user name); env "
+                   "CHARRNN_DASHBOARD_PASSWORD.")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
+@pass_ctx
+def dashboard(c: Ctx, host, port, password, open_browser):
+    """A read-only web dashboard: jobs, sweeps, loss curves, samples, workers, live. Needs
+    Flask and waitress (pip install 'charrnn[dashboard]')."""
+    from . import dashboard as web
+    web.check_installed()           # a missing extra or an unsafe bind before any connection
+    web.check_bind(host, password)
+    web.serve(c.url(), host, port, password, open_browser)
+
+
 def main():
     run(cli, "orchestrator")
 

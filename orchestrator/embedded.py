@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -233,12 +232,6 @@ def _wait_gone(st: dict, pids: list, seconds: float) -> None:
 
 
 # --- the stack --------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ping(url: str) -> bool:
     try:

@@ -1,0 +1,85 @@
+"""`orchestrator dashboard`: a read-only web dashboard of the job store (issue 14). Jobs, sweeps,
+loss curves, samples and workers in the browser, updated live by short polling (see `app`).
+
+    views.py     what each page shows, as dicts (the JSON twins), read through JobStore and
+                 orchestrator.leaderboard: the command line's data path, no other
+    app.py       the Flask app built by create_app(store, url, password): routes, auth, errors
+    templates/   Jinja templates, autoescaped
+    static/      dashboard.js and .css (ours), uPlot (vendored, MIT; see static/VENDORED.md)
+
+Flask and waitress are the optional extra charrnn[dashboard]; without them the command says what
+to install. Loopback by default; any other address needs a password and serves HTTP basic auth.
+"""
+from __future__ import annotations
+
+import gc
+import ipaddress
+import sys
+import threading
+import webbrowser
+
+from ..jobs import BadInput
+
+PASSWORD_ENV = "CHARRNN_DASHBOARD_PASSWORD"
+MISSING = ("dashboard needs Flask and waitress, the optional extra charrnn[dashboard]: "
+           "pip install flask waitress (or, in a clone, pip install '.[dashboard]')")
+THREADS = 8
+"""waitress threads: each request holds one for a few milliseconds of Redis reads."""
+
+
+def check_installed() -> None:
+    try:
+        import flask  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError:
+        raise BadInput(MISSING) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, password: str | None) -> None:
+    """Anything but loopback serves the store's corpora and samples to a network: not without
+    a password."""
+    if not is_loopback(host) and not password:
+        raise BadInput(f"binding {host} (not loopback) needs a password: --password or "
+                       f"{PASSWORD_ENV}; the dashboard then asks for it (HTTP basic auth)")
+
+
+def serve(url: str, host: str = "127.0.0.1", port: int = 8265, password: str | None = None,
+          open_browser: bool = False) -> None:
+    """Serve the dashboard until interrupted. BadInput for a missing extra or an unsafe bind."""
+    check_installed()
+    password = password or None
+    check_bind(host, password)
+    from waitress import create_server
+
+    from worker.store import JobStore, connect
+
+    from .app import create_app
+    app = create_app(JobStore(connect(url)), url, password)
+    try:
+        server = create_server(app, host=host, port=port, threads=THREADS, ident="charrnn")
+    except OSError as e:
+        raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    shown = f"[{host}]" if ":" in host else host
+    address = f"http://{shown}:{server.effective_port}/"
+    print(f"dashboard on {address} (read only{', basic auth' if password else ''}); "
+          f"Ctrl-C stops it", file=sys.stderr, flush=True)
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, [address]).start()
+    # Everything imported so far (Flask, Celery, NumPy...) lives as long as the server: out of the
+    # collector's sight, a request that decodes a 1,000-job sweep no longer pays for rescanning it.
+    gc.freeze()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -1,0 +1,230 @@
+"""The dashboard's web app: server-rendered pages and a JSON twin of each (`/job/ID` and
+`/job/ID.json`), read only (GET alone is routed), built by `create_app` so a test starts it on a
+free port against a real Redis.
+
+Live updates are short polling: each page's script fetches its own JSON twin every few seconds and
+redraws in place. Not server-sent events, because nothing would push them: the workers write the
+store in fenced Lua scripts and publish nothing, so an SSE endpoint would itself poll Redis, once
+per open page, holding a server thread for as long as the page is open. Polling the twin costs the
+same Redis reads, holds no connection, passes through basic auth and proxies unchanged, and
+recovers by itself when Redis comes back (the next poll simply succeeds).
+
+Escaping: Jinja autoescapes every template (`.html`), data for the charts goes into
+`<script type="application/json">` through `tojson` (which escapes <, > and &), and the scripts
+write text with `textContent`, never `innerHTML`. A Content-Security-Policy allows scripts from
+this server only, so a sample that holds markup could not run even if it were inserted as HTML.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import time
+
+import redis
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask.json.provider import DefaultJSONProvider
+
+from worker.errors import InvalidJobId, NoCheckpoint, NoSuchJob
+from worker.store import JobStore, Status, redact
+
+from . import views
+
+POLL_MS = {"jobs": 3000, "job": 1000, "sweeps": 5000, "sweep": 2000, "workers": 3000}
+"""How often each page fetches its JSON twin. A job page polls fastest: a new sample should show
+within a second or two of being written."""
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class StrictJSON(DefaultJSONProvider):
+    """JSON a browser can parse: a diverged job's NaN or infinite loss goes out as the string
+    "NaN" or "Infinity" (Python's json would write the bare tokens, which JSON.parse refuses)."""
+    sort_keys = False
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("default", self.default)
+        try:
+            return json.dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:
+            return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class NotFound(Exception):
+    """An unknown route, id or checkpoint: a 404 page, never a traceback."""
+
+
+def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
+    """The app over one job store. `url` is shown (redacted) when Redis is unreachable. With a
+    password every request needs HTTP basic auth (any user name, that password)."""
+    app = Flask(__name__)
+    app.json = StrictJSON(app)
+    app.jinja_env.filters["fmt"] = fmt
+    app.jinja_env.filters["when"] = when
+    where = redact(url)
+
+    @app.before_request
+    def auth():
+        if password is None:
+            return None
+        given = request.authorization
+        if given is not None and given.type == "basic" and given.password is not None and \
+                hmac.compare_digest(given.password.encode(), password.encode()):
+            return None
+        return Response("authentication required\n", 401, {
+            "WWW-Authenticate": 'Basic realm="charrnn dashboard", charset="UTF-8"',
+            "Content-Type": "text/plain; charset=utf-8"})
+
+    @app.after_request
+    def headers(resp):
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if resp.mimetype == "application/json" or resp.mimetype == "text/html":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def page(template: str, name: str, data: dict, json_url: str, boot: dict | None = None,
+             poll_ms: int | None = None, **extra):
+        """`boot`: the little the page's script needs before its first poll (a chart's points),
+        embedded as JSON; the rest it reads from the twin."""
+        return render_template(template, page=name, data=data, json_url=json_url,
+                               poll_ms=poll_ms or POLL_MS[name], boot=boot or {}, **extra)
+
+    def split(raw: str) -> tuple[str, bool]:
+        """'ID.json' -> ('ID', True); the id itself is validated by the store functions."""
+        return (raw[:-5], True) if raw.endswith(".json") else (raw, False)
+
+    @app.get("/")
+    def index():
+        return redirect(url_for("jobs_list"))
+
+    @app.get("/jobs")
+    @app.get("/jobs.json", endpoint="jobs_json")
+    def jobs_list():
+        status = request.args.get("status") or None
+        if status not in (None, *[s.value for s in Status]):
+            raise NotFound(f"no such status {status!r}")
+        tag = request.args.get("tag") or None
+        offset = request.args.get("offset", "0")
+        if not offset.isdigit():
+            raise NotFound(f"bad offset {offset[:40]!r}")
+        data = views.jobs_page(store, status, tag, int(offset))
+        if request.path.endswith(".json"):
+            return jsonify(data)
+        q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
+        return page("jobs.html", "jobs", data, url_for("jobs_json", offset=offset, **q),
+                    statuses=[s.value for s in Status], query=q)
+
+    @app.get("/job/<raw>")
+    def job(raw):
+        job_id, as_json = split(raw)
+        data = views.job_view(store, job_id)
+        if as_json:
+            return jsonify(data)
+        return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"),
+                    boot={k: data[k] for k in ("curves", "samples_written", "finished")})
+
+    @app.get("/job/<job_id>/checkpoint/<which>")
+    def checkpoint(job_id, which):
+        raw, iteration = views.verified_checkpoint(store, job_id, which)
+        name = f"charrnn-{job_id[:8]}-{which}-{iteration}.npz"
+        return Response(raw, 200, {"Content-Type": "application/octet-stream",
+                                   "Content-Disposition": f'attachment; filename="{name}"',
+                                   "Content-Length": str(len(raw))})
+
+    @app.get("/sweeps")
+    @app.get("/sweeps.json", endpoint="sweeps_json")
+    def sweeps_list():
+        data = {"sweeps": views.sweeps_list(store)}
+        if request.path.endswith(".json"):
+            return jsonify(data)
+        return page("sweeps.html", "sweeps", data, url_for("sweeps_json"))
+
+    @app.get("/sweep/<raw>")
+    def sweep(raw):
+        sweep_id, as_json = split(raw)
+        data = views.sweep_view(store, sweep_id)
+        if as_json:
+            return jsonify(data)
+        rows = None if request.args.get("all") else views.LEADERBOARD_ROWS
+        return page("sweep.html", "sweep", data, url_for("sweep", raw=data["sweep_id"] + ".json"),
+                    boot={"scatter": data["scatter"], "finished": data["finished"]},
+                    poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
+                    curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]), rows=rows)
+
+    @app.get("/sweep/<sweep_id>/curves.json")
+    def sweep_curves(sweep_id):
+        return jsonify(views.sweep_curves(store, sweep_id))
+
+    @app.get("/workers")
+    @app.get("/workers.json", endpoint="workers_json")
+    def workers():
+        data = views.workers_view(store)
+        if request.path.endswith(".json"):
+            return jsonify(data)
+        return page("workers.html", "workers", data, url_for("workers_json"))
+
+    def wants_json() -> bool:
+        return request.path.endswith(".json")
+
+    def failure(code: int, message: str, title: str, retry: bool = False):
+        if wants_json():
+            return jsonify({"error": message}), code
+        return render_template("error.html", code=code, title=title, message=message,
+                               retry=retry), code
+
+    @app.errorhandler(NotFound)
+    @app.errorhandler(NoSuchJob)
+    @app.errorhandler(InvalidJobId)
+    @app.errorhandler(NoCheckpoint)
+    def not_found(e):
+        return failure(404, str(e), "Not found")
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def no_route(e):
+        return failure(e.code, e.description if e.code == 405 else
+                       f"no page at {request.path[:200]}", e.name)
+
+    @app.errorhandler(views.BadCheckpoint)
+    def bad_checkpoint(e):
+        return failure(500, str(e), "Checkpoint refused")
+
+    @app.errorhandler(500)
+    def internal(e):
+        return failure(500, "internal error; the dashboard's log has the details",
+                       "Internal error")
+
+    @app.errorhandler(redis.RedisError)
+    def unreachable(e):
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        return failure(503, f"Redis unreachable at {where}: {reason}. This page retries by "
+                            f"itself.", "Redis unreachable", retry=True)
+
+    return app
+
+
+def fmt(v, digits: int = 4) -> str:
+    """As the command line prints numbers: '-' for none, floats to `digits` places."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if math.isfinite(v) else _finite(v)   # as the script shows it
+    return str(v)
+
+
+def when(t) -> str:
+    """A timestamp in UTC, to the second (the page and its script agree on UTC)."""
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))

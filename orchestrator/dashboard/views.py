@@ -1,0 +1,198 @@
+"""What each dashboard page shows, as plain dicts: the JSON twins serve them as they are and the
+templates render them. Everything is read through the job store (`JobStore`) and
+`orchestrator.leaderboard`, the functions `list`, `results`, `compare` and `checkpoint` use: the
+dashboard has no data path of its own. Nothing here writes.
+
+No Flask here, so these functions are the dashboard's logic and can be called from anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+
+from charrnn import checkpoint as ckpt
+from charrnn.errors import CharRNNError
+
+from worker import keys
+from worker.errors import NoCheckpoint
+from worker.store import JobStore, Status, validate_job_id
+
+from .. import jobs, leaderboard
+
+PAGE = 50
+"""Jobs per page of the jobs table: one ZREVRANGE and one pipelined HGETALL per page."""
+
+CURVES_MAX = 50
+"""Loss curves drawn on a sweep's chart, best first; a larger sweep shows its best ones only (the
+leaderboard still ranks every job). 50 histories of ~500 rows load in a few hundred ms; 1,000
+would take seconds and draw an unreadable chart."""
+
+LEADERBOARD_ROWS = 100
+"""Leaderboard rows a sweep page renders unless asked for all (its JSON twin always has all)."""
+
+BIG_SWEEP = 200
+"""A sweep with more jobs than this is polled every 10 s instead of 2 s: its twin is ~400 bytes
+a job."""
+
+WORKER_LIMIT = 1000
+"""Running jobs read for the workers page."""
+
+
+class BadCheckpoint(Exception):
+    """A stored checkpoint whose bytes do not match its stored sha256, or that does not load."""
+
+
+def job_row(job: dict) -> dict:
+    """One line of the jobs table: what `orchestrator list --json` prints, with the loss per char."""
+    return {**jobs.status_view(job), "name": job["name"], "tags": job["tags"],
+            "sweep_id": job["sweep_id"], "best_val_loss": job["best_val_loss"],
+            "loss": leaderboard.per_char(job, job["smooth_loss"])}
+
+
+def status_counts(store: JobStore) -> dict[str, int]:
+    """How many jobs are in each status, from the status indexes (one round trip)."""
+    with store.r.pipeline(transaction=False) as p:
+        for s in Status:
+            p.zcard(keys.status_index(s.value))
+        return dict(zip([s.value for s in Status], p.execute()))
+
+
+def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None,
+              offset: int = 0, limit: int = PAGE) -> dict:
+    """A page of jobs, newest first, as `JobStore.list` reads them (the same index, ZREVRANGE,
+    then the records in one pipelined read), from position `offset` of the index on. With a
+    status or a tag alone that is one read per page whatever the number of jobs; with both, the
+    tag's index is read page by page and filtered by status, as `JobStore.list` does.
+    Returns {"jobs", "offset", "next" (offset of the next page, or None), "total" (in the index)}."""
+    index = (keys.tag_index(tag) if tag else
+             keys.status_index(status) if status else keys.jobs_by_time())
+    with store.r.pipeline(transaction=False) as p:
+        p.zcard(index)
+        p.zrevrange(index, offset, offset + limit - 1)
+        total, ids = p.execute()
+    rows, pos, nxt = [], offset, None
+    while ids:
+        ids = [i.decode() for i in ids]
+        found = {j["job_id"]: j for j in store.jobs(ids)}      # deleted meanwhile: left out
+        for n, job_id in enumerate(ids):
+            job = found.get(job_id)
+            if job is None or (status and job["status"] != status):
+                continue
+            rows.append(job_row(job))
+            if len(rows) == limit:
+                nxt = pos + n + 1
+                break
+        if nxt is not None or not (tag and status):
+            nxt = pos + len(ids) if nxt is None else nxt
+            break
+        pos += len(ids)                                          # tag and status: read on
+        ids = store.r.zrevrange(index, pos, pos + limit - 1)
+    if nxt is not None and nxt >= total:
+        nxt = None
+    return {"jobs": rows, "offset": offset, "next": nxt, "total": total, "status": status,
+            "tag": tag, "limit": limit}
+
+
+def job_view(store: JobStore, job_id: str) -> dict:
+    """A job page: its row, spec, loss curves against characters seen (as `orchestrator plot`
+    draws them), samples in order, events, and its checkpoints. NoSuchJob or InvalidJobId."""
+    job = store.get(validate_job_id(job_id))
+    job_id = job["job_id"]
+    history = store.history(job_id)
+    return {"job": {**job_row(job), "restarts": job["restarts"], "rollbacks": job["rollbacks"],
+                    "learning_rate": job["learning_rate"]},
+            "spec": job["spec"].to_dict(),
+            "curves": leaderboard.curves(job, history),
+            "history_rows": len(history),
+            "samples": store.samples(job_id),
+            "samples_written": store.sample_count(job_id),
+            "events": store.events(job_id),
+            "checkpoint_iteration": store.checkpoint_iteration(job_id),
+            "finished": jobs.is_terminal(job)}
+
+
+def verified_checkpoint(store: JobStore, job_id: str, which: str) -> tuple[bytes, int]:
+    """The bytes `orchestrator checkpoint` writes, checked the same ways: the stored sha256 against
+    the bytes, then a full load. (bytes, iteration); NoSuchJob, NoCheckpoint or BadCheckpoint."""
+    if which not in ("latest", "best"):
+        raise NoCheckpoint(f"no such checkpoint kind {which!r} (latest or best)")
+    raw, meta = store.checkpoint(validate_job_id(job_id), which)
+    if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+        raise BadCheckpoint(f"job {job_id}'s {which} checkpoint does not match its stored sha256; "
+                            f"not served")
+    try:
+        ck = ckpt.load(raw, name=f"the job's {which} checkpoint")
+    except CharRNNError as e:
+        raise BadCheckpoint(str(e)) from None
+    return raw, ck.iteration
+
+
+def sweep_view(store: JobStore, sweep_id: str) -> dict:
+    """A sweep page: the leaderboard as `orchestrator compare --json` prints it (`jobs`,
+    `varying`), a scatter per varying hyperparameter, and ASHA's rungs with their decisions."""
+    sw = store.get_sweep(validate_job_id(sweep_id))
+    found = store.jobs(sw["job_ids"])
+    names, rows = leaderboard.board(store, found)
+    scatter = {}
+    for n in names:
+        pts = [{"x": r["params"][n], "y": r["best_val_loss"], "job_id": r["job_id"]}
+               for r in rows if r["best_val_loss"] is not None and math.isfinite(r["best_val_loss"])]
+        scatter[n] = pts
+    plan = (sw["spec"].get("early_stop") or {})
+    rungs = []
+    for m in plan.get("rungs") or []:
+        dec = store.rung_decisions(sw["sweep_id"], m)
+        rungs.append({"iteration": m,
+                      "decisions": sorted(({"job_id": j, **d} for j, d in dec.items()),
+                                          key=lambda d: (d.get("rank") or 0, d["job_id"]))})
+    return {"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
+            "tags": sw["tags"], "spec": sw["spec"], "counts": leaderboard.counts(found),
+            "varying": names, "jobs": rows, "scatter": scatter, "rungs": rungs,
+            "reduction_factor": plan.get("reduction_factor"),
+            "finished": all(jobs.is_terminal(j) for j in found)}
+
+
+def sweep_curves(store: JobStore, sweep_id: str, limit: int = CURVES_MAX) -> dict:
+    """The loss curves of a sweep's jobs, best first (at most `limit`), labelled by what varies,
+    as `orchestrator plot` draws them. One pipelined read for all the histories."""
+    sw = store.get_sweep(validate_job_id(sweep_id))
+    found = store.jobs(sw["job_ids"])
+    names = leaderboard.varying(found)
+    ranked = leaderboard.rank(found)
+    shown = ranked[:limit]
+    hist = leaderboard.histories(store, shown)
+    return {"sweep_id": sw["sweep_id"], "total": len(found),
+            "lines": [{"job_id": j["job_id"], "label": leaderboard.label(j, names),
+                       "status": j["status"], **leaderboard.curves(j, hist[j["job_id"]])}
+                      for j in shown]}
+
+
+def sweeps_list(store: JobStore, limit: int = 20) -> list[dict]:
+    """Sweeps, newest first, with their status counts: what `orchestrator sweeps --json` prints.
+    The counts read each job's status field alone, in one pipelined read for all the sweeps: ten
+    sweeps of 1,000 jobs decoded whole (`JobStore.jobs`) would take seconds."""
+    sweeps = store.list_sweeps(limit)
+    with store.r.pipeline(transaction=False) as p:
+        for sw in sweeps:
+            for j in sw["job_ids"]:
+                p.hget(keys.job(j), "status")
+        statuses = iter(p.execute())
+    out = []
+    for sw in sweeps:
+        mine = [next(statuses) for _ in sw["job_ids"]]
+        out.append({"sweep_id": sw["sweep_id"], "name": sw["name"],
+                    "created_at": sw["created_at"], "jobs": sw["n_jobs"],
+                    "counts": dict(Counter(s.decode() for s in mine if s is not None))})
+    return out
+
+
+def workers_view(store: JobStore) -> dict:
+    """Workers that run a job now, from the `running` status index and each job's `worker` field
+    (a worker with no job is not seen this way; `orchestrator workers` asks Celery)."""
+    running = store.list(status=Status.RUNNING.value, limit=WORKER_LIMIT)
+    by_worker: dict[str, list[dict]] = {}
+    for j in running:
+        by_worker.setdefault(j["worker"] or "(not recorded)", []).append(job_row(j))
+    return {"workers": [{"name": n, "jobs": rows} for n, rows in sorted(by_worker.items())],
+            "counts": status_counts(store)}
