@@ -27,8 +27,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from conftest import RedisServer, Worker, run_cli, wait_status  # noqa: E402
 from worker import keys  # noqa: E402
+
+from conftest import RedisServer, Worker, run_cli, wait_status  # noqa: E402
 
 GRID = ["--grid", "learning_rate=0.05,0.02,0.005,0.001,0.0002", "--grid", "hidden_size=64,128"]
 

@@ -36,9 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from conftest import (RedisServer, Worker, make_corpus, run_cli, submit,  # noqa: E402
-                      wait_status)
 from worker import keys  # noqa: E402
+
+from conftest import RedisServer, Worker, make_corpus, run_cli, submit, wait_status  # noqa: E402
 
 POLL = 0.25
 """Seconds between the benchmark's own polls of the store: it must not take a core from a job."""

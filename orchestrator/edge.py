@@ -12,9 +12,15 @@ import click
 import redis
 
 from charrnn.errors import CharRNNError
-
-from worker.errors import (CorpusTooLarge, InvalidJobId, JobTooLarge, NoCheckpoint, NoSuchCorpus,
-                           NoSuchJob, Unreachable)
+from worker.errors import (
+    CorpusTooLarge,
+    InvalidJobId,
+    JobTooLarge,
+    NoCheckpoint,
+    NoSuchCorpus,
+    NoSuchJob,
+    Unreachable,
+)
 from worker.store import JobStore, connect, redact
 
 from . import embedded, render
@@ -87,7 +93,9 @@ def check_url(url: str) -> str:
     try:
         redis.connection.parse_url(url)
     except ValueError:
-        raise BadInput(f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db")
+        # our message replaces parse_url's: it says what is wrong, with the password masked
+        raise BadInput(
+            f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db") from None
     return url
 
 

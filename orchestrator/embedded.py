@@ -130,7 +130,7 @@ def _make_private(root: str) -> None:
     """Take group and other permissions off the home and everything in it that is ours (homes
     made by earlier versions were 0755 with 0644 files, the append-only file among them)."""
     uid = os.geteuid()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         for path in [dirpath] + [os.path.join(dirpath, n) for n in filenames]:
             try:
                 st = os.lstat(path)

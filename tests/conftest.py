@@ -211,6 +211,7 @@ def reference_state(text: str, hyper: dict):
 
 def assert_matches_reference(r, job_id, text, hyper):
     import numpy as np
+
     from charrnn import checkpoint
     raw = r.hget(keys.checkpoint(job_id, "latest"), "data")
     ck = checkpoint.load(raw)

@@ -123,7 +123,7 @@ class JobSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JobSpec":
+    def from_dict(cls, d: dict) -> JobSpec:
         try:
             es = d.get("early_stop")
             rungs = (RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
@@ -138,7 +138,7 @@ class JobSpec:
             raise SpecError(f"malformed job spec ({type(e).__name__}: {e})") from None
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "JobSpec":
+    def from_json(cls, raw: str | bytes) -> JobSpec:
         try:
             d = json.loads(raw)
         except ValueError as e:

@@ -19,10 +19,8 @@ from redis.retry import Retry
 from charrnn.data import corpus_sha256
 
 from . import keys, settings
-from .errors import (CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob,
-                     Unreachable)
+from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob, Unreachable
 from .spec import JobSpec
-
 
 # KEYS: the corpus's job set, the corpus. Deletes the corpus when no job refers to it.
 COLLECT_CORPUS = """
