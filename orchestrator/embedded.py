@@ -387,7 +387,8 @@ def down() -> dict:
             deadline = time.monotonic() + 10
             while _works_in(data, server) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        if _ours(st, server):   # still there 10 s after SHUTDOWN, or it never answered
+        # still there 10 s after SHUTDOWN, or it never answered (_ours: an int PID, checked)
+        if isinstance(server, int) and _ours(st, server):
             _signal(st, server, signal.SIGTERM)
             stopped = True
         elif _alive(server):

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from charrnn import Config
 from charrnn.errors import CharRNNError
@@ -128,7 +129,8 @@ class JobSpec:
             es = d.get("early_stop")
             rungs = (RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
                      if es else None)
-            total = d.get("total_iterations", d.get("iterations_total"))   # before 2026-11
+            # before 2026-11: iterations_total; the value is checked in __post_init__
+            total: Any = d.get("total_iterations", d.get("iterations_total"))
             return cls(corpus_sha256=d["corpus_sha256"], config=Config.from_dict(d["hyper"]),
                        total_iterations=total, corpus=d.get("corpus") or "",
                        name=d.get("name"), tags=tuple(d.get("tags") or ()),
