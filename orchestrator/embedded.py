@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -234,12 +233,6 @@ def _wait_gone(st: dict, pids: list, seconds: float) -> None:
 
 # --- the stack --------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ping(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
@@ -262,11 +255,6 @@ def running_url() -> str | None:
     if st and st.get("url") and _ping(st["url"]):   # only our server knows its password
         return st["url"]
     return None
-
-
-def start_redis() -> dict:
-    with _locked():
-        return _start_redis()
 
 
 def _start_redis() -> dict:
