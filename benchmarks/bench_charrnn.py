@@ -44,8 +44,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from charrnn import Config, Trainer, read_corpus  # noqa: E402
-from charrnn import oracle  # noqa: E402
+from charrnn import (  # noqa: E402
+    Config,
+    Trainer,
+    oracle,  # noqa: E402
+    read_corpus,
+)
 from charrnn.model import views  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

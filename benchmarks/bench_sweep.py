@@ -10,7 +10,7 @@
 
 Starts its own redis-server and two workers. Corpus: tinyshakespeare when given (the standard
 corpus of the field), else builtin:python-docs.
-    python benchmarks/bench_sweep.py [--corpus ../shared/corpora/tinyshakespeare.txt]
+    python benchmarks/bench_sweep.py [--corpus path/to/tinyshakespeare.txt]
 """
 import os
 
@@ -20,15 +20,13 @@ os.environ.update({"CHARRNN_LEASE_SECONDS": "30", "CHARRNN_VISIBILITY_TIMEOUT": 
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from worker import keys
 
-from conftest import RedisServer, Worker, run_cli, wait_status  # noqa: E402
-from worker import keys  # noqa: E402
+# benchmarks/ is sys.path[0] when this file runs as a script
+from stack import RedisServer, Worker, run_cli, wait_status
 
 GRID = ["--grid", "learning_rate=0.05,0.02,0.005,0.001,0.0002", "--grid", "hidden_size=64,128"]
 
@@ -79,8 +77,9 @@ def big_sweep_costs(url, r, corpus):
 
 def main():
     ap = argparse.ArgumentParser()
-    default = os.path.join(os.path.dirname(HERE), "..", "shared", "corpora", "tinyshakespeare.txt")
-    ap.add_argument("--corpus", default=default if os.path.exists(default) else "builtin:python-docs")
+    ap.add_argument("--corpus", default="builtin:python-docs",
+                    help="a text file (tinyshakespeare, the field's standard corpus, if you have "
+                         "it) or a builtin: corpus of the CLI")
     ap.add_argument("--iterations", type=int, default=8000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,16 +29,13 @@ os.environ.update(PRODUCTION)
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from worker import keys
 
-from conftest import (RedisServer, Worker, make_corpus, run_cli, submit,  # noqa: E402
-                      wait_status)
-from worker import keys  # noqa: E402
+# benchmarks/ is sys.path[0] when this file runs as a script
+from stack import RedisServer, Worker, make_corpus, run_cli, submit, wait_status
 
 POLL = 0.25
 """Seconds between the benchmark's own polls of the store: it must not take a core from a job."""

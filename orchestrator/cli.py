@@ -13,16 +13,21 @@ import click
 from charrnn import checkpoint as ckpt
 from charrnn.cli import run, sample_options, sample_text
 from charrnn.options import given
-
 from worker import settings
 from worker.store import Status
 
-from . import (control, embedded, follow, jobs, launch, leaderboard, render, sweeps, views,
-               workers as live_workers)
+from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, views
+from . import workers as live_workers
 from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
 from .jobs import BadInput
-from .params import (id_argument, ids_argument, job_argument, json_option, submit_options,
-                     sweep_hyper_options)
+from .params import (
+    id_argument,
+    ids_argument,
+    job_argument,
+    json_option,
+    submit_options,
+    sweep_hyper_options,
+)
 
 pass_ctx = click.make_pass_decorator(Ctx)
 

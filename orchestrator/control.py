@@ -5,7 +5,7 @@ import re
 import time
 
 from worker import keys
-from worker.store import TERMINAL, JobStore
+from worker.store import TERMINAL, JobStore, as_text
 
 from . import jobs
 from .jobs import BadInput
@@ -19,8 +19,8 @@ def cancel_sweep(store: JobStore, sw: dict) -> dict:
     out: dict[str, list[str]] = {"cancelled": [], "cancel_requested": [], "already_ended": []}
     for j in store.jobs(sw["job_ids"]):
         st = None if jobs.is_terminal(j) else store.cancel(j["job_id"])
-        out[{"running": "cancel_requested", "cancelled": "cancelled"}.get(st, "already_ended")
-            ].append(j["job_id"])
+        where: dict[str | None, str] = {"running": "cancel_requested", "cancelled": "cancelled"}
+        out[where.get(st, "already_ended")].append(j["job_id"])
     return {"sweep_id": sw["sweep_id"], **out}
 
 
@@ -57,7 +57,7 @@ def prunable(store: JobStore, seconds: float) -> list[str]:
     cutoff = time.time() - seconds
     out = []
     for s in TERMINAL:
-        ids = [i.decode() for i in store.r.zrangebyscore(keys.status_index(s.value), "-inf",
+        ids = [as_text(i) for i in store.r.zrangebyscore(keys.status_index(s.value), "-inf",
                                                          cutoff)]
         out += [j["job_id"] for j in store.jobs(ids)
                 if jobs.is_terminal(j) and (j["finished_at"] or 0) < cutoff]

@@ -12,9 +12,15 @@ import click
 import redis
 
 from charrnn.errors import CharRNNError
-
-from worker.errors import (CorpusTooLarge, InvalidJobId, JobTooLarge, NoCheckpoint, NoSuchCorpus,
-                           NoSuchJob, Unreachable)
+from worker.errors import (
+    CorpusTooLarge,
+    InvalidJobId,
+    JobTooLarge,
+    NoCheckpoint,
+    NoSuchCorpus,
+    NoSuchJob,
+    Unreachable,
+)
 from worker.store import JobStore, connect, redact
 
 from . import embedded, render
@@ -34,7 +40,16 @@ class Fail(click.ClickException):
 
     def __init__(self, message: str, code: int):
         super().__init__(render.plain(message))
-        self.exit_code = code
+        self.code = code
+
+    # click declares exit_code one per class (a ClassVar); a Fail carries its own, read on exit
+    @property
+    def exit_code(self) -> int:
+        return self.code
+
+    @exit_code.setter
+    def exit_code(self, code: int) -> None:
+        self.code = code
 
 
 ERRORS: tuple[tuple[tuple[type, ...], int], ...] = (
@@ -69,7 +84,7 @@ class Group(click.Group):
             raise
         except Exception as e:
             obj = ctx.find_object(Ctx)
-            f = failure(e, obj and obj.url_for_messages())
+            f = failure(e, obj.url_for_messages() if obj is not None else None)
             if f is None:
                 raise
             raise f from None
@@ -87,7 +102,9 @@ def check_url(url: str) -> str:
     try:
         redis.connection.parse_url(url)
     except ValueError:
-        raise BadInput(f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db")
+        # our message replaces parse_url's: it says what is wrong, with the password masked
+        raise BadInput(
+            f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db") from None
     return url
 
 

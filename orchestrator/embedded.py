@@ -129,7 +129,7 @@ def _make_private(root: str) -> None:
     """Take group and other permissions off the home and everything in it that is ours (homes
     made by earlier versions were 0755 with 0644 files, the append-only file among them)."""
     uid = os.geteuid()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         for path in [dirpath] + [os.path.join(dirpath, n) for n in filenames]:
             try:
                 st = os.lstat(path)
@@ -257,11 +257,6 @@ def running_url() -> str | None:
     return None
 
 
-def start_redis() -> dict:
-    with _locked():
-        return _start_redis()
-
-
 def _start_redis() -> dict:
     root = home()
     _make_private(root)
@@ -380,7 +375,8 @@ def down() -> dict:
             deadline = time.monotonic() + 10
             while _works_in(data, server) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        if _ours(st, server):   # still there 10 s after SHUTDOWN, or it never answered
+        # still there 10 s after SHUTDOWN, or it never answered (_ours: an int PID, checked)
+        if isinstance(server, int) and _ours(st, server):
             _signal(st, server, signal.SIGTERM)
             stopped = True
         elif _alive(server):

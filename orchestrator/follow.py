@@ -25,8 +25,13 @@ def sweep(store: JobStore, sw: dict, quiet: bool = False, stderr: bool = True) -
 def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
     """A live progress bar (iteration/total, loss per char, chars/s, ETA) on stderr and samples
     as they appear, until the job ends; returns the job."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     console = render.console(stderr=True, quiet=quiet)
     with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}/char  val {task.fields[val]}  "

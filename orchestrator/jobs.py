@@ -6,14 +6,12 @@ import time
 from charrnn import Config, read_corpus
 from charrnn.data import prepare
 from charrnn.trainer import Trainer
-
-from worker import settings
-from worker import keys
+from worker import keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
 from worker.lease import retrying
 from worker.limits import check_fits
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
-from worker.store import JobStore, Status, TERMINAL, new_job_id
+from worker.store import TERMINAL, JobStore, Status, new_job_id
 
 STATUS_FIELDS = ("job_id", "status", "iteration", "iterations", "smooth_loss", "val_loss",
                  "chars_per_second", "worker", "submitted_at", "started_at", "finished_at", "error")

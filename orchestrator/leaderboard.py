@@ -10,7 +10,6 @@ from collections import Counter
 
 from charrnn.config import FIELDS
 from charrnn.units import loss_per_char
-
 from worker import keys
 from worker.errors import NoSuchJob
 from worker.store import JobStore
@@ -92,7 +91,7 @@ def last_samples(store: JobStore, jobs: list[dict]) -> dict[str, str | None]:
             p.lindex(keys.samples(j["job_id"]), -1)
         raw = p.execute()
     out = {}
-    for j, r in zip(jobs, raw):
+    for j, r in zip(jobs, raw, strict=True):
         text = json.loads(r)["text"] if r else None
         out[j["job_id"]] = None if text is None else (text.strip().splitlines() or [""])[0]
     return out
@@ -103,7 +102,7 @@ def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
         for j in jobs:
             p.lrange(keys.history(j["job_id"]), 0, -1)
         raw = p.execute()
-    return {j["job_id"]: [json.loads(x) for x in rows] for j, rows in zip(jobs, raw)}
+    return {j["job_id"]: [json.loads(x) for x in rows] for j, rows in zip(jobs, raw, strict=True)}
 
 
 def per_char(job: dict, smooth_loss: float | None) -> float | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from charrnn.options import config_options
-
 from worker.spec import DEFAULT_CHECKPOINT_EVERY
 from worker.store import validate_job_id
 

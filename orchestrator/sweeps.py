@@ -37,14 +37,12 @@ import numpy as np
 from charrnn import Config
 from charrnn.errors import ConfigError
 from charrnn.options import coerce, fields
-
 from worker import asha
 from worker.spec import SWEEP_TAG_PREFIX, JobSpec
 
 from . import jobs
 from .jobs import BadInput
-from .sweepfile import check_schema, param_name
-from .sweepfile import SCHEDULERS, SCHEMA, read_file, schema  # noqa: F401  (sweeps.read_file...)
+from .sweepfile import SCHEDULERS, SCHEMA, check_schema, param_name, read_file, schema  # noqa: F401  (sweeps.read_file...)
 
 MAX_POINTS = 1000
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")

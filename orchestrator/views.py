@@ -4,12 +4,10 @@ once, in `resolve`."""
 from __future__ import annotations
 
 from charrnn import checkpoint as ckpt
-
 from worker.errors import NoCheckpoint
 from worker.store import JobStore
 
 from . import jobs, leaderboard
-
 
 resolve = leaderboard.resolve
 

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from conftest import run_cli, submit, wait_status
 from worker import keys
 from worker.training import MAX_EVENTS, MAX_HISTORY, MAX_SAMPLES
+
+from conftest import run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,18 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import (CharRNNError, CheckpointError, Config, CorpusError, DivergedError, Hooks,
-                     Trainer, checkpoint)
+from charrnn import (
+    CharRNNError,
+    CheckpointError,
+    Config,
+    CorpusError,
+    DivergedError,
+    Hooks,
+    Trainer,
+    checkpoint,
+)
 
 from textgen import pseudo_english  # noqa: E402
-
 
 TEXT = pseudo_english(400, seed=2)
 CFG = Config(hidden_size=8, num_layers=2, seq_length=10, iterations=30, eval_every=0,

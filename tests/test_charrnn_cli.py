@@ -15,7 +15,6 @@ import pytest
 
 from textgen import pseudo_english  # noqa: E402
 
-
 SMALL = ["--hidden-size", "16", "--num-layers", "2", "--seq-length", "10", "--eval-every", "0",
          "--sample-every", "0"]
 
@@ -152,7 +151,7 @@ def test_corpus_is_a_directory(tmp_path):
 
 def test_non_utf8_corpus_says_where(tmp_path):
     p = tmp_path / "latin1.txt"
-    p.write_bytes("first line\nsecond line caf".encode() + b"\xe9 au lait\n" * 20)
+    p.write_bytes(b"first line\nsecond line caf" + b"\xe9 au lait\n" * 20)
     line = assert_user_error(charrnn("train", "--corpus", p), "utf-8")
     assert "0xe9" in line and "offset 26" in line and "line 2" in line, line
 

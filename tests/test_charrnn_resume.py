@@ -18,7 +18,6 @@ from charrnn import Config, Hooks, Trainer, checkpoint
 
 from textgen import pseudo_english  # noqa: E402
 
-
 # Runs in a fresh interpreter: argv = mode, config json, corpus path, checkpoint path, out path
 CHILD = r"""
 import json, sys

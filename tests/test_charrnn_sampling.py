@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn import CharRNNError, ConfigError, Config, PrimeError, Trainer, checkpoint
+from charrnn import CharRNNError, Config, ConfigError, PrimeError, Trainer, checkpoint
 from charrnn.sampling import sample_from
 
 from textgen import pseudo_english  # noqa: E402
-
 
 TEXT = pseudo_english(2000, seed=4)
 

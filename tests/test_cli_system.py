@@ -11,8 +11,9 @@ import uuid
 import pytest
 
 from charrnn.units import loss_per_char
-from conftest import REPO, free_port, run_cli, submit, wait_status
 from worker import keys
+
+from conftest import REPO, free_port, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 

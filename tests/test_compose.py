@@ -500,7 +500,7 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         checkpoint = folder / "output" / "model.npz"
         assert checkpoint.is_file() and checkpoint.stat().st_size > 0, "checkpoint not written to ./output"
         assert checkpoint.stat().st_uid == owner
-        from charrnn import checkpoint as charrnn_checkpoint   # verifies the file's digest
+        from charrnn import checkpoint as charrnn_checkpoint  # verifies the file's digest
         fetched = charrnn_checkpoint.load(str(checkpoint))
         assert fetched.iteration == 300 and fetched.sample(length=40)
         results = parse_json(stack.orchestrator("results", job, "--json").stdout)

@@ -138,7 +138,7 @@ def test_down_leaves_processes_it_did_not_start_alone(home):
 def assert_private(home):
     """Directories 0700, files 0600 (the append-only file holds every corpus in clear)."""
     loose = []
-    for dirpath, dirnames, filenames in os.walk(home):
+    for dirpath, _, filenames in os.walk(home):
         for path in [dirpath] + [os.path.join(dirpath, n) for n in filenames]:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):

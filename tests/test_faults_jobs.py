@@ -5,6 +5,7 @@ with an uninterrupted in-process run of the same spec. Run with `pytest -m fault
 Each test appends one JSON line of what held to the fault report (CHARRNN_FAULT_REPORT, default
 /tmp/charrnn-fault-report.jsonl; the session also writes the markdown table beside it, .md)."""
 import base64
+import itertools
 import json
 import os
 import pickle
@@ -16,9 +17,19 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import (assert_matches_reference, events, job_field, make_corpus, run_cli, submit,
-                      wait_for, wait_iteration, wait_status)
 from worker import keys
+
+from conftest import (
+    assert_matches_reference,
+    events,
+    job_field,
+    make_corpus,
+    run_cli,
+    submit,
+    wait_for,
+    wait_iteration,
+    wait_status,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -223,7 +234,7 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
             break
         assert time.monotonic() < deadline, "the job did not finish"
         time.sleep(0.01)
-    back = [(x, y) for (_, x, _), (_, y, _) in zip(seen, seen[1:]) if y < x]
+    back = [(x, y) for (_, x, _), (_, y, _) in itertools.pairwise(seen) if y < x]
     assert not back, f"iteration went backwards (from, to): {back[:5]}"
     assert {h for _, _, h in seen} == {b.name} and seen[-1][0] == "succeeded"
     assert [s for s, _, _ in seen[:-1]] == ["running"] * (len(seen) - 1)
@@ -233,7 +244,7 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
              what="the stale trainer to log that it lost its lease")
     assert re.search(rb"succeeded in [0-9.]+s: 'lost_lease'", open(a.log, "rb").read())
     rows = [json.loads(x)[0] for x in r.lrange(f"{key}:history", history_from, -1)]
-    back = [(x, y) for x, y in zip(rows, rows[1:]) if y < x]
+    back = [(x, y) for x, y in itertools.pairwise(rows) if y < x]
     assert rows and not back, f"history rows written out of order (from, to): {back[:5]}"
     ev = names(r, job)
     assert ev.count("started") == 1 and ev.count("resumed") == 1 and ev.count("finished") == 1

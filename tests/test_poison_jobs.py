@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from conftest import REPO, Worker, job_field, run_cli, submit, wait_for, wait_status
 from worker import keys
+
+from conftest import REPO, Worker, job_field, run_cli, submit, wait_for, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +161,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_f
     job = submit(server.url(), corpus_file, "--checkpoint-every", "1000000",
                  iterations=1000000, hidden_size=32, eval_every=0, sample_every=0)
     for attempt in (1, 2):
-        wait_for(lambda: job_field(r, job, "status") == "running"
+        wait_for(lambda attempt=attempt: job_field(r, job, "status") == "running"
                  and int(job_field(r, job, "attempts") or 0) == attempt,
                  timeout=60, what=f"delivery {attempt} running")
         time.sleep(0.3)

@@ -1,5 +1,6 @@
 """Sweep specs, ASHA's pure rules, the leaderboard and the plot: pure functions only (no Redis,
 no Celery)."""
+import itertools
 import json
 import math
 import random
@@ -10,7 +11,8 @@ import pytest
 from charrnn.config import FIELDS, Config
 from charrnn.data import prepare
 from charrnn.units import loss_per_char
-from orchestrator import jobs, leaderboard as lb, plots, sweeps
+from orchestrator import leaderboard as lb
+from orchestrator import plots, sweeps
 from orchestrator.jobs import BadInput
 from worker.asha import default_rungs
 from worker.spec import JobSpec, RungPlan, SpecError
@@ -230,7 +232,7 @@ def test_plan_sweep_rejects(corpus, kw, match):
 def test_default_rungs_without_grace_period_grow_by_eta_below_the_end():
     r = default_rungs(10000, 3, None)
     assert r[0] == 371 and r == sorted(set(r)) and all(m < 10000 for m in r)
-    assert all(2.9 < b / a < 3.1 for a, b in zip(r, r[1:]))
+    assert all(2.9 < b / a < 3.1 for a, b in itertools.pairwise(r))
     assert default_rungs(2700, 3, None) == [100, 300, 900]
 
 

@@ -3,21 +3,23 @@ user runs it. Grid and random sweeps, ASHA across both workers, compare (table, 
 (a PNG checked pixel by pixel), status/watch/cancel of a whole sweep, and bad input."""
 import csv
 import io
+import itertools
 import json
 import math
 import subprocess
 import sys
-import uuid
 import time
+import uuid
 
 import numpy as np
 import pytest
 
 from charrnn import Config
-from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
 from worker import asha, keys
 from worker.spec import JobSpec, RungPlan
 from worker.store import JobStore
+
+from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +137,7 @@ def test_asha_stops_the_bad_configurations_across_two_workers(pool, r, redis_ser
     assert len(workers) == 2, workers
     spans = sorted((float(job_field(r, j, "started_at")), float(job_field(r, j, "finished_at")))
                    for j in ids)
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two jobs overlapped"
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "no two jobs overlapped"
     # every decision, recomputed from the rung's record
     for m in (300, 900):
         dec = _decisions(r, sid, m)
@@ -305,12 +307,11 @@ def test_rung_decisions_are_fenced_and_idempotent(redis_server, r):
     """One decision per job and rung, whoever asks again (a resumed or rolled-back trainer),
     and none for a trainer whose lease was taken over."""
     from worker.errors import LostLease
-    from worker.lease import Lease
     sid = "11111111-1111-4111-8111-111111111111"
     rungs = RungPlan(sid, (100,), 2.0)
     leases = rung_jobs(r, 4)
     got = [asha.decide(lease, rungs, 100, j, loss)
-           for (lease, j), loss in zip(leases, [2.0, 1.0, 3.0, 1.5])]
+           for (lease, j), loss in zip(leases, [2.0, 1.0, 3.0, 1.5], strict=True)]
     assert [d["continue"] for d in got] == [True, True, False, True]    # n=3: keep 2, n=4: keep 2
     assert [d["rank"] for d in got] == [1, 1, 3, 2] and [d["reached"] for d in got] == [1, 2, 3, 4]
     lease, j = leases[2]

@@ -9,9 +9,20 @@ import uuid
 
 import pytest
 
-from conftest import (REPO, assert_matches_reference, events, free_port, job_field, run_cli,
-                      submit, wait_for, wait_iteration, wait_status)
 from worker import keys
+
+from conftest import (
+    REPO,
+    assert_matches_reference,
+    events,
+    free_port,
+    job_field,
+    run_cli,
+    submit,
+    wait_for,
+    wait_iteration,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,9 +228,9 @@ def test_delete_and_prune(pool, r, redis_server, corpus_file):
 def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
     """`list` does work proportional to --limit, not to the store: one index page and one hash
     per row read, never KEYS or SCAN. Counted with Redis's own command statistics, not timed."""
-    from worker.store import JobStore
     from charrnn import Config
     from worker.spec import JobSpec
+    from worker.store import JobStore
     s = JobStore(r)
     spec = JobSpec(corpus_sha256="0" * 64, config=Config(), total_iterations=1).to_json()
     with r.pipeline(transaction=False) as p:

@@ -9,7 +9,7 @@ WORDS = ("the of and to in is was that for on with as by at from his her they we
 def pseudo_english(n_words: int, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     out, sentence = [], []
-    for i in range(n_words):
+    for _ in range(n_words):
         w = WORDS[rng.integers(len(WORDS))]
         sentence.append(w.capitalize() if not sentence else w)
         if rng.random() < 0.12:

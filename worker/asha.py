@@ -46,7 +46,8 @@ def default_rungs(max_iterations: int, reduction_factor: float, grace_period: in
     first rung sits `count` factors of eta below the end, so a sweep gets `count` rungs."""
     # rounded up: rounded down, r * eta^count lands just below the end and adds a fourth rung
     r = grace_period or max(1, math.ceil(max_iterations / reduction_factor ** count))
-    out, m = [], float(r)
+    out: list[int] = []
+    m = float(r)
     while round(m) < max_iterations:
         if not out or round(m) > out[-1]:
             out.append(int(round(m)))

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from charrnn import Config
 from charrnn.errors import CharRNNError
@@ -123,12 +124,13 @@ class JobSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JobSpec":
+    def from_dict(cls, d: dict) -> JobSpec:
         try:
             es = d.get("early_stop")
             rungs = (RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
                      if es else None)
-            total = d.get("total_iterations", d.get("iterations_total"))   # before 2026-11
+            # before 2026-11: iterations_total; the value is checked in __post_init__
+            total: Any = d.get("total_iterations", d.get("iterations_total"))
             return cls(corpus_sha256=d["corpus_sha256"], config=Config.from_dict(d["hyper"]),
                        total_iterations=total, corpus=d.get("corpus") or "",
                        name=d.get("name"), tags=tuple(d.get("tags") or ()),
@@ -138,7 +140,7 @@ class JobSpec:
             raise SpecError(f"malformed job spec ({type(e).__name__}: {e})") from None
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "JobSpec":
+    def from_json(cls, raw: str | bytes) -> JobSpec:
         try:
             d = json.loads(raw)
         except ValueError as e:

@@ -6,6 +6,7 @@ trainer's writes). Results never expire; `delete` and `prune` remove them.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -19,10 +20,8 @@ from redis.retry import Retry
 from charrnn.data import corpus_sha256
 
 from . import keys, settings
-from .errors import (CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob,
-                     Unreachable)
+from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob, Unreachable
 from .spec import JobSpec
-
 
 # KEYS: the corpus's job set, the corpus. Deletes the corpus when no job refers to it.
 COLLECT_CORPUS = """
@@ -84,9 +83,9 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def status_moves(job_id: str, new: Status, score: float) -> list[tuple]:
+def status_moves(job_id: str, new: Status, score: float) -> list[tuple[str, ...]]:
     """Commands that move a job into one status index and out of the others."""
-    ops = [("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new]
+    ops: list[tuple[str, ...]] = [("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new]
     ops.append(("ZADD", keys.status_index(new.value), repr(score), job_id))
     return ops
 
@@ -95,7 +94,24 @@ def event(name: str, **fields) -> str:
     return json.dumps({"t": time.time(), "event": name, **fields})
 
 
-def _num(v: str, kind):
+def as_text(v: object) -> str:
+    """A Redis string reply as text. redis-py types replies as bytes or str (it depends on
+    decode_responses, off for this store: bytes); anything else is a bug, said at once."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, str):
+        return v
+    raise TypeError(f"expected a Redis string reply, got {type(v).__name__}")
+
+
+def as_bytes(v: object) -> bytes:
+    """A Redis string reply as the bytes stored (checkpoints): see as_text."""
+    if isinstance(v, bytes):
+        return v
+    raise TypeError(f"expected a Redis bytes reply, got {type(v).__name__}")
+
+
+def _num(v: str | None, kind):
     if v in ("", None):
         return None
     try:
@@ -142,7 +158,7 @@ class JobStore:
         if raw is None:
             raise NoSuchCorpus(f"corpus {sha[:12]} is not in the store (deleted with the last "
                                f"job that used it?)")
-        return raw.decode("utf-8")
+        return as_text(raw)
 
     # --- jobs ---------------------------------------------------------------------------------
     def create(self, job_id: str, spec: JobSpec) -> None:
@@ -206,11 +222,11 @@ class JobStore:
         raw = self.r.hgetall(keys.sweep(sweep_id))
         if not raw:
             raise NoSuchJob(f"no sweep with id {sweep_id}")
-        d = {k.decode(): v.decode() for k, v in raw.items()}
+        d = {as_text(k): as_text(v) for k, v in raw.items()}
         return {"sweep_id": d["sweep_id"], "name": d.get("name") or None,
                 "spec": json.loads(d.get("spec") or "{}"), "n_jobs": int(d.get("n_jobs") or 0),
                 "created_at": float(d["created_at"]), "tags": json.loads(d.get("tags") or "[]"),
-                "job_ids": [j.decode() for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]}
+                "job_ids": [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]}
 
     def jobs(self, job_ids: list[str]) -> list[dict]:
         """Many job records in one round trip, in the order given; deleted jobs are left out."""
@@ -230,7 +246,7 @@ class JobStore:
         return "sweep" if is_sweep else "job" if is_job else None
 
     def list_sweeps(self, limit: int = 20) -> list[dict]:
-        ids = [i.decode() for i in self.r.zrevrange(keys.sweeps_by_time(), 0, limit - 1)]
+        ids = [as_text(i) for i in self.r.zrevrange(keys.sweeps_by_time(), 0, limit - 1)]
         out = []
         for i in ids:
             try:
@@ -241,7 +257,7 @@ class JobStore:
 
     def rung_decisions(self, sweep_id: str, milestone: int) -> dict[str, dict]:
         raw = self.r.hgetall(keys.rung_decisions(sweep_id, milestone))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {as_text(k): json.loads(v) for k, v in raw.items()}
 
     def delete_sweep(self, sweep_id: str) -> list[str]:
         """Remove a sweep, its rung records and every job of it. Returns the job ids deleted."""
@@ -305,7 +321,7 @@ class JobStore:
         """(bytes, stored sha256) of a checkpoint, unverified, or None: for the worker, which
         verifies it and falls back."""
         raw = self.r.hmget(keys.checkpoint(job_id, which), "data", "sha256")
-        return None if raw[0] is None or raw[1] is None else (raw[0], raw[1].decode())
+        return None if raw[0] is None or raw[1] is None else (as_bytes(raw[0]), as_text(raw[1]))
 
     def checkpoint_iteration(self, job_id: str) -> int | None:
         raw = self.r.hget(keys.checkpoint(job_id, "latest"), "iteration")
@@ -317,7 +333,7 @@ class JobStore:
         raw = self.r.hgetall(keys.checkpoint(job_id, which))
         if not raw:
             raise NoCheckpoint(f"job {job_id} has no {which} checkpoint yet")
-        return raw[b"data"], {"sha256": raw[b"sha256"].decode(),
+        return as_bytes(raw[b"data"]), {"sha256": as_text(raw[b"sha256"]),
                               "iteration": int(raw[b"iteration"])}
 
     def list(self, status: str | None = None, tag: str | None = None,
@@ -325,13 +341,14 @@ class JobStore:
         """Newest first, read by ZREVRANGE pages (never KEYS), filtered by status and tag."""
         index = (keys.tag_index(tag) if tag else
                  keys.status_index(status) if status else keys.jobs_by_time())
-        out, start, page = [], 0, limit
+        out: list[dict] = []
+        start, page = 0, limit
         while len(out) < limit:
             ids = self.r.zrevrange(index, start, start + page - 1)
             if not ids:
                 break
             start += page
-            for job in self.jobs([i.decode() for i in ids]):
+            for job in self.jobs([as_text(i) for i in ids]):
                 if status and job["status"] != status:
                     continue
                 out.append(job)
@@ -351,13 +368,13 @@ class JobStore:
                     status, submitted = p.hmget(key, "status", "submitted_at")
                     if status is None:
                         raise NoSuchJob(f"no job with id {job_id}")
-                    status = status.decode()
+                    status = as_text(status)
                     p.multi()
                     if status == Status.QUEUED.value:
                         now = time.time()
                         p.hset(key, mapping={"status": Status.CANCELLED.value,
                                              "finished_at": repr(now), "cancel_requested": "1"})
-                        for op in status_moves(job_id, Status.CANCELLED, float(submitted)):
+                        for op in status_moves(job_id, Status.CANCELLED, float(as_text(submitted))):
                             p.execute_command(*op)
                         p.rpush(keys.events(job_id), event("cancelled", while_status="queued"))
                         status = Status.CANCELLED.value
@@ -391,14 +408,14 @@ class JobStore:
         which watches the corpus key (`_transaction`)."""
         self.r.eval(COLLECT_CORPUS, 2, keys.corpus_jobs(sha), keys.corpus(sha))
 
-    def prune(self, older_than_seconds: float) -> list[str]:
+    def prune(self, older_than_seconds: float) -> builtins.list[str]:
         """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now
         minus the given age, and the sweeps left with no job. Returns the job ids deleted."""
         cutoff = time.time() - older_than_seconds
         gone = []
         for s in TERMINAL:
             for raw_id in self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff):
-                job_id = raw_id.decode()
+                job_id = as_text(raw_id)
                 try:
                     job = self.get(job_id)
                 except NoSuchJob:
@@ -408,8 +425,8 @@ class JobStore:
                     self.delete(job_id)
                     gone.append(job_id)
         for raw_id in self.r.zrangebyscore(keys.sweeps_by_time(), "-inf", cutoff):
-            sweep_id = raw_id.decode()
-            ids = [j.decode() for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]
+            sweep_id = as_text(raw_id)
+            ids = [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]
             if not self.jobs(ids):
                 self.delete_sweep(sweep_id)
         return gone

@@ -242,7 +242,7 @@ def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
 def restore(store: JobStore, job_id: str, cfg: Config, text: str) -> tuple[Trainer, list[str]]:
     """The trainer at the latest checkpoint that verifies (falling back to the previous one and
     recording why), or a fresh one. Returns (trainer, events to record)."""
-    notes = []
+    notes: list[str] = []
     for which in ("latest", "previous"):
         stored = retrying(store.checkpoint_record, job_id, which)
         if stored is None:
@@ -263,7 +263,7 @@ def begin(store: JobStore, lease: Lease, job: dict, trainer: Trainer, notes: lis
     """The start transition: running on this host, started or resumed. Returns the cancel flag."""
     job_id, now = job["job_id"], time.time()
     resumed = trainer.iteration > 0 or job["started_at"] is not None
-    ops = [("HSET", keys.job(job_id), "status", Status.RUNNING.value, "worker", host,
+    ops: list[tuple] = [("HSET", keys.job(job_id), "status", Status.RUNNING.value, "worker", host,
             "started_at", repr(job["started_at"] or now), "iterations", trainer.total_iterations,
             "iteration", trainer.iteration)]
     ops += status_moves(job_id, Status.RUNNING, job["submitted_at"])
@@ -323,6 +323,8 @@ def train_through_rungs(lease: Lease, job: dict, trainer: Trainer, hooks: JobHoo
                 return Outcome.REQUEUED, None
         if hooks.last_eval_iteration != trainer.iteration:    # resumed exactly at the rung
             hooks.on_eval(trainer, trainer.evaluate())
+        # rungs come only from a plan, and the evaluation above set the loss
+        assert spec.rungs is not None and trainer.val_loss is not None
         d = asha.decide(lease, spec.rungs, m, hooks.job_id, trainer.val_loss)
         hooks.cancel = lease.write(push_events(hooks.job_id, event("rung", host=host, **d)))
         if not d["continue"]:
@@ -362,7 +364,7 @@ def requeue(lease: Lease, job: dict, trainer: Trainer, host: str) -> Outcome:
     """The worker is shutting down: the job goes back to `queued` (the task then gives its
     message back to the broker) and the lease is released for the next worker at once."""
     job_id = job["job_id"]
-    ops = [("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "")]
+    ops: list[tuple] = [("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "")]
     ops += status_moves(job_id, Status.QUEUED, job["submitted_at"])
     ops += push_events(job_id, event("interrupted", host=host, iteration=trainer.iteration,
                                      reason="worker shutting down"))

