@@ -26,10 +26,10 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from conftest import RedisServer, free_port, make_corpus, run_cli  # noqa: E402
 from worker import keys  # noqa: E402
+
+from stack import RedisServer, free_port, make_corpus, run_cli  # noqa: E402
 
 SWEEP = 1000
 HISTORY = 500

@@ -21,9 +21,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from conftest import RedisServer, Worker, free_port, run_cli, wait_status  # noqa: E402
+from stack import RedisServer, Worker, free_port, run_cli, wait_status  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(os.path.dirname(REPO), "shared", "corpora", "tinyshakespeare.txt")
 

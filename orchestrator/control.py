@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import re
-import time
 
-from worker import keys
-from worker.store import TERMINAL, JobStore, as_text
+from worker.store import JobStore
 
 from . import jobs
 from .jobs import BadInput
@@ -51,20 +49,7 @@ def parse_age(raw: str) -> float:
     return seconds
 
 
-def prunable(store: JobStore, seconds: float) -> list[str]:
-    """The jobs `JobStore.prune(seconds)` would delete now (it reads the same indexes), for
-    --dry-run: nothing is deleted."""
-    cutoff = time.time() - seconds
-    out = []
-    for s in TERMINAL:
-        ids = [as_text(i) for i in store.r.zrangebyscore(keys.status_index(s.value), "-inf",
-                                                         cutoff)]
-        out += [j["job_id"] for j in store.jobs(ids)
-                if jobs.is_terminal(j) and (j["finished_at"] or 0) < cutoff]
-    return out
-
-
 def prune(store: JobStore, seconds: float, dry_run: bool) -> list[str]:
     """Delete the jobs that ended more than `seconds` ago (and the sweeps left empty), or with
     dry_run only list them. Returns their ids."""
-    return prunable(store, seconds) if dry_run else store.prune(seconds)
+    return store.prune(seconds, dry_run=dry_run)

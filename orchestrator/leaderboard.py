@@ -10,7 +10,6 @@ from collections import Counter
 
 from charrnn.config import FIELDS
 from charrnn.units import loss_per_char
-from worker import keys
 from worker.errors import NoSuchJob
 from worker.store import JobStore
 
@@ -86,23 +85,14 @@ def fmt_value(v) -> str:
 
 def last_samples(store: JobStore, jobs: list[dict]) -> dict[str, str | None]:
     """The first line of each job's latest sample, one round trip."""
-    with store.r.pipeline(transaction=False) as p:
-        for j in jobs:
-            p.lindex(keys.samples(j["job_id"]), -1)
-        raw = p.execute()
-    out = {}
-    for j, r in zip(jobs, raw, strict=True):
-        text = json.loads(r)["text"] if r else None
-        out[j["job_id"]] = None if text is None else (text.strip().splitlines() or [""])[0]
-    return out
+    rows = store.last_samples([j["job_id"] for j in jobs])
+    return {j["job_id"]: None if s is None else (s["text"].strip().splitlines() or [""])[0]
+            for j, s in zip(jobs, rows, strict=True)}
 
 
 def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
-    with store.r.pipeline(transaction=False) as p:
-        for j in jobs:
-            p.lrange(keys.history(j["job_id"]), 0, -1)
-        raw = p.execute()
-    return {j["job_id"]: [json.loads(x) for x in rows] for j, rows in zip(jobs, raw, strict=True)}
+    rows = store.histories([j["job_id"] for j in jobs])
+    return {j["job_id"]: h for j, h in zip(jobs, rows, strict=True)}
 
 
 def per_char(job: dict, smooth_loss: float | None) -> float | None:

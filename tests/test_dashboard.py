@@ -13,9 +13,18 @@ from base64 import b64encode
 
 import pytest
 
-from conftest import (REPO, RedisServer, free_port, make_corpus, run_cli, submit, wait_for,
-                      wait_status)
 from worker import keys
+
+from conftest import (
+    REPO,
+    RedisServer,
+    free_port,
+    make_corpus,
+    run_cli,
+    submit,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -356,6 +356,67 @@ class JobStore:
                     break
         return out
 
+    def page(self, status: str | None = None, tag: str | None = None, offset: int = 0,
+             limit: int = 50) -> tuple[builtins.list[dict], int | None, int]:
+        """A page of jobs, newest first, from position `offset` of the index (the tag's, the
+        status's, or all jobs'): one ZREVRANGE and one pipelined read a page; with a tag and a
+        status both, the tag's index is read on and filtered. Returns (jobs, offset of the next
+        page or None, jobs in the index)."""
+        index = (keys.tag_index(tag) if tag else
+                 keys.status_index(status) if status else keys.jobs_by_time())
+        with self.r.pipeline(transaction=False) as p:
+            p.zcard(index)
+            p.zrevrange(index, offset, offset + limit - 1)
+            total, raw = p.execute()
+        rows: builtins.list[dict] = []
+        pos, nxt = offset, None
+        while raw:
+            ids = [as_text(i) for i in raw]
+            found = {j["job_id"]: j for j in self.jobs(ids)}      # deleted meanwhile: left out
+            for n, job_id in enumerate(ids):
+                job = found.get(job_id)
+                if job is None or (status and job["status"] != status):
+                    continue
+                rows.append(job)
+                if len(rows) == limit:
+                    nxt = pos + n + 1
+                    break
+            if nxt is not None or not (tag and status):
+                nxt = pos + len(ids) if nxt is None else nxt
+                break
+            pos += len(ids)                                        # tag and status: read on
+            raw = self.r.zrevrange(index, pos, pos + limit - 1)
+        return rows, (None if nxt is None or nxt >= total else nxt), int(total)
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs in each status, from the status indexes (one round trip)."""
+        with self.r.pipeline(transaction=False) as p:
+            for s in Status:
+                p.zcard(keys.status_index(s.value))
+            return dict(zip([s.value for s in Status], p.execute(), strict=True))
+
+    def statuses(self, job_ids: builtins.list[str]) -> builtins.list[str | None]:
+        """Each job's status field alone (one pipelined read): counting a thousand jobs' statuses
+        without decoding their records."""
+        with self.r.pipeline(transaction=False) as p:
+            for j in job_ids:
+                p.hget(keys.job(j), "status")
+            return [None if s is None else as_text(s) for s in p.execute()]
+
+    def last_samples(self, job_ids: builtins.list[str]) -> builtins.list[dict | None]:
+        """Each job's newest sample (or None), one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for j in job_ids:
+                p.lindex(keys.samples(j), -1)
+            return [json.loads(r) if r else None for r in p.execute()]
+
+    def histories(self, job_ids: builtins.list[str]) -> builtins.list[builtins.list[builtins.list]]:
+        """Each job's loss history, one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for j in job_ids:
+                p.lrange(keys.history(j), 0, -1)
+            return [[json.loads(x) for x in rows] for rows in p.execute()]
+
     def cancel(self, job_id: str) -> str:
         """A queued job becomes cancelled at once (it will never start); a running one is asked to
         stop at its next check. Returns the status after the call."""
@@ -408,22 +469,23 @@ class JobStore:
         which watches the corpus key (`_transaction`)."""
         self.r.eval(COLLECT_CORPUS, 2, keys.corpus_jobs(sha), keys.corpus(sha))
 
-    def prune(self, older_than_seconds: float) -> builtins.list[str]:
+    def prune(self, older_than_seconds: float, dry_run: bool = False) -> builtins.list[str]:
         """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now
-        minus the given age, and the sweeps left with no job. Returns the job ids deleted."""
+        minus the given age, and the sweeps left with no job (dry_run: only say which jobs).
+        Returns the job ids deleted (or that would be)."""
         cutoff = time.time() - older_than_seconds
         gone = []
         for s in TERMINAL:
-            for raw_id in self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff):
-                job_id = as_text(raw_id)
-                try:
-                    job = self.get(job_id)
-                except NoSuchJob:
-                    continue
+            ids = [as_text(i) for i in
+                   self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff)]
+            for job in self.jobs(ids):
                 if job["status"] in [t.value for t in TERMINAL] and \
                         (job["finished_at"] or 0) < cutoff:
-                    self.delete(job_id)
-                    gone.append(job_id)
+                    if not dry_run:
+                        self.delete(job["job_id"])
+                    gone.append(job["job_id"])
+        if dry_run:
+            return gone
         for raw_id in self.r.zrangebyscore(keys.sweeps_by_time(), "-inf", cutoff):
             sweep_id = as_text(raw_id)
             ids = [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]

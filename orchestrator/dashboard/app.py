@@ -65,6 +65,12 @@ class NotFound(Exception):
     """An unknown route, id or checkpoint: a 404 page, never a traceback."""
 
 
+def json_url(offset: str, query: dict[str, str]) -> str:
+    """The jobs page's JSON twin, with the same filters."""
+    from urllib.parse import urlencode
+    return "/jobs.json?" + urlencode({"offset": offset, **query})
+
+
 def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
     """The app over one job store. `url` is shown (redacted) when Redis is unreachable. With a
     password every request needs HTTP basic auth (any user name, that password)."""
@@ -124,7 +130,7 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
         if request.path.endswith(".json"):
             return jsonify(data)
         q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
-        return page("jobs.html", "jobs", data, url_for("jobs_json", offset=offset, **q),
+        return page("jobs.html", "jobs", data, json_url(offset, q),
                     statuses=[s.value for s in Status], query=q)
 
     @app.get("/job/<raw>")

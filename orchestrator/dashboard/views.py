@@ -13,8 +13,6 @@ from collections import Counter
 
 from charrnn import checkpoint as ckpt
 from charrnn.errors import CharRNNError
-
-from worker import keys
 from worker.errors import NoCheckpoint
 from worker.store import JobStore, Status, validate_job_id
 
@@ -50,14 +48,6 @@ def job_row(job: dict) -> dict:
             "loss": leaderboard.per_char(job, job["smooth_loss"])}
 
 
-def status_counts(store: JobStore) -> dict[str, int]:
-    """How many jobs are in each status, from the status indexes (one round trip)."""
-    with store.r.pipeline(transaction=False) as p:
-        for s in Status:
-            p.zcard(keys.status_index(s.value))
-        return dict(zip([s.value for s in Status], p.execute()))
-
-
 def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None,
               offset: int = 0, limit: int = PAGE) -> dict:
     """A page of jobs, newest first, as `JobStore.list` reads them (the same index, ZREVRANGE,
@@ -65,31 +55,8 @@ def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None
     status or a tag alone that is one read per page whatever the number of jobs; with both, the
     tag's index is read page by page and filtered by status, as `JobStore.list` does.
     Returns {"jobs", "offset", "next" (offset of the next page, or None), "total" (in the index)}."""
-    index = (keys.tag_index(tag) if tag else
-             keys.status_index(status) if status else keys.jobs_by_time())
-    with store.r.pipeline(transaction=False) as p:
-        p.zcard(index)
-        p.zrevrange(index, offset, offset + limit - 1)
-        total, ids = p.execute()
-    rows, pos, nxt = [], offset, None
-    while ids:
-        ids = [i.decode() for i in ids]
-        found = {j["job_id"]: j for j in store.jobs(ids)}      # deleted meanwhile: left out
-        for n, job_id in enumerate(ids):
-            job = found.get(job_id)
-            if job is None or (status and job["status"] != status):
-                continue
-            rows.append(job_row(job))
-            if len(rows) == limit:
-                nxt = pos + n + 1
-                break
-        if nxt is not None or not (tag and status):
-            nxt = pos + len(ids) if nxt is None else nxt
-            break
-        pos += len(ids)                                          # tag and status: read on
-        ids = store.r.zrevrange(index, pos, pos + limit - 1)
-    if nxt is not None and nxt >= total:
-        nxt = None
+    jobs, nxt, total = store.page(status, tag, offset, limit)
+    rows = [job_row(j) for j in jobs]
     return {"jobs": rows, "offset": offset, "next": nxt, "total": total, "status": status,
             "tag": tag, "limit": limit}
 
@@ -173,17 +140,13 @@ def sweeps_list(store: JobStore, limit: int = 20) -> list[dict]:
     The counts read each job's status field alone, in one pipelined read for all the sweeps: ten
     sweeps of 1,000 jobs decoded whole (`JobStore.jobs`) would take seconds."""
     sweeps = store.list_sweeps(limit)
-    with store.r.pipeline(transaction=False) as p:
-        for sw in sweeps:
-            for j in sw["job_ids"]:
-                p.hget(keys.job(j), "status")
-        statuses = iter(p.execute())
+    statuses = iter(store.statuses([j for sw in sweeps for j in sw["job_ids"]]))
     out = []
     for sw in sweeps:
         mine = [next(statuses) for _ in sw["job_ids"]]
         out.append({"sweep_id": sw["sweep_id"], "name": sw["name"],
                     "created_at": sw["created_at"], "jobs": sw["n_jobs"],
-                    "counts": dict(Counter(s.decode() for s in mine if s is not None))})
+                    "counts": dict(Counter(s for s in mine if s is not None))})
     return out
 
 
@@ -195,4 +158,4 @@ def workers_view(store: JobStore) -> dict:
     for j in running:
         by_worker.setdefault(j["worker"] or "(not recorded)", []).append(job_row(j))
     return {"workers": [{"name": n, "jobs": rows} for n, rows in sorted(by_worker.items())],
-            "counts": status_counts(store)}
+            "counts": store.status_counts()}
