@@ -218,7 +218,7 @@ def test_loss_falls_on_a_small_text():
     assert last < first - 0.8, (first, last)          # nats/char per window
     assert v1 < v0 - 0.8, (v0, v1)
     assert v1 < 2.6, v1
-    assert t.smooth_loss < s0 - 3                       # the EMA moves clearly too
+    assert t.smooth_loss < s0 - 0.12                    # the EMA (nats/char) moves clearly too
     st = t.stats()
     assert st["val_loss"] == v1 and st["val_bits_per_char"] == pytest.approx(v1 / np.log(2))
     assert st["chars"] == 400 * 25
