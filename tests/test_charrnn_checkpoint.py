@@ -43,7 +43,9 @@ def build(meta, arrays, resign=True, meta_bytes=None) -> bytes:
     meta = dict(meta)
     if resign:
         meta.pop("sha256", None)
-        meta["sha256"] = checkpoint._digest(meta, arrays["theta"], arrays["mem"], arrays["h"])
+        meta["sha256"] = checkpoint._digest(meta, *(arrays[k] for k in
+                                                    checkpoint.ARRAYS.get(meta.get("version"), checkpoint.ARRAYS[2])
+                                                    if k in arrays))
     raw = meta_bytes if meta_bytes is not None else json.dumps(meta).encode()
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(raw, dtype=np.uint8), **arrays)
@@ -70,7 +72,7 @@ def test_round_trip(good, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
     meta, arrays = parts(good)
     assert meta["format"] == checkpoint.FORMAT and meta["version"] == checkpoint.VERSION
-    assert set(arrays) == {"theta", "mem", "h"}
+    assert set(arrays) == {"theta", "opt", "h", "c"}
     assert {"train", "sample"} <= set(meta["rng"])
     for key in ("corpus_sha256", "pointer", "iteration", "smooth_loss", "config", "vocab"):
         assert key in meta
@@ -119,7 +121,7 @@ def test_other_npz_and_text_files():
     assert_checkpoint_error(buf.getvalue())
 
 
-@pytest.mark.parametrize("key", ["theta", "mem", "h"])
+@pytest.mark.parametrize("key", ["theta", "opt", "h"])
 def test_flipped_byte_in_array(good, key):
     meta, arrays = parts(good)
     arrays[key].reshape(-1).view(np.uint8)[3] ^= 0x10
@@ -145,14 +147,15 @@ def test_pickled_object_array(good):
     meta, arrays = parts(good)
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-             theta=np.array([{"evil": 1}, None], dtype=object), mem=arrays["mem"], h=arrays["h"])
+             theta=np.array([{"evil": 1}, None], dtype=object), opt=arrays["opt"], h=arrays["h"],
+             c=arrays["c"])
     assert_checkpoint_error(buf.getvalue(), "pickle")
     buf = io.BytesIO()
     np.savez(buf, meta=np.array([meta], dtype=object), **arrays)
     assert_checkpoint_error(buf.getvalue(), "pickle")
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, 3, "2", None, True])
 def test_wrong_version(good, version):
     meta, arrays = parts(good)
     meta["version"] = version
@@ -161,10 +164,10 @@ def test_wrong_version(good, version):
 
 def test_missing_array(good):
     meta, arrays = parts(good)
-    del arrays["mem"]
+    del arrays["opt"]
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-    assert_checkpoint_error(buf.getvalue(), "missing mem")
+    assert_checkpoint_error(buf.getvalue(), "missing opt")
 
 
 def _shape(a):
@@ -179,8 +182,12 @@ def _h_shape(a):
     a["h"] = a["h"].reshape(-1)
 
 
+def _c_shape(a):
+    a["c"] = np.zeros((1,) + a["c"].shape[1:], a["c"].dtype)
+
+
 def _nan(a):
-    a["mem"][7] = np.nan
+    a["opt"][0, 7] = np.nan
 
 
 def _inf(a):
@@ -191,7 +198,8 @@ def _int_theta(a):
     a["theta"] = a["theta"].astype(np.int64)
 
 
-@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _nan, _inf, _int_theta])
+@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _c_shape, _nan, _inf,
+                                    _int_theta])
 def test_resigned_bad_arrays(good, tamper):
     meta, arrays = parts(good)
     tamper(arrays)
@@ -213,8 +221,13 @@ META_TAMPERS = {
     "pointer missing": lambda m: m.pop("pointer"),
     "smooth_loss str": lambda m: m.update(smooth_loss="x"),
     "smooth_loss nan": lambda m: m.update(smooth_loss=float("nan")),
-    "learning_rate zero": lambda m: m.update(learning_rate=0),
-    "learning_rate none": lambda m: m.update(learning_rate=None),
+    "rollback_scale zero": lambda m: m.update(rollback_scale=0),
+    "rollback_scale none": lambda m: m.update(rollback_scale=None),
+    "rollback_scale above one": lambda m: m.update(rollback_scale=2.0),
+    "config bad cell": lambda m: m["config"].update(cell="transformer"),
+    "config other cell": lambda m: m["config"].update(cell="lstm"),
+    "config other batch": lambda m: m["config"].update(batch_size=2),
+    "config other optimizer": lambda m: m["config"].update(optimizer="adam"),
 }
 
 
