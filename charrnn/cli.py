@@ -60,6 +60,15 @@ def hyperparameter_options(f):
         click.option("--sample-length", type=int, default=d.sample_length, show_default=True),
         click.option("--temperature", type=float, default=d.temperature, show_default=True, help="of samples during training"),
         click.option("--dtype", type=click.Choice(["float64", "float32"]), default=d.dtype, show_default=True),
+        click.option("--cell", type=str, default=d.cell, show_default=True, help="rnn, gru or lstm"),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True, help="B, parallel streams"),
+        click.option("--optimizer", type=str, default=d.optimizer, show_default=True, help="adagrad, rmsprop or adam"),
+        click.option("--beta1", type=float, default=d.beta1, show_default=True, help="Adam"),
+        click.option("--beta2", type=float, default=d.beta2, show_default=True, help="Adam"),
+        click.option("--rmsprop-decay", type=float, default=d.rmsprop_decay, show_default=True, help="RMSprop's alpha"),
+        click.option("--lr-schedule", type=str, default=d.lr_schedule, show_default=True, help="constant or cosine (to a tenth)"),
+        click.option("--warmup", type=int, default=d.warmup, show_default=True, help="iterations of linear warm-up"),
+        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True, help="global-norm clip (0: off)"),
     ]
     for o in reversed(opts):
         f = o(f)
