@@ -12,7 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import (CharRNNError, CheckpointError, Config, CorpusError, DivergedError, Hooks,
+from charrnn import (CharRNNError, CheckpointError, Config, ConfigError, CorpusError, DivergedError,
+                     Hooks,
                      Trainer, checkpoint)
 
 from textgen import pseudo_english  # noqa: E402
@@ -323,3 +324,104 @@ def test_diverged_validation_loss(tmp_path):
     t.model.p["Why"][0, 0] = np.inf
     with pytest.raises(DivergedError):
         t.evaluate()
+
+
+# --- format 2 specifics -------------------------------------------------------------------------
+def test_a_text_file_is_not_a_charrnn_checkpoint(tmp_path):
+    p = tmp_path / "notes.npz"
+    p.write_text("these are my notes, not weights\n")
+    msg = assert_checkpoint_error(str(p), "not a charrnn checkpoint")
+    assert "pickle" not in msg
+
+
+def test_zip_bomb_is_refused_before_decompressing(good):
+    """A member whose declared size is far beyond what its shape needs is refused from the zip
+    directory alone: nothing is inflated."""
+    meta, arrays = parts(good)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("meta.npy", _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+        for k in ("opt", "h", "c"):
+            z.writestr(f"{k}.npy", _npy(arrays[k]))
+        with z.open("theta.npy", "w", force_zip64=True) as f:    # 64 MB of zeros, ~64 KB zipped
+            f.write(_npy(np.zeros(0)))                             # a header, then 64 MB
+            zeros = bytes(1 << 20)
+            for _ in range(64):
+                f.write(zeros)
+    raw = buf.getvalue()
+    assert len(raw) < 1 << 20
+    assert_checkpoint_error(raw, "refused")
+
+
+def _npy(a: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    np.save(b, a, allow_pickle=False)
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("cell,optimizer,B", [("gru", "adam", 3), ("lstm", "rmsprop", 2),
+                                              ("lstm", "adam", 1)])
+def test_round_trip_of_every_cell(cell, optimizer, B):
+    cfg = CFG.replace(cell=cell, optimizer=optimizer, batch_size=B)
+    t = Trainer(cfg, TEXT)
+    t.run(until=7)
+    ck = checkpoint.load(checkpoint.to_bytes(t))
+    assert ck.config == cfg and ck.opt.shape == (2 if optimizer == "adam" else 1, t.model.theta.size)
+    assert ck.state_h.shape == (2, B, 8) and ck.h.shape == (2, 8)
+    assert ck.state_c.shape == ((2 if cell == "lstm" else 0), B, 8)
+    assert np.array_equal(ck.state_h, t.model.state())
+    assert len(ck.sample(length=20, seed=2, prime="The")) == 23
+
+
+NON_RESUMABLE = dict(hidden_size=9, num_layers=1, seq_length=11, dtype="float32", dropout=0.2,
+                     val_fraction=0.2, seed=3, cell="gru", batch_size=2, optimizer="adam",
+                     beta1=0.8, beta2=0.99, rmsprop_decay=0.9)
+
+
+@pytest.mark.parametrize("field", sorted(NON_RESUMABLE))
+def test_resume_refuses_every_changed_non_resumable_field(good, field):
+    from charrnn.config import RESUMABLE
+    assert field not in RESUMABLE
+    ck = checkpoint.load(good)
+    with pytest.raises(CheckpointError) as e:
+        ck.trainer(TEXT, ck.config.replace(**{field: NON_RESUMABLE[field]}))
+    flag = field.replace("_", "-")
+    assert str(e.value) == (f"cannot resume with a different {flag}: the checkpoint has "
+                            f"{getattr(ck.config, field)!r}")
+
+
+def test_every_field_is_either_resumable_or_refused():
+    from charrnn.config import FIELDS, RESUMABLE
+    assert set(FIELDS) == set(RESUMABLE) | set(NON_RESUMABLE)
+
+
+def test_resume_applies_every_changed_resumable_field(good):
+    ck = checkpoint.load(good)
+    new = ck.config.replace(learning_rate=0.07, iterations=50, grad_clip=2.0, clip_norm=3.0,
+                            lr_schedule="cosine", warmup=1, eval_every=7, sample_every=5,
+                            sample_length=9, temperature=0.5, val_max_chars=0)
+    t = ck.trainer(TEXT, new)
+    assert t.config == new and t.total_iterations == 50
+    assert t.learning_rate == pytest.approx(0.07 * t.schedule(12))
+    t.step()
+    assert np.abs(t.model.grad).max() <= 2.0 and np.linalg.norm(t.model.grad) <= 3.0 + 1e-9
+
+
+@pytest.mark.parametrize("change,error,needle", [
+    (dict(cell="transformer"), ConfigError, "cell"),
+    (dict(optimizer="sgd"), ConfigError, "optimizer"),
+    (dict(batch_size=0), ConfigError, "batch-size"),
+    (dict(lr_schedule="step"), ConfigError, "lr-schedule"),
+    (dict(clip_norm=-1.0), ConfigError, "clip-norm"),
+    (dict(warmup=30), ConfigError, "warmup"),
+    (dict(batch_size=4000), CorpusError, "batch-size"),
+])
+def test_bad_input(change, error, needle):
+    with pytest.raises(error) as e:
+        Trainer(CFG.replace(**change), TEXT)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_warmup_longer_than_an_epoch_run():
+    with pytest.raises(ConfigError, match="warmup"):
+        Trainer(CFG.replace(iterations=None, epochs=0.5, warmup=10**6), TEXT)

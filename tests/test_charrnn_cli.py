@@ -385,3 +385,26 @@ def test_resume_help_states_the_rule():
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "new base rate" in text and "refused" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--cell", "transformer"], "cell"), (["--optimizer", "sgd"], "optimizer"),
+    (["--batch-size", "0"], "batch-size"), (["--batch-size", "100000"], "batch-size"),
+    (["--warmup", "5"], "warmup"), (["--lr-schedule", "step"], "lr-schedule"),
+    (["--clip-norm", "-1"], "clip-norm"),
+])
+def test_bad_new_hyperparameters(corpus, args, needle):
+    assert_user_error(charrnn("train", "--corpus", corpus, *args, "--iterations", "5"), needle)
+
+
+def test_train_lstm_streams_adam_json(corpus, tmp_path):
+    ck = tmp_path / "lstm.npz"
+    r = charrnn("train", "--corpus", corpus, *SMALL, "--cell", "lstm", "--batch-size", 4,
+                "--optimizer", "adam", "--learning-rate", 0.01, "--lr-schedule", "cosine",
+                "--warmup", 3, "--clip-norm", 5, "--iterations", 12, "--checkpoint", ck, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["chars"] == 12 * 4 * 10
+    assert res["smooth_loss"] == res["smooth_loss_per_char"] < 5
+    s = charrnn("sample", "--checkpoint", ck, "--length", 20, "--prime", "The")
+    assert s.returncode == 0 and s.stdout.startswith("The") and len(s.stdout) == 24, s.stderr
