@@ -48,6 +48,7 @@ def model_bytes(V: int, H: int, L: int, T: int, B: int, cell: str, dropout: floa
     floats += TB * G * H * (4 if cell == "gru" else 3)    # A, dA, D (and the GRU's dZ)
     floats += 2 * TB * H + 5 * B * H                      # dH, S; the step's vectors
     floats += 2 * TB * V + 5 * TB + V                     # logits, one-hots; per-row vectors
+    floats += V * G * H + G * H                           # layer 0's table, a bias
     if cell == "gru":
         floats += L * 2 * TB * 3 * H                      # hh and the gates, per layer
     elif cell == "lstm":

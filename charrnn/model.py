@@ -100,10 +100,11 @@ class RNNCell:
         self.m, self.l = m, l
 
     def forward(self, WhhT, a_rows, h_rows):
-        dot, add, tanh = np.dot, np.add, np.tanh
+        add, tanh = np.add, np.tanh
+        h_dots = self.m.h_dots[self.l]
         for t in range(len(a_rows)):                         # the only sequential part
             h = h_rows[t + 1]
-            dot(h_rows[t], WhhT, h)                          # (B, H) @ (H, H) -> (B, H)
+            h_dots[t](WhhT, h)                               # (B, H) @ (H, H) -> (B, H)
             add(h, a_rows[t], h)                             # positional out: no kwargs to parse
             tanh(h, h)
 
@@ -113,15 +114,15 @@ class RNNCell:
         hs, D = m.hs[l][1:], m.D                             # tanh' = 1 - h^2, for the window
         np.multiply(hs, hs, out=D)
         np.subtract(1.0, D, out=D)
-        dot, add, mul = np.dot, np.add, np.multiply
-        dH_rows, dA_rows, D_rows, dhn = m.dH_rows, m.dA_rows, m.D_rows, m.dhn
+        add, mul = np.add, np.multiply
+        dH_rows, dA_rows, D_rows, dhn, dA_dots = m.dH_rows, m.dA_rows, m.D_rows, m.dhn, m.dA_dots
         dhn[...] = 0
         for t in range(m.T - 1, -1, -1):                     # backward through time
             da = dA_rows[t]
             add(dH_rows[t], dhn, da)
             mul(da, D_rows[t], da)
             if t:
-                dot(da, Whh, dhn)                            # (B, H) @ (H, H) -> (B, H)
+                dA_dots[t](Whh, dhn)                         # (B, H) @ (H, H) -> (B, H)
 
 
 class GRUCell:
@@ -145,13 +146,14 @@ class GRUCell:
         bhh = m.p[f"bhh{self.l}"]
         arz_rows, an_rows = m.a_rz_rows, m.a_n_rows
         tmp = m.tmp_h
-        dot, add, mul, sub, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
+        add, mul, sub, tanh = np.add, np.multiply, np.subtract, np.tanh
+        h_dots = m.h_dots[self.l]
         hh_rows, rz_rows, r_rows, z_rows, n_rows = (self.hh_rows, self.rz_rows, self.r_rows,
                                                     self.z_rows, self.n_rows)
         hhrz_rows, hhn_rows = self.hhrz_rows, self.hhn_rows
         for t in range(len(a_rows)):
             hh, rz, n, hprev = hh_rows[t], rz_rows[t], n_rows[t], h_rows[t]
-            dot(hprev, WhhT, hh)                             # (B, H) @ (H, 3H) -> (B, 3H)
+            h_dots[t](WhhT, hh)                              # (B, H) @ (H, 3H) -> (B, 3H)
             add(hh, bhh, hh)
             add(arz_rows[t], hhrz_rows[t], rz)
             mul(rz, 0.5, rz)                                 # sigmoid(x) = (1 + tanh(x/2)) / 2:
@@ -185,8 +187,9 @@ class GRUCell:
         np.subtract(1.0, r, out=R)
         R *= r
         R *= hh[..., 2 * H:]
-        dot, add, mul = np.dot, np.add, np.multiply
+        add, mul = np.add, np.multiply
         dH_rows, P_rows, Q_rows, R_rows = m.dH_rows, m.P_rows, m.Q_rows, m.R_rows
+        dZ_dots = m.dZ_dots
         dAn_rows, dZr_rows, dZz_rows, dZn_rows = m.dAn_rows, m.dZr_rows, m.dZz_rows, m.dZn_rows
         dZ_rows, r_rows, z_rows = m.dZ_rows, self.r_rows, self.z_rows
         dh, dhn, carry = m.dh, m.dhn, m.dcn
@@ -202,7 +205,7 @@ class GRUCell:
             mul(dan, r_rows[t], dZn_rows[t])                 # dloss/d(hh_n)
             mul(dh, z_rows[t], carry)
             if t:
-                dot(dZ_rows[t], Whh, dhn)                    # (B, 3H) @ (3H, H) -> (B, H)
+                dZ_dots[t](Whh, dhn)                         # (B, 3H) @ (3H, H) -> (B, H)
         dA[..., :2 * H] = dZ[..., :2 * H]                    # r and z see x and h alike
 
 
@@ -231,12 +234,13 @@ class LSTMCell:
         m = self.m
         c_rows, tmp = m.c_rows[self.l], m.tmp_h
         s, off = self.scale, self.shift
-        dot, add, mul, tanh = np.dot, np.add, np.multiply, np.tanh
+        add, mul, tanh = np.add, np.multiply, np.tanh
+        h_dots = m.h_dots[self.l]
         g_rows, i_rows, f_rows, gg_rows, o_rows, tc_rows = (self.g_rows, self.i_rows, self.f_rows,
                                                             self.gg_rows, self.o_rows, self.tc_rows)
         for t in range(len(a_rows)):
             z = g_rows[t]
-            dot(h_rows[t], WhhT, z)                          # (B, H) @ (H, 4H) -> (B, 4H)
+            h_dots[t](WhhT, z)                               # (B, H) @ (H, 4H) -> (B, 4H)
             add(z, a_rows[t], z)
             mul(z, s, z)
             tanh(z, z)
@@ -262,8 +266,9 @@ class LSTMCell:
         np.multiply(self.tc, self.tc, out=S)                 # S = o (1 - tanh(c)^2): dh -> dc
         np.subtract(1.0, S, out=S)
         S *= G[..., 3 * H:]
-        dot, add, mul = np.dot, np.add, np.multiply
+        add, mul = np.add, np.multiply
         dH_rows, dA_rows, D_rows, S_rows = m.dH_rows, m.dA_rows, m.D_rows, m.S_rows
+        dA_dots = m.dA_dots
         dAi, dAf, dAg, dAo = m.dAi_rows, m.dAf_rows, m.dAg_rows, m.dAo_rows
         c_rows, tc_rows = m.c_rows[self.l], self.tc_rows
         i_rows, f_rows, gg_rows = self.i_rows, self.f_rows, self.gg_rows
@@ -281,7 +286,7 @@ class LSTMCell:
             mul(dc, f_rows[t], dcn)
             mul(dA_rows[t], D_rows[t], dA_rows[t])           # through the nonlinearities
             if t:
-                dot(dA_rows[t], Whh, dhn)                    # (B, 4H) @ (4H, H) -> (B, H)
+                dA_dots[t](Whh, dhn)                         # (B, 4H) @ (4H, H) -> (B, H)
 
 
 CELL_CLASSES = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
@@ -314,6 +319,8 @@ class Model:
         self.hs = [np.zeros((T + 1, B, H), f) for _ in range(L)]
         self.cs = [np.zeros((T + 1, B, H), f) for _ in range(L)] if cell == "lstm" else []
         self.A = np.zeros((T, B, G * H), f)          # input projection of one layer, all gates
+        self.table = np.zeros((V, G * H), f)         # Wxh0^T plus the bias: layer 0's rows
+        self.bias = np.zeros(G * H, f)
         self.dA = np.zeros((T, B, G * H), f)         # dloss/dA
         # dloss/d(recurrent product + bhh): the GRU's differs from dA in its n block
         self.dZ = np.zeros((T, B, G * H), f) if cell == "gru" else self.dA
@@ -358,6 +365,10 @@ class Model:
         if cell == "lstm":
             self.dAi_rows, self.dAf_rows, self.dAg_rows, self.dAo_rows = (
                 [d[..., k * H:(k + 1) * H] for d in self.dA_rows] for k in range(4))
+        # the rows' own dot methods, bound once: the loops are call-bound, and np.dot would
+        # go through NumPy's Python-level dispatcher on every step
+        self.h_dots = [[r.dot for r in rows] for rows in self.h_rows]
+        self.dA_dots, self.dZ_dots = [r.dot for r in self.dA_rows], [r.dot for r in self.dZ_rows]
         self.cells = [CELL_CLASSES[cell](self, l) for l in range(L)]
         # With several streams the recurrent product is (B, H) @ (H, GH), which OpenBLAS runs
         # ~1.5x faster on a C-contiguous right operand than on Whh's transposed view: a copy
@@ -441,13 +452,19 @@ class Model:
         TB = T * B
         A, A2 = self.A, self.A.reshape(TB, G * H)
         for l in range(self.L):
+            # the bias of the input projection (the LSTM's two add up; the GRU adds bhh inside
+            # r * (.)), added to the (V, GH) table before the layer-0 gather, not to its rows
+            bias = self.bias
+            if self.cell == "lstm":
+                np.add(p[f"bxh{l}"], p[f"bhh{l}"], out=bias)
+            else:
+                bias = p[f"bh{l}"] if self.cell == "rnn" else p[f"bxh{l}"]
             if l == 0:
-                np.take(p["Wxh0"].T, inputs.reshape(TB), axis=0, out=A2)  # row gather: (TB,) -> (TB, GH)
+                np.add(p["Wxh0"].T, bias, out=self.table)
+                np.take(self.table, inputs.reshape(TB), axis=0, out=A2)  # row gather: (TB,) -> (TB, GH)
             else:
                 np.matmul(self._layer_input(l).reshape(TB, H), p[f"Wxh{l}"].T, out=A2)  # (TB, H) @ (H, GH)
-            A += p[f"bh{l}"] if self.cell == "rnn" else p[f"bxh{l}"]
-            if self.cell == "lstm":
-                A += p[f"bhh{l}"]                                    # the GRU adds it inside r * (.)
+                A += bias
             WhhT = p[f"Whh{l}"].T
             if self.WhhT is not None:
                 WhhT = self.WhhT[l]
@@ -495,7 +512,10 @@ class Model:
                 np.dot(ones, dA2, out=g[f"bh{l}"])
             else:
                 np.dot(ones, dA2, out=g[f"bxh{l}"])
-                np.dot(ones, dZ2, out=g[f"bhh{l}"])
+                if self.cell == "lstm":
+                    g[f"bhh{l}"][...] = g[f"bxh{l}"]                 # the same sum: dZ is dA
+                else:
+                    np.dot(ones, dZ2, out=g[f"bhh{l}"])
             if l == 0:
                 # The gather's adjoint is a scatter-add of rows; as a product with the window's
                 # (TB, V) one-hot matrix it is one BLAS call, 2-3x faster than np.add.at.
