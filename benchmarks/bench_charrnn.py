@@ -216,7 +216,41 @@ def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
     return Trainer(cfg, text)
 
 
+def check_torch_export(text):
+    """charrnn's parameters, exported with model.torch_state_dict and loaded into nn.RNN/GRU/
+    LSTM + nn.Linear, give the same loss and the same final state as charrnn (float64)."""
+    from charrnn.model import torch_state_dict
+    for cell in ("rnn", "gru", "lstm"):
+        tr = Trainer(Config(hidden_size=32, num_layers=2, seq_length=50, batch_size=3, cell=cell,
+                            iterations=10, eval_every=0, sample_every=0), text)
+        for _ in range(3):
+            tr.step()                          # trained a little: biases no longer zero
+        cfg, V = tr.config, tr.vocab.size
+        sd = torch_state_dict(tr.model.theta, V, cfg.hidden_size, cfg.num_layers, cell)
+        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
+        rnn = cls(V, cfg.hidden_size, num_layers=cfg.num_layers).double()
+        out = torch.nn.Linear(cfg.hidden_size, V).double()
+        rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("rnn.")})
+        out.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("out.")})
+        m = tr.model
+        m.reset_state()
+        inputs, targets = tr.inputs.copy(), tr.targets.copy()
+        loss = m.forward(inputs, targets)
+        with torch.no_grad():
+            y, state = rnn(torch.eye(V, dtype=torch.float64)[torch.from_numpy(inputs)])
+            tl = torch.nn.functional.cross_entropy(out(y).reshape(-1, V),
+                                                   torch.from_numpy(targets).reshape(-1),
+                                                   reduction="sum").item() / cfg.batch_size
+        h = (state[0] if isinstance(state, tuple) else state).numpy()
+        dh = np.abs(h - np.stack([hs[cfg.seq_length] for hs in m.hs])).max()
+        print(f"torch_state_dict, {cell}: |loss - torch's| = {abs(loss - tl):.1e}, "
+              f"|h - torch's| = {dh:.1e}")
+        assert abs(loss - tl) < 1e-9 * abs(tl) and dh < 1e-12
+
+
 def cells_section(text, seconds, with_torch, old_tree=None):
+    if with_torch:
+        check_torch_export(text)
     configs = [("lstm", 2, 256, 32, 64), ("gru", 2, 256, 32, 64), ("rnn", 2, 128, 32, 64),
                ("rnn", 2, 128, 1, 64), ("lstm", 2, 256, 1, 64)]
     print("\n== cells and streams: float32, Adam, clip-norm 5, chars/second (single thread) ==")

@@ -31,7 +31,7 @@ import numpy as np
 from .config import FIELDS, RESUMABLE, Config, flag
 from .data import Vocab
 from .errors import CharRNNError, CheckpointError, CorpusError
-from .model import param_count, views
+from .model import param_count, torch_state_dict, views
 from .sampling import sample_from
 from .trainer import OPTIMIZER_STATES, Trainer
 
@@ -129,6 +129,11 @@ class Checkpoint:
     def params(self) -> dict:
         c = self.config
         return views(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
+
+    def torch_state_dict(self) -> dict:
+        """The parameters as a PyTorch state dict of NumPy arrays (model.torch_state_dict)."""
+        c = self.config
+        return torch_state_dict(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
 
     def sample(self, length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                prime: str | None = None, seed: int = 0, argmax: bool = False) -> str:

@@ -528,3 +528,23 @@ class Model:
                 np.matmul(dA2, p[f"Wxh{l}"], out=dH2)                # (TB, GH) @ (GH, H) -> (TB, H)
                 if self.dropout > 0:
                     self.dH *= self.masks[l]
+
+
+def torch_state_dict(theta: np.ndarray, V: int, H: int, L: int, cell: str = "rnn") -> dict:
+    """The parameters under PyTorch's names, as NumPy arrays: `rnn.*` for an `nn.RNN(V, H, L)`
+    (tanh), `nn.GRU(V, H, L)` or `nn.LSTM(V, H, L)` reading one-hot inputs, `out.*` for the
+    `nn.Linear(H, V)` on the top layer. Same gate order (i, f, g, o; r, z, n) and same shapes,
+    so each is a copy; the vanilla cell's single bias goes to bias_ih, with bias_hh zero."""
+    p = views(theta, V, H, L, cell)
+    sd = {}
+    for l in range(L):
+        sd[f"rnn.weight_ih_l{l}"] = np.array(p[f"Wxh{l}"])
+        sd[f"rnn.weight_hh_l{l}"] = np.array(p[f"Whh{l}"])
+        if cell == "rnn":
+            sd[f"rnn.bias_ih_l{l}"] = np.array(p[f"bh{l}"])
+            sd[f"rnn.bias_hh_l{l}"] = np.zeros_like(p[f"bh{l}"])
+        else:
+            sd[f"rnn.bias_ih_l{l}"] = np.array(p[f"bxh{l}"])
+            sd[f"rnn.bias_hh_l{l}"] = np.array(p[f"bhh{l}"])
+    sd["out.weight"], sd["out.bias"] = np.array(p["Why"]), np.array(p["by"])
+    return sd

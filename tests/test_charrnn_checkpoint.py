@@ -425,3 +425,23 @@ def test_bad_input(change, error, needle):
 def test_warmup_longer_than_an_epoch_run():
     with pytest.raises(ConfigError, match="warmup"):
         Trainer(CFG.replace(iterations=None, epochs=0.5, warmup=10**6), TEXT)
+
+
+@pytest.mark.parametrize("cell,G", [("rnn", 1), ("gru", 3), ("lstm", 4)])
+def test_torch_state_dict_has_pytorchs_names_and_shapes(cell, G):
+    """The shapes nn.RNN/nn.GRU/nn.LSTM(V, H, num_layers=2) and nn.Linear(H, V) declare (checked
+    here without torch; benchmarks/bench_charrnn.py --cells checks the outputs with torch)."""
+    t = Trainer(CFG.replace(cell=cell), TEXT)
+    t.run(until=2)
+    sd = checkpoint.load(checkpoint.to_bytes(t)).torch_state_dict()
+    V, H = t.vocab.size, 8
+    expected = {"out.weight": (V, H), "out.bias": (V,)}
+    for l in range(2):
+        expected.update({f"rnn.weight_ih_l{l}": (G * H, V if l == 0 else H),
+                         f"rnn.weight_hh_l{l}": (G * H, H), f"rnn.bias_ih_l{l}": (G * H,),
+                         f"rnn.bias_hh_l{l}": (G * H,)})
+    assert {k: v.shape for k, v in sd.items()} == expected
+    assert sum(v.size for v in sd.values()) == t.model.theta.size + (2 * 8 if cell == "rnn" else 0)
+    assert np.array_equal(sd["rnn.weight_ih_l0"][:, 3], t.model.p["Wxh0"][:, 3])
+    if cell == "lstm":                     # the forget gate's bias block: rows H..2H
+        assert np.all(sd["rnn.bias_ih_l1"][H:2 * H] != 0)
