@@ -461,7 +461,7 @@ class Model:
                 bias = p[f"bh{l}"] if self.cell == "rnn" else p[f"bxh{l}"]
             if l == 0:
                 np.add(p["Wxh0"].T, bias, out=self.table)
-                np.take(self.table, inputs.reshape(TB), axis=0, out=A2)  # row gather: (TB,) -> (TB, GH)
+                np.take(self.table, inputs.reshape(TB), axis=0, out=A2, mode="clip")  # row gather: (TB,) -> (TB, GH)
             else:
                 np.matmul(self._layer_input(l).reshape(TB, H), p[f"Wxh{l}"].T, out=A2)  # (TB, H) @ (H, GH)
                 A += bias
@@ -478,7 +478,7 @@ class Model:
         if targets is None:
             return 0.0
         np.add(self.row_starts, targets.reshape(TB), out=self.target_at)
-        np.take(self.y_flat, self.target_at, out=self.correct)      # (TB,) logits of the targets
+        np.take(self.y_flat, self.target_at, out=self.correct, mode="clip")      # (TB,) logits of the targets
         np.exp(y, out=y)
         np.dot(y, self.ones_V, out=self.ysum)                        # row sums as a product: (TB, V) @ (V,)
         np.log(self.ysum, out=self.logsum)
@@ -492,7 +492,7 @@ class Model:
         p, g, T, B, H, G = self.p, self.g, self.T, self.B, self.H, self.G
         TB, ones = T * B, self.ones_TB
         dy = self.y
-        np.take(self.y_flat, self.target_at, out=self.correct)     # softmax + cross-entropy:
+        np.take(self.y_flat, self.target_at, out=self.correct, mode="clip")     # softmax + cross-entropy:
         self.correct -= 1.0                                          # dy = p - onehot(target)
         np.put(self.y_flat, self.target_at, self.correct)
         if B > 1:

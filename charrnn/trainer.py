@@ -152,7 +152,7 @@ class Trainer:
             self.pointer = 0
             m.reset_state()
         np.add(self.window_at, self.pointer, out=self._at)
-        np.take(self.train_ids, self._at, out=self.window)          # (T+1, B) ids
+        np.take(self.train_ids, self._at, out=self.window, mode="clip")          # (T+1, B) ids
         inputs, targets = self.inputs, self.targets
         if m.dropout > 0:
             m.draw_masks(self.train_rng)

@@ -324,3 +324,47 @@ def test_every_cell_learns(cell):
     t.run()
     v1 = t.evaluate()
     assert v1 < v0 - 0.9, (v0, v1)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_step_allocates_nothing_that_grows_with_the_model(cell):
+    """Every buffer is preallocated: what a training step (forward, backward, clips, Adam)
+    allocates is NumPy's iterator buffers for broadcasting operations, at most 8192 elements
+    per operand whatever the sizes, and Python's small objects; never an array of the window."""
+    import tracemalloc
+    text = pseudo_english(4000, seed=2)
+    peaks = []
+    for H, T, B in ((64, 32, 4), (128, 64, 8)):             # windows of 64 KB and 512 KB
+        cfg = Config(hidden_size=H, num_layers=2, seq_length=T, batch_size=B, cell=cell,
+                     optimizer="adam", clip_norm=1.0, dropout=0.2, lr_schedule="cosine",
+                     warmup=2, iterations=100, eval_every=0, sample_every=0)
+        t = Trainer(cfg, text)
+        t.step()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(2):
+                t.step()
+            peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        finally:
+            tracemalloc.stop()
+    assert max(peaks) <= 4 * 8192 * 8, peaks
+    assert peaks[1] <= peaks[0] + 8192, peaks
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cap", [0, 300, 555])
+def test_evaluation_scores_every_held_out_character(cell, cap):
+    """The held-out loss is the mean over all of its characters (up to val_max_chars), the last
+    block shorter than EVAL_CHUNK included, from a zero state carried through: the same as one
+    forward pass over the whole held-out text."""
+    text = pseudo_english(1200, seed=6)
+    cfg = Config(hidden_size=12, num_layers=2, seq_length=10, iterations=5, eval_every=0,
+                 sample_every=0, val_max_chars=cap, cell=cell)
+    t = Trainer(cfg, text)
+    t.run()
+    n = len(t.val_ids) - 1 if cap == 0 else min(cap, len(t.val_ids) - 1)
+    assert n % 256 != 0 and n > 256
+    whole = Model(t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell)
+    expected = whole.forward(t.val_ids[:n, None], t.val_ids[1:n + 1, None]) / n
+    assert t.evaluate() == pytest.approx(expected, rel=1e-12)
