@@ -1,8 +1,9 @@
-"""charrnn: a correct, fast, pure-NumPy stacked character-level RNN with exact resumable training.
+"""charrnn: a correct, fast, pure-NumPy stacked character-level RNN, GRU or LSTM with exact
+resumable training.
 
     from charrnn import Config, Trainer, checkpoint
     trainer = Trainer(Config(hidden_size=128, num_layers=2), text)
-    trainer.run(hooks)                       # sequential online training, Adagrad, clipping
+    trainer.run(hooks)                       # B streams (default 1), Adagrad/RMSprop/Adam, clipping
     checkpoint.save(trainer, "model.npz")    # the complete training state
     checkpoint.load("model.npz").sample(length=200, seed=1)
 

@@ -40,7 +40,7 @@ def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
                 bar.console.print(render.plain(s["text"], multiline=True), markup=False)
             bar.update(task, total=j["iterations"], completed=j["iteration"] or 0,
                        status=j["status"],
-                       loss=render.fmt(leaderboard.per_char(j, j["smooth_loss"]), 3),
+                       loss=render.fmt(j["smooth_loss"], 3),
                        val=render.fmt(j["val_loss"], 3), cps=render.fmt(j["chars_per_second"], 0))
 
         return jobs.wait(store, job_id, update)
