@@ -116,13 +116,13 @@ class RNNCell:
         np.subtract(1.0, D, out=D)
         add, mul = np.add, np.multiply
         dH_rows, dA_rows, D_rows, dhn, dA_dots = m.dH_rows, m.dA_rows, m.D_rows, m.dhn, m.dA_dots
-        dhn[...] = 0
-        for t in range(m.T - 1, -1, -1):                     # backward through time
+        T = m.T
+        mul(dH_rows[T - 1], D_rows[T - 1], dA_rows[T - 1])   # nothing arrives from t = T
+        for t in range(T - 2, -1, -1):                       # backward through time
+            dA_dots[t + 1](Whh, dhn)                         # (B, H) @ (H, H) -> (B, H)
             da = dA_rows[t]
             add(dH_rows[t], dhn, da)
             mul(da, D_rows[t], da)
-            if t:
-                dA_dots[t](Whh, dhn)                         # (B, H) @ (H, H) -> (B, H)
 
 
 class GRUCell:
