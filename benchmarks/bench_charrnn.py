@@ -17,8 +17,17 @@ Differences from charrnn that are PyTorch's and not ours: torch's Adagrad divide
 sqrt(sum g^2) + eps (eps outside the square root) where charrnn divides by sqrt(sum g^2 + eps);
 nn.RNN has two bias vectors per layer (b_ih and b_hh). Neither changes the cost measurably.
 
+The cells section (`--cells`) measures the gated cells and parallel streams: charrnn's
+`Trainer` (rnn, gru, lstm; B streams; Adam; global-norm clip 5) against PyTorch's `nn.RNN`,
+`nn.GRU`, `nn.LSTM` trained the same way (B streams at evenly spaced offsets, hidden state
+carried and detached between windows, T steps of truncated BPTT, the loss summed over the
+window and averaged over streams, `clip_grad_norm_(5)`, `torch.optim.Adam`), and the vanilla
+cell at B = 1 against the code of another checkout (`--old-tree`, e.g. a `git worktree` of
+cae5df6), loaded side by side in the same process.
+
 Usage:
     python benchmarks/bench_charrnn.py [CORPUS] [--seconds 1.0] [--no-torch] [--no-scaling]
+    python benchmarks/bench_charrnn.py [CORPUS] --cells [--old-tree PATH]
     python benchmarks/bench_charrnn.py [CORPUS] --quality
 
 CORPUS defaults to /work/shared/corpora/tinyshakespeare.txt (../shared/corpora from the repo)
@@ -147,6 +156,140 @@ class TorchTrainer:
         return loss.item()
 
 
+class TorchStreams:
+    """nn.RNN / nn.GRU / nn.LSTM on B streams, trained as charrnn trains them: stream b reads
+    segment b of the text, state carried and detached between windows, reset on wrap; the loss
+    summed over the window and averaged over streams; clip_grad_norm_; Adam."""
+
+    def __init__(self, tr: Trainer, dtype=None, lr=2e-3, clip=5.0):
+        dtype = dtype or torch.float32
+        cfg = tr.config
+        V, H, L, T, B = tr.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.seq_length, cfg.batch_size
+        torch.manual_seed(0)
+        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
+        self.rnn = cls(V, H, num_layers=L).to(dtype)
+        self.out = torch.nn.Linear(H, V).to(dtype)
+        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr, eps=1e-8)
+        self.clip = clip
+        self.data = torch.from_numpy(np.asarray(tr.train_ids, dtype=np.int64))
+        self.eye = torch.eye(V, dtype=dtype)
+        zeros = torch.zeros(L, B, H, dtype=dtype)
+        self.state = (zeros, zeros.clone()) if cfg.cell == "lstm" else zeros
+        self.segment = len(self.data) // B
+        self.at = torch.arange(T + 1)[:, None] + self.segment * torch.arange(B)[None, :]
+        self.T, self.B, self.V, self.pointer = T, B, V, 0
+        self.loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def step(self) -> float:
+        T, B = self.T, self.B
+        if self.pointer + T + 1 > self.segment:
+            self.pointer = 0
+            self.state = (tuple(torch.zeros_like(s) for s in self.state)
+                          if isinstance(self.state, tuple) else torch.zeros_like(self.state))
+        window = self.data[self.at + self.pointer]          # (T+1, B)
+        x = self.eye[window[:-1]]                           # (T, B, V) one-hot
+        out, state = self.rnn(x, self.state)
+        loss = self.loss_fn(self.out(out).view(T * B, self.V), window[1:].reshape(-1)) / B
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.opt.step()
+        self.state = (tuple(s.detach() for s in state) if isinstance(state, tuple)
+                      else state.detach())
+        self.pointer += T
+        return loss.item()
+
+
+def load_old_charrnn(tree: str):
+    """The charrnn package of another checkout, imported as `charrnn_old` beside this one."""
+    import importlib.util
+    path = os.path.join(os.path.abspath(tree), "charrnn")
+    spec = importlib.util.spec_from_file_location(
+        "charrnn_old", os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["charrnn_old"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
+    cfg = Config(hidden_size=H, num_layers=L, seq_length=T, batch_size=B, cell=cell,
+                 optimizer="adam", learning_rate=lr, clip_norm=5.0, iterations=10**9,
+                 eval_every=0, sample_every=0, dtype=dtype)
+    return Trainer(cfg, text)
+
+
+def check_torch_export(text):
+    """charrnn's parameters, exported with model.torch_state_dict and loaded into nn.RNN/GRU/
+    LSTM + nn.Linear, give the same loss and the same final state as charrnn (float64)."""
+    from charrnn.model import torch_state_dict
+    for cell in ("rnn", "gru", "lstm"):
+        tr = Trainer(Config(hidden_size=32, num_layers=2, seq_length=50, batch_size=3, cell=cell,
+                            iterations=10, eval_every=0, sample_every=0), text)
+        for _ in range(3):
+            tr.step()                          # trained a little: biases no longer zero
+        cfg, V = tr.config, tr.vocab.size
+        sd = torch_state_dict(tr.model.theta, V, cfg.hidden_size, cfg.num_layers, cell)
+        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
+        rnn = cls(V, cfg.hidden_size, num_layers=cfg.num_layers).double()
+        out = torch.nn.Linear(cfg.hidden_size, V).double()
+        rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("rnn.")})
+        out.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("out.")})
+        m = tr.model
+        m.reset_state()
+        inputs, targets = tr.inputs.copy(), tr.targets.copy()
+        loss = m.forward(inputs, targets)
+        with torch.no_grad():
+            y, state = rnn(torch.eye(V, dtype=torch.float64)[torch.from_numpy(inputs)])
+            tl = torch.nn.functional.cross_entropy(out(y).reshape(-1, V),
+                                                   torch.from_numpy(targets).reshape(-1),
+                                                   reduction="sum").item() / cfg.batch_size
+        h = (state[0] if isinstance(state, tuple) else state).numpy()
+        dh = np.abs(h - np.stack([hs[cfg.seq_length] for hs in m.hs])).max()
+        print(f"torch_state_dict, {cell}: |loss - torch's| = {abs(loss - tl):.1e}, "
+              f"|h - torch's| = {dh:.1e}")
+        assert abs(loss - tl) < 1e-9 * abs(tl) and dh < 1e-12
+
+
+def cells_section(text, seconds, with_torch, old_tree=None):
+    if with_torch:
+        check_torch_export(text)
+    configs = [("lstm", 2, 256, 32, 64), ("gru", 2, 256, 32, 64), ("rnn", 2, 128, 32, 64),
+               ("rnn", 2, 128, 1, 64), ("lstm", 2, 256, 1, 64)]
+    print("\n== cells and streams: float32, Adam, clip-norm 5, chars/second (single thread) ==")
+    print(f"{'cell':5} {'L':>2} {'H':>4} {'B':>3} {'T':>3} {'charrnn':>9} "
+          + (f"{'torch':>9} {'charrnn/torch':>13}" if with_torch else ""))
+    rows = {}
+    for cell, L, H, B, T in configs:
+        tr = cells_trainer(text, cell, H, L, B, T)
+        steps = {"c": tr.step}
+        if with_torch:
+            steps["t"] = TorchStreams(tr).step
+        # bursts of at least 2 steps; the slow configurations get longer bursts
+        r = measure(steps, T * B, seconds * len(steps) * (4 if B > 1 else 1))
+        rows[(cell, L, H, B, T)] = r
+        print(f"{cell:5} {L:>2} {H:>4} {B:>3} {T:>3} {fmt(r['c']):>9} "
+              + (f"{fmt(r['t']):>9} {r['c'] / r['t']:>12.2f}x" if with_torch else ""), flush=True)
+    rnn32, rnn1 = rows[("rnn", 2, 128, 32, 64)]["c"], rows[("rnn", 2, 128, 1, 64)]["c"]
+    print(f"(vanilla 2x128, T 64, float32: B 32 / B 1 = {rnn32 / rnn1:.1f}x; targets: LSTM "
+          "2x256 B 32 >= 1.0x torch, vanilla B 32 >= 4x its B 1)")
+    if old_tree:
+        old = load_old_charrnn(old_tree)
+        print(f"\n== vanilla B = 1, Adagrad: this tree against {old_tree}, chars/second ==")
+        print(f"{'configuration':32} {'dtype':>8} {'old':>9} {'new':>9} {'new/old':>8}")
+        for name, L, H, T in (("article: 2 layers, H 128, T 13", 2, 128, 13),
+                              ("1 layer, H 100, T 25", 1, 100, 25)):
+            for dt in ("float64", "float32"):
+                kw = dict(hidden_size=H, num_layers=L, seq_length=T, learning_rate=0.1,
+                          iterations=10**9, eval_every=0, sample_every=0, dtype=dt)
+                new = Trainer(Config(**kw), text)
+                was = old.Trainer(old.Config(**kw), text)
+                r = measure({"old": was.step, "new": new.step}, T, seconds * 4, rounds=8)
+                print(f"{name:32} {dt:>8} {fmt(r['old']):>9} {fmt(r['new']):>9} "
+                      f"{r['new'] / r['old']:>7.2f}x", flush=True)
+
+
 # --- measuring -------------------------------------------------------------------------------------
 def chars_per_second(step, T: int, seconds: float, min_steps: int = 2) -> float:
     n, t0 = 0, time.perf_counter()
@@ -265,6 +408,10 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--quality", action="store_true", help="only the one-pass quality report")
+    ap.add_argument("--cells", action="store_true",
+                    help="only the cells and streams section (against torch when installed)")
+    ap.add_argument("--old-tree", default=None,
+                    help="with --cells: a checkout whose charrnn to compare the vanilla B = 1 speed with")
     a = ap.parse_args(argv)
     text, source = load_corpus(a.corpus)
     V = len(set(text))
@@ -276,6 +423,9 @@ def main(argv=None):
         quality_section(text)
         return
     with_torch = torch is not None and not a.no_torch
+    if a.cells:
+        cells_section(text, a.seconds, with_torch, a.old_tree)
+        return
     speed_section(text, V, a.seconds, with_torch)
     if with_torch:
         print("(torch: Adagrad divides by sqrt(sum g^2) + eps, eps outside the root; charrnn by "

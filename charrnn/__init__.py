@@ -1,8 +1,9 @@
-"""charrnn: a correct, fast, pure-NumPy stacked character-level RNN with exact resumable training.
+"""charrnn: a correct, fast, pure-NumPy stacked character-level RNN, GRU or LSTM with exact
+resumable training.
 
     from charrnn import Config, Trainer, checkpoint
     trainer = Trainer(Config(hidden_size=128, num_layers=2), text)
-    trainer.run(hooks)                       # sequential online training, Adagrad, clipping
+    trainer.run(hooks)                       # B streams (default 1), Adagrad/RMSprop/Adam, clipping
     checkpoint.save(trainer, "model.npz")    # the complete training state
     checkpoint.load("model.npz").sample(length=200, seed=1)
 
@@ -19,8 +20,14 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from . import checkpoint
 from .config import Config
 from .data import corpus_sha256, read_corpus
-from .errors import (CharRNNError, CheckpointError, ConfigError, CorpusError, DivergedError,
-                     PrimeError)
+from .errors import (
+    CharRNNError,
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    DivergedError,
+    PrimeError,
+)
 from .trainer import Hooks, Trainer
 
 __all__ = ["Config", "Trainer", "Hooks", "checkpoint", "read_corpus", "corpus_sha256",

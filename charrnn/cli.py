@@ -22,7 +22,6 @@ from .data import read_corpus
 from .errors import CharRNNError, DivergedError
 from .options import config_options, given
 from .trainer import Hooks, Trainer
-from .units import loss_per_char
 
 EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
@@ -93,9 +92,9 @@ class ConsoleHooks(Hooks):
 
     def on_progress(self, t):
         val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
-        loss = loss_per_char(t.smooth_loss, t.config.seq_length)
         self.progress.update(self.task, completed=t.iteration,
-                             info=f"loss {loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s")
+                             info=f"loss {t.smooth_loss:.3f}/char{val} "
+                                  f"{t.chars_per_second:,.0f} chars/s")
 
     def on_sample(self, t, text):
         self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
@@ -124,12 +123,24 @@ class ConsoleHooks(Hooks):
               help="write the training state here (atomically), every --checkpoint-every and at the end")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True)
 @click.option("--resume", "resume_path", default=None,
-              help="continue exactly from this checkpoint (same corpus)")
+              help="continue exactly from this checkpoint (same corpus). Options given with it "
+                   "override the checkpoint's: the learning rate, iterations or epochs, clips, "
+                   "schedule, warm-up, evaluation and sample settings take effect from the next "
+                   "step (a new learning rate is the new base rate, times any rollback halving "
+                   "stored in the checkpoint); any other option that differs from the "
+                   "checkpoint's (sizes, cell, batch size, optimizer and its betas, seed, dtype, "
+                   "dropout, val-fraction) is refused")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
 def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyper):
     """Train a model on a corpus by sequential online learning."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     if checkpoint_every < 0:
         raise Failure(f"checkpoint-every must be >= 0, got {checkpoint_every}")
@@ -187,15 +198,17 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
             saved = f"; checkpoint {checkpoint_path} (resume with --resume)"
         raise Failure(f"interrupted at iteration {trainer.iteration}{saved}", EXIT_INTERRUPTED)
     seconds = time.perf_counter() - t0
-    chars = (trainer.iteration - start_iteration) * trainer.config.seq_length
+    chars = (trainer.iteration - start_iteration) * trainer.config.seq_length \
+        * trainer.config.batch_size
     s = trainer.stats()
     result = {
         "iterations": trainer.iteration,
         "chars": chars,
         "seconds": round(seconds, 3),
         "chars_per_second": chars / seconds if seconds > 0 else 0.0,
-        "smooth_loss": s["smooth_loss"],
-        "smooth_loss_per_char": loss_per_char(s["smooth_loss"], trainer.config.seq_length),
+        "smooth_loss": s["smooth_loss"],                 # nats/char, like val_loss
+        "smooth_loss_per_char": s["smooth_loss"],        # the same: kept for older readers
+        "learning_rate": s["learning_rate"],
         "val_loss": s["val_loss"],
         "val_bits_per_char": s["val_bits_per_char"],
         "best_val_loss": s["best_val_loss"],

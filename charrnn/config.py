@@ -51,7 +51,7 @@ class Config:
     val_fraction: float = hp(0.1, "the held-out tail of the corpus, never trained on", low=0,
                              high=0.9)
     val_max_chars: int = hp(30_000, "held-out characters per evaluation (~5% of training time "
-                            "at eval-every)", low=1, high=10**10, resume=True)
+                            "at eval-every; 0: all of them)", low=0, high=10**10, resume=True)
     eval_every: int = hp(5000, "iterations between validation passes (0: only at the end)",
                          low=0, high=10**10, resume=True)
     sample_every: int = hp(2000, "iterations between samples during training (0: none)", low=0,
@@ -60,6 +60,24 @@ class Config:
                             resume=True)
     temperature: float = hp(1.0, "softmax temperature of samples during training", low=0,
                             low_open=True, high=100, resume=True)
+    cell: str = hp("rnn", "the recurrent cell: rnn (tanh), gru or lstm (PyTorch's equations)",
+                   choices=("rnn", "gru", "lstm"))
+    batch_size: int = hp(1, "B, parallel streams at evenly spaced offsets of the text, one "
+                         "update from all B windows (gradient averaged over streams)", low=1,
+                         high=4096)
+    optimizer: str = hp("adagrad", "adagrad (eps inside the root, as min-char-rnn), rmsprop or "
+                        "adam (bias-corrected, as torch.optim)",
+                        choices=("adagrad", "rmsprop", "adam"))
+    beta1: float = hp(0.9, "Adam's first-moment decay", low=0, high=0.9999)
+    beta2: float = hp(0.999, "Adam's second-moment decay", low=0, high=0.999999)
+    rmsprop_decay: float = hp(0.99, "RMSprop's alpha, decay of the mean square", low=0,
+                              high=0.999999)
+    lr_schedule: str = hp("constant", "constant, or cosine: decays to a tenth of the rate over "
+                          "the run, as nanoGPT", choices=("constant", "cosine"), resume=True)
+    warmup: int = hp(0, "iterations of linear warm-up from ~0 to the rate", low=0, high=10**10,
+                     resume=True)
+    clip_norm: float = hp(0.0, "global-norm clip of the whole gradient after grad-clip "
+                          "(0: off)", low=0, resume=True)
     dtype: str = hp("float64", "float32 is faster and agrees to ~1e-7; float64 agrees with the "
                     "per-timestep oracle to ~1e-14", choices=("float64", "float32"))
 
@@ -73,19 +91,22 @@ class Config:
             check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
         if self.iterations is not None and self.epochs is not None:
             raise ConfigError("give iterations or epochs, not both")
+        if self.iterations is not None and self.warmup >= self.iterations:
+            raise ConfigError(f"warmup ({self.warmup} iterations) must be shorter than the run "
+                              f"({self.iterations} iterations)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown hyperparameter(s): {', '.join(unknown)}")
         return cls(**d)
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
 

@@ -123,7 +123,7 @@ class Vocab:
     chars: str  # sorted, unique
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         return cls("".join(sorted(set(text))))
 
     @property

@@ -1,10 +1,12 @@
 """The straightforward per-timestep implementation: the test oracle and the speed baseline.
 
 Written the way the classic NumPy char-RNN articles write it: column vectors, a one-hot vector
-multiplied by Wxh, dicts of per-timestep activations, a Python loop over every character in both
-passes and an outer product per character per weight matrix. It computes the *correct* stack
-(layer l reads layer l-1, the output reads the top layer, dropout masks reused in the backward
-pass), so the fast path in model.py must agree with it to rounding error.
+multiplied by Wxh, dicts of per-timestep activations, a Python loop over every character (and
+every stream) in both passes and an outer product per character per weight matrix. It computes
+the *correct* stack (layer l reads layer l-1, the output reads the top layer, dropout masks reused
+in the backward pass) for each cell with PyTorch's equations, so the fast path in model.py must
+agree with it to rounding error. Streams are independent: each is run alone and the losses and
+gradients are averaged over them, which is the definition model.py implements.
 
 Parameters are passed as a dict of math-shaped arrays (the names of model.param_shapes).
 """
@@ -13,63 +15,165 @@ from __future__ import annotations
 import numpy as np
 
 
-def loss_and_grads(p: dict, inputs, targets, hprev: list, masks: list | None = None):
-    """Loss, gradients (dict like p) and last hidden states for one window.
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
-    hprev: L arrays of shape (H,). masks: None, or L+1 arrays (T, H) where masks[l] (l >= 1)
-    multiplies the input of layer l and masks[L] the input of the output layer."""
+
+def cell_of(p: dict) -> str:
+    if "bh0" in p:
+        return "rnn"
+    return "lstm" if p["Whh0"].shape[0] == 4 * p["Whh0"].shape[1] else "gru"
+
+
+def step(cell: str, p: dict, l: int, x, h, c):
+    """One cell step on column vectors; returns h, c and what the backward pass needs."""
+    H = h.shape[0]
+    if cell == "rnn":
+        hn = np.tanh(p[f"Wxh{l}"] @ x + p[f"Whh{l}"] @ h + p[f"bh{l}"].reshape(-1, 1))
+        return hn, c, {"h": hn}
+    gx = p[f"Wxh{l}"] @ x + p[f"bxh{l}"].reshape(-1, 1)
+    gh = p[f"Whh{l}"] @ h + p[f"bhh{l}"].reshape(-1, 1)
+    if cell == "gru":
+        r = sigmoid(gx[:H] + gh[:H])
+        z = sigmoid(gx[H:2 * H] + gh[H:2 * H])
+        n = np.tanh(gx[2 * H:] + r * gh[2 * H:])
+        hn = (1 - z) * n + z * h
+        return hn, c, {"r": r, "z": z, "n": n, "ghn": gh[2 * H:]}
+    s = gx + gh
+    i, f, g, o = sigmoid(s[:H]), sigmoid(s[H:2 * H]), np.tanh(s[2 * H:3 * H]), sigmoid(s[3 * H:])
+    cn = f * c + i * g
+    hn = o * np.tanh(cn)
+    return hn, cn, {"i": i, "f": f, "g": g, "o": o, "c": cn}
+
+
+def step_back(cell: str, p: dict, l: int, cache, x, h, c, dh, dc, g: dict):
+    """Accumulate one step's weight gradients into g; return dx, dh_prev, dc_prev."""
+    if cell == "rnn":
+        draw = (1 - cache["h"] ** 2) * dh
+        g[f"bh{l}"] += draw[:, 0]
+        g[f"Wxh{l}"] += draw @ x.T
+        g[f"Whh{l}"] += draw @ h.T
+        return p[f"Wxh{l}"].T @ draw, p[f"Whh{l}"].T @ draw, dc
+    if cell == "gru":
+        r, z, n, ghn = cache["r"], cache["z"], cache["n"], cache["ghn"]
+        dn = dh * (1 - z) * (1 - n ** 2)
+        dz = dh * (h - n) * z * (1 - z)
+        dr = dn * ghn * r * (1 - r)
+        dgx = np.vstack([dr, dz, dn])
+        dgh = np.vstack([dr, dz, dn * r])
+        dh_prev = dh * z + p[f"Whh{l}"].T @ dgh
+    else:
+        i, f, gg, o, cn = cache["i"], cache["f"], cache["g"], cache["o"], cache["c"]
+        tc = np.tanh(cn)
+        dc = dc + dh * o * (1 - tc ** 2)
+        ds = np.vstack([dc * gg * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - gg ** 2),
+                        dh * tc * o * (1 - o)])
+        dgx = dgh = ds
+        dh_prev = p[f"Whh{l}"].T @ ds
+        dc = dc * f
+    g[f"bxh{l}"] += dgx[:, 0]
+    g[f"bhh{l}"] += dgh[:, 0]
+    g[f"Wxh{l}"] += dgx @ x.T
+    g[f"Whh{l}"] += dgh @ h.T
+    return p[f"Wxh{l}"].T @ dgx, dh_prev, dc
+
+
+def loss_and_grads_one(p: dict, inputs, targets, hprev: list, masks: list | None = None,
+                       cprev: list | None = None):
+    """Loss, gradients (dict like p) and last states for one window of one stream.
+
+    hprev (cprev): L arrays of shape (H,). masks: None, or L+1 arrays (T, H) where masks[l]
+    (l >= 1) multiplies the input of layer l and masks[L] the input of the output layer."""
+    cell = cell_of(p)
     L = sum(1 for k in p if k.startswith("Whh"))
-    V = p["Why"].shape[0]
-    xs, hs, ys, ps, xin = {}, {}, {}, {}, {}
+    V, H = p["Why"].shape
+    hs, cs, caches, ps, xin = {}, {}, {}, {}, {}
     for l in range(L):
         hs[(-1, l)] = np.copy(hprev[l]).reshape(-1, 1)
+        cs[(-1, l)] = (np.zeros((H, 1)) if cprev is None else np.copy(cprev[l]).reshape(-1, 1))
     loss = 0.0
     for t in range(len(inputs)):
-        xs[t] = np.zeros((V, 1))
-        xs[t][inputs[t]] = 1
-        below = xs[t]
+        below = np.zeros((V, 1))
+        below[inputs[t]] = 1
         for l in range(L):
             if l > 0 and masks is not None:
                 below = below * masks[l][t].reshape(-1, 1)
             xin[(t, l)] = below
-            hs[(t, l)] = np.tanh(np.dot(p[f"Wxh{l}"], below) + np.dot(p[f"Whh{l}"], hs[(t - 1, l)])
-                                 + p[f"bh{l}"].reshape(-1, 1))
+            hs[(t, l)], cs[(t, l)], caches[(t, l)] = step(cell, p, l, below, hs[(t - 1, l)],
+                                                        cs[(t - 1, l)])
             below = hs[(t, l)]
         if masks is not None:
             below = below * masks[L][t].reshape(-1, 1)
         xin[(t, L)] = below
-        ys[t] = np.dot(p["Why"], below) + p["by"].reshape(-1, 1)
-        e = np.exp(ys[t] - np.max(ys[t]))
+        y = p["Why"] @ below + p["by"].reshape(-1, 1)
+        e = np.exp(y - np.max(y))
         ps[t] = e / np.sum(e)
         loss += -np.log(ps[t][targets[t], 0])
     g = {k: np.zeros_like(v) for k, v in p.items()}
-    dhnext = [np.zeros((p[f"Whh{l}"].shape[0], 1)) for l in range(L)]
+    dhnext = [np.zeros((H, 1)) for _ in range(L)]
+    dcnext = [np.zeros((H, 1)) for _ in range(L)]
     for t in reversed(range(len(inputs))):
         dy = np.copy(ps[t])
         dy[targets[t]] -= 1
-        g["Why"] += np.dot(dy, xin[(t, L)].T)
+        g["Why"] += dy @ xin[(t, L)].T
         g["by"] += dy[:, 0]
-        dbelow = np.dot(p["Why"].T, dy)
+        dbelow = p["Why"].T @ dy
         if masks is not None:
             dbelow = dbelow * masks[L][t].reshape(-1, 1)
         for l in reversed(range(L)):
             dh = dbelow + dhnext[l]
-            dhraw = (1 - hs[(t, l)] * hs[(t, l)]) * dh
-            g[f"bh{l}"] += dhraw[:, 0]
-            g[f"Wxh{l}"] += np.dot(dhraw, xin[(t, l)].T)
-            g[f"Whh{l}"] += np.dot(dhraw, hs[(t - 1, l)].T)
-            dhnext[l] = np.dot(p[f"Whh{l}"].T, dhraw)
-            dbelow = np.dot(p[f"Wxh{l}"].T, dhraw)
+            dbelow, dhnext[l], dcnext[l] = step_back(cell, p, l, caches[(t, l)], xin[(t, l)],
+                                                     hs[(t - 1, l)], cs[(t - 1, l)], dh,
+                                                     dcnext[l], g)
             if l > 0 and masks is not None:
                 dbelow = dbelow * masks[l][t].reshape(-1, 1)
     last = [hs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
-    return loss, g, last
+    last_c = [cs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
+    return loss, g, last, last_c
+
+
+def loss_and_grads(p: dict, inputs, targets, hprev: list, masks: list | None = None,
+                   cprev: list | None = None):
+    """One window of B streams: inputs, targets (T, B) (or (T,) for one stream), hprev (cprev)
+    L arrays (B, H) (or (H,)), masks L+1 arrays (T, B, H) (or (T, H)). Returns the loss and the
+    gradients averaged over the streams, and the last states ((L, B, H) lists, squeezed for one
+    stream as given). For the vanilla cell: loss, grads, last h (the original signature)."""
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    one = inputs.ndim == 1
+    if one:
+        inputs, targets = inputs[:, None], targets[:, None]
+        hprev = [np.asarray(h)[None] for h in hprev]
+        cprev = None if cprev is None else [np.asarray(c)[None] for c in cprev]
+        masks = None if masks is None else [None if m is None else np.asarray(m)[:, None]
+                                            for m in masks]
+    B = inputs.shape[1]
+    loss, grads, lasts, lasts_c = 0.0, None, [], []
+    for b in range(B):
+        mb = None if masks is None else [None if m is None else m[:, b] for m in masks]
+        cb = None if cprev is None else [c[b] for c in cprev]
+        lb, gb, hb, cb = loss_and_grads_one(p, inputs[:, b], targets[:, b],
+                                            [h[b] for h in hprev], mb, cb)
+        loss += lb
+        grads = gb if grads is None else {k: grads[k] + gb[k] for k in grads}
+        lasts.append(hb)
+        lasts_c.append(cb)
+    if B > 1:
+        loss /= B
+        grads = {k: v / B for k, v in grads.items()}
+    L = len(hprev)
+    last = [np.stack([lasts[b][l] for b in range(B)]) for l in range(L)]
+    last_c = [np.stack([lasts_c[b][l] for b in range(B)]) for l in range(L)]
+    if one:
+        last, last_c = [h[0] for h in last], [c[0] for c in last_c]
+    if cell_of(p) == "rnn" and cprev is None:
+        return loss, grads, last
+    return loss, grads, last, last_c
 
 
 class BaselineTrainer:
     """Article-style sequential online training (per-timestep loops, Adagrad per matrix), used by
     the benchmark as the baseline. Same windows, state carrying, clipping and update rule as
-    charrnn.trainer, so the two train the same model."""
+    charrnn.trainer (vanilla cell, one stream), so the two train the same model."""
 
     def __init__(self, params: dict, data: np.ndarray, seq_length: int, learning_rate: float,
                  grad_clip: float = 5.0):
@@ -77,7 +181,7 @@ class BaselineTrainer:
         self.mem = {k: np.zeros_like(v) for k, v in params.items()}
         self.data, self.T, self.lr, self.clip = data, seq_length, learning_rate, grad_clip
         L = sum(1 for k in params if k.startswith("Whh"))
-        H = params["Whh0"].shape[0]
+        H = params["Whh0"].shape[1]
         self.h = [np.zeros(H) for _ in range(L)]
         self.pointer = 0
 

@@ -1,8 +1,10 @@
 """Drawing text from a model, one character at a time (inherently sequential).
 
 Deterministic: the same parameters, state, options and seed give the same text. Without prime
-text the model continues from the hidden state and last character it holds; with prime text it
-starts from a zero state and reads the prime first.
+text the first character is drawn from the state given (a checkpoint's: stream 0's state after
+the last character it read, whose prediction it holds; the character itself is not read again);
+with prime text the model starts from a zero state and reads the prime first. Every cell reads
+through the same `Model` the trainer uses (one stream, one character per window, float64).
 """
 from __future__ import annotations
 
@@ -30,35 +32,39 @@ def encode_prime(vocab: Vocab, prime: str) -> list[int]:
     return [index[c] for c in prime]
 
 
-def sample_from(p: dict, L: int, vocab: Vocab, h0: np.ndarray, length: int,
-                temperature: float = 1.0, rng: np.random.Generator | None = None,
+def sample_from(theta: np.ndarray, config, vocab: Vocab, h0: np.ndarray, c0: np.ndarray | None,
+                length: int, temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int | None = None, argmax: bool = False, prime: str | None = None) -> str:
-    """Text from parameters `p` (math-shaped views, model.views) and state h0 (L, H), the state
-    after reading the last character: the first new character is drawn from it directly."""
+    """Text from the flat parameters `theta` of a model of `config` (cell, sizes), from the
+    state h0 (L, H) (and the LSTM's c0, (L, H)) after reading the last character: the first new
+    character is drawn from it directly."""
+    from .model import Model
     check_options(length, temperature, top_k)
     rng = rng if rng is not None else np.random.default_rng(0)
-    V = vocab.size
-    h = np.array(h0, dtype=np.float64, copy=True)
-    P = {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
-    emb = np.ascontiguousarray(P["Wxh0"].T)        # (V, H): column c of Wxh0 is x=onehot(c)'s input
+    V, L, H = vocab.size, config.num_layers, config.hidden_size
+    m = Model(V, H, L, 1, np.float64, theta=np.array(theta, dtype=np.float64), cell=config.cell)
+    m.set_state(np.asarray(h0, np.float64), None if c0 is None or len(c0) == 0
+                else np.asarray(c0, np.float64))
+    Why, by = m.p["Why"], m.p["by"]
+    window = np.zeros((1, 1), np.int64)
 
-    def read(c: int) -> None:
-        x = emb[c]
-        for l in range(L):
-            pre = (x if l == 0 else P[f"Wxh{l}"] @ x) + P[f"Whh{l}"] @ h[l] + P[f"bh{l}"]
-            h[l] = np.tanh(pre)
-            x = h[l]
+    def read(c: int) -> np.ndarray:
+        """Read one character; the logits of the next (max-subtracted)."""
+        window[0, 0] = c
+        m.forward(window, None)
+        m.carry_state()
+        return m.y[0]
 
     out = []
     if prime:
         ids = encode_prime(vocab, prime)
-        h[:] = 0
+        m.reset_state()
         for c in ids:
             read(c)
         out.append(prime)
+    y = Why @ m.hs[L - 1][0, 0] + by                         # (V, H) @ (H,) -> (V,)
     chars = []
     for _ in range(length):
-        y = P["Why"] @ h[L - 1] + P["by"]                   # (V, H) @ (H,) -> (V,)
         if argmax:
             c = int(np.argmax(y))
         else:
@@ -71,6 +77,6 @@ def sample_from(p: dict, L: int, vocab: Vocab, h0: np.ndarray, length: int,
             c = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
             c = min(c, V - 1)
         chars.append(c)
-        read(c)
+        y = read(c)
     out.append(vocab.decode(chars))
     return "".join(out)

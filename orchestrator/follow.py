@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from worker.store import JobStore
 
-from . import jobs, leaderboard, render
+from . import jobs, render
 
 
 def sweep(store: JobStore, sw: dict, quiet: bool = False, stderr: bool = True) -> list[dict]:
@@ -45,7 +45,7 @@ def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
                 bar.console.print(render.plain(s["text"], multiline=True), markup=False)
             bar.update(task, total=j["iterations"], completed=j["iteration"] or 0,
                        status=j["status"],
-                       loss=render.fmt(leaderboard.per_char(j, j["smooth_loss"]), 3),
+                       loss=render.fmt(j["smooth_loss"], 3),
                        val=render.fmt(j["val_loss"], 3), cps=render.fmt(j["chars_per_second"], 0))
 
         return jobs.wait(store, job_id, update)

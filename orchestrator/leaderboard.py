@@ -9,7 +9,6 @@ import math
 from collections import Counter
 
 from charrnn.config import FIELDS
-from charrnn.units import loss_per_char
 from worker.errors import NoSuchJob
 from worker.store import JobStore
 
@@ -95,12 +94,6 @@ def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
     return {j["job_id"]: h for j, h in zip(jobs, rows, strict=True)}
 
 
-def per_char(job: dict, smooth_loss: float | None) -> float | None:
-    """A job's smoothed training loss per character, to read beside its validation loss (the
-    conversion itself: charrnn.units.loss_per_char)."""
-    return loss_per_char(smooth_loss, job["spec"].config.seq_length)
-
-
 def rank(jobs: list[dict]) -> list[dict]:
     """Best validation loss first; then non-finite ones; jobs without one yet last; ties in the
     order given."""
@@ -121,7 +114,7 @@ def board(store: JobStore, jobs: list[dict]) -> tuple[list[str], list[dict]]:
     for i, j in enumerate(rank(jobs), 1):
         rows.append({"rank": i, "job_id": j["job_id"], "status": j["status"],
                      "best_val_loss": j["best_val_loss"], "val_loss": j["val_loss"],
-                     "loss": per_char(j, j["smooth_loss"]),
+                     "loss": j["smooth_loss"],
                      "params": params(j, names), "iteration": j["iteration"] or 0,
                      "iterations": j["iterations"], "chars_per_second": j["chars_per_second"],
                      "sample": samples[j["job_id"]], "sweep_id": j["sweep_id"],
@@ -150,7 +143,7 @@ def curves(job: dict, history: list[list]) -> dict:
     for it, smooth, v in history:
         if smooth is not None and math.isfinite(smooth):
             train_x.append(it * T)
-            train_y.append(per_char(job, smooth))
+            train_y.append(smooth)
         if v is not None and it in evals:
             val[it] = v                     # the last row at an iteration is the evaluation's
     val_x = sorted(val)

@@ -2,7 +2,7 @@
 errors) goes out as plain text, with control characters removed, so a name such as '[/oops]' or
 an escape sequence in a sample never reaches the terminal as markup or as a command to it.
 
-Losses are per character everywhere a human reads them (`leaderboard.per_char`); JSON keeps the
+Losses are per character everywhere (the trainer reports them so); JSON keeps the
 stored fields.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def key_values(pairs) -> None:
 def job_fields(job: dict, names) -> list[tuple[str, object]]:
     """(label, value) of a job's fields for people: the training loss per character, labelled
     so, in place of the stored smoothed loss."""
-    return [("loss/char", leaderboard.per_char(job, job["smooth_loss"])) if k == "smooth_loss"
+    return [("loss/char", job["smooth_loss"]) if k == "smooth_loss"
             else (k, job.get(k)) for k in names]
 
 
@@ -74,7 +74,7 @@ def history(job: dict, rows: list, shown: int = 5) -> None:
     click.echo(f"loss history      {len(rows)} points{which}")
     for row in tail:
         it, loss, val = row[0], row[1], row[2]
-        click.echo(f"  {it:>9}  loss/char {fmt(leaderboard.per_char(job, loss))}  "
+        click.echo(f"  {it:>9}  loss/char {fmt(loss)}  "
                    f"val {fmt(val)}")
 
 
@@ -148,7 +148,7 @@ def sweep_table(sweep: dict, rows: list[dict]):
         t.add_row(j["job_id"], j["status"],
                   *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
                   f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
-                  fmt(leaderboard.per_char(j, j["smooth_loss"]), 3), fmt(j["val_loss"], 3),
+                  fmt(j["smooth_loss"], 3), fmt(j["val_loss"], 3),
                   fmt(j["best_val_loss"], 3))
     return t
 

@@ -16,6 +16,7 @@ from charrnn import (
     CharRNNError,
     CheckpointError,
     Config,
+    ConfigError,
     CorpusError,
     DivergedError,
     Hooks,
@@ -50,7 +51,9 @@ def build(meta, arrays, resign=True, meta_bytes=None) -> bytes:
     meta = dict(meta)
     if resign:
         meta.pop("sha256", None)
-        meta["sha256"] = checkpoint._digest(meta, arrays["theta"], arrays["mem"], arrays["h"])
+        meta["sha256"] = checkpoint._digest(meta, *(arrays[k] for k in
+                                                    checkpoint.ARRAYS.get(meta.get("version"), checkpoint.ARRAYS[2])
+                                                    if k in arrays))
     raw = meta_bytes if meta_bytes is not None else json.dumps(meta).encode()
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(raw, dtype=np.uint8), **arrays)
@@ -77,7 +80,7 @@ def test_round_trip(good, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
     meta, arrays = parts(good)
     assert meta["format"] == checkpoint.FORMAT and meta["version"] == checkpoint.VERSION
-    assert set(arrays) == {"theta", "mem", "h"}
+    assert set(arrays) == {"theta", "opt", "h", "c"}
     assert {"train", "sample"} <= set(meta["rng"])
     for key in ("corpus_sha256", "pointer", "iteration", "smooth_loss", "config", "vocab"):
         assert key in meta
@@ -126,7 +129,7 @@ def test_other_npz_and_text_files():
     assert_checkpoint_error(buf.getvalue())
 
 
-@pytest.mark.parametrize("key", ["theta", "mem", "h"])
+@pytest.mark.parametrize("key", ["theta", "opt", "h"])
 def test_flipped_byte_in_array(good, key):
     meta, arrays = parts(good)
     arrays[key].reshape(-1).view(np.uint8)[3] ^= 0x10
@@ -152,14 +155,15 @@ def test_pickled_object_array(good):
     meta, arrays = parts(good)
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-             theta=np.array([{"evil": 1}, None], dtype=object), mem=arrays["mem"], h=arrays["h"])
+             theta=np.array([{"evil": 1}, None], dtype=object), opt=arrays["opt"], h=arrays["h"],
+             c=arrays["c"])
     assert_checkpoint_error(buf.getvalue(), "pickle")
     buf = io.BytesIO()
     np.savez(buf, meta=np.array([meta], dtype=object), **arrays)
     assert_checkpoint_error(buf.getvalue(), "pickle")
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, 3, "2", None, True])
 def test_wrong_version(good, version):
     meta, arrays = parts(good)
     meta["version"] = version
@@ -168,10 +172,10 @@ def test_wrong_version(good, version):
 
 def test_missing_array(good):
     meta, arrays = parts(good)
-    del arrays["mem"]
+    del arrays["opt"]
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-    assert_checkpoint_error(buf.getvalue(), "missing mem")
+    assert_checkpoint_error(buf.getvalue(), "missing opt")
 
 
 def _shape(a):
@@ -186,8 +190,12 @@ def _h_shape(a):
     a["h"] = a["h"].reshape(-1)
 
 
+def _c_shape(a):
+    a["c"] = np.zeros((1,) + a["c"].shape[1:], a["c"].dtype)
+
+
 def _nan(a):
-    a["mem"][7] = np.nan
+    a["opt"][0, 7] = np.nan
 
 
 def _inf(a):
@@ -198,7 +206,8 @@ def _int_theta(a):
     a["theta"] = a["theta"].astype(np.int64)
 
 
-@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _nan, _inf, _int_theta])
+@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _c_shape, _nan, _inf,
+                                    _int_theta])
 def test_resigned_bad_arrays(good, tamper):
     meta, arrays = parts(good)
     tamper(arrays)
@@ -220,8 +229,13 @@ META_TAMPERS = {
     "pointer missing": lambda m: m.pop("pointer"),
     "smooth_loss str": lambda m: m.update(smooth_loss="x"),
     "smooth_loss nan": lambda m: m.update(smooth_loss=float("nan")),
-    "learning_rate zero": lambda m: m.update(learning_rate=0),
-    "learning_rate none": lambda m: m.update(learning_rate=None),
+    "rollback_scale zero": lambda m: m.update(rollback_scale=0),
+    "rollback_scale none": lambda m: m.update(rollback_scale=None),
+    "rollback_scale above one": lambda m: m.update(rollback_scale=2.0),
+    "config bad cell": lambda m: m["config"].update(cell="transformer"),
+    "config other cell": lambda m: m["config"].update(cell="lstm"),
+    "config other batch": lambda m: m["config"].update(batch_size=2),
+    "config other optimizer": lambda m: m["config"].update(optimizer="adam"),
 }
 
 
@@ -317,3 +331,124 @@ def test_diverged_validation_loss(tmp_path):
     t.model.p["Why"][0, 0] = np.inf
     with pytest.raises(DivergedError):
         t.evaluate()
+
+
+# --- format 2 specifics -------------------------------------------------------------------------
+def test_a_text_file_is_not_a_charrnn_checkpoint(tmp_path):
+    p = tmp_path / "notes.npz"
+    p.write_text("these are my notes, not weights\n")
+    msg = assert_checkpoint_error(str(p), "not a charrnn checkpoint")
+    assert "pickle" not in msg
+
+
+def test_zip_bomb_is_refused_before_decompressing(good):
+    """A member whose declared size is far beyond what its shape needs is refused from the zip
+    directory alone: nothing is inflated."""
+    meta, arrays = parts(good)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("meta.npy", _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+        for k in ("opt", "h", "c"):
+            z.writestr(f"{k}.npy", _npy(arrays[k]))
+        with z.open("theta.npy", "w", force_zip64=True) as f:    # 64 MB of zeros, ~64 KB zipped
+            f.write(_npy(np.zeros(0)))                             # a header, then 64 MB
+            zeros = bytes(1 << 20)
+            for _ in range(64):
+                f.write(zeros)
+    raw = buf.getvalue()
+    assert len(raw) < 1 << 20
+    assert_checkpoint_error(raw, "refused")
+
+
+def _npy(a: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    np.save(b, a, allow_pickle=False)
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("cell,optimizer,B", [("gru", "adam", 3), ("lstm", "rmsprop", 2),
+                                              ("lstm", "adam", 1)])
+def test_round_trip_of_every_cell(cell, optimizer, B):
+    cfg = CFG.replace(cell=cell, optimizer=optimizer, batch_size=B)
+    t = Trainer(cfg, TEXT)
+    t.run(until=7)
+    ck = checkpoint.load(checkpoint.to_bytes(t))
+    assert ck.config == cfg and ck.opt.shape == (2 if optimizer == "adam" else 1, t.model.theta.size)
+    assert ck.state_h.shape == (2, B, 8) and ck.h.shape == (2, 8)
+    assert ck.state_c.shape == ((2 if cell == "lstm" else 0), B, 8)
+    assert np.array_equal(ck.state_h, t.model.state())
+    assert len(ck.sample(length=20, seed=2, prime="The")) == 23
+
+
+NON_RESUMABLE = dict(hidden_size=9, num_layers=1, seq_length=11, dtype="float32", dropout=0.2,
+                     val_fraction=0.2, seed=3, cell="gru", batch_size=2, optimizer="adam",
+                     beta1=0.8, beta2=0.99, rmsprop_decay=0.9)
+
+
+@pytest.mark.parametrize("field", sorted(NON_RESUMABLE))
+def test_resume_refuses_every_changed_non_resumable_field(good, field):
+    from charrnn.config import RESUMABLE
+    assert field not in RESUMABLE
+    ck = checkpoint.load(good)
+    with pytest.raises(CheckpointError) as e:
+        ck.trainer(TEXT, ck.config.replace(**{field: NON_RESUMABLE[field]}))
+    flag = field.replace("_", "-")
+    assert str(e.value) == (f"cannot resume with a different {flag}: the checkpoint has "
+                            f"{getattr(ck.config, field)!r}")
+
+
+def test_every_field_is_either_resumable_or_refused():
+    from charrnn.config import FIELDS, RESUMABLE
+    assert set(FIELDS) == set(RESUMABLE) | set(NON_RESUMABLE)
+
+
+def test_resume_applies_every_changed_resumable_field(good):
+    ck = checkpoint.load(good)
+    new = ck.config.replace(learning_rate=0.07, iterations=50, grad_clip=2.0, clip_norm=3.0,
+                            lr_schedule="cosine", warmup=1, eval_every=7, sample_every=5,
+                            sample_length=9, temperature=0.5, val_max_chars=0)
+    t = ck.trainer(TEXT, new)
+    assert t.config == new and t.total_iterations == 50
+    assert t.learning_rate == pytest.approx(0.07 * t.schedule(12))
+    t.step()
+    assert np.abs(t.model.grad).max() <= 2.0 and np.linalg.norm(t.model.grad) <= 3.0 + 1e-9
+
+
+@pytest.mark.parametrize("change,error,needle", [
+    (dict(cell="transformer"), ConfigError, "cell"),
+    (dict(optimizer="sgd"), ConfigError, "optimizer"),
+    (dict(batch_size=0), ConfigError, "batch-size"),
+    (dict(lr_schedule="step"), ConfigError, "lr-schedule"),
+    (dict(clip_norm=-1.0), ConfigError, "clip-norm"),
+    (dict(warmup=30), ConfigError, "warmup"),
+    (dict(batch_size=4000), CorpusError, "batch-size"),
+])
+def test_bad_input(change, error, needle):
+    with pytest.raises(error) as e:
+        Trainer(CFG.replace(**change), TEXT)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_warmup_longer_than_an_epoch_run():
+    with pytest.raises(ConfigError, match="warmup"):
+        Trainer(CFG.replace(iterations=None, epochs=0.5, warmup=10**6), TEXT)
+
+
+@pytest.mark.parametrize("cell,G", [("rnn", 1), ("gru", 3), ("lstm", 4)])
+def test_torch_state_dict_has_pytorchs_names_and_shapes(cell, G):
+    """The shapes nn.RNN/nn.GRU/nn.LSTM(V, H, num_layers=2) and nn.Linear(H, V) declare (checked
+    here without torch; benchmarks/bench_charrnn.py --cells checks the outputs with torch)."""
+    t = Trainer(CFG.replace(cell=cell), TEXT)
+    t.run(until=2)
+    sd = checkpoint.load(checkpoint.to_bytes(t)).torch_state_dict()
+    V, H = t.vocab.size, 8
+    expected = {"out.weight": (V, H), "out.bias": (V,)}
+    for l in range(2):
+        expected.update({f"rnn.weight_ih_l{l}": (G * H, V if l == 0 else H),
+                         f"rnn.weight_hh_l{l}": (G * H, H), f"rnn.bias_ih_l{l}": (G * H,),
+                         f"rnn.bias_hh_l{l}": (G * H,)})
+    assert {k: v.shape for k, v in sd.items()} == expected
+    assert sum(v.size for v in sd.values()) == t.model.theta.size + (2 * 8 if cell == "rnn" else 0)
+    assert np.array_equal(sd["rnn.weight_ih_l0"][:, 3], t.model.p["Wxh0"][:, 3])
+    if cell == "lstm":                     # the forget gate's bias block: rows H..2H
+        assert np.all(sd["rnn.bias_ih_l1"][H:2 * H] != 0)

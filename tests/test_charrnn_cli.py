@@ -352,3 +352,75 @@ def test_corpus_must_be_a_regular_file(tmp_path, device):
         device = tmp_path / "fifo"
         os.mkfifo(device)
     assert_user_error(charrnn("train", "--corpus", device), "not a regular file")
+
+
+# --- resume: what is reported is what is used ------------------------------------------------------
+def test_resume_with_a_new_learning_rate_trains_at_it(corpus, tmp_path):
+    """The bug this fixes: --resume a.npz --learning-rate 0.5 reported 0.5 and saved it in the
+    config but trained at the stored rate."""
+    from charrnn import Config, Trainer, checkpoint
+    half = tmp_path / "half.npz"
+    r = charrnn("train", "--corpus", corpus, *SMALL, "--iterations", 20, "--checkpoint", half)
+    assert r.returncode == 0, r.stderr
+    rest = tmp_path / "rest.npz"
+    r = charrnn("train", "--corpus", corpus, "--resume", half, "--iterations", 40,
+                "--learning-rate", 0.5, "--checkpoint", rest, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["config"]["learning_rate"] == 0.5 and res["learning_rate"] == 0.5
+    # in process: 20 iterations at the default rate, then 20 at 0.5
+    text = corpus.read_text(encoding="utf-8")
+    cfg = Config(hidden_size=16, num_layers=2, seq_length=10, eval_every=0, sample_every=0,
+                 iterations=40)
+    t = Trainer(cfg, text)
+    t.run(until=20)
+    t = checkpoint.load(checkpoint.to_bytes(t)).trainer(text, cfg.replace(learning_rate=0.5))
+    assert t.learning_rate == 0.5
+    t.run()
+    assert np.array_equal(checkpoint.load(str(rest)).theta, t.model.theta)
+    # and not what the stored rate gives
+    same = checkpoint.load(str(half)).trainer(text, cfg)
+    same.run()
+    assert not np.array_equal(same.model.theta, t.model.theta)
+
+
+def test_resume_with_a_different_seed_is_refused(corpus, tmp_path):
+    half = tmp_path / "half.npz"
+    r = charrnn("train", "--corpus", corpus, *SMALL, "--iterations", 5, "--checkpoint", half)
+    assert r.returncode == 0, r.stderr
+    line = assert_user_error(charrnn("train", "--corpus", corpus, "--resume", half,
+                                     "--iterations", 10, "--seed", 3))
+    assert "cannot resume with a different seed: the checkpoint has 0" in line, line
+    # the same seed, given explicitly, is fine
+    r = charrnn("train", "--corpus", corpus, "--resume", half, "--iterations", 10, "--seed", 0)
+    assert r.returncode == 0, r.stderr
+
+
+def test_resume_help_states_the_rule():
+    r = charrnn("train", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "new base rate" in text and "refused" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--cell", "transformer"], "cell"), (["--optimizer", "sgd"], "optimizer"),
+    (["--batch-size", "0"], "batch-size"), (["--batch-size", "100000"], "batch-size"),
+    (["--warmup", "5"], "warmup"), (["--lr-schedule", "step"], "lr-schedule"),
+    (["--clip-norm", "-1"], "clip-norm"),
+])
+def test_bad_new_hyperparameters(corpus, args, needle):
+    assert_user_error(charrnn("train", "--corpus", corpus, *args, "--iterations", "5"), needle)
+
+
+def test_train_lstm_streams_adam_json(corpus, tmp_path):
+    ck = tmp_path / "lstm.npz"
+    r = charrnn("train", "--corpus", corpus, *SMALL, "--cell", "lstm", "--batch-size", 4,
+                "--optimizer", "adam", "--learning-rate", 0.01, "--lr-schedule", "cosine",
+                "--warmup", 3, "--clip-norm", 5, "--iterations", 12, "--checkpoint", ck, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["chars"] == 12 * 4 * 10
+    assert res["smooth_loss"] == res["smooth_loss_per_char"] < 5
+    s = charrnn("sample", "--checkpoint", ck, "--length", 20, "--prime", "The")
+    assert s.returncode == 0 and s.stdout.startswith("The") and len(s.stdout) == 24, s.stderr

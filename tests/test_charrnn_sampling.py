@@ -43,7 +43,7 @@ def test_prime_is_prefix_and_changes_the_continuation(ck):
 
 def test_without_prime_continues_from_checkpoint_state(ck):
     # the stored hidden state matters: zeroing it changes the text for the same seed
-    zeroed = sample_from(ck.params, ck.config.num_layers, ck.vocab, np.zeros_like(ck.h), 200,
+    zeroed = sample_from(ck.theta, ck.config, ck.vocab, np.zeros_like(ck.h), None, 200,
                          rng=np.random.default_rng(3))
     assert zeroed != ck.sample(length=200, seed=3)
     assert np.abs(ck.h).max() > 0

@@ -156,7 +156,7 @@ HOOKS: type[JobHooks] = JobHooks
 
 def guard(t: Trainer) -> None:
     """DivergedError when the smoothed loss is not finite or has exploded (EXPLODE_FACTOR)."""
-    uniform = max(math.log(t.vocab.size), 1.0) * t.config.seq_length
+    uniform = max(math.log(t.vocab.size), 1.0)              # nats/char, as smooth_loss
     if not math.isfinite(t.smooth_loss) or t.smooth_loss > EXPLODE_FACTOR * uniform:
         raise DivergedError(f"diverged: smoothed loss {t.smooth_loss:.4g} at iteration "
                             f"{t.iteration} is above {EXPLODE_FACTOR:g}x that of uniform guessing")
@@ -289,7 +289,7 @@ def train_with_rollbacks(store: JobStore, lease: Lease, job: dict, trainer: Trai
             return (*train_through_rungs(lease, job, trainer, hooks, host), trainer)
         except DivergedError as e:
             rollbacks += 1
-            failing_lr, diverged_at = trainer.learning_rate, trainer.iteration
+            failing_scale, diverged_at = trainer.rollback_scale, trainer.iteration
             if rollbacks > MAX_ROLLBACKS:
                 error = f"diverged after {MAX_ROLLBACKS} rollbacks: {e}"
                 finish(lease, job, Status.FAILED, trainer,
@@ -297,7 +297,9 @@ def train_with_rollbacks(store: JobStore, lease: Lease, job: dict, trainer: Trai
                        extra=("rollbacks", rollbacks))
                 return Outcome.FAILED, None, trainer
             trainer, notes = restore(store, job["job_id"], job["spec"].config, text)
-            trainer.learning_rate = failing_lr / 2
+            # half the rate that failed (the checkpoint may predate an earlier halving)
+            trainer.rollback_scale = failing_scale
+            trainer.halve_learning_rate()
             lease.write([("HSET", keys.job(job["job_id"]), "rollbacks", rollbacks,
                           "learning_rate", repr(trainer.learning_rate))]
                         + push_events(job["job_id"], *notes, event(

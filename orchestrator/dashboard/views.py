@@ -45,7 +45,7 @@ def job_row(job: dict) -> dict:
     """One line of the jobs table: what `orchestrator list --json` prints, with the loss per char."""
     return {**jobs.status_view(job), "name": job["name"], "tags": job["tags"],
             "sweep_id": job["sweep_id"], "best_val_loss": job["best_val_loss"],
-            "loss": leaderboard.per_char(job, job["smooth_loss"])}
+            "loss": job["smooth_loss"]}
 
 
 def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None,
