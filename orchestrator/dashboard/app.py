@@ -22,7 +22,7 @@ import math
 import time
 
 import redis
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
 
 from worker.errors import InvalidJobId, NoCheckpoint, NoSuchJob
@@ -78,148 +78,181 @@ def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
     app.json = StrictJSON(app)
     app.jinja_env.filters["fmt"] = fmt
     app.jinja_env.filters["when"] = when
-    where = redact(url)
-
-    @app.before_request
-    def auth():
-        if password is None:
-            return None
-        given = request.authorization
-        if given is not None and given.type == "basic" and given.password is not None and \
-                hmac.compare_digest(given.password.encode(), password.encode()):
-            return None
-        return Response("authentication required\n", 401, {
-            "WWW-Authenticate": 'Basic realm="charrnn dashboard", charset="UTF-8"',
-            "Content-Type": "text/plain; charset=utf-8"})
-
-    @app.after_request
-    def headers(resp):
-        resp.headers["Content-Security-Policy"] = CSP
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        if resp.mimetype == "application/json" or resp.mimetype == "text/html":
-            resp.headers["Cache-Control"] = "no-store"
-        return resp
-
-    def page(template: str, name: str, data: dict, json_url: str, boot: dict | None = None,
-             poll_ms: int | None = None, **extra):
-        """`boot`: the little the page's script needs before its first poll (a chart's points),
-        embedded as JSON; the rest it reads from the twin."""
-        return render_template(template, page=name, data=data, json_url=json_url,
-                               poll_ms=poll_ms or POLL_MS[name], boot=boot or {}, **extra)
-
-    def split(raw: str) -> tuple[str, bool]:
-        """'ID.json' -> ('ID', True); the id itself is validated by the store functions."""
-        return (raw[:-5], True) if raw.endswith(".json") else (raw, False)
-
-    @app.get("/")
-    def index():
-        return redirect(url_for("jobs_list"))
-
-    @app.get("/jobs")
-    @app.get("/jobs.json", endpoint="jobs_json")
-    def jobs_list():
-        status = request.args.get("status") or None
-        if status not in (None, *[s.value for s in Status]):
-            raise NotFound(f"no such status {status!r}")
-        tag = request.args.get("tag") or None
-        offset = request.args.get("offset", "0")
-        if not offset.isdigit():
-            raise NotFound(f"bad offset {offset[:40]!r}")
-        data = views.jobs_page(store, status, tag, int(offset))
-        if request.path.endswith(".json"):
-            return jsonify(data)
-        q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
-        return page("jobs.html", "jobs", data, json_url(offset, q),
-                    statuses=[s.value for s in Status], query=q)
-
-    @app.get("/job/<raw>")
-    def job(raw):
-        job_id, as_json = split(raw)
-        data = views.job_view(store, job_id)
-        if as_json:
-            return jsonify(data)
-        return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"),
-                    boot={k: data[k] for k in ("curves", "samples_written", "finished")})
-
-    @app.get("/job/<job_id>/checkpoint/<which>")
-    def checkpoint(job_id, which):
-        raw, iteration = views.verified_checkpoint(store, job_id, which)
-        name = f"charrnn-{job_id[:8]}-{which}-{iteration}.npz"
-        return Response(raw, 200, {"Content-Type": "application/octet-stream",
-                                   "Content-Disposition": f'attachment; filename="{name}"',
-                                   "Content-Length": str(len(raw))})
-
-    @app.get("/sweeps")
-    @app.get("/sweeps.json", endpoint="sweeps_json")
-    def sweeps_list():
-        data = {"sweeps": views.sweeps_list(store)}
-        if request.path.endswith(".json"):
-            return jsonify(data)
-        return page("sweeps.html", "sweeps", data, url_for("sweeps_json"))
-
-    @app.get("/sweep/<raw>")
-    def sweep(raw):
-        sweep_id, as_json = split(raw)
-        data = views.sweep_view(store, sweep_id)
-        if as_json:
-            return jsonify(data)
-        rows = None if request.args.get("all") else views.LEADERBOARD_ROWS
-        return page("sweep.html", "sweep", data, url_for("sweep", raw=data["sweep_id"] + ".json"),
-                    boot={"scatter": data["scatter"], "finished": data["finished"]},
-                    poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
-                    curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]), rows=rows)
-
-    @app.get("/sweep/<sweep_id>/curves.json")
-    def sweep_curves(sweep_id):
-        return jsonify(views.sweep_curves(store, sweep_id))
-
-    @app.get("/workers")
-    @app.get("/workers.json", endpoint="workers_json")
-    def workers():
-        data = views.workers_view(store)
-        if request.path.endswith(".json"):
-            return jsonify(data)
-        return page("workers.html", "workers", data, url_for("workers_json"))
-
-    def wants_json() -> bool:
-        return request.path.endswith(".json")
-
-    def failure(code: int, message: str, title: str, retry: bool = False):
-        if wants_json():
-            return jsonify({"error": message}), code
-        return render_template("error.html", code=code, title=title, message=message,
-                               retry=retry), code
-
-    @app.errorhandler(NotFound)
-    @app.errorhandler(NoSuchJob)
-    @app.errorhandler(InvalidJobId)
-    @app.errorhandler(NoCheckpoint)
-    def not_found(e):
-        return failure(404, str(e), "Not found")
-
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    def no_route(e):
-        return failure(e.code, e.description if e.code == 405 else
-                       f"no page at {request.path[:200]}", e.name)
-
-    @app.errorhandler(views.BadCheckpoint)
-    def bad_checkpoint(e):
-        return failure(500, str(e), "Checkpoint refused")
-
-    @app.errorhandler(500)
-    def internal(e):
-        return failure(500, "internal error; the dashboard's log has the details",
-                       "Internal error")
-
-    @app.errorhandler(redis.RedisError)
-    def unreachable(e):
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
-        return failure(503, f"Redis unreachable at {where}: {reason}. This page retries by "
-                            f"itself.", "Redis unreachable", retry=True)
-
+    app.config.update(CHARRNN_STORE=store, CHARRNN_WHERE=redact(url), CHARRNN_PASSWORD=password)
+    app.before_request(auth)
+    app.after_request(headers)
+    for rule, endpoint, view in ROUTES:
+        app.add_url_rule(rule, endpoint, view, methods=["GET"])
+    for errors, handler in HANDLERS:
+        for e in errors:
+            app.register_error_handler(e, handler)
     return app
+
+
+def store() -> JobStore:
+    return current_app.config["CHARRNN_STORE"]
+
+
+# --- around every request --------------------------------------------------------------------
+def auth() -> Response | None:
+    password = current_app.config["CHARRNN_PASSWORD"]
+    if password is None:
+        return None
+    given = request.authorization
+    if given is not None and given.type == "basic" and given.password is not None and \
+            hmac.compare_digest(given.password.encode(), password.encode()):
+        return None
+    return Response("authentication required\n", 401, {
+        "WWW-Authenticate": 'Basic realm="charrnn dashboard", charset="UTF-8"',
+        "Content-Type": "text/plain; charset=utf-8"})
+
+
+def headers(resp: Response) -> Response:
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    if resp.mimetype == "application/json" or resp.mimetype == "text/html":
+        resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def page(template: str, name: str, data: dict, json_url: str, boot: dict | None = None,
+         poll_ms: int | None = None, **extra):
+    """`boot`: the little the page's script needs before its first poll (a chart's points),
+    embedded as JSON; the rest it reads from the twin."""
+    return render_template(template, page=name, data=data, json_url=json_url,
+                           poll_ms=poll_ms or POLL_MS[name], boot=boot or {}, **extra)
+
+
+def split(raw: str) -> tuple[str, bool]:
+    """'ID.json' -> ('ID', True); the id itself is validated by the store functions."""
+    return (raw[:-5], True) if raw.endswith(".json") else (raw, False)
+
+
+def wants_json() -> bool:
+    return request.path.endswith(".json")
+
+
+# --- the pages, each with its JSON twin --------------------------------------------------------
+def index():
+    return redirect(url_for("jobs_list"))
+
+
+def jobs_list():
+    status = request.args.get("status") or None
+    if status not in (None, *[s.value for s in Status]):
+        raise NotFound(f"no such status {status!r}")
+    tag = request.args.get("tag") or None
+    offset = request.args.get("offset", "0")
+    if not offset.isdigit():
+        raise NotFound(f"bad offset {offset[:40]!r}")
+    data = views.jobs_page(store(), status, tag, int(offset))
+    if wants_json():
+        return jsonify(data)
+    q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
+    return page("jobs.html", "jobs", data, json_url(offset, q),
+                statuses=[s.value for s in Status], query=q)
+
+
+def job(raw):
+    job_id, as_json = split(raw)
+    data = views.job_view(store(), job_id)
+    if as_json:
+        return jsonify(data)
+    return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"),
+                boot={k: data[k] for k in ("curves", "samples_written", "finished")})
+
+
+def checkpoint(job_id, which):
+    raw, iteration = views.verified_checkpoint(store(), job_id, which)
+    name = f"charrnn-{job_id[:8]}-{which}-{iteration}.npz"
+    return Response(raw, 200, {"Content-Type": "application/octet-stream",
+                               "Content-Disposition": f'attachment; filename="{name}"',
+                               "Content-Length": str(len(raw))})
+
+
+def sweeps_list():
+    data = {"sweeps": views.sweeps_list(store())}
+    if wants_json():
+        return jsonify(data)
+    return page("sweeps.html", "sweeps", data, url_for("sweeps_json"))
+
+
+def sweep(raw):
+    sweep_id, as_json = split(raw)
+    data = views.sweep_view(store(), sweep_id)
+    if as_json:
+        return jsonify(data)
+    rows = None if request.args.get("all") else views.LEADERBOARD_ROWS
+    return page("sweep.html", "sweep", data, url_for("sweep", raw=data["sweep_id"] + ".json"),
+                boot={"scatter": data["scatter"], "finished": data["finished"]},
+                poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
+                curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]), rows=rows)
+
+
+def sweep_curves(sweep_id):
+    return jsonify(views.sweep_curves(store(), sweep_id))
+
+
+def workers():
+    data = views.workers_view(store())
+    if wants_json():
+        return jsonify(data)
+    return page("workers.html", "workers", data, url_for("workers_json"))
+
+
+ROUTES = (
+    ("/", "index", index),
+    ("/jobs", "jobs_list", jobs_list), ("/jobs.json", "jobs_json", jobs_list),
+    ("/job/<raw>", "job", job),
+    ("/job/<job_id>/checkpoint/<which>", "checkpoint", checkpoint),
+    ("/sweeps", "sweeps_list", sweeps_list), ("/sweeps.json", "sweeps_json", sweeps_list),
+    ("/sweep/<raw>", "sweep", sweep),
+    ("/sweep/<sweep_id>/curves.json", "sweep_curves", sweep_curves),
+    ("/workers", "workers", workers), ("/workers.json", "workers_json", workers),
+)
+"""Every page (GET only: nothing here changes a job)."""
+
+
+# --- errors: a page (or JSON) with the reason, never a traceback ------------------------------
+def failure(code: int, message: str, title: str, retry: bool = False):
+    if wants_json():
+        return jsonify({"error": message}), code
+    return render_template("error.html", code=code, title=title, message=message,
+                           retry=retry), code
+
+
+def not_found(e):
+    return failure(404, str(e), "Not found")
+
+
+def no_route(e):
+    return failure(e.code, e.description if e.code == 405 else
+                   f"no page at {request.path[:200]}", e.name)
+
+
+def bad_checkpoint(e):
+    return failure(500, str(e), "Checkpoint refused")
+
+
+def internal(e):
+    return failure(500, "internal error; the dashboard's log has the details", "Internal error")
+
+
+def unreachable(e):
+    reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    where = current_app.config["CHARRNN_WHERE"]
+    return failure(503, f"Redis unreachable at {where}: {reason}. This page retries by itself.",
+                   "Redis unreachable", retry=True)
+
+
+HANDLERS = (
+    ((NotFound, NoSuchJob, InvalidJobId, NoCheckpoint), not_found),
+    ((404, 405), no_route),
+    ((views.BadCheckpoint,), bad_checkpoint),
+    ((500,), internal),
+    ((redis.RedisError,), unreachable),
+)
 
 
 def fmt(v, digits: int = 4) -> str:
