@@ -10,3 +10,5 @@ Array: TypeAlias = NDArray[Any]
 """Any dtype (character ids, or floats of either width)."""
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
 """Parameters, gradients, activations and states: float64, or float32 when the config says so."""
+Float64Array: TypeAlias = NDArray[np.float64]
+"""The per-timestep oracle's arrays (NumPy's default float)."""
