@@ -37,9 +37,6 @@ class Failure(click.ClickException):
         super().__init__(message)
         self.exit_code = code
 
-    def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
-
 
 def hyperparameter_options(f):
     """Every Config field as an option (generated from Config; the orchestrator's submit and
