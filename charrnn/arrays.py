@@ -1,4 +1,5 @@
 """The array types of annotations, defined once (numpy.typing)."""
+
 from __future__ import annotations
 
 from typing import Any, TypeAlias
