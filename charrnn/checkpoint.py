@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import zipfile
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -45,7 +46,7 @@ Unicode code point as JSON is under 10 MB."""
 NPY_HEADER_MAX = 4096
 
 
-def _digest(meta: dict, *arrays: np.ndarray) -> str:
+def _digest(meta: dict[str, Any], *arrays: np.ndarray) -> str:
     d = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for a in arrays:
         d.update(np.ascontiguousarray(a).tobytes())
@@ -100,7 +101,7 @@ def write_bytes(raw: bytes, path: str) -> None:
 class Checkpoint:
     """A loaded, verified checkpoint, in the version-2 layout whatever its file's version."""
 
-    def __init__(self, meta: dict, theta: np.ndarray, opt: np.ndarray, h: np.ndarray,
+    def __init__(self, meta: dict[str, Any], theta: np.ndarray, opt: np.ndarray, h: np.ndarray,
                  c: np.ndarray):
         self.meta, self.theta, self.opt, self.state_h, self.state_c = meta, theta, opt, h, c
         self.config = Config.from_dict(meta["config"])
@@ -108,12 +109,13 @@ class Checkpoint:
 
     @property
     def iteration(self) -> int:
-        return self.meta["iteration"]
+        return int(self.meta["iteration"])             # an int: checked by _verify
 
     @property
     def mem(self) -> np.ndarray:
         """The first optimizer state (Adagrad's memories)."""
-        return self.opt[0]
+        first: np.ndarray = self.opt[0]                # an int index is Any to numpy's stubs
+        return first
 
     @property
     def h(self) -> np.ndarray:
@@ -126,11 +128,11 @@ class Checkpoint:
         return self.state_c[:, 0]
 
     @property
-    def params(self) -> dict:
+    def params(self) -> dict[str, np.ndarray]:
         c = self.config
         return views(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
 
-    def torch_state_dict(self) -> dict:
+    def torch_state_dict(self) -> dict[str, np.ndarray]:
         """The parameters as a PyTorch state dict of NumPy arrays (model.torch_state_dict)."""
         c = self.config
         return torch_state_dict(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
@@ -196,7 +198,14 @@ def load(source: str | bytes, name: str | None = None) -> Checkpoint:
         raise CheckpointError(f"{name} is not a valid checkpoint ({type(e).__name__}: {e})") from None
 
 
-def _read_archive(raw: bytes, name: str) -> dict:
+class Archive(TypedDict):
+    """An .npz read by _read_archive: its parsed metadata, format version and arrays."""
+    meta: dict[str, Any]
+    version: int
+    arrays: dict[str, np.ndarray]
+
+
+def _read_archive(raw: bytes, name: str) -> Archive:
     """The arrays of an .npz, each member's declared size checked before it is decompressed."""
     if not raw.startswith(b"PK"):
         raise CheckpointError(f"{name} is not a charrnn checkpoint (not an .npz archive)")
@@ -248,7 +257,8 @@ def _member(z: zipfile.ZipFile, member: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _expected_shapes(meta: dict, version: int) -> dict:
+def _expected_shapes(meta: dict[str, Any],
+                     version: int) -> dict[str, tuple[tuple[int, ...], int]]:
     """Each array's shape and item size, from the config and vocabulary in the metadata."""
     config = Config.from_dict(meta["config"])
     vocab = meta["vocab"]
@@ -264,7 +274,7 @@ def _expected_shapes(meta: dict, version: int) -> dict:
             "c": ((Lc, B, H), item)}
 
 
-def _verify(archive: dict, name: str) -> Checkpoint:
+def _verify(archive: Archive, name: str) -> Checkpoint:
     meta, version, a = archive["meta"], archive["version"], archive["arrays"]
     saved = meta.pop("sha256", None)
     if saved != _digest(meta, *(a[k] for k in ARRAYS[version])):
@@ -298,7 +308,7 @@ def _verify(archive: dict, name: str) -> Checkpoint:
     return Checkpoint(meta, a["theta"], a["opt"], a["h"], a["c"])
 
 
-def _from_v1(meta: dict, config: Config, a: dict) -> Checkpoint:
+def _from_v1(meta: dict[str, Any], config: Config, a: dict[str, np.ndarray]) -> Checkpoint:
     """A version-1 checkpoint in the version-2 layout: its smoothed loss was per window, and its
     learning rate the one in use, which the job system may have halved: that is the scale."""
     lr = meta["learning_rate"]

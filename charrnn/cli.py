@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,8 +22,11 @@ from . import checkpoint
 from .config import Config
 from .data import read_corpus
 from .errors import CharRNNError, DivergedError
-from .options import config_options, given
+from .options import F, config_options, given
 from .trainer import Hooks, Trainer
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
@@ -35,19 +40,16 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: int = EXIT_USAGE):
         super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        self.exit_code = code  # type: ignore[misc]  # ClassVar in click; ours per instance
 
 
-def hyperparameter_options(f):
+def hyperparameter_options(f: F) -> F:
     """Every Config field as an option (generated from Config; the orchestrator's submit and
     sweep use the same generator)."""
     return config_options()(f)
 
 
-def config_from_options(kw: dict) -> Config:
+def config_from_options(kw: dict[str, Any]) -> Config:
     """A Config from the hyperparameter options in kw (removing them from kw): the ones given,
     Config's defaults for the rest."""
     return Config.from_dict(given(kw))
@@ -73,11 +75,11 @@ def run(group: click.Group, prog_name: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn")
-def cli():
+def cli() -> None:
     """Train and sample character-level RNN language models with NumPy."""
 
 
-def main():
+def main() -> None:
     run(cli, "charrnn")
 
 
@@ -86,33 +88,34 @@ class ConsoleHooks(Hooks):
 
     progress_seconds = 0.2
 
-    def __init__(self, progress, task, quiet_samples: bool, checkpoint_path: str | None):
+    def __init__(self, progress: Progress, task: TaskID, quiet_samples: bool,
+                 checkpoint_path: str | None):
         self.progress, self.task = progress, task
         self.quiet_samples, self.checkpoint_path = quiet_samples, checkpoint_path
 
-    def on_progress(self, t):
+    def on_progress(self, t: Trainer) -> None:
         val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
         self.progress.update(self.task, completed=t.iteration,
                              info=f"loss {t.smooth_loss:.3f}/char{val} "
                                   f"{t.chars_per_second:,.0f} chars/s")
 
-    def on_sample(self, t, text):
+    def on_sample(self, t: Trainer, text: str) -> None:
         self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
         self.progress.console.print(text, markup=False, highlight=False)
 
-    def on_eval(self, t, val_loss):
+    def on_eval(self, t: Trainer, val_loss: float | None) -> None:
         if val_loss is not None:
             self.progress.console.print(
                 f"iteration {t.iteration}: val {val_loss:.4f} nats/char "
                 f"({val_loss / math.log(2):.4f} bits/char)", style="dim")
 
-    def on_checkpoint(self, t):
+    def on_checkpoint(self, t: Trainer) -> None:
         if self.checkpoint_path:
             checkpoint.save(t, self.checkpoint_path)
 
     interrupted = False
 
-    def should_stop(self, t):
+    def should_stop(self, t: Trainer) -> bool:
         return self.interrupted
 
 
@@ -131,7 +134,8 @@ class ConsoleHooks(Hooks):
                    "checkpoint's (sizes, cell, batch size, optimizer and its betas, seed, dtype, "
                    "dropout, val-fraction) is refused")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
-def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyper):
+def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
+          resume_path: str | None, as_json: bool, **hyper: Any) -> None:
     """Train a model on a corpus by sequential online learning."""
     from rich.console import Console
     from rich.progress import (
@@ -177,7 +181,7 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
                                  completed=trainer.iteration, info="")
         hooks = ConsoleHooks(progress, task, as_json, checkpoint_path)
 
-        def interrupt(signum, frame):
+        def interrupt(signum: int, frame: FrameType | None) -> None:
             # Ctrl-C: stop between two windows (within progress_seconds), never inside an
             # update, so the checkpoint written below resumes exactly
             hooks.interrupted = True
@@ -192,11 +196,11 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
         finally:
             signal.signal(signal.SIGINT, previous)
     if outcome == "stopped":
-        saved = ""
+        where = ""
         if checkpoint_path:
             checkpoint.save(trainer, checkpoint_path)
-            saved = f"; checkpoint {checkpoint_path} (resume with --resume)"
-        raise Failure(f"interrupted at iteration {trainer.iteration}{saved}", EXIT_INTERRUPTED)
+            where = f"; checkpoint {checkpoint_path} (resume with --resume)"
+        raise Failure(f"interrupted at iteration {trainer.iteration}{where}", EXIT_INTERRUPTED)
     seconds = time.perf_counter() - t0
     chars = (trainer.iteration - start_iteration) * trainer.config.seq_length \
         * trainer.config.batch_size
@@ -225,7 +229,7 @@ def train(corpus, checkpoint_path, checkpoint_every, resume_path, as_json, **hyp
                    + (f"; checkpoint {checkpoint_path}" if checkpoint_path else ""))
 
 
-def sample_options(f):
+def sample_options(f: F) -> F:
     """Options shared with `orchestrator sample`, so both print the same text."""
     for o in reversed([
         click.option("--length", type=int, default=500, show_default=True),
@@ -239,7 +243,8 @@ def sample_options(f):
     return f
 
 
-def sample_text(raw_or_path, length, temperature, top_k, prime, seed, argmax, name=None) -> str:
+def sample_text(raw_or_path: str | bytes, length: int, temperature: float, top_k: int | None,
+                prime: str | None, seed: int, argmax: bool, name: str | None = None) -> str:
     """The text `charrnn sample` prints for a checkpoint (path or bytes) and options."""
     try:
         ck = checkpoint.load(raw_or_path, name)
@@ -252,7 +257,8 @@ def sample_text(raw_or_path, length, temperature, top_k, prime, seed, argmax, na
 @cli.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, help="a checkpoint file (.npz)")
 @sample_options
-def sample(checkpoint_path, length, temperature, top_k, prime, seed, argmax):
+def sample(checkpoint_path: str, length: int, temperature: float, top_k: int | None,
+           prime: str | None, seed: int, argmax: bool) -> None:
     """Print text drawn from a trained model: only the text, on stdout."""
     click.echo(sample_text(checkpoint_path, length, temperature, top_k, prime, seed, argmax))
 

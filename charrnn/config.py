@@ -14,13 +14,16 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
+T = TypeVar("T")
 
-def hp(default, help: str, *, low: float | None = None, high: float | None = None,
+
+def hp(default: T, help: str, *, low: float | None = None, high: float | None = None,
        low_open: bool = False, choices: tuple[str, ...] | None = None, resume: bool = False,
-       aliases: tuple[str, ...] = ()):
+       aliases: tuple[str, ...] = ()) -> T:
     """A hyperparameter: default, help, inclusive bounds [low, high] (low excluded when
     low_open), the allowed strings (choices), and whether `--resume` may change it."""
     return field(default=default, metadata={
@@ -81,7 +84,7 @@ class Config:
     dtype: str = hp("float64", "float32 is faster and agrees to ~1e-7; float64 agrees with the "
                     "per-timestep oracle to ~1e-14", choices=("float64", "float32"))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
@@ -95,18 +98,18 @@ class Config:
             raise ConfigError(f"warmup ({self.warmup} iterations) must be shorter than the run "
                               f"({self.iterations} iterations)")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int | float | str | None]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown hyperparameter(s): {', '.join(unknown)}")
         return cls(**d)
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
@@ -114,7 +117,7 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def check_value(name: str, v, kind: type, meta: typing.Mapping) -> None:
+def check_value(name: str, v: object, kind: type, meta: typing.Mapping[str, Any]) -> None:
     """ConfigError unless v is of the field's type and within its bounds."""
     optional = type(None) in typing.get_args(kind)
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)

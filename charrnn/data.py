@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +142,7 @@ class Vocab:
         table[[ord(c) for c in self.chars]] = np.arange(self.size)
         return table[codes]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
 
@@ -160,7 +161,8 @@ def split(data: np.ndarray, val_fraction: float, seq_length: int) -> tuple[np.nd
     return train, val
 
 
-def prepare(text: str, val_fraction: float, seq_length: int):
+def prepare(text: str, val_fraction: float,
+            seq_length: int) -> tuple[Vocab, np.ndarray, np.ndarray]:
     """(vocab, train ids, val ids) for a corpus text, with every check the trainer needs."""
     if not text:
         raise CorpusError("corpus is empty")

@@ -28,6 +28,9 @@ Activations are time-major, (T, B, H), so a step's (B, H) block is contiguous.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+from .arrays import FloatArray
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 CELLS = tuple(GATES)
@@ -38,7 +41,7 @@ def param_shapes(V: int, H: int, L: int, cell: str = "rnn") -> list[tuple[str, t
     cell keeps the original layout (one bias per layer); gated cells have PyTorch's two, since
     the GRU's reset gate multiplies Whh_n h + bhh_n, so the two are not interchangeable."""
     G = GATES[cell]
-    shapes = []
+    shapes: list[tuple[str, tuple[int, ...]]] = []
     for l in range(L):
         In = V if l == 0 else H
         shapes += [(f"Wxh{l}", (G * H, In)), (f"Whh{l}", (G * H, H))]
@@ -99,7 +102,8 @@ class RNNCell:
     def __init__(self, m: Model, l: int):
         self.m, self.l = m, l
 
-    def forward(self, WhhT, a_rows, h_rows):
+    def forward(self, WhhT: FloatArray, a_rows: list[FloatArray],
+                h_rows: list[FloatArray]) -> None:
         add, tanh = np.add, np.tanh
         h_dots = self.m.h_dots[self.l]
         for t in range(len(a_rows)):                         # the only sequential part
@@ -108,7 +112,8 @@ class RNNCell:
             add(h, a_rows[t], h)                             # positional out: no kwargs to parse
             tanh(h, h)
 
-    def backward(self, Whh, dH, dA, dZ):
+    def backward(self, Whh: FloatArray, dH: FloatArray, dA: FloatArray,
+                 dZ: FloatArray) -> None:
         """dA: dloss/d(pre-activation), from dH (dloss/dh from above); dZ is dA."""
         m, l = self.m, self.l
         hs, D = m.hs[l][1:], m.D                             # tanh' = 1 - h^2, for the window
@@ -141,7 +146,8 @@ class GRUCell:
         self.hhrz_rows = [g[..., :2 * H] for g in self.hh_rows]
         self.hhn_rows = [g[..., 2 * H:] for g in self.hh_rows]
 
-    def forward(self, WhhT, a_rows, h_rows):
+    def forward(self, WhhT: FloatArray, a_rows: list[FloatArray],
+                h_rows: list[FloatArray]) -> None:
         m = self.m
         bhh = m.p[f"bhh{self.l}"]
         arz_rows, an_rows = m.a_rz_rows, m.a_n_rows
@@ -167,7 +173,8 @@ class GRUCell:
             mul(z_rows[t], tmp, tmp)
             add(n, tmp, h_rows[t + 1])
 
-    def backward(self, Whh, dH, dA, dZ):
+    def backward(self, Whh: FloatArray, dH: FloatArray, dA: FloatArray,
+                 dZ: FloatArray) -> None:
         """dZ: dloss/d(hh) (the recurrent product plus bhh); dA: dloss/d(input projection)."""
         m, H = self.m, self.m.H
         g, hh = self.gates, self.hh
@@ -230,7 +237,8 @@ class LSTMCell:
         self.shift = np.full(4 * H, 0.5, m.dtype)
         self.shift[2 * H:3 * H] = 0.0
 
-    def forward(self, WhhT, a_rows, h_rows):
+    def forward(self, WhhT: FloatArray, a_rows: list[FloatArray],
+                h_rows: list[FloatArray]) -> None:
         m = self.m
         c_rows, tmp = m.c_rows[self.l], m.tmp_h
         s, off = self.scale, self.shift
@@ -253,7 +261,8 @@ class LSTMCell:
             tanh(c, tc_rows[t])
             mul(o_rows[t], tc_rows[t], h_rows[t + 1])        # h = o * tanh(c)
 
-    def backward(self, Whh, dH, dA, dZ):
+    def backward(self, Whh: FloatArray, dH: FloatArray, dA: FloatArray,
+                 dZ: FloatArray) -> None:
         m, H = self.m, self.m.H
         G = self.gates
         D, S = m.D, m.S
@@ -289,7 +298,8 @@ class LSTMCell:
                 dA_dots[t](Whh, dhn)                         # (B, 4H) @ (4H, H) -> (B, H)
 
 
-CELL_CLASSES = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+CELL_CLASSES: dict[str, type[RNNCell | GRUCell | LSTMCell]] = {
+    "rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
 
 
 class Model:
@@ -300,7 +310,8 @@ class Model:
     the hidden (and LSTM cell) state of every stream is carried from window to window by
     `carry_state()`, read by `state()`/`cell_state()`, and set by `set_state()`/`reset_state()`."""
 
-    def __init__(self, V: int, H: int, L: int, T: int, dtype=np.float64, dropout: float = 0.0,
+    def __init__(self, V: int, H: int, L: int, T: int, dtype: DTypeLike = np.float64,
+                 dropout: float = 0.0,
                  theta: np.ndarray | None = None, cell: str = "rnn", B: int = 1):
         assert cell in GATES and B >= 1 and T >= 1
         self.V, self.H, self.L, self.T, self.B, self.cell = V, H, L, T, B, cell
@@ -380,7 +391,7 @@ class Model:
         """Bytes of every array this model allocated (the shared theta excluded)."""
         seen, total = set(), 0
 
-        def add(a):
+        def add(a: object) -> None:
             nonlocal total
             if isinstance(a, np.ndarray) and a.base is None and id(a) not in seen:
                 seen.add(id(a))
@@ -436,13 +447,16 @@ class Model:
         """x[l] for l >= 1 (l == L: the output layer's input), masked when training with dropout."""
         h = self.hs[l - 1][1:]
         if self.dropout > 0:
-            np.multiply(h, self.masks[l], out=self.xs[l])
-            return self.xs[l]
+            x = self.xs[l]
+            assert x is not None                 # only xs[0] is None, and l >= 1
+            np.multiply(h, self.masks[l], out=x)
+            return x
         return h
 
     def _x(self, l: int) -> np.ndarray:
         """x[l] as the last forward computed it, (T*B, H)."""
         x = self.xs[l] if self.dropout > 0 else self.hs[l - 1][1:]
+        assert x is not None                     # only xs[0] is None, and l >= 1
         return x.reshape(self.T * self.B, self.H)
 
     def forward(self, inputs: np.ndarray, targets: np.ndarray | None) -> float:
@@ -530,7 +544,8 @@ class Model:
                     self.dH *= self.masks[l]
 
 
-def torch_state_dict(theta: np.ndarray, V: int, H: int, L: int, cell: str = "rnn") -> dict:
+def torch_state_dict(theta: np.ndarray, V: int, H: int, L: int,
+                     cell: str = "rnn") -> dict[str, np.ndarray]:
     """The parameters under PyTorch's names, as NumPy arrays: `rnn.*` for an `nn.RNN(V, H, L)`
     (tanh), `nn.GRU(V, H, L)` or `nn.LSTM(V, H, L)` reading one-hot inputs, `out.*` for the
     `nn.Linear(H, V)` on the top layer. Same gate order (i, f, g, o; r, z, n) and same shapes,

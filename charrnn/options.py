@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 
 from .config import Config, flag
 from .errors import ConfigError
+
+Value = int | float | bool | str | None
+"""A field's typed value (`coerce`): None when an optional field is not given."""
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ def fields(cls: type = Config) -> list[Field]:
     return out
 
 
-def coerce(field: Field, value):
+def coerce(field: Field, value: Any) -> Value:   # anything: int() and float() reject by raising
     """The field's typed value from text (an option, a YAML string) or a number (JSON, YAML);
     ConfigError naming the option when it is not of the field's type. Bounds are Config's."""
     if value is None and field.optional:
@@ -92,7 +98,7 @@ _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
              "false": False, "no": False, "off": False, "0": False}
 
 
-def _boolean(field: Field, value) -> bool:
+def _boolean(field: Field, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in _BOOLEANS:
@@ -110,7 +116,15 @@ def describe(field: Field) -> str:
     return ", ".join(parts)
 
 
-class FieldType(click.ParamType):
+if typing.TYPE_CHECKING:
+    # click.ParamType is generic (value, input) from click 8.4 only, and a subscript in the
+    # bases is evaluated at run time: the older clicks the dependency allows would fail on it
+    _ParamType = click.ParamType[Value | list[Value], Value | list[Value]]
+else:
+    _ParamType = click.ParamType
+
+
+class FieldType(_ParamType):
     """A Config field's value on the command line; with grid, also a comma list (a grid axis),
     given as a list of typed values."""
 
@@ -118,12 +132,13 @@ class FieldType(click.ParamType):
         self.field, self.grid = field, grid
         self.name = {int: "integer", float: "float", bool: "boolean"}.get(field.base, "text")
 
-    def get_metavar(self, param, ctx=None):
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         one = ("[" + "|".join(self.field.choices) + "]" if self.field.choices
                else self.name.upper())
         return f"{one}[,...]" if self.grid else one
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Value | list[Value], param: click.Parameter | None,
+                ctx: click.Context | None) -> Value | list[Value]:
         if not isinstance(value, str):
             return value
         try:
@@ -137,11 +152,11 @@ class FieldType(click.ParamType):
 
 
 def config_options(cls: type = Config, *, grid: bool = False,
-                   flags: typing.Mapping[str, str] | None = None):
+                   flags: typing.Mapping[str, str] | None = None) -> Callable[[F], F]:
     """A decorator adding one option per field of cls: name and aliases from the field (or
     `flags`), its type and choices, help with its bounds and default. Every option defaults to
     None (not given); `given(kwargs)` keeps the ones that were."""
-    def decorate(fn):
+    def decorate(fn: F) -> F:
         for f in reversed(fields(cls)):
             names = [(flags or {}).get(f.name, f.flag), *f.aliases]
             bounds = describe(f)
@@ -155,7 +170,7 @@ def config_options(cls: type = Config, *, grid: bool = False,
     return decorate
 
 
-def given(kwargs: dict, cls: type = Config) -> dict:
+def given(kwargs: dict[str, Any], cls: type = Config) -> dict[str, Value | list[Value]]:
     """The hyperparameter options that were given, removed from kwargs."""
     return {f.name: v for f in fields(cls)
             if (v := kwargs.pop(f.name, None)) is not None}

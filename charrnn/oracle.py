@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import Array, Float64Array
 
-def sigmoid(x):
+Arrays = dict[str, Float64Array]
+"""Arrays by name: parameters or gradients (math-shaped), or what one step keeps."""
+
+
+def sigmoid(x: Float64Array) -> Float64Array:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def cell_of(p: dict) -> str:
+def cell_of(p: Arrays) -> str:
     if "bh0" in p:
         return "rnn"
     return "lstm" if p["Whh0"].shape[0] == 4 * p["Whh0"].shape[1] else "gru"
 
 
-def step(cell: str, p: dict, l: int, x, h, c):
+def step(cell: str, p: Arrays, l: int, x: Float64Array, h: Float64Array,
+         c: Float64Array) -> tuple[Float64Array, Float64Array, Arrays]:
     """One cell step on column vectors; returns h, c and what the backward pass needs."""
     H = h.shape[0]
     if cell == "rnn":
@@ -46,7 +52,9 @@ def step(cell: str, p: dict, l: int, x, h, c):
     return hn, cn, {"i": i, "f": f, "g": g, "o": o, "c": cn}
 
 
-def step_back(cell: str, p: dict, l: int, cache, x, h, c, dh, dc, g: dict):
+def step_back(cell: str, p: Arrays, l: int, cache: Arrays, x: Float64Array, h: Float64Array,
+              c: Float64Array, dh: Float64Array, dc: Float64Array,
+              g: Arrays) -> tuple[Float64Array, Float64Array, Float64Array]:
     """Accumulate one step's weight gradients into g; return dx, dh_prev, dc_prev."""
     if cell == "rnn":
         draw = (1 - cache["h"] ** 2) * dh
@@ -78,8 +86,18 @@ def step_back(cell: str, p: dict, l: int, cache, x, h, c, dh, dc, g: dict):
     return p[f"Wxh{l}"].T @ dgx, dh_prev, dc
 
 
-def loss_and_grads_one(p: dict, inputs, targets, hprev: list, masks: list | None = None,
-                       cprev: list | None = None):
+def _mask(masks: list[Float64Array | None], l: int, t: int) -> Float64Array:
+    """masks[l] at step t as a column; l >= 1 (masks[0], unused, may be None)."""
+    m = masks[l]
+    assert m is not None
+    row: Float64Array = m[t]                 # an int index is Any to numpy's stubs
+    return row.reshape(-1, 1)
+
+
+def loss_and_grads_one(p: Arrays, inputs: Array, targets: Array, hprev: list[Float64Array],
+                       masks: list[Float64Array | None] | None = None,
+                       cprev: list[Float64Array] | None = None,
+                       ) -> tuple[float, Arrays, list[Float64Array], list[Float64Array]]:
     """Loss, gradients (dict like p) and last states for one window of one stream.
 
     hprev (cprev): L arrays of shape (H,). masks: None, or L+1 arrays (T, H) where masks[l]
@@ -97,13 +115,13 @@ def loss_and_grads_one(p: dict, inputs, targets, hprev: list, masks: list | None
         below[inputs[t]] = 1
         for l in range(L):
             if l > 0 and masks is not None:
-                below = below * masks[l][t].reshape(-1, 1)
+                below = below * _mask(masks, l, t)
             xin[(t, l)] = below
             hs[(t, l)], cs[(t, l)], caches[(t, l)] = step(cell, p, l, below, hs[(t - 1, l)],
                                                         cs[(t - 1, l)])
             below = hs[(t, l)]
         if masks is not None:
-            below = below * masks[L][t].reshape(-1, 1)
+            below = below * _mask(masks, L, t)
         xin[(t, L)] = below
         y = p["Why"] @ below + p["by"].reshape(-1, 1)
         e = np.exp(y - np.max(y))
@@ -119,21 +137,24 @@ def loss_and_grads_one(p: dict, inputs, targets, hprev: list, masks: list | None
         g["by"] += dy[:, 0]
         dbelow = p["Why"].T @ dy
         if masks is not None:
-            dbelow = dbelow * masks[L][t].reshape(-1, 1)
+            dbelow = dbelow * _mask(masks, L, t)
         for l in reversed(range(L)):
             dh = dbelow + dhnext[l]
             dbelow, dhnext[l], dcnext[l] = step_back(cell, p, l, caches[(t, l)], xin[(t, l)],
                                                      hs[(t - 1, l)], cs[(t - 1, l)], dh,
                                                      dcnext[l], g)
             if l > 0 and masks is not None:
-                dbelow = dbelow * masks[l][t].reshape(-1, 1)
+                dbelow = dbelow * _mask(masks, l, t)
     last = [hs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
     last_c = [cs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
     return loss, g, last, last_c
 
 
-def loss_and_grads(p: dict, inputs, targets, hprev: list, masks: list | None = None,
-                   cprev: list | None = None):
+def loss_and_grads(p: Arrays, inputs: Array, targets: Array, hprev: list[Float64Array],
+                   masks: list[Float64Array | None] | None = None,
+                   cprev: list[Float64Array] | None = None,
+                   ) -> (tuple[float, Arrays, list[Float64Array]]
+                         | tuple[float, Arrays, list[Float64Array], list[Float64Array]]):
     """One window of B streams: inputs, targets (T, B) (or (T,) for one stream), hprev (cprev)
     L arrays (B, H) (or (H,)), masks L+1 arrays (T, B, H) (or (T, H)). Returns the loss and the
     gradients averaged over the streams, and the last states ((L, B, H) lists, squeezed for one
@@ -147,6 +168,9 @@ def loss_and_grads(p: dict, inputs, targets, hprev: list, masks: list | None = N
         masks = None if masks is None else [None if m is None else np.asarray(m)[:, None]
                                             for m in masks]
     B = inputs.shape[1]
+    grads: Arrays | None
+    lasts: list[list[Float64Array]]
+    lasts_c: list[list[Float64Array]]
     loss, grads, lasts, lasts_c = 0.0, None, [], []
     for b in range(B):
         mb = None if masks is None else [None if m is None else m[:, b] for m in masks]
@@ -157,6 +181,7 @@ def loss_and_grads(p: dict, inputs, targets, hprev: list, masks: list | None = N
         grads = gb if grads is None else {k: grads[k] + gb[k] for k in grads}
         lasts.append(hb)
         lasts_c.append(cb)
+    assert grads is not None                         # B >= 1 streams
     if B > 1:
         loss /= B
         grads = {k: v / B for k, v in grads.items()}
@@ -175,14 +200,14 @@ class BaselineTrainer:
     the benchmark as the baseline. Same windows, state carrying, clipping and update rule as
     charrnn.trainer (vanilla cell, one stream), so the two train the same model."""
 
-    def __init__(self, params: dict, data: np.ndarray, seq_length: int, learning_rate: float,
+    def __init__(self, params: Arrays, data: np.ndarray, seq_length: int, learning_rate: float,
                  grad_clip: float = 5.0):
         self.p = {k: v.copy() for k, v in params.items()}
         self.mem = {k: np.zeros_like(v) for k, v in params.items()}
         self.data, self.T, self.lr, self.clip = data, seq_length, learning_rate, grad_clip
         L = sum(1 for k in params if k.startswith("Whh"))
         H = params["Whh0"].shape[1]
-        self.h = [np.zeros(H) for _ in range(L)]
+        self.h: list[Float64Array] = [np.zeros(H) for _ in range(L)]
         self.pointer = 0
 
     def step(self) -> float:
@@ -192,7 +217,7 @@ class BaselineTrainer:
             self.h = [np.zeros_like(h) for h in self.h]
         inputs = self.data[self.pointer:self.pointer + T]
         targets = self.data[self.pointer + 1:self.pointer + T + 1]
-        loss, g, self.h = loss_and_grads(self.p, inputs, targets, self.h)
+        loss, g, self.h = loss_and_grads(self.p, inputs, targets, self.h)[:3]   # vanilla: 3 items
         for k in self.p:
             np.clip(g[k], -self.clip, self.clip, out=g[k])
             self.mem[k] += g[k] * g[k]

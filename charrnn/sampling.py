@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import Config
 from .data import Vocab
 from .errors import ConfigError, PrimeError
 
@@ -32,7 +33,7 @@ def encode_prime(vocab: Vocab, prime: str) -> list[int]:
     return [index[c] for c in prime]
 
 
-def sample_from(theta: np.ndarray, config, vocab: Vocab, h0: np.ndarray, c0: np.ndarray | None,
+def sample_from(theta: np.ndarray, config: Config, vocab: Vocab, h0: np.ndarray, c0: np.ndarray | None,
                 length: int, temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int | None = None, argmax: bool = False, prime: str | None = None) -> str:
     """Text from the flat parameters `theta` of a model of `config` (cell, sizes), from the
@@ -53,7 +54,8 @@ def sample_from(theta: np.ndarray, config, vocab: Vocab, h0: np.ndarray, c0: np.
         window[0, 0] = c
         m.forward(window, None)
         m.carry_state()
-        return m.y[0]
+        logits: np.ndarray = m.y[0]                          # an int index is Any to numpy's stubs
+        return logits
 
     out = []
     if prime:

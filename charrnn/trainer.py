@@ -40,7 +40,7 @@ class Hooks:
     progress_seconds: float = 1.0
 
     def on_progress(self, trainer: Trainer) -> None: ...
-    def on_eval(self, trainer: Trainer, val_loss: float) -> None: ...
+    def on_eval(self, trainer: Trainer, val_loss: float | None) -> None: ...
     def on_sample(self, trainer: Trainer, text: str) -> None: ...
     def on_checkpoint(self, trainer: Trainer) -> None: ...
     def should_stop(self, trainer: Trainer) -> bool:
@@ -298,7 +298,7 @@ class Trainer:
                            self.model.cell_state()[:, 0], length=cfg.sample_length,
                            temperature=cfg.temperature, rng=self.sample_rng)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, float | None]:
         cfg = self.config
         return {
             "iteration": self.iteration,
