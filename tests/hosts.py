@@ -4,8 +4,9 @@
     a = net.host("a")                    # namespace chh<pid>-a, address 10.213.N.1, no default route
     proc = a.popen(["redis-server", conf])       # runs inside host a (ip netns exec)
     net.partition(a); net.heal(a)        # a's cable pulled (its switch port down), and back
-    net.loss(a, 0.05)                    # drop 5% of the packets a receives (iptables statistic)
+    net.loss(a, 0.05)                    # drop 5% of a's packets each way (iptables statistic)
     net.delay(a, 0.2)                    # 200 ms each way (tc netem, where the kernel has it)
+    net.relay(r, 6379, a.addr, 6379, 0.2)  # or: a TCP relay on host r holding bytes 200 ms
     cap = net.capture(path)              # tcpdump on the bridge until cap.stop()
     net.close()                          # every process, namespace, veth and rule gone
 
@@ -230,11 +231,31 @@ class Network:
         sh("ip", "-n", self.switch, "link", "set", h.port, "up")
 
     def loss(self, h: Host, fraction: float) -> None:
-        """Drop this fraction of the packets h receives and of those it sends (iptables'
-        statistic match: this kernel has no netem)."""
+        """Drop this fraction of the packets h receives, and of those it sends (iptables'
+        statistic match, inside h: works where the kernel has no netem)."""
         for chain in ("INPUT", "OUTPUT"):
             sh("ip", "netns", "exec", h.ns, "iptables", "-A", chain, "-m", "statistic", "--mode",
-               "random", "--probability", f"{fraction / 2:.4f}", "-j", "DROP")
+               "random", "--probability", f"{fraction:.4f}", "-j", "DROP")
+
+    def dropped(self, h: Host) -> int:
+        """Packets the loss rules of h have dropped so far."""
+        out = sh("ip", "netns", "exec", h.ns, "iptables", "-L", "-v", "-n", "-x").stdout
+        return sum(int(line.split()[0]) for line in out.splitlines()
+                   if "statistic" in line and "DROP" in line)
+
+    def relay(self, h: Host, port: int, target: str, target_port: int,
+              seconds: float) -> subprocess.Popen:
+        """A TCP relay on h (h.addr:port -> target:target_port) that holds every byte for
+        `seconds` in each direction: link delay where the kernel has no netem (this one's
+        doesn't). Clients that connect to h instead of the target see the delay on every round
+        trip; it is latency, not loss (loss() makes that)."""
+        p = h.popen([sys.executable, os.path.abspath(__file__), "relay", h.addr, str(port),
+                     target, str(target_port), str(seconds)], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
+        line = p.stderr.readline().decode()
+        if not line.startswith("relaying"):
+            raise RuntimeError(f"the relay on {h.name} did not start: {line}")
+        return p
 
     def delay(self, h: Host, seconds: float) -> None:
         """`seconds` of delay each way on h's link (tc netem on both ends of its veth)."""
@@ -361,8 +382,59 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def run_relay(addr: str, port: int, target: str, target_port: int, seconds: float) -> None:
+    """The delay line of Network.relay: each chunk read is written on `seconds` later, in order.
+    Runs until killed (it dies with the test process)."""
+    import asyncio
+
+    async def pump(reader, writer):
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+
+        async def later():
+            while True:
+                due, data = await queue.get()
+                if data is None:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.create_task(later())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + seconds, data))
+        except OSError:
+            pass
+        queue.put_nowait((0.0, None))
+        try:
+            await sender
+        except OSError:
+            pass
+
+    async def handle(client_r, client_w):
+        try:
+            server_r, server_w = await asyncio.open_connection(target, target_port)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
+
+    async def main():
+        server = await asyncio.start_server(handle, addr, port)
+        print(f"relaying {addr}:{port} -> {target}:{target_port}, {seconds} s each way",
+              file=sys.stderr, flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["cleanup"]:
         print("\n".join(f"removed {ns}" for ns in sweep_stale()) or "nothing to remove")
+    elif sys.argv[1:2] == ["relay"] and len(sys.argv) == 7:
+        a = sys.argv[2:]
+        run_relay(a[0], int(a[1]), a[2], int(a[3]), float(a[4]))
     else:
-        sys.exit("usage: python tests/hosts.py cleanup")
+        sys.exit("usage: python tests/hosts.py cleanup | relay ADDR PORT TARGET PORT SECONDS")

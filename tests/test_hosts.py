@@ -236,3 +236,66 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
     assert job_field(r, job, "worker").startswith("c@")
     assert_matches_reference(r, job, text, spec)
     wb.stop(), wc.stop()
+
+
+RTT_PROBE = """
+import sys, time, redis
+r = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=10, socket_timeout=30)
+r.ping()
+t0 = time.monotonic()
+for _ in range(3):
+    r.ping()
+print((time.monotonic() - t0) / 3)
+"""
+
+
+def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
+    """Workers reach Redis over a bad link: 200 ms each way (this kernel has no netem, so a TCP
+    relay on a fifth host holds every byte 200 ms in each direction; the workers connect through
+    it) and 5% of the workers' packets dropped each way (iptables, real loss: TCP retransmits).
+    Two jobs still complete, bit-identical to uninterrupted runs, and their progress reaches the
+    store while they run (iterations seen between start and end, history rows written), with
+    the lease at 5 s (six round trips of this link and more)."""
+    a, b, c, d = net.hosts
+    relay = net.host("r")
+    redis = hosts.RedisOnHost(a, os.path.join(short_tmp, "r"), redis_server_binary()).start()
+    net.relay(relay, 6379, a.addr, hosts.RedisOnHost.PORT, 0.2)
+    slow = f"redis://:{redis.password}@{relay.addr}:6379/0"
+    for h in (b, c):
+        net.loss(h, 0.05)
+    p = b.run([sys.executable, "-c", RTT_PROBE, slow], timeout=60)
+    assert p.returncode == 0, p.stderr
+    rtt = float(p.stdout)
+    assert 0.4 <= rtt < 5, f"a round trip through the bad link took {rtt:.3f} s"
+    workers = [HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5).start(wait=False)
+               for h in (b, c)]
+    for w in workers:
+        w.wait_ready(timeout=120)
+    text = make_corpus(seed=17)
+    corpus = os.path.join(short_tmp, "corpus.txt")
+    with open(corpus, "w") as f:
+        f.write(text)
+    spec = dict(SPEC, iterations=8000, eval_every=2000, sample_every=4000)
+    jobs = [submit_on(d, redis.url(), corpus, **spec) for _ in range(2)]
+    r = redis.client()
+    seen = {j: set() for j in jobs}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        rows = [r.hmget(keys.job(j), "status", "iteration") for j in jobs]
+        for j, (status, it) in zip(jobs, rows):
+            if status == b"running":
+                seen[j].add(int(it))
+        if all(s in (b"succeeded", b"failed", b"cancelled") for s, _ in rows):
+            break
+        time.sleep(0.1)
+    for j in jobs:
+        assert job_field(r, j, "status") == "succeeded", job_field(r, j, "error")
+        mid = {i for i in seen[j] if 0 < i < spec["iterations"]}
+        assert len(mid) >= 2, f"job {j}: progress seen while running: {sorted(seen[j])}"
+        assert r.llen(keys.history(j)) >= 5
+        assert_matches_reference(r, j, text, spec)
+    print(f"round trip {rtt:.3f} s; packets dropped: b {net.dropped(b)}, c {net.dropped(c)}; "
+          f"progress seen: {[len(s) for s in seen.values()]}")
+    assert net.dropped(b) + net.dropped(c) > 0
+    for w in workers:
+        w.stop()
