@@ -92,7 +92,8 @@ def check_url(url: str) -> str:
 
 
 PLAIN_TO_TLS = ("connection reset by peer", "connection closed by server")
-"""How a plain redis:// connection to a TLS-only port ends: the server drops it."""
+"""How a plain redis:// connection to a TLS-only port ends: the server drops it (a restart
+may look the same, hence a hint, not a verdict)."""
 
 
 def unreachable(url: str, e: Exception) -> Fail:
@@ -103,7 +104,7 @@ def unreachable(url: str, e: Exception) -> Fail:
         return Fail(f"Redis at {redact(url)} refused the password", EXIT_UNREACHABLE)
     reason = text.splitlines()[0] if text else type(e).__name__
     if url.lower().startswith("redis://") and any(s in text.lower() for s in PLAIN_TO_TLS):
-        reason += " (a Redis that serves TLS only does this to a plain client: use rediss://)"
+        reason += " (if that Redis serves TLS only, use rediss://)"
     return Fail(f"Redis unreachable at {redact(url)}: {reason}", EXIT_UNREACHABLE)
 
 

@@ -213,11 +213,13 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
     assert job_field(r, job, "worker").startswith("b@")
     wc = HostWorker(c, url, short_tmp).start()
     net.partition(b)
+    t_cut = time.monotonic()
     try:
         stale_at = int(job_field(r, job, "iteration"))
         # lease (2 s) gone, two reaper scans on C (2 s apart), the re-sent job resumed on C
         wait_for(lambda: "resumed" in [e["event"] for e in events(r, job)], timeout=30,
                  poll=0.1, what="C to take the job over")
+        t_takeover = time.monotonic() - t_cut
         resumed = [e for e in events(r, job) if e["event"] == "resumed"][0]
         assert resumed["host"].startswith("c@") and 0 < resumed["iteration"] <= stale_at
         assert int(r.get(keys.fence(job))) == 2 and int(r.get(keys.refused(job)) or 0) == 0
@@ -225,9 +227,14 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
                  what="C's progress past where B was cut off")
     finally:
         net.heal(b)
-    assert wait_status(r, job, timeout=120) == "succeeded"
+    t_heal = time.monotonic()
     wait_for(lambda: b"lost its lease" in open(wb.log, "rb").read(), timeout=60, poll=0.2,
              what="B's trainer to hit the fence and stop")
+    t_fenced = time.monotonic() - t_heal
+    assert wait_status(r, job, timeout=120) == "succeeded"
+    print(f"cut off at iteration {stale_at}; taken over {t_takeover:.1f} s after the cut, "
+          f"resumed at {resumed['iteration']}; B fenced off {t_fenced:.1f} s after the heal; "
+          f"writes refused: {int(r.get(keys.refused(job)))}")
     assert re.search(rb"succeeded in [0-9.]+s: 'lost_lease'", open(wb.log, "rb").read())
     assert int(r.get(keys.refused(job))) >= 1
     ev = [e["event"] for e in events(r, job)]
