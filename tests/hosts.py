@@ -22,6 +22,7 @@ close); SIGTERM becomes KeyboardInterrupt while a Network is open, so pytest's t
 each new Network first removes the namespaces of earlier runs whose process is gone (names carry
 the owner's pid). `python tests/hosts.py cleanup` does that sweep alone, for CI.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -103,22 +104,25 @@ def sweep_stale() -> list[str]:
 def check_can_make_hosts() -> None:
     """HostsUnavailable, saying why, when namespaces cannot be made here."""
     if os.geteuid() != 0:
-        raise HostsUnavailable("the hosts tests make network namespaces, which needs root "
-                               f"(running as uid {os.geteuid()}); run them as root, as .ci/run does")
+        raise HostsUnavailable(
+            "the hosts tests make network namespaces, which needs root "
+            f"(running as uid {os.geteuid()}); run them as root, as .ci/run does"
+        )
     for tool in ("ip", "iptables"):
         if sh("sh", "-c", f"command -v {tool}", check=False).returncode != 0:
-            raise HostsUnavailable(f"the hosts tests need `{tool}` (apt-get install iproute2 "
-                                   f"iptables)")
+            raise HostsUnavailable(
+                f"the hosts tests need `{tool}` (apt-get install iproute2 iptables)"
+            )
 
 
 class Host:
     """One namespace on the bridge: `name`, `ns`, `addr`, and the switch port `port`."""
 
-    def __init__(self, net: "Network", name: str, index: int):
+    def __init__(self, net: Network, name: str, index: int):
         self.net, self.name, self.index = net, name, index
         self.ns = f"{net.tag}-{name}"
         self.addr = f"{net.prefix}.{index}"
-        self.port = f"p{index}"           # the veth end in the switch namespace
+        self.port = f"p{index}"  # the veth end in the switch namespace
         self.procs: list[subprocess.Popen] = []
 
     def argv(self, args: list[str]) -> list[str]:
@@ -128,13 +132,13 @@ class Host:
         """A command inside this host, to its end (bounded by timeout)."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(self.argv(args), timeout=timeout, preexec_fn=_die_with_parent,
-                              **kw)
+        return subprocess.run(self.argv(args), timeout=timeout, preexec_fn=_die_with_parent, **kw)
 
     def popen(self, args: list[str], **kw) -> subprocess.Popen:
         """A process inside this host, in a session of its own; killed with the test process."""
-        p = subprocess.Popen(self.argv(args), start_new_session=True,
-                             preexec_fn=_die_with_parent, **kw)
+        p = subprocess.Popen(
+            self.argv(args), start_new_session=True, preexec_fn=_die_with_parent, **kw
+        )
         self.procs.append(p)
         return p
 
@@ -154,14 +158,30 @@ class Host:
 class Capture:
     """tcpdump on the bridge, writing every packet whole to a pcap file."""
 
-    def __init__(self, net: "Network", path: str):
+    def __init__(self, net: Network, path: str):
         self.path = path
         self.log = path + ".log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", net.switch, "tcpdump", "-i", "br0", "-s", "0", "-U",
-                 "-w", path], stdout=log, stderr=log, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    net.switch,
+                    "tcpdump",
+                    "-i",
+                    "br0",
+                    "-s",
+                    "0",
+                    "-U",
+                    "-w",
+                    path,
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + 10
         while b"listening on" not in open(self.log, "rb").read():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -213,8 +233,21 @@ class Network:
         self.hosts.append(h)
         sh("ip", "netns", "add", h.ns)
         sh("ip", "-n", h.ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", h.port, "netns", self.switch, "type", "veth", "peer", "name",
-           "eth0", "netns", h.ns)
+        sh(
+            "ip",
+            "link",
+            "add",
+            h.port,
+            "netns",
+            self.switch,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            h.ns,
+        )
         sh("ip", "-n", self.switch, "link", "set", h.port, "master", "br0", "up")
         sh("ip", "-n", h.ns, "addr", "add", f"{h.addr}/24", "dev", "eth0")
         sh("ip", "-n", h.ns, "link", "set", "eth0", "up")
@@ -234,24 +267,54 @@ class Network:
         """Drop this fraction of the packets h receives, and of those it sends (iptables'
         statistic match, inside h: works where the kernel has no netem)."""
         for chain in ("INPUT", "OUTPUT"):
-            sh("ip", "netns", "exec", h.ns, "iptables", "-A", chain, "-m", "statistic", "--mode",
-               "random", "--probability", f"{fraction:.4f}", "-j", "DROP")
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                h.ns,
+                "iptables",
+                "-A",
+                chain,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                f"{fraction:.4f}",
+                "-j",
+                "DROP",
+            )
 
     def dropped(self, h: Host) -> int:
         """Packets the loss rules of h have dropped so far."""
         out = sh("ip", "netns", "exec", h.ns, "iptables", "-L", "-v", "-n", "-x").stdout
-        return sum(int(line.split()[0]) for line in out.splitlines()
-                   if "statistic" in line and "DROP" in line)
+        return sum(
+            int(line.split()[0])
+            for line in out.splitlines()
+            if "statistic" in line and "DROP" in line
+        )
 
-    def relay(self, h: Host, port: int, target: str, target_port: int,
-              seconds: float) -> subprocess.Popen:
+    def relay(
+        self, h: Host, port: int, target: str, target_port: int, seconds: float
+    ) -> subprocess.Popen:
         """A TCP relay on h (h.addr:port -> target:target_port) that holds every byte for
         `seconds` in each direction: link delay where the kernel has no netem (this one's
         doesn't). Clients that connect to h instead of the target see the delay on every round
         trip; it is latency, not loss (loss() makes that)."""
-        p = h.popen([sys.executable, os.path.abspath(__file__), "relay", h.addr, str(port),
-                     target, str(target_port), str(seconds)], stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE)
+        p = h.popen(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "relay",
+                h.addr,
+                str(port),
+                target,
+                str(target_port),
+                str(seconds),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         line = p.stderr.readline().decode()
         if not line.startswith("relaying"):
             raise RuntimeError(f"the relay on {h.name} did not start: {line}")
@@ -261,11 +324,27 @@ class Network:
         """`seconds` of delay each way on h's link (tc netem on both ends of its veth)."""
         ms = f"{seconds * 1000:.0f}ms"
         for ns, dev in ((h.ns, "eth0"), (self.switch, h.port)):
-            p = sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem",
-                   "delay", ms, check=False)
+            p = sh(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                dev,
+                "root",
+                "netem",
+                "delay",
+                ms,
+                check=False,
+            )
             if p.returncode != 0:
-                raise HostsUnavailable(f"tc netem is not available in this kernel "
-                                       f"({p.stderr.strip()}): no link delay can be made")
+                raise HostsUnavailable(
+                    f"tc netem is not available in this kernel "
+                    f"({p.stderr.strip()}): no link delay can be made"
+                )
 
     def capture(self, path: str) -> Capture:
         c = Capture(self, path)
@@ -276,7 +355,7 @@ class Network:
         for c in self.captures:
             try:
                 c.stop()
-            except Exception:   # noqa: BLE001 - teardown goes on
+            except Exception:  # noqa: BLE001 - teardown goes on
                 pass
         for h in self.hosts:
             h.kill()
@@ -295,8 +374,10 @@ def tls_redis_binary() -> str:
     for path in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
         if os.path.exists(path) and "libssl" in sh("ldd", path, check=False).stdout:
             return path
-    raise HostsUnavailable("no redis-server with TLS found (/usr/bin/redis-server linked with "
-                           "libssl): apt-get install redis-server")
+    raise HostsUnavailable(
+        "no redis-server with TLS found (/usr/bin/redis-server linked with "
+        "libssl): apt-get install redis-server"
+    )
 
 
 def make_tls(folder: str, ip: str, name: str = "ca") -> dict:
@@ -304,16 +385,60 @@ def make_tls(folder: str, ip: str, name: str = "ca") -> dict:
     Returns the paths: ca, cert, key."""
     os.makedirs(folder, exist_ok=True)
     ca, ca_key = os.path.join(folder, f"{name}.crt"), os.path.join(folder, f"{name}.key")
-    cert, key = os.path.join(folder, f"{name}-server.crt"), os.path.join(folder, f"{name}-server.key")
+    cert, key = (
+        os.path.join(folder, f"{name}-server.crt"),
+        os.path.join(folder, f"{name}-server.key"),
+    )
     csr, ext = os.path.join(folder, f"{name}-server.csr"), os.path.join(folder, f"{name}-ext.cnf")
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-       f"/CN=charrnn test {name}", "-keyout", ca_key, "-out", ca)
-    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={ip}", "-keyout", key,
-       "-out", csr)
+    sh(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=charrnn test {name}",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+    )
+    sh(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={ip}",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+    )
     with open(ext, "w") as f:
         f.write(f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n")
-    sh("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-       "-days", "2", "-extfile", ext, "-out", cert)
+    sh(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        "-out",
+        cert,
+    )
     for path in (ca_key, key):
         os.chmod(path, 0o600)
     return {"ca": ca, "cert": cert, "key": key}
@@ -326,9 +451,16 @@ class RedisOnHost:
 
     PORT = 6379
 
-    def __init__(self, host: Host, folder: str, binary: str, tls: dict | None = None,
-                 password: str | None = None):
+    def __init__(
+        self,
+        host: Host,
+        folder: str,
+        binary: str,
+        tls: dict | None = None,
+        password: str | None = None,
+    ):
         import secrets
+
         self.host, self.folder, self.binary, self.tls = host, folder, binary, tls
         self.password = password or secrets.token_hex(16)
         self.sock = os.path.join(folder, "redis.sock")
@@ -343,16 +475,29 @@ class RedisOnHost:
             url += f"?ssl_cert_reqs=required&ssl_ca_certs={ca or self.tls['ca']}"
         return url
 
-    def start(self, timeout: float = 15) -> "RedisOnHost":
+    def start(self, timeout: float = 15) -> RedisOnHost:
         os.makedirs(self.folder, exist_ok=True)
         conf = os.path.join(self.folder, "redis.conf")
-        lines = [f"bind {self.host.addr}", f"unixsocket {self.sock}", "unixsocketperm 700",
-                 f"requirepass {self.password}", "appendonly yes", "appendfsync everysec",
-                 f"dir {self.folder}", 'save ""', "protected-mode no"]
+        lines = [
+            f"bind {self.host.addr}",
+            f"unixsocket {self.sock}",
+            "unixsocketperm 700",
+            f"requirepass {self.password}",
+            "appendonly yes",
+            "appendfsync everysec",
+            f"dir {self.folder}",
+            'save ""',
+            "protected-mode no",
+        ]
         if self.tls:
-            lines += ["port 0", f"tls-port {self.PORT}", f"tls-cert-file {self.tls['cert']}",
-                      f"tls-key-file {self.tls['key']}", f"tls-ca-cert-file {self.tls['ca']}",
-                      "tls-auth-clients no"]
+            lines += [
+                "port 0",
+                f"tls-port {self.PORT}",
+                f"tls-cert-file {self.tls['cert']}",
+                f"tls-key-file {self.tls['key']}",
+                f"tls-ca-cert-file {self.tls['ca']}",
+                "tls-auth-clients no",
+            ]
         else:
             lines += [f"port {self.PORT}"]
         with open(conf, "w") as f:
@@ -365,15 +510,18 @@ class RedisOnHost:
             try:
                 if self.client().ping():
                     return self
-            except Exception:   # noqa: BLE001 - not up yet
+            except Exception:  # noqa: BLE001 - not up yet
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on {self.host.name} did not start: "
-                                       f"{open(self.log).read()[-1000:]}")
+                    raise RuntimeError(
+                        f"redis-server on {self.host.name} did not start: "
+                        f"{open(self.log).read()[-1000:]}"
+                    ) from None
                 time.sleep(0.05)
 
     def client(self):
         """The test's own client: the unix socket (no network)."""
         import redis
+
         return redis.Redis(unix_socket_path=self.sock, password=self.password, socket_timeout=10)
 
 
@@ -422,8 +570,11 @@ def run_relay(addr: str, port: int, target: str, target_port: int, seconds: floa
 
     async def main():
         server = await asyncio.start_server(handle, addr, port)
-        print(f"relaying {addr}:{port} -> {target}:{target_port}, {seconds} s each way",
-              file=sys.stderr, flush=True)
+        print(
+            f"relaying {addr}:{port} -> {target}:{target_port}, {seconds} s each way",
+            file=sys.stderr,
+            flush=True,
+        )
         async with server:
             await server.serve_forever()
 

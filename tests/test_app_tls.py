@@ -2,6 +2,7 @@
 ssl_cert_reqs and ssl_ca_certs reach kombu's connection as they are, and a rediss:// URL without
 them verifies the server's certificate instead of kombu's default of accepting any. (The same
 URL against a real TLS Redis across hosts: tests/test_hosts.py.)"""
+
 import ssl
 
 from worker.app import make_app
@@ -22,8 +23,9 @@ def test_rediss_url_without_options_still_verifies_the_certificate():
 
 
 def test_rediss_url_may_still_ask_for_no_verification_explicitly():
-    assert broker_ssl("rediss://:pw@10.0.0.5:6380/0?ssl_cert_reqs=none") == \
-        {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert broker_ssl("rediss://:pw@10.0.0.5:6380/0?ssl_cert_reqs=none") == {
+        "ssl_cert_reqs": ssl.CERT_NONE
+    }
 
 
 def test_plain_redis_url_has_no_tls():

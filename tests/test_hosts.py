@@ -3,6 +3,7 @@ address on a private bridge (tests/hosts.py): Redis on host A, workers on B and 
 orchestrator command line on D. Every byte between them crosses the bridge, none loopback; the
 test reads the store over Redis's unix socket. Run with `pytest -m hosts` (root: namespaces).
 """
+
 import json
 import os
 import re
@@ -10,18 +11,29 @@ import secrets
 import sys
 import time
 
+import hosts
 import pytest
 
-import hosts
-from conftest import (REPO, Worker, assert_matches_reference, events, job_field, make_corpus,
-                      wait_for, wait_iteration, wait_status)
 from orchestrator.embedded import redis_server_binary
 from worker import keys
 
+from conftest import (
+    REPO,
+    Worker,
+    assert_matches_reference,
+    events,
+    job_field,
+    make_corpus,
+    wait_for,
+    wait_iteration,
+    wait_status,
+)
+
 pytestmark = pytest.mark.hosts
 
-SPEC = dict(hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000,
-            seed=7)
+SPEC = dict(
+    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
+)
 EVERY = 2000
 
 
@@ -35,10 +47,29 @@ class HostWorker(Worker):
     def start(self, wait: bool = True):
         with open(self.log, "ab") as log:
             self.proc = self.host.popen(
-                [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool", "prefork",
-                 "--concurrency", "1", "-n", f"{self.name}@%h", "--loglevel", "INFO",
-                 "--without-mingle", "--without-gossip"],
-                stdout=log, stderr=log, env=self.env, cwd=REPO)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    self.app,
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "1",
+                    "-n",
+                    f"{self.name}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=REPO,
+            )
         if wait:
             self.wait_ready()
         return self
@@ -47,8 +78,9 @@ class HostWorker(Worker):
 def cli(host: hosts.Host, url: str, *args, timeout: float = 60):
     """`orchestrator ARGS` run on a host, the URL in the environment (never on a command line)."""
     env = dict(os.environ, CHARRNN_REDIS_URL=url)
-    return host.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=REPO,
-                    timeout=timeout)
+    return host.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=REPO, timeout=timeout
+    )
 
 
 def submit_on(host, url, corpus_path, **hyper) -> str:
@@ -73,6 +105,7 @@ def short_tmp():
     """A short folder (a unix socket path must stay under 108 bytes)."""
     import shutil
     import tempfile
+
     d = tempfile.mkdtemp(prefix="chh")
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -86,31 +119,43 @@ def test_harness_hosts_reach_each_other_over_the_bridge_only(net):
     assert len({h.addr for h in net.hosts}) == 4
     for h in net.hosts:
         assert h.run(["ip", "route", "show", "default"]).stdout.strip() == ""
-    server = a.popen([sys.executable, "-c", (
-        "import socket; s=socket.socket(); s.bind(('%s', 7000)); s.listen(); "
-        "s.settimeout(20); c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()")
-        % a.addr])
-    probe = ("import socket, sys, time\n"
-             "for _ in range(100):\n"
-             "    try:\n"
-             "        s = socket.create_connection((sys.argv[1], 7000), timeout=2); break\n"
-             "    except OSError:\n"
-             "        time.sleep(0.1)\n"
-             "print(s.recv(100).decode())\n")
+    listen = (
+        "import socket, sys; s=socket.socket(); s.bind((sys.argv[1], 7000)); s.listen(); "
+        "s.settimeout(20); c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()"
+    )
+    server = a.popen([sys.executable, "-c", listen, a.addr])
+    probe = (
+        "import socket, sys, time\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        s = socket.create_connection((sys.argv[1], 7000), timeout=2); break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.1)\n"
+        "print(s.recv(100).decode())\n"
+    )
     p = d.run([sys.executable, "-c", probe, a.addr], timeout=30)
     assert p.returncode == 0 and p.stdout.strip() == d.addr, p.stderr
     server.wait(10)
     net.partition(d)
-    one_try = ("import socket, sys\n"
-               "try:\n"
-               "    socket.create_connection((sys.argv[1], 7001), timeout=2); print('connected')\n"
-               "except OSError as e:\n"
-               "    print(type(e).__name__)\n")
+    one_try = (
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], 7001), timeout=2); print('connected')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
     assert d.run([sys.executable, "-c", one_try, a.addr]).stdout.strip() == "TimeoutError"
     net.heal(d)
     # healed: the port is closed on A, so the answer is a refusal, not silence
-    assert wait_for(lambda: d.run([sys.executable, "-c", one_try, a.addr]).stdout.strip()
-                    == "ConnectionRefusedError", timeout=15, poll=0.2, what="the link back")
+    assert wait_for(
+        lambda: (
+            d.run([sys.executable, "-c", one_try, a.addr]).stdout.strip()
+            == "ConnectionRefusedError"
+        ),
+        timeout=15,
+        poll=0.2,
+        what="the link back",
+    )
 
 
 def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
@@ -121,8 +166,9 @@ def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
     application data, and neither the password nor a marker string embedded in the corpus."""
     a, b, c, d = net.hosts
     tls = hosts.make_tls(os.path.join(short_tmp, "tls"), a.addr)
-    redis = hosts.RedisOnHost(a, os.path.join(short_tmp, "r"), hosts.tls_redis_binary(),
-                              tls=tls).start()
+    redis = hosts.RedisOnHost(
+        a, os.path.join(short_tmp, "r"), hosts.tls_redis_binary(), tls=tls
+    ).start()
     url = redis.url()
     cap = net.capture(os.path.join(short_tmp, "bridge.pcap"))
     workers = [HostWorker(h, url, short_tmp).start(wait=False) for h in (b, c)]
@@ -164,12 +210,17 @@ def test_wrong_ca_and_plain_redis_are_refused_clearly(net, short_tmp):
     a, b, c, d = net.hosts
     tls = hosts.make_tls(os.path.join(short_tmp, "tls"), a.addr)
     other = hosts.make_tls(os.path.join(short_tmp, "other"), a.addr, name="other")
-    redis = hosts.RedisOnHost(a, os.path.join(short_tmp, "r"), hosts.tls_redis_binary(),
-                              tls=tls).start()
+    redis = hosts.RedisOnHost(
+        a, os.path.join(short_tmp, "r"), hosts.tls_redis_binary(), tls=tls
+    ).start()
     wrong = redis.url(ca=other["ca"])
     w = HostWorker(b, wrong, short_tmp).start(wait=False)
-    wait_for(lambda: b"CERTIFICATE_VERIFY_FAILED" in open(w.log, "rb").read(), timeout=30,
-             poll=0.2, what="the worker to report the certificate failure")
+    wait_for(
+        lambda: b"CERTIFICATE_VERIFY_FAILED" in open(w.log, "rb").read(),
+        timeout=30,
+        poll=0.2,
+        what="the worker to report the certificate failure",
+    )
     line = next(x for x in open(w.log).read().splitlines() if "CERTIFICATE_VERIFY_FAILED" in x)
     assert "certificate verify failed" in line and redis.password not in line, line
     print("worker:", line)
@@ -209,7 +260,7 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
     wb = HostWorker(b, url, short_tmp).start()
     spec = dict(SPEC, iterations=60000)
     job = submit_on(d, url, corpus, **spec)
-    wait_iteration(r, job, 5000)                          # past two checkpoints, on B
+    wait_iteration(r, job, 5000)  # past two checkpoints, on B
     assert job_field(r, job, "worker").startswith("b@")
     wc = HostWorker(c, url, short_tmp).start()
     net.partition(b)
@@ -217,24 +268,37 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
     try:
         stale_at = int(job_field(r, job, "iteration"))
         # lease (2 s) gone, two reaper scans on C (2 s apart), the re-sent job resumed on C
-        wait_for(lambda: "resumed" in [e["event"] for e in events(r, job)], timeout=30,
-                 poll=0.1, what="C to take the job over")
+        wait_for(
+            lambda: "resumed" in [e["event"] for e in events(r, job)],
+            timeout=30,
+            poll=0.1,
+            what="C to take the job over",
+        )
         t_takeover = time.monotonic() - t_cut
         resumed = [e for e in events(r, job) if e["event"] == "resumed"][0]
         assert resumed["host"].startswith("c@") and 0 < resumed["iteration"] <= stale_at
         assert int(r.get(keys.fence(job))) == 2 and int(r.get(keys.refused(job)) or 0) == 0
-        wait_for(lambda: int(job_field(r, job, "iteration")) > stale_at + 1000, timeout=30,
-                 what="C's progress past where B was cut off")
+        wait_for(
+            lambda: int(job_field(r, job, "iteration")) > stale_at + 1000,
+            timeout=30,
+            what="C's progress past where B was cut off",
+        )
     finally:
         net.heal(b)
     t_heal = time.monotonic()
-    wait_for(lambda: b"lost its lease" in open(wb.log, "rb").read(), timeout=60, poll=0.2,
-             what="B's trainer to hit the fence and stop")
+    wait_for(
+        lambda: b"lost its lease" in open(wb.log, "rb").read(),
+        timeout=60,
+        poll=0.2,
+        what="B's trainer to hit the fence and stop",
+    )
     t_fenced = time.monotonic() - t_heal
     assert wait_status(r, job, timeout=120) == "succeeded"
-    print(f"cut off at iteration {stale_at}; taken over {t_takeover:.1f} s after the cut, "
-          f"resumed at {resumed['iteration']}; B fenced off {t_fenced:.1f} s after the heal; "
-          f"writes refused: {int(r.get(keys.refused(job)))}")
+    print(
+        f"cut off at iteration {stale_at}; taken over {t_takeover:.1f} s after the cut, "
+        f"resumed at {resumed['iteration']}; B fenced off {t_fenced:.1f} s after the heal; "
+        f"writes refused: {int(r.get(keys.refused(job)))}"
+    )
     assert re.search(rb"succeeded in [0-9.]+s: 'lost_lease'", open(wb.log, "rb").read())
     assert int(r.get(keys.refused(job))) >= 1
     ev = [e["event"] for e in events(r, job)]
@@ -274,8 +338,9 @@ def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
     assert p.returncode == 0, p.stderr
     rtt = float(p.stdout)
     assert 0.4 <= rtt < 5, f"a round trip through the bad link took {rtt:.3f} s"
-    workers = [HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5).start(wait=False)
-               for h in (b, c)]
+    workers = [
+        HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5).start(wait=False) for h in (b, c)
+    ]
     for w in workers:
         w.wait_ready(timeout=120)
     text = make_corpus(seed=17)
@@ -289,7 +354,7 @@ def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         rows = [r.hmget(keys.job(j), "status", "iteration") for j in jobs]
-        for j, (status, it) in zip(jobs, rows):
+        for j, (status, it) in zip(jobs, rows, strict=True):
             if status == b"running":
                 seen[j].add(int(it))
         if all(s in (b"succeeded", b"failed", b"cancelled") for s, _ in rows):
@@ -301,8 +366,10 @@ def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
         assert len(mid) >= 2, f"job {j}: progress seen while running: {sorted(seen[j])}"
         assert r.llen(keys.history(j)) >= 5
         assert_matches_reference(r, j, text, spec)
-    print(f"round trip {rtt:.3f} s; packets dropped: b {net.dropped(b)}, c {net.dropped(c)}; "
-          f"progress seen: {[len(s) for s in seen.values()]}")
+    print(
+        f"round trip {rtt:.3f} s; packets dropped: b {net.dropped(b)}, c {net.dropped(c)}; "
+        f"progress seen: {[len(s) for s in seen.values()]}"
+    )
     assert net.dropped(b) + net.dropped(c) > 0
     for w in workers:
         w.stop()

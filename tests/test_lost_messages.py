@@ -2,20 +2,31 @@
 A real redis-server and real workers (loopback); the broker's own keys are edited directly, as a
 crash or an operator would leave them: Celery's Redis transport keeps the queue as a list named
 after it (`charrnn`) and delivered messages in the `unacked` hash."""
+
 import json
 import time
 
 import pytest
 
-from conftest import (assert_matches_reference, events, job_field, make_corpus, run_cli, submit,
-                      wait_for, wait_status)
 from worker import keys
 from worker.reaper import message_id
 
+from conftest import (
+    assert_matches_reference,
+    events,
+    job_field,
+    make_corpus,
+    run_cli,
+    submit,
+    wait_for,
+    wait_status,
+)
+
 pytestmark = pytest.mark.faults
 
-SPEC = dict(hidden_size=16, num_layers=1, iterations=3000, eval_every=1000, sample_every=1000,
-            seed=5)
+SPEC = dict(
+    hidden_size=16, num_layers=1, iterations=3000, eval_every=1000, sample_every=1000, seed=5
+)
 
 
 @pytest.fixture
@@ -51,8 +62,11 @@ def test_queued_job_whose_message_is_lost_is_resent_once(stack, corpus):
     assert time.monotonic() - t0 < 60
     ev = events(r, lost)
     resends = [e for e in ev if e["event"] == "requeued_by_reaper"]
-    assert len(resends) == 1 and resends[0]["was"] == "queued" and \
-        "neither the queue nor the unacked set" in resends[0]["reason"]
+    assert (
+        len(resends) == 1
+        and resends[0]["was"] == "queued"
+        and "neither the queue nor the unacked set" in resends[0]["reason"]
+    )
     assert [e["event"] for e in ev].count("started") == 1
     assert not [e for e in events(r, kept) if e["event"] == "requeued_by_reaper"]
     assert int(job_field(r, lost, "deliveries")) == 1
@@ -70,8 +84,12 @@ def test_message_whose_job_is_gone_is_dropped_and_the_worker_lives_on(stack, cor
     assert run_cli("delete", gone, url=url).returncode == 0
     assert not r.exists(keys.job(gone)) and queued_ids(r) == [gone]
     w = worker("a").start()
-    wait_for(lambda: f"job {gone} is not in the store".encode() in open(w.log, "rb").read(),
-             timeout=30, poll=0.2, what="the worker to drop the message")
+    wait_for(
+        lambda: f"job {gone} is not in the store".encode() in open(w.log, "rb").read(),
+        timeout=30,
+        poll=0.2,
+        what="the worker to drop the message",
+    )
     assert b"'missing'" in open(w.log, "rb").read()
     job = submit(url, corpus, **SPEC)
     assert wait_status(r, job, timeout=90) == "succeeded"

@@ -60,7 +60,7 @@ PAGE = 500
 """Jobs per pipeline, and messages per LRANGE, in one scan."""
 
 
-def message_id(raw: bytes) -> str | None:
+def message_id(raw: bytes | str) -> str | None:
     """The task id (our job id) of a message as kombu stores it: the message JSON in a queue's
     list, [message, exchange, routing key] in the unacked hash. None for anything else."""
     try:
@@ -123,10 +123,11 @@ class Reaper:
         self.suspects = seen
         return sent
 
-    def message_ids(self) -> set[str]:
+    def message_ids(self) -> set[str | None]:
         """The job ids of every message the broker holds: waiting in the queue's lists, or
         delivered and not yet acknowledged."""
-        r, ids = self.store.r, set()
+        r = self.store.r
+        ids: set[str | None] = set()
         for q in keys.broker_queues(self.queue):
             start = 0
             while True:
@@ -136,6 +137,7 @@ class Reaper:
                     break
                 start += PAGE
         ids.update(message_id(raw) for _, raw in r.hscan_iter(keys.BROKER_UNACKED, count=PAGE))
+        ids.discard(None)
         return ids
 
     def scan_queued(self) -> list[str]:
@@ -143,7 +145,7 @@ class Reaper:
         re-sent."""
         r, seen, sent = self.store.r, {}, []
         cutoff = time.time() - settings.REAP_SECONDS
-        ids = [raw.decode() for raw in
+        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in
                r.zrangebyscore(keys.status_index(Status.QUEUED.value), "-inf", cutoff)]
         held = self.message_ids() if ids else set()
         ids = [j for j in ids if j not in held]
@@ -153,7 +155,7 @@ class Reaper:
                 for job_id in page:
                     p.hget(keys.job(job_id), "deliveries")
                 rows = p.execute()
-            for job_id, deliveries in zip(page, rows):
+            for job_id, deliveries in zip(page, rows, strict=True):
                 deliveries = (deliveries or b"0").decode()
                 seen[job_id] = deliveries
                 if self.queued_suspects.get(job_id) != deliveries:
