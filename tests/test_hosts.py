@@ -186,6 +186,8 @@ def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
     p = cli(d, url, "results", job, "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "succeeded", p.stderr
     raw = cap.stop()
+    stats = open(cap.log).read()
+    assert "0 packets dropped by kernel" in stats, f"the capture missed packets: {stats}"
     assert len(raw) > len(text), "the corpus crossed the bridge: the capture must be larger"
     assert b"\x17\x03\x03" in raw, "no TLS 1.2/1.3 application data record on the bridge"
     assert redis.password.encode() not in raw, "the password crossed the bridge in clear text"
