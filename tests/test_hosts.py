@@ -244,7 +244,7 @@ def test_wrong_ca_and_plain_redis_are_refused_clearly(net, short_tmp):
     print("cli, plain to TLS:", line)
 
 
-def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_tmp):
+def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_tmp, report):
     """Host B's cable is pulled mid-job: its lease expires, the reaper on C re-sends the job and
     C resumes it from the last checkpoint under a new fencing token. When the link is healed,
     B's trainer (alive all along, its write stuck in the network) has its first write refused by
@@ -308,6 +308,10 @@ def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_
     assert ev.count("requeued_by_reaper") == 1
     assert job_field(r, job, "worker").startswith("c@")
     assert_matches_reference(r, job, text, spec)
+    fig = report(
+        r, [job], 1, "a worker's host cut off mid-job (link down), healed after the takeover"
+    )
+    assert fig["lost"] == 0 and fig["trainers"] == 2 and fig["stale_writes_refused"] >= 1
     wb.stop(), wc.stop()
 
 

@@ -40,7 +40,7 @@ def queued_ids(r) -> list[str]:
     return [message_id(raw) for raw in r.lrange("charrnn", 0, -1)]
 
 
-def test_queued_job_whose_message_is_lost_is_resent_once(stack, corpus):
+def test_queued_job_whose_message_is_lost_is_resent_once(stack, corpus, report):
     """Two jobs submitted while no worker runs; the message of one is deleted from the queue
     list. Once a worker is up, its reaper finds that queued job with no message on two scans in
     a row and re-sends it, once, with a `requeued_by_reaper` event saying why; the other job,
@@ -72,6 +72,8 @@ def test_queued_job_whose_message_is_lost_is_resent_once(stack, corpus):
     assert int(job_field(r, lost, "deliveries")) == 1
     for job in (kept, lost):
         assert_matches_reference(r, job, corpus.read_text(), SPEC)
+    fig = report(r, [lost, kept], 1, "a queued job's message deleted from the broker")
+    assert fig["lost"] == 0 and fig["reaper_resends"] == 1
 
 
 def test_message_whose_job_is_gone_is_dropped_and_the_worker_lives_on(stack, corpus):
