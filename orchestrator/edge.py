@@ -108,6 +108,11 @@ def check_url(url: str) -> str:
     return url
 
 
+PLAIN_TO_TLS = ("connection reset by peer", "connection closed by server")
+"""How a plain redis:// connection to a TLS-only port ends: the server drops it (a restart
+may look the same, hence a hint, not a verdict)."""
+
+
 def unreachable(url: str, e: Exception) -> Fail:
     text = str(e)
     if isinstance(e, redis.AuthenticationError) or any(
@@ -115,6 +120,8 @@ def unreachable(url: str, e: Exception) -> Fail:
                                         "invalid username-password")):
         return Fail(f"Redis at {redact(url)} refused the password", EXIT_UNREACHABLE)
     reason = text.splitlines()[0] if text else type(e).__name__
+    if url.lower().startswith("redis://") and any(s in text.lower() for s in PLAIN_TO_TLS):
+        reason += " (if that Redis serves TLS only, use rediss://)"
     return Fail(f"Redis unreachable at {redact(url)}: {reason}", EXIT_UNREACHABLE)
 
 

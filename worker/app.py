@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import ssl
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
@@ -24,6 +25,17 @@ def celery_url(url: str) -> str:
     parts = urlsplit(url)
     db = parse_qs(parts.query).get("db", ["0"])[0]
     return urlunsplit(("redis+socket", parts.netloc, parts.path, f"virtual_host={db}", ""))
+
+
+def broker_ssl(url: str) -> dict | None:
+    """Celery's broker_use_ssl for a rediss:// URL that names no ssl_* option: verify the
+    server's certificate, as redis-py (the job store) does by default. kombu alone would accept
+    any certificate (CERT_NONE, with a warning). The URL's own ssl_cert_reqs and ssl_ca_certs,
+    when given, reach kombu from the URL and win over this."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or any(k.startswith("ssl_") for k in parse_qs(parts.query)):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 class CeleryConfig:
@@ -66,6 +78,8 @@ def make_app(url: str, include: tuple[str, ...] = (), current: bool = False) -> 
     celery = Celery("charrnn", set_as_current=current)
     celery.config_from_object(CeleryConfig)
     celery.conf.broker_url = celery_url(url)
+    if broker_ssl(url):
+        celery.conf.broker_use_ssl = broker_ssl(url)
     celery.conf.include = list(include)
     return celery
 

@@ -10,7 +10,8 @@
     charrnn:job:{id}:fence           string  fencing token counter (INCR on every takeover)
     charrnn:job:{id}:stepped_aside   string  count of duplicate deliveries that stepped aside
     charrnn:job:{id}:refused         string  count of writes refused to a stale trainer (fenced off)
-    charrnn:job:{id}:reaped          string  the fencing token a reaper last re-sent the job for
+    charrnn:job:{id}:reaped          string  what a reaper last re-sent the job for: the fencing
+                                             token (running), queued:{deliveries} (queued)
     charrnn:jobs                     zset    every job id, scored by submit time
     charrnn:status:{status}          zset    job ids by status, scored by submit time
     charrnn:tag:{tag}                zset    job ids by tag, scored by submit time
@@ -23,6 +24,12 @@
     charrnn:sweeps                   zset    every sweep id, scored by creation time
 
 A job of a sweep carries `sweep_id` in its record and the tag `sweep:{id}`.
+
+Celery's Redis transport (kombu) keeps its own keys beside ours, in the same database; the
+reaper reads them to tell a waiting message from a lost one:
+
+    {queue}, {queue}\x06\x16{3,6,9}  list  messages waiting, one list per priority step
+    unacked                          hash  delivery tag -> JSON [message, exchange, routing key]
 """
 PREFIX = "charrnn:"
 CHECKPOINT_KINDS = ("latest", "previous", "best")
@@ -119,3 +126,15 @@ def corpus_jobs(sha256: str) -> str:
 
 def corpus(sha256: str) -> str:
     return f"{PREFIX}corpus:{sha256}"
+
+
+BROKER_PRIORITY_SEP, BROKER_PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
+"""kombu's Redis transport: a queue's messages of priority p > 0 wait in `{queue}{sep}{p}`."""
+
+BROKER_UNACKED = "unacked"
+"""kombu's hash of delivered, not yet acknowledged messages (its `unacked_key` default)."""
+
+
+def broker_queues(queue: str) -> list[str]:
+    """The lists a queue's waiting messages are in, one per priority step."""
+    return [queue] + [f"{queue}{BROKER_PRIORITY_SEP}{p}" for p in BROKER_PRIORITY_STEPS]

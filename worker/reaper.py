@@ -10,15 +10,26 @@ absent on two scans in a row under the same fencing token is re-sent (same task,
 The claim is one Lua script: status still running, lease still absent, token unchanged, and not
 already re-sent for this token. So among all the workers' reapers exactly one re-sends, once per
 lost trainer. A copy too many is harmless: it steps aside or finds the job finished.
+
+A `queued` job can lose its message too (the submitting client died between storing the job and
+sending it; someone cleared the broker's keys). Each scan also reads the `queued` jobs older than
+REAP_SECONDS and the ids of every message the broker holds (the queue's lists and the unacked
+hash, see keys.py); a queued job whose id is in neither on two scans in a row, with the same
+delivery count, is re-sent, claimed in Lua the same way (status still queued, deliveries
+unchanged, not already re-sent for them). So every job in the store either has a message, runs,
+or has ended.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 
 import redis
 
 from . import keys, settings
+from .app import QUEUE
 from .store import JobStore, Status, event
 
 log = logging.getLogger("charrnn.reaper")
@@ -35,17 +46,48 @@ redis.call('RPUSH', KEYS[5], ARGV[3])
 return 1
 """
 
+# KEYS: job, reaped, events. ARGV: deliveries seen, mark, hold_ms, event json.
+CLAIM_QUEUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= '""" + Status.QUEUED.value + """' then return 0 end
+if (redis.call('HGET', KEYS[1], 'deliveries') or '0') ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+return 1
+"""
+
+PAGE = 500
+"""Jobs per pipeline, and messages per LRANGE, in one scan."""
+
+
+def message_id(raw: bytes | str) -> str | None:
+    """The task id (our job id) of a message as kombu stores it: the message JSON in a queue's
+    list, [message, exchange, routing key] in the unacked hash. None for anything else."""
+    try:
+        msg = json.loads(raw)
+        if isinstance(msg, list):
+            msg = msg[0]
+        return str(msg["headers"]["id"])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
 
 class Reaper:
-    def __init__(self, store: JobStore, resend, host: str):
+    def __init__(self, store: JobStore, resend, host: str, queue: str = QUEUE):
         """resend(job_id) puts one task message for the job on the queue."""
-        self.store, self.resend, self.host = store, resend, host
+        self.store, self.resend, self.host, self.queue = store, resend, host, queue
         self.claim = store.r.register_script(CLAIM)
+        self.claim_queued = store.r.register_script(CLAIM_QUEUED)
         self.suspects: dict[str, str] = {}   # job id -> token under which its lease was absent
+        self.queued_suspects: dict[str, str] = {}   # job id -> deliveries when seen messageless
         self.stop = threading.Event()
 
     def scan(self) -> list[str]:
-        """One pass. Returns the ids re-sent."""
+        """One pass over running jobs, then queued ones. Returns the ids re-sent."""
+        return self.scan_running() + self.scan_queued()
+
+    def scan_running(self) -> list[str]:
+        """Running jobs whose lease is gone. Returns the ids re-sent."""
         r, seen, sent = self.store.r, {}, []
         ids = [raw.decode() for raw, _ in
                r.zscan_iter(keys.status_index(Status.RUNNING.value), count=500)]
@@ -79,6 +121,60 @@ class Reaper:
                                 job_id, token)
                     sent.append(job_id)
         self.suspects = seen
+        return sent
+
+    def message_ids(self) -> set[str | None]:
+        """The job ids of every message the broker holds: waiting in the queue's lists, or
+        delivered and not yet acknowledged."""
+        r = self.store.r
+        ids: set[str | None] = set()
+        for q in keys.broker_queues(self.queue):
+            start = 0
+            while True:
+                page = r.lrange(q, start, start + PAGE - 1)
+                ids.update(message_id(raw) for raw in page)
+                if len(page) < PAGE:
+                    break
+                start += PAGE
+        ids.update(message_id(raw) for _, raw in r.hscan_iter(keys.BROKER_UNACKED, count=PAGE))
+        ids.discard(None)
+        return ids
+
+    def scan_queued(self) -> list[str]:
+        """Queued jobs (older than one scan period) whose message is gone. Returns the ids
+        re-sent."""
+        r, seen, sent = self.store.r, {}, []
+        cutoff = time.time() - settings.REAP_SECONDS
+        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in
+               r.zrangebyscore(keys.status_index(Status.QUEUED.value), "-inf", cutoff)]
+        held = self.message_ids() if ids else set()
+        ids = [j for j in ids if j not in held]
+        for start in range(0, len(ids), PAGE):
+            page = ids[start:start + PAGE]
+            with r.pipeline(transaction=False) as p:
+                for job_id in page:
+                    p.hget(keys.job(job_id), "deliveries")
+                rows = p.execute()
+            for job_id, deliveries in zip(page, rows, strict=True):
+                deliveries = (deliveries or b"0").decode()
+                seen[job_id] = deliveries
+                if self.queued_suspects.get(job_id) != deliveries:
+                    continue      # first sighting: the message may be between two of kombu's keys
+                ev = event("requeued_by_reaper", host=self.host, was=Status.QUEUED.value,
+                           deliveries=int(deliveries),
+                           reason="queued, and its message was in neither the queue nor the "
+                                  "unacked set")
+                if self.claim_queued([keys.job(job_id), keys.reaped(job_id), keys.events(job_id)],
+                                     [deliveries, f"queued:{deliveries}",
+                                      int(settings.REAP_HOLD_SECONDS * 1000), ev]):
+                    try:
+                        self.resend(job_id)
+                    except Exception:
+                        r.delete(keys.reaped(job_id))    # unclaim: the next scan tries again
+                        raise
+                    log.warning("job %s: queued with no message in the broker; re-sent", job_id)
+                    sent.append(job_id)
+        self.queued_suspects = seen
         return sent
 
     def loop(self) -> None:

@@ -41,9 +41,9 @@ HEARTBEAT_SECONDS = min(1.0, LEASE_SECONDS / 3)
 """Progress writes (which renew the lease) happen at least this often while training."""
 
 REAP_SECONDS = LEASE_SECONDS
-"""How often each worker's reaper looks for `running` jobs with no lease. A job is re-sent once its
-lease has been seen absent on two scans in a row with the same fencing token, so a job whose
-trainer died with no message left to revive it (its redelivered copy stepped aside earlier) runs
+"""How often each worker's reaper looks for `running` jobs with no lease (and `queued` jobs with
+no message). A job is re-sent once its lease has been seen absent on two scans in a row with the
+same fencing token, so a job whose trainer died with no message left to revive it (its redelivered copy stepped aside earlier) runs
 again within about LEASE_SECONDS + 2 * REAP_SECONDS."""
 
 REAP_HOLD_SECONDS = max(VISIBILITY_TIMEOUT, 10 * LEASE_SECONDS)
