@@ -141,6 +141,7 @@ def page_errors(browser) -> list[str]:
             and "Failed to load resource" not in e["message"]]
 
 
+@pytest.mark.browser
 def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(pool, r, redis_server,
                                                                    corpus_file, dash, browser):
     url = redis_server.url()
@@ -182,6 +183,7 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(pool, r, redi
     assert status == 500 and b"does not match its stored sha256" in raw
 
 
+@pytest.mark.browser
 def test_job_page_chart_grows_and_samples_appear_without_a_reload(pool, r, redis_server,
                                                                   corpus_file, dash, browser):
     url = redis_server.url()
@@ -220,6 +222,7 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(pool, r, redis
         wait_status(r, job_id, ENDED)
 
 
+@pytest.mark.browser
 def test_sweep_page_ranks_its_jobs_as_compare_does(pool, r, redis_server, corpus_file, dash,
                                                    browser):
     url = redis_server.url()
@@ -249,6 +252,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(pool, r, redis_server, corpus
     assert sid in text(browser, "#sweeps-table")
 
 
+@pytest.mark.browser
 def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(pool, r, redis_server,
                                                                     tmp_path, dash, browser):
     url = redis_server.url()
@@ -280,6 +284,7 @@ def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(pool, r, red
         wait_status(r, job_id, ENDED)
 
 
+@pytest.mark.browser
 def test_a_bad_or_unknown_id_is_a_404_page(r, dash, browser):
     unknown = "00000000-0000-4000-8000-000000000000"
     for path in ("/job/not-a-job-id", f"/job/{unknown}", "/sweep/../../etc", f"/sweep/{unknown}",
@@ -321,6 +326,7 @@ def test_off_loopback_needs_a_password_and_basic_auth(redis_server):
     assert secret not in out + err, "the password was printed"
 
 
+@pytest.mark.browser
 def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
     server = RedisServer(str(tmp_path / "redis")).start()
     d = Dashboard(server.url()).start()
@@ -389,6 +395,7 @@ def test_jobs_pages_cover_the_index_once_newest_first_with_filters(r):
     assert walk(tag="nobody") == []
 
 
+@pytest.mark.browser
 def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, browser):
     """NaN and infinity are not JSON: the twins send them as strings the page shows."""
     from charrnn import Config
