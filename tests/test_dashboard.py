@@ -405,6 +405,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     sha, _ = store.put_corpus(make_corpus(0, 200))
     job_id = new_job_id()
     store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10))
+    store.cancel(job_id)     # ended: no worker's reaper takes a record without a message for lost
     r.hset(keys.job(job_id), mapping={"val_loss": "nan", "best_val_loss": "inf"})
     r.rpush(keys.history(job_id), json.dumps([10, float("nan"), float("nan")]))
 
