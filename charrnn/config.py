@@ -31,6 +31,11 @@ def hp(default: T, help: str, *, low: float | None = None, high: float | None = 
         "resume": resume, "aliases": aliases})
 
 
+DEFAULT_EVAL_EVERY_MAX = 5000
+"""The default evaluation interval's ceiling (eval_every unset): ~5% of training time at the
+default val_max_chars."""
+
+
 @dataclass(frozen=True)
 class Config:
     hidden_size: int = hp(128, "H, units per layer; enough for ~1.9 nats/char on "
@@ -55,8 +60,9 @@ class Config:
                              high=0.9)
     val_max_chars: int = hp(30_000, "held-out characters per evaluation (~5% of training time "
                             "at eval-every; 0: all of them)", low=0, high=10**10, resume=True)
-    eval_every: int = hp(5000, "iterations between validation passes (0: only at the end)",
-                         low=0, high=10**10, resume=True)
+    eval_every: int | None = hp(None, "iterations between validation passes (0: only at the "
+                                "end) [default: a tenth of the run, at most 5000]", low=0,
+                                high=10**10, resume=True)
     sample_every: int = hp(2000, "iterations between samples during training (0: none)", low=0,
                            high=10**10, resume=True)
     sample_length: int = hp(200, "characters per sample during training", low=1, high=100_000,
@@ -97,6 +103,14 @@ class Config:
         if self.iterations is not None and self.warmup >= self.iterations:
             raise ConfigError(f"warmup ({self.warmup} iterations) must be shorter than the run "
                               f"({self.iterations} iterations)")
+
+    def eval_interval(self, total_iterations: int) -> int:
+        """Iterations between validation passes: eval_every, or by default a tenth of the run
+        (so a short run draws a curve, not one point at its end), at most 5000 (so a long one
+        spends ~5% of its time evaluating, not more)."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return min(DEFAULT_EVAL_EVERY_MAX, max(1, total_iterations // 10))
 
     def to_dict(self) -> dict[str, int | float | str | None]:
         return dataclasses.asdict(self)

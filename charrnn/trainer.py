@@ -34,10 +34,12 @@ OPTIMIZER_STATES = {"adagrad": ("mem",), "rmsprop": ("mean_square",), "adam": ("
 class Hooks:
     """What a trainer tells its caller, outside the hot loop. Override what you need.
 
-    progress_seconds throttles on_progress in wall-clock time; the other hooks fire at the
+    progress_seconds throttles on_progress in wall-clock time (progress_every, when set, calls it
+    every so many iterations as well, so a fast run still reports a curve); the other hooks fire at the
     iteration counts of the config (eval_every, sample_every) and of run(checkpoint_every)."""
 
     progress_seconds: float = 1.0
+    progress_every: int = 0   # and at least every this many iterations (0: by time alone)
 
     def on_progress(self, trainer: Trainer) -> None: ...
     def on_eval(self, trainer: Trainer, val_loss: float | None) -> None: ...
@@ -229,8 +231,9 @@ class Trainer:
         until = self.total_iterations if until is None else min(until, self.total_iterations)
         start_it, t0 = self.iteration, time.perf_counter()
         next_progress = t0 + hooks.progress_seconds
-        eval_every, sample_every = cfg.eval_every, cfg.sample_every
+        eval_every, sample_every = cfg.eval_interval(self.total_iterations), cfg.sample_every
         chars_per_step = cfg.seq_length * cfg.batch_size
+        progress_every = hooks.progress_every
         while self.iteration < until:
             self.step()
             it = self.iteration
@@ -238,7 +241,7 @@ class Trainer:
             # the clock every step (~0.1 us against a step's tens of microseconds at least): a
             # large model's step can take seconds, and the job system's lease is renewed here
             now = time.perf_counter()
-            if now >= next_progress or done:
+            if now >= next_progress or done or (progress_every and it % progress_every == 0):
                 self.chars_per_second = (it - start_it) * chars_per_step / max(now - t0, 1e-9)
                 next_progress = now + hooks.progress_seconds
                 hooks.on_progress(self)

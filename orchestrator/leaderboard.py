@@ -128,7 +128,7 @@ def eval_points(job: dict) -> set[int]:
     value; a plot draws only these.)"""
     spec = job["spec"]
     total = job["iterations"] or spec.total_iterations
-    every = spec.config.eval_every
+    every = spec.config.eval_interval(spec.total_iterations)
     pts = set(range(every, total + 1, every)) if every else set()
     pts.add(total)
     pts.update(spec.rungs.milestones if spec.rungs else ())

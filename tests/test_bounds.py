@@ -65,3 +65,18 @@ def test_a_sweep_cannot_ask_for_an_unbounded_rung_plan(r, redis_server, corpus_f
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and message in lines[0], p.stderr
     assert r.zcard(keys.jobs_by_time()) == 0 and r.zcard(keys.sweeps_by_time()) == 0
+
+
+def test_a_short_fast_job_still_draws_a_curve(pool, r, redis_server, corpus_file):
+    """Issue 14: history was written with progress, about once a second, so a job of a second or
+    two had two or three points, and one validation point (at its end: the evaluation interval
+    was 5000 whatever the run's length). Now a row at least every 1/500 of the run, and by
+    default an evaluation every tenth of it."""
+    job = submit(redis_server.url(), corpus_file, iterations=2000, hidden_size=8, num_layers=1,
+                 seq_length=10, sample_every=0, val_max_chars=200)
+    assert wait_status(r, job, timeout=120) == "succeeded"
+    history = [json.loads(x) for x in r.lrange(keys.history(job), 0, -1)]
+    assert len(history) >= 400, len(history)
+    assert [it for it, _, _ in history] == sorted(it for it, _, _ in history)
+    evals = {it for it, _, val in history if val is not None and it % 200 == 0}
+    assert evals >= set(range(200, 2001, 200)), sorted(evals)

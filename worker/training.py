@@ -89,6 +89,9 @@ class JobHooks(Hooks):
         self.last_eval_iteration = -1
         self.best_ckpt_val = job["best_val_loss"]
         self.history_every = max(1, (job["spec"].total_iterations or 1) // HISTORY_POINTS)
+        # a history row at least every 1/HISTORY_POINTS of the run, however fast it trains: a
+        # job of a few seconds still draws a curve (its writes stay bounded by HISTORY_POINTS)
+        self.progress_every = self.history_every
         self.last_history = {"progress": -1, "eval": -1}
 
     def metrics(self, t: Trainer) -> tuple:
