@@ -137,6 +137,59 @@ class ConsoleHooks(Hooks):
 def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
           resume_path: str | None, as_json: bool, **hyper: Any) -> None:
     """Train a model on a corpus by sequential online learning."""
+    check_checkpoint_path(checkpoint_path, checkpoint_every)
+    trainer = make_trainer(corpus, resume_path, hyper)
+    t0, start_iteration = time.perf_counter(), trainer.iteration
+    if run_with_progress(trainer, checkpoint_path, checkpoint_every, as_json) == "stopped":
+        where = ""
+        if checkpoint_path:
+            checkpoint.save(trainer, checkpoint_path)
+            where = f"; checkpoint {checkpoint_path} (resume with --resume)"
+        raise Failure(f"interrupted at iteration {trainer.iteration}{where}", EXIT_INTERRUPTED)
+    result = train_result(trainer, start_iteration, time.perf_counter() - t0, checkpoint_path)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    val = ("no validation split" if result["val_loss"] is None else
+           f"val {result['val_loss']:.4f} nats/char ({result['val_bits_per_char']:.4f} bits/char)")
+    click.echo(f"trained {trainer.iteration} iterations, {result['chars']:,} chars in "
+               f"{result['seconds']:.1f} s ({result['chars_per_second']:,.0f} chars/s); {val}"
+               + (f"; checkpoint {checkpoint_path}" if checkpoint_path else ""))
+
+
+def check_checkpoint_path(checkpoint_path: str | None, checkpoint_every: int) -> None:
+    """Found now, not after hours of training."""
+    if checkpoint_every < 0:
+        raise Failure(f"checkpoint-every must be >= 0, got {checkpoint_every}")
+    if checkpoint_path:
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if os.path.isdir(checkpoint_path) or not os.path.isdir(folder):
+            raise Failure(f"cannot write checkpoint {checkpoint_path}: "
+                          + ("it is a directory" if os.path.isdir(checkpoint_path)
+                             else f"no such directory {folder}"))
+
+
+def make_trainer(corpus: str, resume_path: str | None, hyper: dict[str, Any]) -> Trainer:
+    """A fresh trainer, or the checkpoint's with the options given (those a resume may change;
+    the checkpoint refuses the others)."""
+    try:
+        text = read_corpus(corpus)
+        if not resume_path:
+            return Trainer(config_from_options(hyper), text)
+        ck = checkpoint.load(resume_path)
+        changed = given(hyper)
+        saved = ck.config.to_dict()
+        for a, b in (("iterations", "epochs"), ("epochs", "iterations")):
+            if a in changed:      # a new length replaces the saved one, whichever kind it was
+                saved[b] = None
+        return ck.trainer(text, Config.from_dict({**saved, **changed}))
+    except CharRNNError as e:
+        raise Failure(str(e)) from None
+
+
+def run_with_progress(trainer: Trainer, checkpoint_path: str | None, checkpoint_every: int,
+                      as_json: bool) -> str:
+    """Trainer.run under a progress bar on stderr; Ctrl-C stops it between two windows."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -146,34 +199,7 @@ def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
         TimeRemainingColumn,
     )
 
-    if checkpoint_every < 0:
-        raise Failure(f"checkpoint-every must be >= 0, got {checkpoint_every}")
-    if checkpoint_path:
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        if os.path.isdir(checkpoint_path) or not os.path.isdir(folder):
-            # found now, not after hours of training
-            raise Failure(f"cannot write checkpoint {checkpoint_path}: "
-                          + ("it is a directory" if os.path.isdir(checkpoint_path)
-                             else f"no such directory {folder}"))
-    try:
-        text = read_corpus(corpus)
-        if resume_path:
-            ck = checkpoint.load(resume_path)
-            changed = given(hyper)
-            saved = ck.config.to_dict()
-            for a, b in (("iterations", "epochs"), ("epochs", "iterations")):
-                if a in changed:      # a new length replaces the saved one, whichever kind it was
-                    saved[b] = None
-            cfg = Config.from_dict({**saved, **changed})
-            trainer = ck.trainer(text, cfg)
-        else:
-            trainer = Trainer(config_from_options(hyper), text)
-    except CharRNNError as e:
-        raise Failure(str(e)) from None
-
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)  # whole lines
-    t0 = time.perf_counter()
-    start_iteration = trainer.iteration
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                   console=console, transient=as_json) as progress:
@@ -183,29 +209,27 @@ def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
 
         def interrupt(signum: int, frame: FrameType | None) -> None:
             # Ctrl-C: stop between two windows (within progress_seconds), never inside an
-            # update, so the checkpoint written below resumes exactly
+            # update, so the checkpoint written after it resumes exactly
             hooks.interrupted = True
 
         previous = signal.signal(signal.SIGINT, interrupt)
         try:
-            outcome = trainer.run(hooks, checkpoint_every=checkpoint_every)
+            return trainer.run(hooks, checkpoint_every=checkpoint_every)
         except DivergedError as e:
             raise Failure(str(e), EXIT_DIVERGED) from None
         except CharRNNError as e:
             raise Failure(str(e)) from None
         finally:
             signal.signal(signal.SIGINT, previous)
-    if outcome == "stopped":
-        where = ""
-        if checkpoint_path:
-            checkpoint.save(trainer, checkpoint_path)
-            where = f"; checkpoint {checkpoint_path} (resume with --resume)"
-        raise Failure(f"interrupted at iteration {trainer.iteration}{where}", EXIT_INTERRUPTED)
-    seconds = time.perf_counter() - t0
+
+
+def train_result(trainer: Trainer, start_iteration: int, seconds: float,
+                 checkpoint_path: str | None) -> dict[str, Any]:
+    """What `charrnn train --json` prints."""
     chars = (trainer.iteration - start_iteration) * trainer.config.seq_length \
         * trainer.config.batch_size
     s = trainer.stats()
-    result = {
+    return {
         "iterations": trainer.iteration,
         "chars": chars,
         "seconds": round(seconds, 3),
@@ -219,14 +243,6 @@ def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
         "checkpoint": checkpoint_path,
         "config": trainer.config.to_dict(),
     }
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        val = ("no validation split" if s["val_loss"] is None else
-               f"val {s['val_loss']:.4f} nats/char ({s['val_bits_per_char']:.4f} bits/char)")
-        click.echo(f"trained {trainer.iteration} iterations, {chars:,} chars in {seconds:.1f} s "
-                   f"({result['chars_per_second']:,.0f} chars/s); {val}"
-                   + (f"; checkpoint {checkpoint_path}" if checkpoint_path else ""))
 
 
 def sample_options(f: F) -> F:
