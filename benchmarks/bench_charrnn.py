@@ -36,13 +36,19 @@ part at 2 layers, hidden 128, seq_length 13 with the library's defaults, and the
 article's settings (learning rate 0.1, parameters 0.01 * N(0, 1), biases 0), and prints the
 held-out loss over the whole validation split.
 """
+
 from __future__ import annotations
 
 import os
 
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-           "NUMEXPR_NUM_THREADS"):
-    os.environ[_v] = "1"                       # before numpy (and torch) are imported
+for _v in (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
+    os.environ[_v] = "1"  # before numpy (and torch) are imported
 
 import argparse
 import math
@@ -62,11 +68,14 @@ from charrnn import (  # noqa: E402
 from charrnn.model import views  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CORPORA = ["/work/shared/corpora/tinyshakespeare.txt",
-                   os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt")]
+DEFAULT_CORPORA = [
+    "/work/shared/corpora/tinyshakespeare.txt",
+    os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt"),
+]
 
 try:
     import torch
+
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
@@ -79,11 +88,13 @@ except ImportError:
 # --- corpus --------------------------------------------------------------------------------------
 def generated_corpus(n_chars: int = 1_100_000, seed: int = 0) -> str:
     """Pseudo-English from a fixed word list with punctuation, capitals and line breaks."""
-    words = ("the of and to in is was that for on with as by at from his her they we you it not "
-             "but which have had this were are be one all their there been when who will would "
-             "king queen lord love night day heart death blood time good sweet fair now come "
-             "what more speak hath thee thou thy shall upon may must make know give take yet "
-             "well never here where why man men world life eyes hand father mother brother").split()
+    words = (
+        "the of and to in is was that for on with as by at from his her they we you it not "
+        "but which have had this were are be one all their there been when who will would "
+        "king queen lord love night day heart death blood time good sweet fair now come "
+        "what more speak hath thee thou thy shall upon may must make know give take yet "
+        "well never here where why man men world life eyes hand father mother brother"
+    ).split()
     rng = np.random.default_rng(seed)
     out, n = [], 0
     while n < n_chars:
@@ -109,15 +120,25 @@ def load_corpus(path: str | None) -> tuple[str, str]:
 
 # --- trainers, each reduced to step() ------------------------------------------------------------
 def charrnn_trainer(text, H, L, T, dtype="float64", lr=0.1, seed=0) -> Trainer:
-    cfg = Config(hidden_size=H, num_layers=L, seq_length=T, learning_rate=lr, iterations=10**9,
-                 eval_every=0, sample_every=0, dtype=dtype, seed=seed)
+    cfg = Config(
+        hidden_size=H,
+        num_layers=L,
+        seq_length=T,
+        learning_rate=lr,
+        iterations=10**9,
+        eval_every=0,
+        sample_every=0,
+        dtype=dtype,
+        seed=seed,
+    )
     return Trainer(cfg, text)
 
 
 def baseline_trainer(tr: Trainer, lr=0.1) -> oracle.BaselineTrainer:
     params = {k: np.array(v, dtype=np.float64) for k, v in tr.model.p.items()}
-    return oracle.BaselineTrainer(params, tr.train_ids, tr.config.seq_length, lr,
-                                  tr.config.grad_clip)
+    return oracle.BaselineTrainer(
+        params, tr.train_ids, tr.config.seq_length, lr, tr.config.grad_clip
+    )
 
 
 class TorchTrainer:
@@ -125,7 +146,12 @@ class TorchTrainer:
 
     def __init__(self, tr: Trainer, lr=0.1, dtype=None):
         dtype = dtype or torch.float32
-        V, H, L, T = tr.vocab.size, tr.config.hidden_size, tr.config.num_layers, tr.config.seq_length
+        V, H, L, T = (
+            tr.vocab.size,
+            tr.config.hidden_size,
+            tr.config.num_layers,
+            tr.config.seq_length,
+        )
         torch.manual_seed(0)
         self.rnn = torch.nn.RNN(V, H, num_layers=L, nonlinearity="tanh").to(dtype)
         self.out = torch.nn.Linear(H, V).to(dtype)
@@ -142,9 +168,9 @@ class TorchTrainer:
         if self.pointer + T + 1 > len(self.data):
             self.pointer = 0
             self.h = torch.zeros_like(self.h)
-        inputs = self.data[self.pointer:self.pointer + T]
-        targets = self.data[self.pointer + 1:self.pointer + T + 1]
-        x = self.eye[inputs].unsqueeze(1)                 # (T, 1, V) one-hot
+        inputs = self.data[self.pointer : self.pointer + T]
+        targets = self.data[self.pointer + 1 : self.pointer + T + 1]
+        x = self.eye[inputs].unsqueeze(1)  # (T, 1, V) one-hot
         out, h = self.rnn(x, self.h)
         loss = self.loss_fn(self.out(out.view(T, self.H)), targets)
         self.opt.zero_grad(set_to_none=True)
@@ -164,7 +190,13 @@ class TorchStreams:
     def __init__(self, tr: Trainer, dtype=None, lr=2e-3, clip=5.0):
         dtype = dtype or torch.float32
         cfg = tr.config
-        V, H, L, T, B = tr.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.seq_length, cfg.batch_size
+        V, H, L, T, B = (
+            tr.vocab.size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.seq_length,
+            cfg.batch_size,
+        )
         torch.manual_seed(0)
         cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
         self.rnn = cls(V, H, num_layers=L).to(dtype)
@@ -185,18 +217,22 @@ class TorchStreams:
         T, B = self.T, self.B
         if self.pointer + T + 1 > self.segment:
             self.pointer = 0
-            self.state = (tuple(torch.zeros_like(s) for s in self.state)
-                          if isinstance(self.state, tuple) else torch.zeros_like(self.state))
-        window = self.data[self.at + self.pointer]          # (T+1, B)
-        x = self.eye[window[:-1]]                           # (T, B, V) one-hot
+            self.state = (
+                tuple(torch.zeros_like(s) for s in self.state)
+                if isinstance(self.state, tuple)
+                else torch.zeros_like(self.state)
+            )
+        window = self.data[self.at + self.pointer]  # (T+1, B)
+        x = self.eye[window[:-1]]  # (T, B, V) one-hot
         out, state = self.rnn(x, self.state)
         loss = self.loss_fn(self.out(out).view(T * B, self.V), window[1:].reshape(-1)) / B
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.opt.step()
-        self.state = (tuple(s.detach() for s in state) if isinstance(state, tuple)
-                      else state.detach())
+        self.state = (
+            tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        )
         self.pointer += T
         return loss.item()
 
@@ -204,9 +240,11 @@ class TorchStreams:
 def load_old_charrnn(tree: str):
     """The charrnn package of another checkout, imported as `charrnn_old` beside this one."""
     import importlib.util
+
     path = os.path.join(os.path.abspath(tree), "charrnn")
     spec = importlib.util.spec_from_file_location(
-        "charrnn_old", os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+        "charrnn_old", os.path.join(path, "__init__.py"), submodule_search_locations=[path]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["charrnn_old"] = mod
     spec.loader.exec_module(mod)
@@ -214,9 +252,20 @@ def load_old_charrnn(tree: str):
 
 
 def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
-    cfg = Config(hidden_size=H, num_layers=L, seq_length=T, batch_size=B, cell=cell,
-                 optimizer="adam", learning_rate=lr, clip_norm=5.0, iterations=10**9,
-                 eval_every=0, sample_every=0, dtype=dtype)
+    cfg = Config(
+        hidden_size=H,
+        num_layers=L,
+        seq_length=T,
+        batch_size=B,
+        cell=cell,
+        optimizer="adam",
+        learning_rate=lr,
+        clip_norm=5.0,
+        iterations=10**9,
+        eval_every=0,
+        sample_every=0,
+        dtype=dtype,
+    )
     return Trainer(cfg, text)
 
 
@@ -224,42 +273,70 @@ def check_torch_export(text):
     """charrnn's parameters, exported with model.torch_state_dict and loaded into nn.RNN/GRU/
     LSTM + nn.Linear, give the same loss and the same final state as charrnn (float64)."""
     from charrnn.model import torch_state_dict
+
     for cell in ("rnn", "gru", "lstm"):
-        tr = Trainer(Config(hidden_size=32, num_layers=2, seq_length=50, batch_size=3, cell=cell,
-                            iterations=10, eval_every=0, sample_every=0), text)
+        tr = Trainer(
+            Config(
+                hidden_size=32,
+                num_layers=2,
+                seq_length=50,
+                batch_size=3,
+                cell=cell,
+                iterations=10,
+                eval_every=0,
+                sample_every=0,
+            ),
+            text,
+        )
         for _ in range(3):
-            tr.step()                          # trained a little: biases no longer zero
+            tr.step()  # trained a little: biases no longer zero
         cfg, V = tr.config, tr.vocab.size
         sd = torch_state_dict(tr.model.theta, V, cfg.hidden_size, cfg.num_layers, cell)
         cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
         rnn = cls(V, cfg.hidden_size, num_layers=cfg.num_layers).double()
         out = torch.nn.Linear(cfg.hidden_size, V).double()
-        rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("rnn.")})
-        out.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("out.")})
+        rnn.load_state_dict(
+            {k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("rnn.")}
+        )
+        out.load_state_dict(
+            {k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("out.")}
+        )
         m = tr.model
         m.reset_state()
         inputs, targets = tr.inputs.copy(), tr.targets.copy()
         loss = m.forward(inputs, targets)
         with torch.no_grad():
             y, state = rnn(torch.eye(V, dtype=torch.float64)[torch.from_numpy(inputs)])
-            tl = torch.nn.functional.cross_entropy(out(y).reshape(-1, V),
-                                                   torch.from_numpy(targets).reshape(-1),
-                                                   reduction="sum").item() / cfg.batch_size
+            tl = (
+                torch.nn.functional.cross_entropy(
+                    out(y).reshape(-1, V), torch.from_numpy(targets).reshape(-1), reduction="sum"
+                ).item()
+                / cfg.batch_size
+            )
         h = (state[0] if isinstance(state, tuple) else state).numpy()
         dh = np.abs(h - np.stack([hs[cfg.seq_length] for hs in m.hs])).max()
-        print(f"torch_state_dict, {cell}: |loss - torch's| = {abs(loss - tl):.1e}, "
-              f"|h - torch's| = {dh:.1e}")
+        print(
+            f"torch_state_dict, {cell}: |loss - torch's| = {abs(loss - tl):.1e}, "
+            f"|h - torch's| = {dh:.1e}"
+        )
         assert abs(loss - tl) < 1e-9 * abs(tl) and dh < 1e-12
 
 
 def cells_section(text, seconds, with_torch, old_tree=None):
     if with_torch:
         check_torch_export(text)
-    configs = [("lstm", 2, 256, 32, 64), ("gru", 2, 256, 32, 64), ("rnn", 2, 128, 32, 64),
-               ("rnn", 2, 128, 1, 64), ("lstm", 2, 256, 1, 64)]
+    configs = [
+        ("lstm", 2, 256, 32, 64),
+        ("gru", 2, 256, 32, 64),
+        ("rnn", 2, 128, 32, 64),
+        ("rnn", 2, 128, 1, 64),
+        ("lstm", 2, 256, 1, 64),
+    ]
     print("\n== cells and streams: float32, Adam, clip-norm 5, chars/second (single thread) ==")
-    print(f"{'cell':5} {'L':>2} {'H':>4} {'B':>3} {'T':>3} {'charrnn':>9} "
-          + (f"{'torch':>9} {'charrnn/torch':>13}" if with_torch else ""))
+    print(
+        f"{'cell':5} {'L':>2} {'H':>4} {'B':>3} {'T':>3} {'charrnn':>9} "
+        + (f"{'torch':>9} {'charrnn/torch':>13}" if with_torch else "")
+    )
     rows = {}
     for cell, L, H, B, T in configs:
         tr = cells_trainer(text, cell, H, L, B, T)
@@ -269,25 +346,43 @@ def cells_section(text, seconds, with_torch, old_tree=None):
         # bursts of at least 2 steps; the slow configurations get longer bursts
         r = measure(steps, T * B, seconds * len(steps) * (4 if B > 1 else 1))
         rows[(cell, L, H, B, T)] = r
-        print(f"{cell:5} {L:>2} {H:>4} {B:>3} {T:>3} {fmt(r['c']):>9} "
-              + (f"{fmt(r['t']):>9} {r['c'] / r['t']:>12.2f}x" if with_torch else ""), flush=True)
+        print(
+            f"{cell:5} {L:>2} {H:>4} {B:>3} {T:>3} {fmt(r['c']):>9} "
+            + (f"{fmt(r['t']):>9} {r['c'] / r['t']:>12.2f}x" if with_torch else ""),
+            flush=True,
+        )
     rnn32, rnn1 = rows[("rnn", 2, 128, 32, 64)]["c"], rows[("rnn", 2, 128, 1, 64)]["c"]
-    print(f"(vanilla 2x128, T 64, float32: B 32 / B 1 = {rnn32 / rnn1:.1f}x; targets: LSTM "
-          "2x256 B 32 >= 1.0x torch, vanilla B 32 >= 4x its B 1)")
+    print(
+        f"(vanilla 2x128, T 64, float32: B 32 / B 1 = {rnn32 / rnn1:.1f}x; targets: LSTM "
+        "2x256 B 32 >= 1.0x torch, vanilla B 32 >= 4x its B 1)"
+    )
     if old_tree:
         old = load_old_charrnn(old_tree)
         print(f"\n== vanilla B = 1, Adagrad: this tree against {old_tree}, chars/second ==")
         print(f"{'configuration':32} {'dtype':>8} {'old':>9} {'new':>9} {'new/old':>8}")
-        for name, L, H, T in (("article: 2 layers, H 128, T 13", 2, 128, 13),
-                              ("1 layer, H 100, T 25", 1, 100, 25)):
+        for name, L, H, T in (
+            ("article: 2 layers, H 128, T 13", 2, 128, 13),
+            ("1 layer, H 100, T 25", 1, 100, 25),
+        ):
             for dt in ("float64", "float32"):
-                kw = dict(hidden_size=H, num_layers=L, seq_length=T, learning_rate=0.1,
-                          iterations=10**9, eval_every=0, sample_every=0, dtype=dt)
+                kw = dict(
+                    hidden_size=H,
+                    num_layers=L,
+                    seq_length=T,
+                    learning_rate=0.1,
+                    iterations=10**9,
+                    eval_every=0,
+                    sample_every=0,
+                    dtype=dt,
+                )
                 new = Trainer(Config(**kw), text)
                 was = old.Trainer(old.Config(**kw), text)
                 r = measure({"old": was.step, "new": new.step}, T, seconds * 4, rounds=8)
-                print(f"{name:32} {dt:>8} {fmt(r['old']):>9} {fmt(r['new']):>9} "
-                      f"{r['new'] / r['old']:>7.2f}x", flush=True)
+                print(
+                    f"{name:32} {dt:>8} {fmt(r['old']):>9} {fmt(r['new']):>9} "
+                    f"{r['new'] / r['old']:>7.2f}x",
+                    flush=True,
+                )
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -322,13 +417,14 @@ def fmt(x: float | None) -> str:
 def speed_section(text, V, seconds, with_torch):
     lr = 0.1
     rows = []
-    configs = [("article: 2 layers, H 128, T 13", 2, 128, 13),
-               ("1 layer, H 100, T 25", 1, 100, 25)]
+    configs = [("article: 2 layers, H 128, T 13", 2, 128, 13), ("1 layer, H 100, T 25", 1, 100, 25)]
     print("\n== training speed, chars/second (single thread) ==")
-    head = (f"{'configuration':32} {'charrnn f64':>12} {'charrnn f32':>12} {'baseline':>10} "
-            + (f"{'torch f32':>10} {'torch f64':>10} " if with_torch else "")
-            + f"{'f64/base':>9} {'f32/f64':>8}"
-            + (f" {'f64/torch32':>11} {'f32/torch32':>11} {'f64/torch64':>11}" if with_torch else ""))
+    head = (
+        f"{'configuration':32} {'charrnn f64':>12} {'charrnn f32':>12} {'baseline':>10} "
+        + (f"{'torch f32':>10} {'torch f64':>10} " if with_torch else "")
+        + f"{'f64/base':>9} {'f32/f64':>8}"
+        + (f" {'f64/torch32':>11} {'f32/torch32':>11} {'f64/torch64':>11}" if with_torch else "")
+    )
     print(head)
     for name, L, H, T in configs:
         tr64 = charrnn_trainer(text, H, L, T, "float64", lr)
@@ -339,15 +435,23 @@ def speed_section(text, V, seconds, with_torch):
             steps["t32"] = TorchTrainer(tr64, lr, torch.float32).step
             steps["t64"] = TorchTrainer(tr64, lr, torch.float64).step
         r = {"name": name, **measure(steps, T, seconds * len(steps))}
-        line = (f"{name:32} {fmt(r['c64']):>12} {fmt(r['c32']):>12} {fmt(r['base']):>10} "
-                + (f"{fmt(r['t32']):>10} {fmt(r['t64']):>10} " if with_torch else "")
-                + f"{r['c64'] / r['base']:>8.1f}x {r['c32'] / r['c64']:>7.2f}x"
-                + (f" {r['c64'] / r['t32']:>10.1f}x {r['c32'] / r['t32']:>10.1f}x "
-                   f"{r['c64'] / r['t64']:>10.1f}x" if with_torch else ""))
+        line = (
+            f"{name:32} {fmt(r['c64']):>12} {fmt(r['c32']):>12} {fmt(r['base']):>10} "
+            + (f"{fmt(r['t32']):>10} {fmt(r['t64']):>10} " if with_torch else "")
+            + f"{r['c64'] / r['base']:>8.1f}x {r['c32'] / r['c64']:>7.2f}x"
+            + (
+                f" {r['c64'] / r['t32']:>10.1f}x {r['c32'] / r['t32']:>10.1f}x "
+                f"{r['c64'] / r['t64']:>10.1f}x"
+                if with_torch
+                else ""
+            )
+        )
         print(line, flush=True)
         rows.append(r)
-    print(f"(V = {V}; targets: f64/base >= 5x at the article's configuration and >= 3x at 1x100x25; "
-          "charrnn >= 5x torch)")
+    print(
+        f"(V = {V}; targets: f64/base >= 5x at the article's configuration and >= 3x at 1x100x25; "
+        "charrnn >= 5x torch)"
+    )
     return rows
 
 
@@ -368,10 +472,17 @@ def scaling_section(text, seconds):
 
 # --- quality ---------------------------------------------------------------------------------------
 def one_pass(text, article: bool):
-    cfg = Config(hidden_size=128, num_layers=2, seq_length=13, eval_every=0, sample_every=0,
-                 val_max_chars=10**9, **({"learning_rate": 0.1} if article else {}))
+    cfg = Config(
+        hidden_size=128,
+        num_layers=2,
+        seq_length=13,
+        eval_every=0,
+        sample_every=0,
+        val_max_chars=10**9,
+        **({"learning_rate": 0.1} if article else {}),
+    )
     tr = Trainer(cfg, text)
-    if article:                                    # min-char-rnn: randn * 0.01, biases zero
+    if article:  # min-char-rnn: randn * 0.01, biases zero
         rng = np.random.default_rng(cfg.seed)
         tr.model.theta[:] = rng.standard_normal(tr.model.theta.size) * 0.01
         p = views(tr.model.theta, tr.vocab.size, cfg.hidden_size, cfg.num_layers)
@@ -388,37 +499,58 @@ def one_pass(text, article: bool):
 
 def quality_section(text):
     print("\n== quality: one pass over the training part, 2 layers, H 128, T 13 ==")
-    print(f"{'settings':50} {'lr':>5} {'iters':>7} {'train s':>8} {'chars/s':>8} "
-          f"{'val nats/char':>13} {'val bits/char':>13}")
-    for article, name in ((False, "charrnn defaults"),
-                          (True, "article: lr 0.1, init 0.01*randn (correct stack)")):
+    print(
+        f"{'settings':50} {'lr':>5} {'iters':>7} {'train s':>8} {'chars/s':>8} "
+        f"{'val nats/char':>13} {'val bits/char':>13}"
+    )
+    for article, name in (
+        (False, "charrnn defaults"),
+        (True, "article: lr 0.1, init 0.01*randn (correct stack)"),
+    ):
         cfg, tr, s, val = one_pass(text, article)
         chars = tr.iteration * cfg.seq_length
-        print(f"{name:50} {cfg.learning_rate:>5g} {tr.iteration:>7} {s:>8.1f} {chars / s:>8,.0f} "
-              f"{val:>13.4f} {val / math.log(2):>13.4f}", flush=True)
-    print(f"(held-out: the last {Config().val_fraction:g} of the corpus, {len(tr.val_ids):,} chars, "
-          "all read; target <= 1.95 nats/char with the defaults)")
+        print(
+            f"{name:50} {cfg.learning_rate:>5g} {tr.iteration:>7} {s:>8.1f} {chars / s:>8,.0f} "
+            f"{val:>13.4f} {val / math.log(2):>13.4f}",
+            flush=True,
+        )
+    print(
+        f"(held-out: the last {Config().val_fraction:g} of the corpus, {len(tr.val_ids):,} chars, "
+        "all read; target <= 1.95 nats/char with the defaults)"
+    )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", nargs="?", help="UTF-8 text (default: tinyshakespeare if present)")
-    ap.add_argument("--seconds", type=float, default=1.0,
-                    help="measuring time per trainer and configuration (split into bursts)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="measuring time per trainer and configuration (split into bursts)",
+    )
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--quality", action="store_true", help="only the one-pass quality report")
-    ap.add_argument("--cells", action="store_true",
-                    help="only the cells and streams section (against torch when installed)")
-    ap.add_argument("--old-tree", default=None,
-                    help="with --cells: a checkout whose charrnn to compare the vanilla B = 1 speed with")
+    ap.add_argument(
+        "--cells",
+        action="store_true",
+        help="only the cells and streams section (against torch when installed)",
+    )
+    ap.add_argument(
+        "--old-tree",
+        default=None,
+        help="with --cells: a checkout whose charrnn to compare the vanilla B = 1 speed with",
+    )
     a = ap.parse_args(argv)
     text, source = load_corpus(a.corpus)
     V = len(set(text))
     print(f"charrnn benchmark  corpus: {source} ({len(text):,} chars, V={V})")
-    print(f"python {platform.python_version()}, numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else ", torch not installed")
-          + f", {platform.machine()}, BLAS threads 1")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}"
+        + (f", torch {torch.__version__}" if torch else ", torch not installed")
+        + f", {platform.machine()}, BLAS threads 1"
+    )
     if a.quality:
         quality_section(text)
         return
@@ -428,8 +560,10 @@ def main(argv=None):
         return
     speed_section(text, V, a.seconds, with_torch)
     if with_torch:
-        print("(torch: Adagrad divides by sqrt(sum g^2) + eps, eps outside the root; charrnn by "
-              "sqrt(sum g^2 + eps). nn.RNN has b_ih and b_hh per layer.)")
+        print(
+            "(torch: Adagrad divides by sqrt(sum g^2) + eps, eps outside the root; charrnn by "
+            "sqrt(sum g^2 + eps). nn.RNN has b_ih and b_hh per layer.)"
+        )
     if not a.no_scaling:
         scaling_section(text, a.seconds)
 

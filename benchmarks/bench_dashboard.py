@@ -9,6 +9,7 @@ the Redis commands one load costs (INFO commandstats).
 
     python benchmarks/bench_dashboard.py [--jobs 10000]
 """
+
 import os
 
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -40,10 +41,29 @@ def commands(r) -> int:
 
 
 def make_sweep(url: str, corpus: str, n: int, name: str) -> dict:
-    return json.loads(run_cli("sweep", "--json", "--corpus", corpus, "--name", name, "--grid",
-                              "seed=" + ",".join(map(str, range(n))), "--grid",
-                              "learning_rate=0.01", "--iterations", "2000", "--hidden-size", "8",
-                              "--num-layers", "1", url=url, check=True, timeout=600).stdout)
+    return json.loads(
+        run_cli(
+            "sweep",
+            "--json",
+            "--corpus",
+            corpus,
+            "--name",
+            name,
+            "--grid",
+            "seed=" + ",".join(map(str, range(n))),
+            "--grid",
+            "learning_rate=0.01",
+            "--iterations",
+            "2000",
+            "--hidden-size",
+            "8",
+            "--num-layers",
+            "1",
+            url=url,
+            check=True,
+            timeout=600,
+        ).stdout
+    )
 
 
 def as_finished(r, job_ids: list[str]) -> None:
@@ -52,12 +72,24 @@ def as_finished(r, job_ids: list[str]) -> None:
     with r.pipeline(transaction=False) as p:
         for j in job_ids:
             best = 1.5 + rng.random()
-            p.hset(keys.job(j), mapping={"iteration": 2000, "val_loss": repr(best + 0.01),
-                                         "best_val_loss": repr(best), "smooth_loss": "40.0",
-                                         "chars_per_second": "25000.0", "samples_written": 1})
-            p.rpush(keys.history(j), *[json.dumps([4 * (i + 1), 80.0 - i * 0.05,
-                                                   best if i % 50 == 49 else None])
-                                       for i in range(HISTORY)])
+            p.hset(
+                keys.job(j),
+                mapping={
+                    "iteration": 2000,
+                    "val_loss": repr(best + 0.01),
+                    "best_val_loss": repr(best),
+                    "smooth_loss": "40.0",
+                    "chars_per_second": "25000.0",
+                    "samples_written": 1,
+                },
+            )
+            p.rpush(
+                keys.history(j),
+                *[
+                    json.dumps([4 * (i + 1), 80.0 - i * 0.05, best if i % 50 == 49 else None])
+                    for i in range(HISTORY)
+                ],
+            )
             p.rpush(keys.samples(j), json.dumps({"iteration": 2000, "text": "the worker job\n"}))
         p.execute()
 
@@ -68,7 +100,7 @@ def timed(url: str, r, n: int = 20) -> tuple[float, float, int, int]:
         urllib.request.urlopen(url, timeout=30).read()
     before = commands(r)
     body = urllib.request.urlopen(url, timeout=30).read()
-    cost = commands(r) - before - 1          # INFO itself counts once
+    cost = commands(r) - before - 1  # INFO itself counts once
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -79,8 +111,12 @@ def timed(url: str, r, n: int = 20) -> tuple[float, float, int, int]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=10000,
-                    help="jobs in the store for the jobs table (in sweeps of 1,000)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=10000,
+        help="jobs in the store for the jobs table (in sweeps of 1,000)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(os.path.join(tmp, "redis"), appendfsync="everysec").start()
@@ -96,12 +132,25 @@ def main():
             for i in range(max(0, args.jobs - SWEEP) // SWEEP):
                 make_sweep(url, corpus, SWEEP, f"filler-{i}")
             total = r.zcard(keys.jobs_by_time())
-            print(f"store: {total} jobs ({time.perf_counter() - t0:.0f} s to record); the sweep "
-                  f"of {SWEEP}: {HISTORY} history rows and a sample per job")
+            print(
+                f"store: {total} jobs ({time.perf_counter() - t0:.0f} s to record); the sweep "
+                f"of {SWEEP}: {HISTORY} history rows and a sample per job"
+            )
             port = free_port()
-            dash = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--redis-url", url,
-                                     "dashboard", "--port", str(port)], cwd=REPO,
-                                    stderr=subprocess.DEVNULL)
+            dash = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "orchestrator.cli",
+                    "--redis-url",
+                    url,
+                    "dashboard",
+                    "--port",
+                    str(port),
+                ],
+                cwd=REPO,
+                stderr=subprocess.DEVNULL,
+            )
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
             while True:
@@ -113,15 +162,17 @@ def main():
                         raise
                     time.sleep(0.1)
             sid = sweep["sweep_id"]
-            pages = [("sweep page, 1,000 jobs (HTML)", f"/sweep/{sid}"),
-                     ("sweep page, its JSON twin", f"/sweep/{sid}.json"),
-                     (f"sweep curves, best 50 x {HISTORY} rows", f"/sweep/{sid}/curves.json"),
-                     (f"jobs table, first page of {total}", "/jobs"),
-                     (f"jobs table, page at offset {total - 60}", f"/jobs?offset={total - 60}"),
-                     ("jobs table, status=queued", "/jobs?status=queued"),
-                     ("a job page", f"/job/{sweep['job_ids'][0]}"),
-                     ("sweeps list", "/sweeps"),
-                     ("workers", "/workers")]
+            pages = [
+                ("sweep page, 1,000 jobs (HTML)", f"/sweep/{sid}"),
+                ("sweep page, its JSON twin", f"/sweep/{sid}.json"),
+                (f"sweep curves, best 50 x {HISTORY} rows", f"/sweep/{sid}/curves.json"),
+                (f"jobs table, first page of {total}", "/jobs"),
+                (f"jobs table, page at offset {total - 60}", f"/jobs?offset={total - 60}"),
+                ("jobs table, status=queued", "/jobs?status=queued"),
+                ("a job page", f"/job/{sweep['job_ids'][0]}"),
+                ("sweeps list", "/sweeps"),
+                ("workers", "/workers"),
+            ]
             print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"{'page':44}{'median':>10}{'fastest':>11}{'bytes':>10}{'Redis commands':>16}")
             for label, path in pages:

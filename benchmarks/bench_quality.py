@@ -20,13 +20,19 @@ Usage:
 
 CORPUS may also come from $CHARRNN_CORPUS.
 """
+
 from __future__ import annotations
 
 import os
 
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-           "NUMEXPR_NUM_THREADS"):
-    os.environ[_v] = "1"                       # before numpy (and torch) are imported
+for _v in (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
+    os.environ[_v] = "1"  # before numpy (and torch) are imported
 
 import argparse
 import math
@@ -41,6 +47,7 @@ from charrnn import Config, Trainer, read_corpus  # noqa: E402
 
 try:
     import torch
+
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
@@ -49,9 +56,20 @@ try:
 except ImportError:
     torch = None
 
-RECIPE = dict(cell="gru", hidden_size=256, num_layers=2, batch_size=32, seq_length=64,
-              optimizer="adam", learning_rate=4e-3, lr_schedule="cosine", warmup=100,
-              clip_norm=5.0 * 64, dropout=0.0, dtype="float32")
+RECIPE = dict(
+    cell="gru",
+    hidden_size=256,
+    num_layers=2,
+    batch_size=32,
+    seq_length=64,
+    optimizer="adam",
+    learning_rate=4e-3,
+    lr_schedule="cosine",
+    warmup=100,
+    clip_norm=5.0 * 64,
+    dropout=0.0,
+    dtype="float32",
+)
 """The default charrnn recipe (overridden by the options), the best of those measured for 5 and
 10 minutes (the README has the search). clip_norm is per window: charrnn's gradient is summed over the window's T characters,
 PyTorch's mean is per character, so clip-norm 5 there is 5 T here."""
@@ -63,9 +81,12 @@ def run_charrnn(text: str, recipe: dict, minutes: float, at: list[float]) -> lis
     checkpoint time the run is resumed (through a checkpoint, as `--resume --iterations N`
     would) with the length the speed measured so far predicts for the budget."""
     from charrnn import checkpoint
+
     budget = minutes * 60
-    probe = Trainer(Config(**{**recipe, "iterations": 10**9, "warmup": 0, "eval_every": 0,
-                              "sample_every": 0}), text)
+    probe = Trainer(
+        Config(**{**recipe, "iterations": 10**9, "warmup": 0, "eval_every": 0, "sample_every": 0}),
+        text,
+    )
     probe.step()
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < 3.0:
@@ -73,10 +94,20 @@ def run_charrnn(text: str, recipe: dict, minutes: float, at: list[float]) -> lis
         n += 1
     per_step = (time.perf_counter() - t0) / n
     del probe
-    cfg = Config(**{**recipe, "eval_every": 0, "sample_every": 0, "val_max_chars": 0,
-                    "iterations": max(recipe.get("warmup", 0) + 10, int(budget / per_step))})
-    print(f"charrnn: {per_step * 1e3:.0f} ms/step calibrated, cosine over {cfg.iterations} "
-          f"iterations", flush=True)
+    cfg = Config(
+        **{
+            **recipe,
+            "eval_every": 0,
+            "sample_every": 0,
+            "val_max_chars": 0,
+            "iterations": max(recipe.get("warmup", 0) + 10, int(budget / per_step)),
+        }
+    )
+    print(
+        f"charrnn: {per_step * 1e3:.0f} ms/step calibrated, cosine over {cfg.iterations} "
+        f"iterations",
+        flush=True,
+    )
     box = {"t": Trainer(cfg, text)}
 
     def rescale(train_s):
@@ -87,28 +118,38 @@ def run_charrnn(text: str, recipe: dict, minutes: float, at: list[float]) -> lis
         total = t.iteration + int(left * t.iteration / train_s)
         if abs(total - t.total_iterations) > 0.01 * t.total_iterations:
             box["t"] = checkpoint.load(checkpoint.to_bytes(t)).trainer(
-                text, t.config.replace(iterations=max(total, t.iteration + 1, cfg.warmup + 1)))
-            print(f"    (length re-estimated: {box['t'].total_iterations} iterations)",
-                  flush=True)
+                text, t.config.replace(iterations=max(total, t.iteration + 1, cfg.warmup + 1))
+            )
+            print(f"    (length re-estimated: {box['t'].total_iterations} iterations)", flush=True)
 
-    return _timed(lambda: box["t"].step(), lambda: box["t"].evaluate(),
-                  lambda: box["t"].iteration * cfg.seq_length * cfg.batch_size,
-                  lambda: box["t"].iteration, budget, at,
-                  lambda: box["t"].total_iterations, rescale)
+    return _timed(
+        lambda: box["t"].step(),
+        lambda: box["t"].evaluate(),
+        lambda: box["t"].iteration * cfg.seq_length * cfg.batch_size,
+        lambda: box["t"].iteration,
+        budget,
+        at,
+        lambda: box["t"].total_iterations,
+        rescale,
+    )
 
 
 def _timed(step, evaluate, chars, iteration, budget, at, max_steps=None, on_mark=None) -> list:
     rows, train_s, marks = [], 0.0, sorted(m * 60 for m in at if m * 60 <= budget + 1e-9)
     while marks:
         t0 = time.perf_counter()
-        while train_s + (time.perf_counter() - t0) < marks[0] and \
-                (max_steps is None or iteration() < max_steps()):
+        while train_s + (time.perf_counter() - t0) < marks[0] and (
+            max_steps is None or iteration() < max_steps()
+        ):
             step()
         train_s += time.perf_counter() - t0
         val = evaluate()
         rows.append((marks.pop(0) / 60, iteration(), chars(), val))
-        print(f"  {rows[-1][0]:5.1f} min  iteration {rows[-1][1]:>7}  {rows[-1][2]:>11,} chars  "
-              f"val {val:.4f} nats/char", flush=True)
+        print(
+            f"  {rows[-1][0]:5.1f} min  iteration {rows[-1][1]:>7}  {rows[-1][2]:>11,} chars  "
+            f"val {val:.4f} nats/char",
+            flush=True,
+        )
         if on_mark and marks:
             on_mark(train_s)
     return rows
@@ -151,20 +192,26 @@ class TorchRecipe:
     def evaluate(self) -> float:
         total, state = 0.0, None
         for s in range(0, len(self.val) - 1, 4096):
-            x = self.val[s:s + 4097]
+            x = self.val[s : s + 4097]
             out, state = self.rnn(self.eye[x[:-1]][:, None, :], state)
-            total += torch.nn.functional.cross_entropy(self.out(out[:, 0]), x[1:],
-                                                       reduction="sum").item()
+            total += torch.nn.functional.cross_entropy(
+                self.out(out[:, 0]), x[1:], reduction="sum"
+            ).item()
         return total / (len(self.val) - 1)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("corpus", nargs="?", default=os.environ.get("CHARRNN_CORPUS"),
-                    help="UTF-8 text (or set CHARRNN_CORPUS)")
+    ap.add_argument(
+        "corpus",
+        nargs="?",
+        default=os.environ.get("CHARRNN_CORPUS"),
+        help="UTF-8 text (or set CHARRNN_CORPUS)",
+    )
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each")
-    ap.add_argument("--at", default=None, help="minutes at which to evaluate [1,2,5,10 up to "
-                                               "--minutes]")
+    ap.add_argument(
+        "--at", default=None, help="minutes at which to evaluate [1,2,5,10 up to --minutes]"
+    )
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--only-torch", action="store_true")
     for k, v in RECIPE.items():
@@ -173,29 +220,47 @@ def main(argv=None):
     if not a.corpus:
         ap.error("give a corpus (or set CHARRNN_CORPUS)")
     text = read_corpus(a.corpus)
-    at = ([float(x) for x in a.at.split(",")] if a.at else
-          [m for m in (1, 2, 5, 10, 20, 30, 60) if m < a.minutes] + [a.minutes])
+    at = (
+        [float(x) for x in a.at.split(",")]
+        if a.at
+        else [m for m in (1, 2, 5, 10, 20, 30, 60) if m < a.minutes] + [a.minutes]
+    )
     recipe = {k: getattr(a, k) for k in RECIPE}
-    print(f"bench_quality  corpus: {a.corpus} ({len(text):,} chars, V={len(set(text))}), "
-          f"{a.minutes:g} min each, evaluated at {at} min")
-    print(f"python {platform.python_version()}, numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else ", torch not installed")
-          + f", BLAS threads 1, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"bench_quality  corpus: {a.corpus} ({len(text):,} chars, V={len(set(text))}), "
+        f"{a.minutes:g} min each, evaluated at {at} min"
+    )
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}"
+        + (f", torch {torch.__version__}" if torch else ", torch not installed")
+        + f", BLAS threads 1, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     results = {}
     if not a.only_torch:
-        print("charrnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()),
-              flush=True)
+        print(
+            "charrnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()),
+            flush=True,
+        )
         results["charrnn"] = run_charrnn(text, recipe, a.minutes, at)
     if torch is not None and not a.no_torch:
-        print("torch: nn.LSTM 2x256, B 32, T 64, Adam 2e-3, clip_grad_norm 5 (mean loss)",
-              flush=True)
+        print(
+            "torch: nn.LSTM 2x256, B 32, T 64, Adam 2e-3, clip_grad_norm 5 (mean loss)", flush=True
+        )
         tr = Trainer(Config(iterations=1, eval_every=0, sample_every=0), text)
         tt = TorchRecipe(tr)
-        results["torch"] = _timed(tt.step, tt.evaluate,
-                                  lambda: tt.iteration * tt.T * tt.B, lambda: tt.iteration,
-                                  a.minutes * 60, at)
-    print(f"\n== held-out loss, nats/char (all held-out characters) against training minutes; "
-          f"load average {os.getloadavg()[0]:.2f} at the end ==")
+        results["torch"] = _timed(
+            tt.step,
+            tt.evaluate,
+            lambda: tt.iteration * tt.T * tt.B,
+            lambda: tt.iteration,
+            a.minutes * 60,
+            at,
+        )
+    print(
+        f"\n== held-out loss, nats/char (all held-out characters) against training minutes; "
+        f"load average {os.getloadavg()[0]:.2f} at the end =="
+    )
     names = list(results)
     print(f"{'minutes':>7} " + " ".join(f"{n + ' val':>12} {n + ' chars':>14}" for n in names))
     for i, m in enumerate(at):
@@ -206,8 +271,10 @@ def main(argv=None):
         print(f"{m:>7g} " + " ".join(cells))
     if "charrnn" in results and results["charrnn"]:
         best = results["charrnn"][-1][3]
-        print(f"(charrnn at {at[-1]:g} min: {best:.4f} nats/char, {best / math.log(2):.4f} "
-              "bits/char; goal <= 1.52 at 10 min)")
+        print(
+            f"(charrnn at {at[-1]:g} min: {best:.4f} nats/char, {best / math.log(2):.4f} "
+            "bits/char; goal <= 1.52 at 10 min)"
+        )
 
 
 if __name__ == "__main__":

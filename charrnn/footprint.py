@@ -7,6 +7,7 @@ kernel's OOM killer) on every worker it reaches. The figures follow the arrays m
 trainer.Trainer allocate, shape by shape (tests/test_charrnn_footprint.py holds them to within
 2x of what is really allocated); they are not measured.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,26 +39,27 @@ def parameter_count(V: int, H: int, L: int, cell: str) -> int:
     return sum(G * H * ((V if l == 0 else H) + H) + biases * H for l in range(L)) + V * (H + 1)
 
 
-def model_bytes(V: int, H: int, L: int, T: int, B: int, cell: str, dropout: float,
-                item: int) -> int:
+def model_bytes(
+    V: int, H: int, L: int, T: int, B: int, cell: str, dropout: float, item: int
+) -> int:
     """The buffers of model.Model for one window of B streams (its parameters excluded)."""
     G, TB = GATES[cell], T * B
     P = parameter_count(V, H, L, cell)
-    floats = P                                            # the gradient
-    floats += L * (T + 1) * B * H * (2 if cell == "lstm" else 1)   # h (and c) of every step
-    floats += TB * G * H * (4 if cell == "gru" else 3)    # A, dA, D (and the GRU's dZ)
-    floats += 2 * TB * H + 5 * B * H                      # dH, S; the step's vectors
-    floats += 2 * TB * V + 5 * TB + V                     # logits, one-hots; per-row vectors
-    floats += V * G * H + G * H                           # layer 0's table, a bias
+    floats = P  # the gradient
+    floats += L * (T + 1) * B * H * (2 if cell == "lstm" else 1)  # h (and c) of every step
+    floats += TB * G * H * (4 if cell == "gru" else 3)  # A, dA, D (and the GRU's dZ)
+    floats += 2 * TB * H + 5 * B * H  # dH, S; the step's vectors
+    floats += 2 * TB * V + 5 * TB + V  # logits, one-hots; per-row vectors
+    floats += V * G * H + G * H  # layer 0's table, a bias
     if cell == "gru":
-        floats += L * 2 * TB * 3 * H                      # hh and the gates, per layer
+        floats += L * 2 * TB * 3 * H  # hh and the gates, per layer
     elif cell == "lstm":
-        floats += L * TB * (4 * H + H)                    # the gates and tanh(c), per layer
+        floats += L * TB * (4 * H + H)  # the gates and tanh(c), per layer
     if B > 1:
-        floats += L * H * G * H                           # C-contiguous Whh^T
+        floats += L * H * G * H  # C-contiguous Whh^T
     if dropout > 0:
-        floats += (2 * L + 2) * TB * H                    # masks, masked inputs, uniforms
-    return floats * item + 3 * TB * 8                     # and three int64 index vectors
+        floats += (2 * L + 2) * TB * H  # masks, masked inputs, uniforms
+    return floats * item + 3 * TB * 8  # and three int64 index vectors
 
 
 def footprint(cfg: Config, vocab_size: int, corpus_chars: int = 0) -> Footprint:
@@ -67,11 +69,11 @@ def footprint(cfg: Config, vocab_size: int, corpus_chars: int = 0) -> Footprint:
     item = np.dtype(cfg.dtype).itemsize
     P = parameter_count(V, H, L, cell)
     states = 2 if cell == "lstm" else 1
-    params = (2 + k) * P * item                           # theta, the update temporary, states
+    params = (2 + k) * P * item  # theta, the update temporary, states
     window = model_bytes(V, H, L, T, B, cell, cfg.dropout, item)
     # the evaluators: a block of EVAL_CHUNK and the last shorter block, one stream each
     evaluators = 2 * model_bytes(V, H, L, EVAL_CHUNK, 1, cell, 0.0, item)
-    corpus = 16 * corpus_chars           # the text as a str (up to 4 bytes a char), ids as int64
+    corpus = 16 * corpus_chars  # the text as a str (up to 4 bytes a char), ids as int64
     memory = params + window + evaluators + corpus
     checkpoint = (1 + k) * P * item + L * states * B * H * item + 64 * 1024 + 16 * V
     return Footprint(P, int(memory), int(checkpoint))

@@ -9,6 +9,7 @@ Text becomes a typed value in one place, `coerce` (int, float, or one of the cho
 values are checked once, by `Config` itself, when the commands build it. An option not given
 stays None, so Config's default (or a sweep file's value) applies.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,9 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass(frozen=True)
 class Field:
     """What a command line needs to know of one Config field."""
+
     name: str
-    base: type            # int, float or str
-    optional: bool        # None allowed (e.g. iterations: int | None)
+    base: type  # int, float or str
+    optional: bool  # None allowed (e.g. iterations: int | None)
     default: object
     help: str
     low: float | None
@@ -55,13 +57,24 @@ def fields(cls: type = Config) -> list[Field]:
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind)
         m = f.metadata
-        out.append(Field(f.name, base, type(None) in args, f.default, m.get("help", ""),
-                         m.get("low"), m.get("high"), m.get("low_open", False),
-                         m.get("choices"), tuple(m.get("aliases", ()))))
+        out.append(
+            Field(
+                f.name,
+                base,
+                type(None) in args,
+                f.default,
+                m.get("help", ""),
+                m.get("low"),
+                m.get("high"),
+                m.get("low_open", False),
+                m.get("choices"),
+                tuple(m.get("aliases", ())),
+            )
+        )
     return out
 
 
-def coerce(field: Field, value: Any) -> Value:   # anything: int() and float() reject by raising
+def coerce(field: Field, value: Any) -> Value:  # anything: int() and float() reject by raising
     """The field's typed value from text (an option, a YAML string) or a number (JSON, YAML);
     ConfigError naming the option when it is not of the field's type. Bounds are Config's."""
     if value is None and field.optional:
@@ -89,13 +102,23 @@ def coerce(field: Field, value: Any) -> Value:   # anything: int() and float() r
     if not isinstance(value, str):
         raise ConfigError(f"bad hyperparameter {field.flag}: {value!r} is not text")
     if field.choices and value not in field.choices:
-        raise ConfigError(f"bad hyperparameter {field.flag}: {value!r} is not one of "
-                          f"{', '.join(field.choices or ())}")
+        raise ConfigError(
+            f"bad hyperparameter {field.flag}: {value!r} is not one of "
+            f"{', '.join(field.choices or ())}"
+        )
     return value
 
 
-_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
-             "false": False, "no": False, "off": False, "0": False}
+_BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 
 
 def _boolean(field: Field, value: object) -> bool:
@@ -133,12 +156,12 @@ class FieldType(_ParamType):
         self.name = {int: "integer", float: "float", bool: "boolean"}.get(field.base, "text")
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        one = ("[" + "|".join(self.field.choices) + "]" if self.field.choices
-               else self.name.upper())
+        one = "[" + "|".join(self.field.choices) + "]" if self.field.choices else self.name.upper()
         return f"{one}[,...]" if self.grid else one
 
-    def convert(self, value: Value | list[Value], param: click.Parameter | None,
-                ctx: click.Context | None) -> Value | list[Value]:
+    def convert(
+        self, value: Value | list[Value], param: click.Parameter | None, ctx: click.Context | None
+    ) -> Value | list[Value]:
         if not isinstance(value, str):
             return value
         try:
@@ -151,11 +174,13 @@ class FieldType(_ParamType):
             self.fail(str(e).removeprefix(f"bad hyperparameter {self.field.flag}: "), param, ctx)
 
 
-def config_options(cls: type = Config, *, grid: bool = False,
-                   flags: typing.Mapping[str, str] | None = None) -> Callable[[F], F]:
+def config_options(
+    cls: type = Config, *, grid: bool = False, flags: typing.Mapping[str, str] | None = None
+) -> Callable[[F], F]:
     """A decorator adding one option per field of cls: name and aliases from the field (or
     `flags`), its type and choices, help with its bounds and default. Every option defaults to
     None (not given); `given(kwargs)` keeps the ones that were."""
+
     def decorate(fn: F) -> F:
         for f in reversed(fields(cls)):
             names = [(flags or {}).get(f.name, f.flag), *f.aliases]
@@ -164,13 +189,12 @@ def config_options(cls: type = Config, *, grid: bool = False,
             default = "" if "[default:" in f.help else f"default: {shown}"
             extra = "; ".join(x for x in (bounds, default) if x)
             help_ = f"{f.help}  [{extra}]" if extra else f.help
-            fn = click.option(*names, f.name, type=FieldType(f, grid), default=None,
-                              help=help_)(fn)
+            fn = click.option(*names, f.name, type=FieldType(f, grid), default=None, help=help_)(fn)
         return fn
+
     return decorate
 
 
 def given(kwargs: dict[str, Any], cls: type = Config) -> dict[str, Value | list[Value]]:
     """The hyperparameter options that were given, removed from kwargs."""
-    return {f.name: v for f in fields(cls)
-            if (v := kwargs.pop(f.name, None)) is not None}
+    return {f.name: v for f in fields(cls) if (v := kwargs.pop(f.name, None)) is not None}

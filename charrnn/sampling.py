@@ -6,6 +6,7 @@ the last character it read, whose prediction it holds; the character itself is n
 with prime text the model starts from a zero state and reads the prime first. Every cell reads
 through the same `Model` the trainer uses (one stream, one character per window, float64).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,19 +34,32 @@ def encode_prime(vocab: Vocab, prime: str) -> list[int]:
     return [index[c] for c in prime]
 
 
-def sample_from(theta: np.ndarray, config: Config, vocab: Vocab, h0: np.ndarray, c0: np.ndarray | None,
-                length: int, temperature: float = 1.0, rng: np.random.Generator | None = None,
-                top_k: int | None = None, argmax: bool = False, prime: str | None = None) -> str:
+def sample_from(
+    theta: np.ndarray,
+    config: Config,
+    vocab: Vocab,
+    h0: np.ndarray,
+    c0: np.ndarray | None,
+    length: int,
+    temperature: float = 1.0,
+    rng: np.random.Generator | None = None,
+    top_k: int | None = None,
+    argmax: bool = False,
+    prime: str | None = None,
+) -> str:
     """Text from the flat parameters `theta` of a model of `config` (cell, sizes), from the
     state h0 (L, H) (and the LSTM's c0, (L, H)) after reading the last character: the first new
     character is drawn from it directly."""
     from .model import Model
+
     check_options(length, temperature, top_k)
     rng = rng if rng is not None else np.random.default_rng(0)
     V, L, H = vocab.size, config.num_layers, config.hidden_size
     m = Model(V, H, L, 1, np.float64, theta=np.array(theta, dtype=np.float64), cell=config.cell)
-    m.set_state(np.asarray(h0, np.float64), None if c0 is None or len(c0) == 0
-                else np.asarray(c0, np.float64))
+    m.set_state(
+        np.asarray(h0, np.float64),
+        None if c0 is None or len(c0) == 0 else np.asarray(c0, np.float64),
+    )
     Why, by = m.p["Why"], m.p["by"]
     window = np.zeros((1, 1), np.int64)
 
@@ -54,7 +68,7 @@ def sample_from(theta: np.ndarray, config: Config, vocab: Vocab, h0: np.ndarray,
         window[0, 0] = c
         m.forward(window, None)
         m.carry_state()
-        logits: np.ndarray = m.y[0]                          # an int index is Any to numpy's stubs
+        logits: np.ndarray = m.y[0]  # an int index is Any to numpy's stubs
         return logits
 
     out = []
@@ -64,7 +78,7 @@ def sample_from(theta: np.ndarray, config: Config, vocab: Vocab, h0: np.ndarray,
         for c in ids:
             read(c)
         out.append(prime)
-    y = Why @ m.hs[L - 1][0, 0] + by                         # (V, H) @ (H,) -> (V,)
+    y = Why @ m.hs[L - 1][0, 0] + by  # (V, H) @ (H,) -> (V,)
     chars = []
     for _ in range(length):
         if argmax:

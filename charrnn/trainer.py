@@ -10,6 +10,7 @@ The loop in `Trainer.run` is the hot loop. It makes no I/O and no allocation of 
 that leaves it (progress, evaluation, samples, checkpoints, cancellation) goes through `Hooks`,
 called at iteration counts or throttled in time, so a Redis-backed caller cannot slow it down.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,8 @@ from .errors import ConfigError, CorpusError, DivergedError
 from .model import Model, init_params
 from .sampling import sample_from
 
-ADAGRAD_EPS = 1e-8   # inside the square root, as min-char-rnn (so the vanilla trainer is unchanged)
-ADAM_EPS = 1e-8      # outside it, as torch.optim.Adam and RMSprop
+ADAGRAD_EPS = 1e-8  # inside the square root, as min-char-rnn (so the vanilla trainer is unchanged)
+ADAM_EPS = 1e-8  # outside it, as torch.optim.Adam and RMSprop
 CLIP_NORM_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
 EVAL_CHUNK = 256  # characters per layer-by-layer block of an evaluation pass
 OPTIMIZER_STATES = {"adagrad": ("mem",), "rmsprop": ("mean_square",), "adam": ("m", "v")}
@@ -39,7 +40,7 @@ class Hooks:
     iteration counts of the config (eval_every, sample_every) and of run(checkpoint_every)."""
 
     progress_seconds: float = 1.0
-    progress_every: int = 0   # and at least every this many iterations (0: by time alone)
+    progress_every: int = 0  # and at least every this many iterations (0: by time alone)
 
     def on_progress(self, trainer: Trainer) -> None: ...
     def on_eval(self, trainer: Trainer, val_loss: float | None) -> None: ...
@@ -56,19 +57,29 @@ class Trainer:
 
     def __init__(self, config: Config, text: str):
         self.config = cfg = config
-        self.vocab, self.train_ids, self.val_ids = corpus.prepare(text, cfg.val_fraction,
-                                                                  cfg.seq_length)
+        self.vocab, self.train_ids, self.val_ids = corpus.prepare(
+            text, cfg.val_fraction, cfg.seq_length
+        )
         self.corpus_sha256 = corpus.corpus_sha256(text)
-        V, H, L, T, B = (self.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.seq_length,
-                         cfg.batch_size)
+        V, H, L, T, B = (
+            self.vocab.size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.seq_length,
+            cfg.batch_size,
+        )
         n = len(self.train_ids)
         if B * (T + 1) > n:
-            raise CorpusError(f"batch-size {B} x (seq-length {T} + 1) = {B * (T + 1)} characters "
-                              f"do not fit in the {n} training characters")
+            raise CorpusError(
+                f"batch-size {B} x (seq-length {T} + 1) = {B * (T + 1)} characters "
+                f"do not fit in the {n} training characters"
+            )
         self.total_iterations = self.iterations_for(cfg, n)
         if cfg.warmup >= self.total_iterations:
-            raise ConfigError(f"warmup ({cfg.warmup} iterations) must be shorter than the run "
-                              f"({self.total_iterations} iterations)")
+            raise ConfigError(
+                f"warmup ({cfg.warmup} iterations) must be shorter than the run "
+                f"({self.total_iterations} iterations)"
+            )
         self.model = Model(V, H, L, T, np.dtype(cfg.dtype), cfg.dropout, cell=cfg.cell, B=B)
         theta = self.model.theta
         # optimizer states, one flat vector each, in the parameters' layout
@@ -80,20 +91,20 @@ class Trainer:
         init_params(theta, V, H, L, np.random.default_rng(init_seq), cfg.cell)
         self.train_rng = np.random.default_rng(train_seq)
         self.sample_rng = np.random.default_rng(sample_seq)
-        self.rollback_scale = 1.0   # halved by the job system after each divergence rollback
+        self.rollback_scale = 1.0  # halved by the job system after each divergence rollback
         self.iteration = 0
         # every stream sits at the same offset of its own segment, so they wrap together
         self.segment = n // B
-        self.pointer = 0            # the offset of every stream in its segment
-        self.window_at = (np.arange(T + 1)[:, None] + self.segment * np.arange(B)[None, :])
+        self.pointer = 0  # the offset of every stream in its segment
+        self.window_at = np.arange(T + 1)[:, None] + self.segment * np.arange(B)[None, :]
         self._at = np.zeros((T + 1, B), np.int64)
         self.window = np.zeros((T + 1, B), np.int64)
         self.inputs, self.targets = self.window[:-1], self.window[1:]
-        self.smooth_loss = math.log(V)   # nats/char, starting at uniform guessing
-        self.last_loss = float("nan")    # of the last window, summed over its T characters
+        self.smooth_loss = math.log(V)  # nats/char, starting at uniform guessing
+        self.last_loss = float("nan")  # of the last window, summed over its T characters
         self.val_loss: float | None = None
         self.best_val_loss: float | None = None
-        self.last_char = 0       # id of the last character stream 0 read into its state
+        self.last_char = 0  # id of the last character stream 0 read into its state
         self.chars_per_second = 0.0
         self._evaluators: dict[int, Model] = {}
 
@@ -154,7 +165,7 @@ class Trainer:
             self.pointer = 0
             m.reset_state()
         np.add(self.window_at, self.pointer, out=self._at)
-        np.take(self.train_ids, self._at, out=self.window, mode="clip")          # (T+1, B) ids
+        np.take(self.train_ids, self._at, out=self.window, mode="clip")  # (T+1, B) ids
         inputs, targets = self.inputs, self.targets
         if m.dropout > 0:
             m.draw_masks(self.train_rng)
@@ -183,46 +194,51 @@ class Trainer:
         """The optimizer's step, in place on the flat vectors through one temporary."""
         cfg, theta, tmp = self.config, self.model.theta, self._tmp
         if cfg.optimizer == "adagrad":
-            mem, = self.opt_states
+            (mem,) = self.opt_states
             np.multiply(g, g, out=tmp)
-            mem += tmp                                   # mem += g*g
+            mem += tmp  # mem += g*g
             np.add(mem, ADAGRAD_EPS, out=tmp)
             np.sqrt(tmp, out=tmp)
             np.divide(g, tmp, out=tmp)
             tmp *= lr
-            theta -= tmp                                 # p -= lr * g / sqrt(mem + eps)
+            theta -= tmp  # p -= lr * g / sqrt(mem + eps)
         elif cfg.optimizer == "rmsprop":
-            ms, = self.opt_states
+            (ms,) = self.opt_states
             a = cfg.rmsprop_decay
             np.multiply(g, g, out=tmp)
             tmp *= 1.0 - a
             ms *= a
-            ms += tmp                                    # ms = a ms + (1-a) g*g
+            ms += tmp  # ms = a ms + (1-a) g*g
             np.sqrt(ms, out=tmp)
             tmp += ADAM_EPS
             np.divide(g, tmp, out=tmp)
             tmp *= lr
-            theta -= tmp                                 # p -= lr * g / (sqrt(ms) + eps)
+            theta -= tmp  # p -= lr * g / (sqrt(ms) + eps)
         else:
             m, v = self.opt_states
             b1, b2 = cfg.beta1, cfg.beta2
             t = self.iteration + 1
             np.subtract(g, m, out=tmp)
             tmp *= 1.0 - b1
-            m += tmp                                     # m = b1 m + (1-b1) g
+            m += tmp  # m = b1 m + (1-b1) g
             np.multiply(g, g, out=tmp)
             tmp *= 1.0 - b2
             v *= b2
-            v += tmp                                     # v = b2 v + (1-b2) g*g
+            v += tmp  # v = b2 v + (1-b2) g*g
             np.sqrt(v, out=tmp)
-            tmp /= math.sqrt(1.0 - b2 ** t)
+            tmp /= math.sqrt(1.0 - b2**t)
             tmp += ADAM_EPS
             np.divide(m, tmp, out=tmp)
-            tmp *= lr / (1.0 - b1 ** t)
-            theta -= tmp                                 # p -= lr m^ / (sqrt(v^) + eps)
+            tmp *= lr / (1.0 - b1**t)
+            theta -= tmp  # p -= lr m^ / (sqrt(v^) + eps)
 
-    def run(self, hooks: Hooks | None = None, checkpoint_every: int = 0,
-            until: int | None = None, eval_at_end: bool = False) -> str:
+    def run(
+        self,
+        hooks: Hooks | None = None,
+        checkpoint_every: int = 0,
+        until: int | None = None,
+        eval_at_end: bool = False,
+    ) -> str:
         """Train until `until` (default: the configured total). Returns "finished", or
         "stopped" when hooks.should_stop said so at a check point. eval_at_end evaluates at
         `until` too (an early-stopping rung), before the checkpoint there, which then holds it."""
@@ -247,8 +263,11 @@ class Trainer:
                 hooks.on_progress(self)
                 if hooks.should_stop(self):
                     return "stopped"
-            if (eval_every and it % eval_every == 0) or it == self.total_iterations \
-                    or (done and eval_at_end):
+            if (
+                (eval_every and it % eval_every == 0)
+                or it == self.total_iterations
+                or (done and eval_at_end)
+            ):
                 hooks.on_eval(self, self.evaluate())
             if sample_every and it % sample_every == 0:
                 hooks.on_sample(self, self.sample_during_training())
@@ -262,8 +281,15 @@ class Trainer:
     def _evaluator(self, T: int) -> Model:
         if T not in self._evaluators:
             cfg = self.config
-            self._evaluators[T] = Model(self.vocab.size, cfg.hidden_size, cfg.num_layers, T,
-                                        self.model.dtype, theta=self.model.theta, cell=cfg.cell)
+            self._evaluators[T] = Model(
+                self.vocab.size,
+                cfg.hidden_size,
+                cfg.num_layers,
+                T,
+                self.model.dtype,
+                theta=self.model.theta,
+                cell=cfg.cell,
+            )
         return self._evaluators[T]
 
     def evaluate(self) -> float | None:
@@ -284,12 +310,14 @@ class Trainer:
                 ev.reset_state()
             else:
                 ev.set_state(*state)
-            total += ev.forward(ids[s:s + k, None], ids[s + 1:s + k + 1, None])
+            total += ev.forward(ids[s : s + k, None], ids[s + 1 : s + k + 1, None])
             ev.carry_state()
             state = (ev.state(), ev.cell_state())
         loss = total / n
         if not math.isfinite(loss):
-            raise DivergedError(f"diverged: validation loss is {loss} at iteration {self.iteration}")
+            raise DivergedError(
+                f"diverged: validation loss is {loss} at iteration {self.iteration}"
+            )
         self.val_loss = loss
         if self.best_val_loss is None or loss < self.best_val_loss:
             self.best_val_loss = loss
@@ -297,9 +325,16 @@ class Trainer:
 
     def sample_during_training(self) -> str:
         cfg = self.config
-        return sample_from(self.model.theta, cfg, self.vocab, self.model.state()[:, 0],
-                           self.model.cell_state()[:, 0], length=cfg.sample_length,
-                           temperature=cfg.temperature, rng=self.sample_rng)
+        return sample_from(
+            self.model.theta,
+            cfg,
+            self.vocab,
+            self.model.state()[:, 0],
+            self.model.cell_state()[:, 0],
+            length=cfg.sample_length,
+            temperature=cfg.temperature,
+            rng=self.sample_rng,
+        )
 
     def stats(self) -> dict[str, float | None]:
         cfg = self.config

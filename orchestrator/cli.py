@@ -6,6 +6,7 @@ prints. The context object, exit codes and error mapping are in `edge`, human ou
 and `follow`, the work in the modules of its nouns (launch, views, control, workers, sweeps,
 leaderboard, jobs). Exit codes: see `edge`.
 """
+
 from __future__ import annotations
 
 import click
@@ -38,9 +39,14 @@ def exit_code(rows: list[dict]) -> int:
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis-url", envvar=settings.REDIS_URL_ENV, default=None, metavar="URL",
-              help="redis://[:password@]host:port/db (env CHARRNN_REDIS_URL). Without it, the "
-                   "embedded Redis and local workers under CHARRNN_HOME (`orchestrator up`).")
+@click.option(
+    "--redis-url",
+    envvar=settings.REDIS_URL_ENV,
+    default=None,
+    metavar="URL",
+    help="redis://[:password@]host:port/db (env CHARRNN_REDIS_URL). Without it, the "
+    "embedded Redis and local workers under CHARRNN_HOME (`orchestrator up`).",
+)
 @click.pass_context
 def cli(ctx, redis_url):
     """Submit charrnn training jobs to Celery workers; fetch results by job id."""
@@ -67,36 +73,86 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
 
 
 @cli.command()
-@click.option("-f", "--file", "spec_file", default=None, metavar="PATH",
-              help="A sweep file (YAML or JSON): corpus, fixed, grid, random, early_stop. "
-                   "Options given as well add to it.")
-@click.option("--corpus", "corpora", multiple=True,
-              help="A UTF-8 text file, or builtin:python-docs (repeatable: every point on each). "
-                   "Replaces the sweep file's corpus.")
-@click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
-              help="A grid axis, e.g. --grid hidden_size=64,128,256 (repeatable).")
-@click.option("--random", "samples", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Draw N points from the --uniform/--log-uniform/--choice space (each crossed "
-                   "with the grid).")
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    default=None,
+    metavar="PATH",
+    help="A sweep file (YAML or JSON): corpus, fixed, grid, random, early_stop. "
+    "Options given as well add to it.",
+)
+@click.option(
+    "--corpus",
+    "corpora",
+    multiple=True,
+    help="A UTF-8 text file, or builtin:python-docs (repeatable: every point on each). "
+    "Replaces the sweep file's corpus.",
+)
+@click.option(
+    "--grid",
+    multiple=True,
+    metavar="NAME=V1,V2,...",
+    help="A grid axis, e.g. --grid hidden_size=64,128,256 (repeatable).",
+)
+@click.option(
+    "--random",
+    "samples",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Draw N points from the --uniform/--log-uniform/--choice space (each crossed "
+    "with the grid).",
+)
 @click.option("--uniform", multiple=True, metavar="NAME=LOW,HIGH", help="Uniform on [LOW, HIGH].")
-@click.option("--log-uniform", multiple=True, metavar="NAME=LOW,HIGH",
-              help="Log-uniform on [LOW, HIGH], e.g. learning_rate=0.001,0.1.")
+@click.option(
+    "--log-uniform",
+    multiple=True,
+    metavar="NAME=LOW,HIGH",
+    help="Log-uniform on [LOW, HIGH], e.g. learning_rate=0.001,0.1.",
+)
 @click.option("--choice", multiple=True, metavar="NAME=A,B,...", help="One of the values.")
-@click.option("--seed", "search_seed", type=click.IntRange(min=0), default=None,
-              help="Seed of the random search (default: drawn, printed and recorded). The "
-                   "models' own seed is --model-seed.")
-@click.option("--early-stop", type=click.Choice(sweeps.SCHEDULERS), default=None,
-              help="asha: asynchronous successive halving across the pool.")
-@click.option("--rungs", default=None, metavar="ITER,ITER,...",
-              help="ASHA rungs at these iterations (default: from --grace-period).")
-@click.option("--grace-period", type=click.IntRange(min=1), default=None, metavar="ITER",
-              help="ASHA's first rung; the next ones are ETA times further (default: three "
-                   "rungs below the longest job).")
-@click.option("--reduction-factor", type=click.FloatRange(min=1, min_open=True), default=None,
-              metavar="ETA", help="ASHA keeps the top 1/ETA at each rung (default 3).")
+@click.option(
+    "--seed",
+    "search_seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed of the random search (default: drawn, printed and recorded). The "
+    "models' own seed is --model-seed.",
+)
+@click.option(
+    "--early-stop",
+    type=click.Choice(sweeps.SCHEDULERS),
+    default=None,
+    help="asha: asynchronous successive halving across the pool.",
+)
+@click.option(
+    "--rungs",
+    default=None,
+    metavar="ITER,ITER,...",
+    help="ASHA rungs at these iterations (default: from --grace-period).",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="ITER",
+    help="ASHA's first rung; the next ones are ETA times further (default: three "
+    "rungs below the longest job).",
+)
+@click.option(
+    "--reduction-factor",
+    type=click.FloatRange(min=1, min_open=True),
+    default=None,
+    metavar="ETA",
+    help="ASHA keeps the top 1/ETA at each rung (default 3).",
+)
 @sweep_hyper_options
-@click.option("--wait", is_flag=True, help="Show the sweep's table until every job has ended; "
-                                           "exit 1 if any failed or was cancelled.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Show the sweep's table until every job has ended; exit 1 if any failed or was cancelled.",
+)
 @json_option
 @pass_ctx
 def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_json, **options):
@@ -111,7 +167,7 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
           --early-stop asha --grace-period 2000
       orchestrator sweep -f sweep.yaml --wait
     """
-    hyper = given(options)                      # what is left in options is the search
+    hyper = given(options)  # what is left in options is the search
     spec = launch.sweep_spec(spec_file, corpora, hyper, options, name, tags, checkpoint_every)
     sweep_id, ids = launch.sweep(c, spec)
     if not as_json:
@@ -123,8 +179,9 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
         return EXIT_OK
     rows = follow.sweep(c.store(), c.store().get_sweep(sweep_id), quiet=as_json)
     if as_json:
-        render.echo_json({"sweep_id": sweep_id, "job_ids": ids,
-                          "jobs": [jobs.status_view(j) for j in rows]})
+        render.echo_json(
+            {"sweep_id": sweep_id, "job_ids": ids, "jobs": [jobs.status_view(j) for j in rows]}
+        )
     return exit_code(rows)
 
 
@@ -173,14 +230,20 @@ def results(c: Ctx, job_id, as_json):
     if as_json:
         render.echo_json(out)
         return
-    render.key_values(render.job_fields({**out, "spec": job["spec"]}, jobs.STATUS_FIELDS + (
-        "best_val_loss", "restarts", "rollbacks", "sweep_id")))
+    render.key_values(
+        render.job_fields(
+            {**out, "spec": job["spec"]},
+            jobs.STATUS_FIELDS + ("best_val_loss", "restarts", "rollbacks", "sweep_id"),
+        )
+    )
     render.key_values([("spec", render.json_line(out["spec"]["hyper"]))])
     render.history(job, out["history"])
     render.events(out["events"])
     if out["samples"]:
-        render.sample(f"last sample (iteration {out['samples'][-1]['iteration']}):",
-                      out["samples"][-1]["text"])
+        render.sample(
+            f"last sample (iteration {out['samples'][-1]['iteration']}):",
+            out["samples"][-1]["text"],
+        )
 
 
 @cli.command()
@@ -200,8 +263,13 @@ def samples(c: Ctx, job_id, last, as_json):
 
 @cli.command()
 @job_argument
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the .npz (a file `charrnn sample --checkpoint` reads).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the .npz (a file `charrnn sample --checkpoint` reads).",
+)
 @click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
 @pass_ctx
 def checkpoint(c: Ctx, job_id, output, best):
@@ -219,8 +287,11 @@ def checkpoint(c: Ctx, job_id, output, best):
 def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
     """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
     raw, _ = views.checkpoint(c.store(), job_id, best)
-    click.echo(sample_text(raw, length, temperature, top_k, prime, seed, argmax,
-                           name="the job's checkpoint"))
+    click.echo(
+        sample_text(
+            raw, length, temperature, top_k, prime, seed, argmax, name="the job's checkpoint"
+        )
+    )
 
 
 @cli.command()
@@ -278,15 +349,17 @@ def compare(c: Ctx, ids, as_csv, as_json):
 
 @cli.command()
 @ids_argument
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The PNG to write.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The PNG to write."
+)
 @click.option("--title", default=None, help="A title (default: the sweep or the job ids).")
 @pass_ctx
 def plot(c: Ctx, ids, output, title):
     """Loss curves: smoothed training loss and validation loss against characters seen, one
     line per job, labelled by what varies. Needs matplotlib (pip install 'charrnn[plot]')."""
     from . import plots
-    plots._pyplot()                 # a missing extra is reported before any connection
+
+    plots._pyplot()  # a missing extra is reported before any connection
     n = plots.plot_jobs(c.store(), ids, output, title)
     click.echo(f"wrote {output} ({n} job(s))", err=True)
 
@@ -305,13 +378,18 @@ def sweeps_(c: Ctx, limit, as_json):
 
 
 @cli.command()
-@click.option("--timeout", type=float, default=1.0, show_default=True,
-              help="Seconds to wait for workers to answer.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for workers to answer.",
+)
 @json_option
 @pass_ctx
 def workers(c: Ctx, timeout, as_json):
     """Live workers and the job each runs."""
-    c.store()   # fail fast, with the usual message, if Redis is unreachable
+    c.store()  # fail fast, with the usual message, if Redis is unreachable
     rows = live_workers.active(c.url(), timeout)
     if as_json:
         render.echo_json({"workers": [{"name": n, "jobs": j} for n, j in rows.items()]})
@@ -329,9 +407,14 @@ def delete(c: Ctx, some_id):
 
 
 @cli.command()
-@click.option("--older-than", "seconds", required=True, metavar="AGE",
-              callback=lambda ctx, param, value: control.parse_age(value),
-              help="Age with a unit: 90s, 30m, 12h, 7d, 2w (s, m, h, d, w).")
+@click.option(
+    "--older-than",
+    "seconds",
+    required=True,
+    metavar="AGE",
+    callback=lambda ctx, param, value: control.parse_age(value),
+    help="Age with a unit: 90s, 30m, 12h, 7d, 2w (s, m, h, d, w).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @json_option
 @pass_ctx
@@ -345,13 +428,20 @@ def prune(c: Ctx, seconds, dry_run, as_json):
 
 
 @cli.command()
-@click.option("--workers", "n", type=click.IntRange(min=0), default=None,
-              help="Local worker processes (default: one per core).")
+@click.option(
+    "--workers",
+    "n",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Local worker processes (default: one per core).",
+)
 def up(n):
     """Start the embedded Redis and local workers under CHARRNN_HOME."""
     st = embedded.start_workers(embedded.default_workers() if n is None else n)
-    click.echo(f"embedded stack up: redis {redact(st['url'])}, {len(st['workers'])} worker(s), "
-               f"data in {st['home']}")
+    click.echo(
+        f"embedded stack up: redis {redact(st['url'])}, {len(st['workers'])} worker(s), "
+        f"data in {st['home']}"
+    )
 
 
 @cli.command()
@@ -359,26 +449,39 @@ def down():
     """Stop the embedded stack (running jobs checkpoint and wait in the queue); data is kept."""
     was_up = embedded.running_url() is not None
     out = embedded.down()
-    click.echo("embedded stack stopped" if was_up or out.get("workers") else
-               "no embedded stack running; nothing to stop")
+    click.echo(
+        "embedded stack stopped"
+        if was_up or out.get("workers")
+        else "no embedded stack running; nothing to stop"
+    )
     if out.get("stale"):
-        click.echo(f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True)
+        click.echo(
+            f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True
+        )
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback needs --password.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs --password.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True)
-@click.option("--password", envvar="CHARRNN_DASHBOARD_PASSWORD", default=None,
-              help="Ask for this password (HTTP basic auth, any user name); env "
-                   "CHARRNN_DASHBOARD_PASSWORD.")
+@click.option(
+    "--password",
+    envvar="CHARRNN_DASHBOARD_PASSWORD",
+    default=None,
+    help="Ask for this password (HTTP basic auth, any user name); env CHARRNN_DASHBOARD_PASSWORD.",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
 @pass_ctx
 def dashboard(c: Ctx, host, port, password, open_browser):
     """A read-only web dashboard: jobs, sweeps, loss curves, samples, workers, live. Needs
     Flask and waitress (pip install 'charrnn[dashboard]')."""
     from . import dashboard as web
-    web.check_installed()           # a missing extra or an unsafe bind before any connection
+
+    web.check_installed()  # a missing extra or an unsafe bind before any connection
     web.check_bind(host, password)
     web.serve(c.url(), host, port, password, open_browser)
 

@@ -1,4 +1,5 @@
 """What the changing commands do to jobs and sweeps: cancel, delete, prune."""
+
 from __future__ import annotations
 
 import re
@@ -24,9 +25,10 @@ def cancel_sweep(store: JobStore, sw: dict) -> dict:
 
 def cancel_message(st: str) -> str:
     """What `cancel` says for the status a job has after the call."""
-    return {"cancelled": "cancelled",
-            "running": "cancel requested; it stops at its next check"}.get(
-        st, f"already {st}; nothing to cancel")
+    return {
+        "cancelled": "cancelled",
+        "running": "cancel requested; it stops at its next check",
+    }.get(st, f"already {st}; nothing to cancel")
 
 
 def delete(store: JobStore, kind: str, obj: dict) -> str:
@@ -44,8 +46,10 @@ def parse_age(raw: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*", raw.lower())
     seconds = float(m.group(1)) * AGE_UNITS[m.group(2)] if m else 0.0
     if not m or seconds <= 0:
-        raise BadInput(f"bad age {raw!r}: give a number above 0 and a unit (s, m, h, d, w), "
-                       f"for example 30m, 12h or 7d")
+        raise BadInput(
+            f"bad age {raw!r}: give a number above 0 and a unit (s, m, h, d, w), "
+            f"for example 30m, 12h or 7d"
+        )
     return seconds
 
 

@@ -6,6 +6,7 @@ usage or bad input (options, corpus, hyperparameter, search space, id syntax, Re
 checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
 embedded stack running; 5 the job has no checkpoint or sample yet.
 """
+
 from __future__ import annotations
 
 import click
@@ -94,17 +95,22 @@ def check_url(url: str) -> str:
     """The URL, or BadInput (exit 2) saying what is wrong with it, password masked."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in URL_SCHEMES:
-        raise BadInput(f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db "
-                       f"(or rediss://, unix://)")
-    if any(c in rest[:rest.rfind("@") + 1] for c in "/#?"):
-        raise BadInput(f"bad Redis URL {redact(url)}: percent-encode '/', '#' and '?' in the "
-                       f"password (%2F, %23, %3F)")
+        raise BadInput(
+            f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db "
+            f"(or rediss://, unix://)"
+        )
+    if any(c in rest[: rest.rfind("@") + 1] for c in "/#?"):
+        raise BadInput(
+            f"bad Redis URL {redact(url)}: percent-encode '/', '#' and '?' in the "
+            f"password (%2F, %23, %3F)"
+        )
     try:
         redis.connection.parse_url(url)
     except ValueError:
         # our message replaces parse_url's: it says what is wrong, with the password masked
         raise BadInput(
-            f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db") from None
+            f"bad Redis URL {redact(url)}: expected redis://[:password@]host:port/db"
+        ) from None
     return url
 
 
@@ -116,8 +122,9 @@ may look the same, hence a hint, not a verdict)."""
 def unreachable(url: str, e: Exception) -> Fail:
     text = str(e)
     if isinstance(e, redis.AuthenticationError) or any(
-            s in text.lower() for s in ("wrongpass", "noauth", "invalid password",
-                                        "invalid username-password")):
+        s in text.lower()
+        for s in ("wrongpass", "noauth", "invalid password", "invalid username-password")
+    ):
         return Fail(f"Redis at {redact(url)} refused the password", EXIT_UNREACHABLE)
     reason = text.splitlines()[0] if text else type(e).__name__
     if url.lower().startswith("redis://") and any(s in text.lower() for s in PLAIN_TO_TLS):
@@ -157,14 +164,19 @@ def _embedded_url(start: bool) -> str:
     if not start:
         url = embedded.running_url()
         if url is None:
-            raise NoStack("no embedded stack is running: start one with `orchestrator up` "
-                          "(or give --redis-url)")
+            raise NoStack(
+                "no embedded stack is running: start one with `orchestrator up` "
+                "(or give --redis-url)"
+            )
         return url
     before = embedded.read_state() or {}
     was_up = embedded.running_url() is not None
     st = embedded.start_workers(embedded.default_workers())
     if not was_up or set(st["workers"]) - set(before.get("workers") or ()):
-        click.echo(f"started the embedded stack in the background (Redis and "
-                   f"{len(st['workers'])} worker(s), data in {st['home']}); "
-                   f"stop it with `orchestrator down`", err=True)
+        click.echo(
+            f"started the embedded stack in the background (Redis and "
+            f"{len(st['workers'])} worker(s), data in {st['home']}); "
+            f"stop it with `orchestrator down`",
+            err=True,
+        )
     return st["url"]

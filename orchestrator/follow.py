@@ -1,6 +1,7 @@
 """The live views: a job's progress bar with its samples as they arrive, and a sweep's table,
 redrawn until everything has ended. On a terminal they redraw in place; otherwise (a pipe, a log
 file) they print whole lines, never cut to 80 columns."""
+
 from __future__ import annotations
 
 from worker.store import JobStore
@@ -12,14 +13,18 @@ def sweep(store: JobStore, sw: dict, quiet: bool = False, stderr: bool = True) -
     """The sweep's table, updated live until every job has ended (printed once at the end when
     the output is not a terminal); returns the final rows."""
     from rich.live import Live
+
     console = render.console(stderr=stderr, quiet=quiet)
     if not console.is_terminal:
         rows = jobs.wait_all(store, sw["job_ids"], lambda rows: None)
         console.print(render.sweep_table(sw, rows))
         return rows
     with Live(console=console, refresh_per_second=2) as live:
-        return jobs.wait_all(store, sw["job_ids"],
-                             lambda rows: live.update(render.sweep_table(sw, rows), refresh=True))
+        return jobs.wait_all(
+            store,
+            sw["job_ids"],
+            lambda rows: live.update(render.sweep_table(sw, rows), refresh=True),
+        )
 
 
 def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
@@ -32,21 +37,34 @@ def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
         TextColumn,
         TimeRemainingColumn,
     )
+
     console = render.console(stderr=True, quiet=quiet)
-    with Progress(TextColumn("{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}/char  val {task.fields[val]}  "
-                             "{task.fields[cps]} chars/s"),
-                  TimeRemainingColumn(), console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "loss {task.fields[loss]}/char  val {task.fields[val]}  {task.fields[cps]} chars/s"
+        ),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task("train", total=None, status="queued", loss="-", val="-", cps="-")
 
         def update(j, new_samples):
             for s in new_samples:
                 bar.console.print(f"--- sample at iteration {s['iteration']} ---", style="dim")
                 bar.console.print(render.plain(s["text"], multiline=True), markup=False)
-            bar.update(task, total=j["iterations"], completed=j["iteration"] or 0,
-                       status=j["status"],
-                       loss=render.fmt(j["smooth_loss"], 3),
-                       val=render.fmt(j["val_loss"], 3), cps=render.fmt(j["chars_per_second"], 0))
+            bar.update(
+                task,
+                total=j["iterations"],
+                completed=j["iteration"] or 0,
+                status=j["status"],
+                loss=render.fmt(j["smooth_loss"], 3),
+                val=render.fmt(j["val_loss"], 3),
+                cps=render.fmt(j["chars_per_second"], 0),
+            )
 
         return jobs.wait(store, job_id, update)
 

@@ -1,4 +1,5 @@
 """The orchestrator's logic, as plain functions the Click commands call."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,20 @@ from worker.limits import check_fits
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import TERMINAL, JobStore, Status, new_job_id
 
-STATUS_FIELDS = ("job_id", "status", "iteration", "iterations", "smooth_loss", "val_loss",
-                 "chars_per_second", "worker", "submitted_at", "started_at", "finished_at", "error")
+STATUS_FIELDS = (
+    "job_id",
+    "status",
+    "iteration",
+    "iterations",
+    "smooth_loss",
+    "val_loss",
+    "chars_per_second",
+    "worker",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "error",
+)
 
 
 class BadInput(ValueError):
@@ -29,7 +42,7 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
     for hyper in hyper_sets:
         cfg = Config.from_dict(hyper)
         split = (cfg.val_fraction, cfg.seq_length)
-        if split not in n_train:         # a sweep encodes the corpus once per distinct split
+        if split not in n_train:  # a sweep encodes the corpus once per distinct split
             vocab, train, _ = prepare(text, *split)
             n_train[split] = (vocab.size, len(train))
         vocab_size, n = n_train[split]
@@ -38,8 +51,13 @@ def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Confi
     return text, out
 
 
-def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
-                 points: list[tuple[str, Config, int]]) -> tuple[str, list[str]]:
+def submit_sweep(
+    store: JobStore,
+    url: str,
+    spec: dict,
+    texts: dict[str, str],
+    points: list[tuple[str, Config, int]],
+) -> tuple[str, list[str]]:
     """Upload each corpus once, store the sweep and all its jobs in one transaction, then enqueue
     the jobs in the order of their points. Returns (sweep id, job ids)."""
     sweep_id = new_job_id()
@@ -47,11 +65,23 @@ def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
     es = spec.get("early_stop")
     rungs = RungPlan(sweep_id, tuple(es["rungs"]), es["reduction_factor"]) if es else None
     tags = JobSpec.check_user_tags(spec.get("tags") or ())
-    job_specs = [(new_job_id(), JobSpec(
-        corpus_sha256=shas[corpus], config=cfg, total_iterations=total, corpus=corpus,
-        name=spec.get("name"), tags=tags + (keys.sweep_tag(sweep_id),),
-        checkpoint_every=spec.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
-        sweep_id=sweep_id, rungs=rungs)) for corpus, cfg, total in points]
+    job_specs = [
+        (
+            new_job_id(),
+            JobSpec(
+                corpus_sha256=shas[corpus],
+                config=cfg,
+                total_iterations=total,
+                corpus=corpus,
+                name=spec.get("name"),
+                tags=tags + (keys.sweep_tag(sweep_id),),
+                checkpoint_every=spec.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
+                sweep_id=sweep_id,
+                rungs=rungs,
+            ),
+        )
+        for corpus, cfg, total in points
+    ]
     store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
     app = client_app(url)
     for job_id, _ in job_specs:
@@ -60,20 +90,40 @@ def submit_sweep(store: JobStore, url: str, spec: dict, texts: dict[str, str],
 
 
 def _enqueue(app, job_id: str) -> None:
-    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE,
-                  retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                            "interval_step": 0.5})
+    app.send_task(
+        TASK_NAME,
+        args=[job_id],
+        task_id=job_id,
+        queue=QUEUE,
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
 
 
-def submit(store: JobStore, url: str, corpus: str, text: str, cfg: Config, total: int,
-           checkpoint_every: int | None, name: str | None, tags: tuple[str, ...]) -> tuple[str, bool]:
+def submit(
+    store: JobStore,
+    url: str,
+    corpus: str,
+    text: str,
+    cfg: Config,
+    total: int,
+    checkpoint_every: int | None,
+    name: str | None,
+    tags: tuple[str, ...],
+) -> tuple[str, bool]:
     """Upload the corpus (once per sha256), record the job, enqueue its id.
     Returns (job id, whether the corpus was uploaded)."""
     sha, uploaded = store.put_corpus(text)
     job_id = new_job_id()
-    spec = JobSpec(corpus_sha256=sha, config=cfg, total_iterations=total, corpus=corpus,
-                   name=name, tags=JobSpec.check_user_tags(tags),
-                   checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY)
+    spec = JobSpec(
+        corpus_sha256=sha,
+        config=cfg,
+        total_iterations=total,
+        corpus=corpus,
+        name=name,
+        tags=JobSpec.check_user_tags(tags),
+        checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
+    )
     store.create(job_id, spec)
     _enqueue(client_app(url), job_id)
     return job_id, uploaded
@@ -90,7 +140,7 @@ def is_terminal(job: dict) -> bool:
 def wait(store: JobStore, job_id: str, on_update, poll: float = 0.5) -> dict:
     """Poll a job until it ends, calling on_update(job, new_samples) on each change. Rides out a
     Redis restart (up to STORE_RETRY_SECONDS) instead of abandoning a job it is watching."""
-    seen = retrying(store.sample_count, job_id)   # show only samples that arrive from now on
+    seen = retrying(store.sample_count, job_id)  # show only samples that arrive from now on
     while True:
         job = retrying(store.get, job_id)
         new = retrying(store.samples, job_id, False, seen)

@@ -1,31 +1,49 @@
 """From the command line's options to jobs in the queue: one job (`submit`) or a sweep. Every
 point is checked (corpus read, Config built) before anything is stored or started."""
+
 from __future__ import annotations
 
 from . import jobs, sweeps
 from .edge import Ctx
 
 
-def submit(c: Ctx, corpus: str, hyper: dict, checkpoint_every: int | None, name: str | None,
-           tags: tuple[str, ...]) -> tuple[str, bool]:
+def submit(
+    c: Ctx,
+    corpus: str,
+    hyper: dict,
+    checkpoint_every: int | None,
+    name: str | None,
+    tags: tuple[str, ...],
+) -> tuple[str, bool]:
     """One job from typed hyperparameters (the ones given; Config's defaults for the rest).
     Returns (job id, whether the corpus was uploaded)."""
     text, [(cfg, total)] = jobs.validate(corpus, [hyper])
     store = c.store(start=True)
-    return jobs.submit(store, c.url(), corpus, text, cfg, total, checkpoint_every, name,
-                       tuple(tags))
+    return jobs.submit(
+        store, c.url(), corpus, text, cfg, total, checkpoint_every, name, tuple(tags)
+    )
 
 
-def sweep_spec(spec_file: str | None, corpora: tuple[str, ...], hyper: dict, search: dict,
-               name: str | None, tags: tuple[str, ...], checkpoint_every: int | None) -> dict:
+def sweep_spec(
+    spec_file: str | None,
+    corpora: tuple[str, ...],
+    hyper: dict,
+    search: dict,
+    name: str | None,
+    tags: tuple[str, ...],
+    checkpoint_every: int | None,
+) -> dict:
     """The normalized spec of the sweep file and options together (options win); search holds
     the search options (grid, samples, uniform, ..., search_seed)."""
     search = dict(search)
     search["seed"] = search.pop("search_seed", None)
     base = sweeps.read_file(spec_file, corpus_given=bool(corpora)) if spec_file else None
     spec = sweeps.from_options(corpora, hyper, base=base, **search)
-    for key, value in (("name", name), ("tags", list(tags) or None),
-                       ("checkpoint_every", checkpoint_every)):
+    for key, value in (
+        ("name", name),
+        ("tags", list(tags) or None),
+        ("checkpoint_every", checkpoint_every),
+    ):
         if value is not None:
             spec[key] = value
     return sweeps.normalize(spec)

@@ -2,6 +2,7 @@
 varies among them, and their ranking by best validation loss. Reads Redis in a few pipelined
 round trips, whatever the number of jobs.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,16 +50,20 @@ def counts(jobs: list[dict]) -> dict[str, int]:
 
 def varying(jobs: list[dict]) -> list[str]:
     """The hyperparameters (and corpus) whose values differ among the jobs, in charrnn's order."""
+
     def values(name):
         if name == "corpus":
             return {j["spec"].corpus for j in jobs}
         return {json.dumps(getattr(j["spec"].config, name)) for j in jobs}
+
     return [n for n in ("corpus",) + FIELDS if len(values(n)) > 1]
 
 
 def params(job: dict, names: list[str]) -> dict:
-    return {n: (corpus_label(job["spec"].corpus) if n == "corpus"
-                else getattr(job["spec"].config, n)) for n in names}
+    return {
+        n: (corpus_label(job["spec"].corpus) if n == "corpus" else getattr(job["spec"].config, n))
+        for n in names
+    }
 
 
 def label(job: dict, names: list[str]) -> str:
@@ -68,8 +73,12 @@ def label(job: dict, names: list[str]) -> str:
     return job["name"] or job["job_id"][:8]
 
 
-SHORT = {"learning_rate": "lr", "hidden_size": "hidden", "num_layers": "layers",
-         "seq_length": "seq"}
+SHORT = {
+    "learning_rate": "lr",
+    "hidden_size": "hidden",
+    "num_layers": "layers",
+    "seq_length": "seq",
+}
 
 
 def short(name: str) -> str:
@@ -85,8 +94,10 @@ def fmt_value(v) -> str:
 def last_samples(store: JobStore, jobs: list[dict]) -> dict[str, str | None]:
     """The first line of each job's latest sample, one round trip."""
     rows = store.last_samples([j["job_id"] for j in jobs])
-    return {j["job_id"]: None if s is None else (s["text"].strip().splitlines() or [""])[0]
-            for j, s in zip(jobs, rows, strict=True)}
+    return {
+        j["job_id"]: None if s is None else (s["text"].strip().splitlines() or [""])[0]
+        for j, s in zip(jobs, rows, strict=True)
+    }
 
 
 def histories(store: JobStore, jobs: list[dict]) -> dict[str, list[list]]:
@@ -103,6 +114,7 @@ def rank(jobs: list[dict]) -> list[dict]:
         b = j["best_val_loss"]
         group = 2 if b is None else 0 if math.isfinite(b) else 1
         return (group, b if group == 0 else 0.0, order[j["job_id"]])
+
     return sorted(jobs, key=key)
 
 
@@ -112,13 +124,23 @@ def board(store: JobStore, jobs: list[dict]) -> tuple[list[str], list[dict]]:
     samples = last_samples(store, jobs)
     rows = []
     for i, j in enumerate(rank(jobs), 1):
-        rows.append({"rank": i, "job_id": j["job_id"], "status": j["status"],
-                     "best_val_loss": j["best_val_loss"], "val_loss": j["val_loss"],
-                     "loss": j["smooth_loss"],
-                     "params": params(j, names), "iteration": j["iteration"] or 0,
-                     "iterations": j["iterations"], "chars_per_second": j["chars_per_second"],
-                     "sample": samples[j["job_id"]], "sweep_id": j["sweep_id"],
-                     "name": j["name"]})
+        rows.append(
+            {
+                "rank": i,
+                "job_id": j["job_id"],
+                "status": j["status"],
+                "best_val_loss": j["best_val_loss"],
+                "val_loss": j["val_loss"],
+                "loss": j["smooth_loss"],
+                "params": params(j, names),
+                "iteration": j["iteration"] or 0,
+                "iterations": j["iterations"],
+                "chars_per_second": j["chars_per_second"],
+                "sample": samples[j["job_id"]],
+                "sweep_id": j["sweep_id"],
+                "name": j["name"],
+            }
+        )
     return names, rows
 
 
@@ -145,7 +167,11 @@ def curves(job: dict, history: list[list]) -> dict:
             train_x.append(it * T)
             train_y.append(smooth)
         if v is not None and it in evals:
-            val[it] = v                     # the last row at an iteration is the evaluation's
+            val[it] = v  # the last row at an iteration is the evaluation's
     val_x = sorted(val)
-    return {"train_chars": train_x, "train_loss": train_y,
-            "val_chars": [it * T for it in val_x], "val_loss": [val[it] for it in val_x]}
+    return {
+        "train_chars": train_x,
+        "train_loss": train_y,
+        "val_chars": [it * T for it in val_x],
+        "val_loss": [val[it] for it in val_x],
+    }

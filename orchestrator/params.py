@@ -1,5 +1,6 @@
 """Options and arguments shared by several commands, declared once. Ids are checked here,
 before anything connects: a malformed id is bad input (exit 2) even with Redis down."""
+
 from __future__ import annotations
 
 import click
@@ -34,6 +35,7 @@ def ids_argument(fn):
         if not values:
             raise BadInput("give at least one sweep or job id")
         return tuple(validate_job_id(v) for v in values)
+
     return click.argument("ids", metavar="SWEEP|JOB...", nargs=-1, callback=check)(fn)
 
 
@@ -44,20 +46,29 @@ def _tags(ctx, param, values):
 
 def job_options(fn):
     """What every submitted job may carry besides its hyperparameters."""
-    fn = click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
-                      help=f"Iterations between checkpoints (default "
-                           f"{DEFAULT_CHECKPOINT_EVERY}).")(fn)
-    fn = click.option("--tag", "tags", multiple=True, callback=_tags,
-                      help=f"A tag to list the job by (repeatable; '{sweeps.RESERVED_TAG}...' "
-                           f"is the sweep's own).")(fn)
+    fn = click.option(
+        "--checkpoint-every",
+        type=click.IntRange(min=1),
+        default=None,
+        help=f"Iterations between checkpoints (default {DEFAULT_CHECKPOINT_EVERY}).",
+    )(fn)
+    fn = click.option(
+        "--tag",
+        "tags",
+        multiple=True,
+        callback=_tags,
+        help=f"A tag to list the job by (repeatable; '{sweeps.RESERVED_TAG}...' "
+        f"is the sweep's own).",
+    )(fn)
     return click.option("--name", default=None, help="A name for the job.")(fn)
 
 
 def submit_options(fn):
     """`orchestrator submit`: a corpus and every hyperparameter of `charrnn train`."""
     fn = job_options(config_options()(fn))
-    return click.option("--corpus", required=True,
-                        help="A UTF-8 text file, or builtin:python-docs.")(fn)
+    return click.option(
+        "--corpus", required=True, help="A UTF-8 text file, or builtin:python-docs."
+    )(fn)
 
 
 def sweep_hyper_options(fn):

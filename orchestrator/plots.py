@@ -4,12 +4,15 @@ characters seen, one line per job in each panel, labelled by what varies among t
 matplotlib is an optional extra (`pip install '.[plot]'`): the worker pool and every other
 command run without it.
 """
+
 from __future__ import annotations
 
 from .jobs import BadInput
 
-MISSING = ("plot needs matplotlib, the optional extra charrnn[plot]: pip install matplotlib "
-           "(or, in a clone, pip install '.[plot]')")
+MISSING = (
+    "plot needs matplotlib, the optional extra charrnn[plot]: pip install matplotlib "
+    "(or, in a clone, pip install '.[plot]')"
+)
 
 
 def _pyplot():
@@ -17,8 +20,9 @@ def _pyplot():
         import matplotlib
     except ImportError:
         raise BadInput(MISSING) from None
-    matplotlib.use("Agg")           # files only; never a display
+    matplotlib.use("Agg")  # files only; never a display
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -26,15 +30,28 @@ def figure(lines: list[tuple[str, dict]], title: str):
     """A figure with two panels; `lines` are (label, leaderboard.curves(...)), one per job.
     Colors follow matplotlib's default cycle in the order given (rank order from the caller)."""
     plt = _pyplot()
-    fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 5), sharey=True,
-                                           layout="constrained")
+    fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 5), sharey=True, layout="constrained")
     for i, (label, c) in enumerate(lines):
         color = f"C{i % 10}"
-        few = len(c["train_chars"]) < 30          # a job stopped early: show its points
-        train_ax.plot(c["train_chars"], c["train_loss"], color=color, linewidth=1.2, label=label,
-                      marker="o" if few else None, markersize=3)
-        val_ax.plot(c["val_chars"], c["val_loss"], color=color, linewidth=1.5, marker="o",
-                    markersize=3, label=label)
+        few = len(c["train_chars"]) < 30  # a job stopped early: show its points
+        train_ax.plot(
+            c["train_chars"],
+            c["train_loss"],
+            color=color,
+            linewidth=1.2,
+            label=label,
+            marker="o" if few else None,
+            markersize=3,
+        )
+        val_ax.plot(
+            c["val_chars"],
+            c["val_loss"],
+            color=color,
+            linewidth=1.5,
+            marker="o",
+            markersize=3,
+            label=label,
+        )
     train_ax.set_title("training loss (smoothed)")
     val_ax.set_title("validation loss")
     for ax in (train_ax, val_ax):
@@ -60,13 +77,17 @@ def plot_jobs(store, ids: tuple[str, ...], path: str, title: str | None) -> int:
     """The loss curves of the jobs behind some sweep and job ids, best first, as a PNG; returns
     how many jobs were drawn."""
     from . import leaderboard
+
     found, sws = leaderboard.collect(store, ids)
     names = leaderboard.varying(found)
     hist = leaderboard.histories(store, found)
-    lines = [(leaderboard.label(j, names), leaderboard.curves(j, hist[j["job_id"]]))
-             for j in leaderboard.rank(found)]
+    lines = [
+        (leaderboard.label(j, names), leaderboard.curves(j, hist[j["job_id"]]))
+        for j in leaderboard.rank(found)
+    ]
     if title is None:
-        title = ", ".join(f"sweep {s['name'] or s['sweep_id'][:8]}" for s in sws) or \
-            ", ".join(j["job_id"][:8] for j in found)
+        title = ", ".join(f"sweep {s['name'] or s['sweep_id'][:8]}" for s in sws) or ", ".join(
+            j["job_id"][:8] for j in found
+        )
     write_png(lines, title, path)
     return len(lines)

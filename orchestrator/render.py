@@ -5,6 +5,7 @@ an escape sequence in a sample never reaches the terminal as markup or as a comm
 Losses are per character everywhere (the trainer reports them so); JSON keeps the
 stored fields.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,9 +50,11 @@ def echo_json(obj) -> None:
 
 def console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
+
     out = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, quiet=quiet, width=None if out.isatty() else WIDE,
-                   highlight=False)
+    return Console(
+        stderr=stderr, quiet=quiet, width=None if out.isatty() else WIDE, highlight=False
+    )
 
 
 def key_values(pairs) -> None:
@@ -63,8 +66,9 @@ def key_values(pairs) -> None:
 def job_fields(job: dict, names) -> list[tuple[str, object]]:
     """(label, value) of a job's fields for people: the training loss per character, labelled
     so, in place of the stored smoothed loss."""
-    return [("loss/char", job["smooth_loss"]) if k == "smooth_loss"
-            else (k, job.get(k)) for k in names]
+    return [
+        ("loss/char", job["smooth_loss"]) if k == "smooth_loss" else (k, job.get(k)) for k in names
+    ]
 
 
 def history(job: dict, rows: list, shown: int = 5) -> None:
@@ -74,15 +78,15 @@ def history(job: dict, rows: list, shown: int = 5) -> None:
     click.echo(f"loss history      {len(rows)} points{which}")
     for row in tail:
         it, loss, val = row[0], row[1], row[2]
-        click.echo(f"  {it:>9}  loss/char {fmt(loss)}  "
-                   f"val {fmt(val)}")
+        click.echo(f"  {it:>9}  loss/char {fmt(loss)}  val {fmt(val)}")
 
 
 def events(evs: list[dict]) -> None:
     for e in evs:
         extra = {k: v for k, v in e.items() if k not in ("t", "event")}
-        click.echo(f"event {when(e['t'])} {plain(e['event'])} "
-                   f"{plain(json.dumps(extra)) if extra else ''}")
+        click.echo(
+            f"event {when(e['t'])} {plain(e['event'])} {plain(json.dumps(extra)) if extra else ''}"
+        )
 
 
 def sample(heading: str, text: str) -> None:
@@ -104,34 +108,51 @@ def final(job: dict, last_sample: dict | None) -> None:
 def _table(*columns, **kw):
     from rich import box
     from rich.table import Table
-    return Table(*columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 collapse_padding=True, **kw)
+
+    return Table(
+        *columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, **kw
+    )
 
 
 def _text(s):
     from rich.text import Text
+
     return Text(plain(s))
 
 
 def _right(name: str, **kw):
     from rich.table import Column
+
     return Column(name, justify="right", **kw)
 
 
 def _id_column(name: str = "job"):
     from rich.table import Column
-    return Column(name, no_wrap=True, min_width=36)   # ids are for copying: never cut
+
+    return Column(name, no_wrap=True, min_width=36)  # ids are for copying: never cut
 
 
 def list_table(rows: list[dict]):
     named = any(j["name"] for j in rows)
-    t = _table(_id_column(), *(["name"] if named else []), "status", _right("iteration"),
-               _right("val"), _right("chars/s"), "submitted")
+    t = _table(
+        _id_column(),
+        *(["name"] if named else []),
+        "status",
+        _right("iteration"),
+        _right("val"),
+        _right("chars/s"),
+        "submitted",
+    )
     for j in rows:
-        t.add_row(j["job_id"], *([_text(j["name"])] if named else []), j["status"],
-                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}", fmt(j["val_loss"], 3),
-                  fmt(j["chars_per_second"], 0),
-                  time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])))
+        t.add_row(
+            j["job_id"],
+            *([_text(j["name"])] if named else []),
+            j["status"],
+            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
+            fmt(j["val_loss"], 3),
+            fmt(j["chars_per_second"], 0),
+            time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])),
+        )
     return t
 
 
@@ -139,46 +160,99 @@ def sweep_table(sweep: dict, rows: list[dict]):
     """The sweep as Ray Tune's status table: one row per job, what varies, progress, losses."""
     names = leaderboard.varying(rows)
     counts = leaderboard.counts(rows)
-    title = (f"sweep {sweep['sweep_id']}" + (f" ({plain(sweep['name'])})" if sweep["name"] else "")
-             + ": " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
-    t = _table(_id_column(), "status", *[_right(leaderboard.short(n)) for n in names],
-               _right("iteration"), _right("loss/char"), _right("val"), _right("best val"),
-               title=_text(title), title_justify="left")
+    title = (
+        f"sweep {sweep['sweep_id']}"
+        + (f" ({plain(sweep['name'])})" if sweep["name"] else "")
+        + ": "
+        + ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+    )
+    t = _table(
+        _id_column(),
+        "status",
+        *[_right(leaderboard.short(n)) for n in names],
+        _right("iteration"),
+        _right("loss/char"),
+        _right("val"),
+        _right("best val"),
+        title=_text(title),
+        title_justify="left",
+    )
     for j in rows:
-        t.add_row(j["job_id"], j["status"],
-                  *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
-                  f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
-                  fmt(j["smooth_loss"], 3), fmt(j["val_loss"], 3),
-                  fmt(j["best_val_loss"], 3))
+        t.add_row(
+            j["job_id"],
+            j["status"],
+            *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
+            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
+            fmt(j["smooth_loss"], 3),
+            fmt(j["val_loss"], 3),
+            fmt(j["best_val_loss"], 3),
+        )
     return t
 
 
 def compare_table(names: list[str], rows: list[dict]):
     from rich.table import Column
-    t = _table(_right("#"), _id_column(), "status", _right("best val"),
-               *[_right(leaderboard.short(n)) for n in names], _right("iteration"),
-               _right("chars/s"),
-               Column("last sample", no_wrap=True, max_width=40, overflow="ellipsis"))
+
+    t = _table(
+        _right("#"),
+        _id_column(),
+        "status",
+        _right("best val"),
+        *[_right(leaderboard.short(n)) for n in names],
+        _right("iteration"),
+        _right("chars/s"),
+        Column("last sample", no_wrap=True, max_width=40, overflow="ellipsis"),
+    )
     for r in rows:
-        t.add_row(str(r["rank"]), r["job_id"], r["status"], fmt(r["best_val_loss"], 4),
-                  *[_text(leaderboard.fmt_value(v)) for v in r["params"].values()],
-                  f"{r['iteration']}/{r['iterations'] or '?'}", fmt(r["chars_per_second"], 0),
-                  _text(r["sample"] or ""))
+        t.add_row(
+            str(r["rank"]),
+            r["job_id"],
+            r["status"],
+            fmt(r["best_val_loss"], 4),
+            *[_text(leaderboard.fmt_value(v)) for v in r["params"].values()],
+            f"{r['iteration']}/{r['iterations'] or '?'}",
+            fmt(r["chars_per_second"], 0),
+            _text(r["sample"] or ""),
+        )
     return t
 
 
 def compare_csv(names: list[str], rows: list[dict]) -> None:
     """The leaderboard as CSV on stdout, one row per job (floats in full)."""
+
     def cell(v):
         return "" if v is None else repr(v) if isinstance(v, float) else v
+
     w = csv.writer(sys.stdout, lineterminator="\n")
-    w.writerow(["rank", "job_id", "status", "best_val_loss", "val_loss", *names, "iteration",
-                "iterations", "chars_per_second", "sample"])
+    w.writerow(
+        [
+            "rank",
+            "job_id",
+            "status",
+            "best_val_loss",
+            "val_loss",
+            *names,
+            "iteration",
+            "iterations",
+            "chars_per_second",
+            "sample",
+        ]
+    )
     for r in rows:
-        w.writerow([r["rank"], r["job_id"], r["status"], cell(r["best_val_loss"]),
-                    cell(r["val_loss"]), *[cell(v) for v in r["params"].values()],
-                    r["iteration"], cell(r["iterations"]), cell(r["chars_per_second"]),
-                    plain(r["sample"] or "")])
+        w.writerow(
+            [
+                r["rank"],
+                r["job_id"],
+                r["status"],
+                cell(r["best_val_loss"]),
+                cell(r["val_loss"]),
+                *[cell(v) for v in r["params"].values()],
+                r["iteration"],
+                cell(r["iterations"]),
+                cell(r["chars_per_second"]),
+                plain(r["sample"] or ""),
+            ]
+        )
 
 
 def sweep_lines(sweeps: list[dict]) -> None:
@@ -186,8 +260,10 @@ def sweep_lines(sweeps: list[dict]) -> None:
         click.echo("no sweeps")
     for s in sweeps:
         counts = ", ".join(f"{n} {st}" for st, n in sorted(s["counts"].items()))
-        click.echo(f"{s['sweep_id']}  {when(s['created_at'])}  {plain(s['name']) or '-'}  "
-                   f"{s['jobs']} job(s): {counts}")
+        click.echo(
+            f"{s['sweep_id']}  {when(s['created_at'])}  {plain(s['name']) or '-'}  "
+            f"{s['jobs']} job(s): {counts}"
+        )
 
 
 def sweep_summary(spec: dict, n: int) -> str:
@@ -196,8 +272,10 @@ def sweep_summary(spec: dict, n: int) -> str:
         parts.append(f"random search seed {spec['random']['seed']}")
     es = spec.get("early_stop")
     if es:
-        parts.append(f"ASHA rungs {', '.join(map(str, es['rungs']))}, "
-                     f"reduction factor {es['reduction_factor']:g}")
+        parts.append(
+            f"ASHA rungs {', '.join(map(str, es['rungs']))}, "
+            f"reduction factor {es['reduction_factor']:g}"
+        )
     return "sweep: " + "; ".join(parts)
 
 
@@ -206,9 +284,11 @@ def json_line(obj) -> str:
 
 
 def cancelled(out: dict) -> str:
-    return (f"sweep {out['sweep_id']}: {len(out['cancelled'])} cancelled, "
-            f"{len(out['cancel_requested'])} running asked to stop, "
-            f"{len(out['already_ended'])} already ended")
+    return (
+        f"sweep {out['sweep_id']}: {len(out['cancelled'])} cancelled, "
+        f"{len(out['cancel_requested'])} running asked to stop, "
+        f"{len(out['already_ended'])} already ended"
+    )
 
 
 def worker_lines(rows: dict[str, list[str]]) -> None:

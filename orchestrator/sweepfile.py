@@ -1,6 +1,7 @@
 """Sweep files: YAML or JSON, checked against a JSON schema whose hyperparameter names and value
 types are generated from `Config` (a new field is a new key, with no edit here), with corpus
 paths kept under the file's folder. `sweeps` turns what is read into a spec."""
+
 from __future__ import annotations
 
 import difflib
@@ -31,44 +32,67 @@ def schema(cls: type = Config) -> dict:
     fs = [(spelling, f) for f in fields(cls) for spelling in {f.name, flag(f.name)}]
 
     def each(make) -> dict:
-        return {"type": "object", "additionalProperties": False,
-                "properties": {name: make(f) for name, f in fs}}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {name: make(f) for name, f in fs},
+        }
+
     pair = {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2, "maxItems": 2}
     distribution = {
-        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-        "properties": {"uniform": pair, "log_uniform": pair, "choice": {"type": "array"}}}
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": False,
+        "properties": {"uniform": pair, "log_uniform": pair, "choice": {"type": "array"}},
+    }
     return {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string"},
             "tags": {"type": "array", "items": {"type": "string"}},
-            "corpus": {"oneOf": [{"type": "string"},
-                                 {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+            "corpus": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                ]
+            },
             "fixed": each(_value),
             "grid": each(lambda f: {"type": "array", "items": _value(f), "minItems": 1}),
             "random": {
-                "type": "object", "additionalProperties": False, "required": ["samples", "space"],
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["samples", "space"],
                 "properties": {
                     "samples": {"type": "integer", "minimum": 1},
                     "seed": {"type": "integer", "minimum": 0},
                     "space": dict(each(lambda f: distribution), minProperties=1),
-                }},
+                },
+            },
             "early_stop": {
-                "type": "object", "additionalProperties": False, "required": ["scheduler"],
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["scheduler"],
                 "properties": {
                     "scheduler": {"enum": list(SCHEDULERS)},
-                    "rungs": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                              "minItems": 1},
+                    "rungs": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1},
+                        "minItems": 1,
+                    },
                     "grace_period": {"type": "integer", "minimum": 1},
                     "reduction_factor": {"type": "number", "exclusiveMinimum": 1},
-                }},
+                },
+            },
             "checkpoint_every": {"type": "integer", "minimum": 1},
         },
     }
 
 
 SCHEMA = schema()
+
+
 def read_file(path: str, corpus_given: bool = False) -> dict:
     """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA. Its corpus paths are
     relative to the file and must stay under the file's folder (unless corpus_given: the
@@ -83,6 +107,7 @@ def read_file(path: str, corpus_given: bool = False) -> dict:
     try:
         if path.lower().endswith((".yaml", ".yml")):
             import yaml
+
             spec = yaml.safe_load(raw)
         else:
             spec = json.loads(raw)
@@ -92,8 +117,9 @@ def read_file(path: str, corpus_given: bool = False) -> dict:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadInput(f"sweep file {path} is not valid YAML: {first}") from None
     if not isinstance(spec, dict):
-        raise BadInput(f"sweep file {path}: expected a mapping at the top, got "
-                       f"{type(spec).__name__}")
+        raise BadInput(
+            f"sweep file {path}: expected a mapping at the top, got {type(spec).__name__}"
+        )
     check_schema(spec, f"sweep file {path}")
     if corpus_given:
         spec.pop("corpus", None)
@@ -111,8 +137,10 @@ def _confined(corpus: str, sweep_file: str) -> str:
     here = os.path.realpath(os.path.dirname(os.path.abspath(sweep_file)))
     real = os.path.realpath(os.path.join(here, corpus))
     if os.path.commonpath([here, real]) != here:
-        raise BadInput(f"sweep file {sweep_file}: corpus {corpus!r} is outside the file's folder "
-                       f"{here}; name it on the command line with --corpus instead")
+        raise BadInput(
+            f"sweep file {sweep_file}: corpus {corpus!r} is outside the file's folder "
+            f"{here}; name it on the command line with --corpus instead"
+        )
     return real
 
 
@@ -120,13 +148,18 @@ def check_schema(spec: dict, where: str) -> None:
     """BadInput for the first thing wrong: an unknown hyperparameter with a hint, else the
     schema's best match."""
     import jsonschema
-    for part in (spec.get("fixed"), spec.get("grid"),
-                 (spec.get("random") or {}).get("space") if isinstance(spec.get("random"), dict)
-                 else None):
+
+    for part in (
+        spec.get("fixed"),
+        spec.get("grid"),
+        (spec.get("random") or {}).get("space") if isinstance(spec.get("random"), dict) else None,
+    ):
         if isinstance(part, dict):
             for k in part:
                 param_name(str(k), where)
-    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
+    err = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec)
+    )
     if err is not None:
         at = ".".join(str(p) for p in err.absolute_path) or "the top level"
         raise BadInput(f"{where}: at {at}: {err.message}")
@@ -138,6 +171,7 @@ def param_name(raw: str, where: str = "") -> str:
     if name not in FIELDS:
         close = difflib.get_close_matches(name, FIELDS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise BadInput(f"{where + ': ' if where else ''}unknown hyperparameter "
-                       f"{raw.strip()!r}{hint}")
+        raise BadInput(
+            f"{where + ': ' if where else ''}unknown hyperparameter {raw.strip()!r}{hint}"
+        )
     return name

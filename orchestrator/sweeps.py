@@ -24,6 +24,7 @@ As in Ray Tune, a random sweep of N samples over a grid of G points runs N x G j
 corpus. Integer parameters draw integers (uniform: inclusive bounds; log_uniform: rounded);
 floats are rounded to 6 significant digits so that tables and labels stay readable.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,7 +57,7 @@ FIELDS_BY_NAME = {f.name: f for f in fields(Config)}
 
 
 def check_tags(tags) -> None:
-    JobSpec.check_user_tags(tags or ())       # the one rule, SpecError (bad input) if broken
+    JobSpec.check_user_tags(tags or ())  # the one rule, SpecError (bad input) if broken
 
 
 def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
@@ -66,19 +67,31 @@ def _assignment(raw: str, option: str) -> tuple[str, list[str]]:
         raise BadInput(f"bad {option} {raw!r}: expected NAME=VALUE[,VALUE...]")
     parts = [v.strip() for v in values.split(",")] if values.strip() else []
     if any(p == "" for p in parts) or not parts:
-        raise BadInput(f"bad {option} {raw!r}: empty range (give at least one value, no empty ones)")
+        raise BadInput(
+            f"bad {option} {raw!r}: empty range (give at least one value, no empty ones)"
+        )
     return param_name(name), parts
 
 
-def from_options(corpora: tuple[str, ...], fixed: dict, grid: tuple[str, ...],
-                 samples: int | None, uniform: tuple[str, ...], log_uniform: tuple[str, ...],
-                 choice: tuple[str, ...], seed: int | None, early_stop: str | None,
-                 rungs: str | None, grace_period: int | None, reduction_factor: float | None,
-                 base: dict | None = None) -> dict:
+def from_options(
+    corpora: tuple[str, ...],
+    fixed: dict,
+    grid: tuple[str, ...],
+    samples: int | None,
+    uniform: tuple[str, ...],
+    log_uniform: tuple[str, ...],
+    choice: tuple[str, ...],
+    seed: int | None,
+    early_stop: str | None,
+    rungs: str | None,
+    grace_period: int | None,
+    reduction_factor: float | None,
+    base: dict | None = None,
+) -> dict:
     """The spec the command-line options describe, laid over a sweep file's (options win for
     fixed values; axes add to the file's; a parameter in two places is an error later). fixed
     holds the typed hyperparameter options (a list for a comma list; None when not given)."""
-    spec = json.loads(json.dumps(base or {}))     # a deep copy
+    spec = json.loads(json.dumps(base or {}))  # a deep copy
     if corpora:
         spec["corpus"] = list(corpora)
     _fixed_options(spec, fixed)
@@ -87,8 +100,9 @@ def from_options(corpora: tuple[str, ...], fixed: dict, grid: tuple[str, ...],
         if name in spec.get("grid", {}):
             raise BadInput(f"--grid {name} is given twice")
         spec.setdefault("grid", {})[name] = values
-    _random_options(spec, samples, seed, {"uniform": uniform, "log_uniform": log_uniform,
-                                          "choice": choice})
+    _random_options(
+        spec, samples, seed, {"uniform": uniform, "log_uniform": log_uniform, "choice": choice}
+    )
     _early_stop_options(spec, early_stop, rungs, grace_period, reduction_factor)
     return spec
 
@@ -97,18 +111,22 @@ def _fixed_options(spec: dict, fixed: dict) -> None:
     for name, value in fixed.items():
         if value is None:
             continue
-        for part in (spec.get("fixed", {}), spec.get("grid", {}),
-                     spec.get("random", {}).get("space", {})):
+        for part in (
+            spec.get("fixed", {}),
+            spec.get("grid", {}),
+            spec.get("random", {}).get("space", {}),
+        ):
             for k in [k for k in part if k.replace("-", "_") == name]:
-                del part[k]                       # the option wins over the file
-        if isinstance(value, list):               # `--hidden-size 64,128` is a grid axis too
+                del part[k]  # the option wins over the file
+        if isinstance(value, list):  # `--hidden-size 64,128` is a grid axis too
             spec.setdefault("grid", {})[name] = value
         else:
             spec.setdefault("fixed", {})[name] = value
 
 
-def _random_options(spec: dict, samples: int | None, seed: int | None,
-                    by_distribution: dict[str, tuple[str, ...]]) -> None:
+def _random_options(
+    spec: dict, samples: int | None, seed: int | None, by_distribution: dict[str, tuple[str, ...]]
+) -> None:
     """--random N, --seed and the --uniform/--log-uniform/--choice space; values stay text
     until `normalize` types them."""
     space = {}
@@ -136,8 +154,13 @@ def _random_options(spec: dict, samples: int | None, seed: int | None,
         spec["random"]["seed"] = seed
 
 
-def _early_stop_options(spec: dict, early_stop: str | None, rungs: str | None,
-                        grace_period: int | None, reduction_factor: float | None) -> None:
+def _early_stop_options(
+    spec: dict,
+    early_stop: str | None,
+    rungs: str | None,
+    grace_period: int | None,
+    reduction_factor: float | None,
+) -> None:
     es = dict(spec.get("early_stop") or {})
     if early_stop is not None:
         es["scheduler"] = early_stop
@@ -148,8 +171,9 @@ def _early_stop_options(spec: dict, early_stop: str | None, rungs: str | None,
         try:
             es["rungs"] = [int(v) for v in rungs.split(",") if v.strip()]
         except ValueError:
-            raise BadInput(f"bad --rungs {rungs!r}: expected iteration counts such as "
-                           f"2000,6000,18000") from None
+            raise BadInput(
+                f"bad --rungs {rungs!r}: expected iteration counts such as 2000,6000,18000"
+            ) from None
     if es:
         if "scheduler" not in es:
             raise BadInput("--rungs, --grace-period and --reduction-factor need --early-stop asha")
@@ -179,28 +203,36 @@ def normalize(spec: dict) -> dict:
     spec = json.loads(json.dumps(spec))
     corpora = spec.get("corpus")
     if not corpora:
-        raise BadInput("a sweep needs a corpus (--corpus PATH, repeatable, or `corpus:` in the file)")
+        raise BadInput(
+            "a sweep needs a corpus (--corpus PATH, repeatable, or `corpus:` in the file)"
+        )
     spec["corpus"] = [corpora] if isinstance(corpora, str) else list(corpora)
     if len(set(spec["corpus"])) != len(spec["corpus"]):
         raise BadInput("the same corpus is given twice")
     for part in ("fixed", "grid"):
         _no_double_spelling(spec.get(part) or {}, part)
     _no_double_spelling((spec.get("random") or {}).get("space") or {}, "random.space")
-    fixed = {param_name(k): _typed(param_name(k), v)
-             for k, v in (spec.get("fixed") or {}).items()}
-    grid = {param_name(k): _distinct(param_name(k), values, "grid")
-            for k, values in (spec.get("grid") or {}).items()}
+    fixed = {param_name(k): _typed(param_name(k), v) for k, v in (spec.get("fixed") or {}).items()}
+    grid = {
+        param_name(k): _distinct(param_name(k), values, "grid")
+        for k, values in (spec.get("grid") or {}).items()
+    }
     space = {}
     if spec.get("random") is not None:
         rnd = spec["random"]
-        space = {param_name(k): _distribution(param_name(k), dist)
-                 for k, dist in rnd["space"].items()}
-        spec["random"] = {"samples": int(rnd["samples"]), "space": space,
-                          "seed": int(rnd["seed"]) if rnd.get("seed") is not None
-                          else secrets.randbits(32)}
-    for a, b, what in ((fixed, grid, "fixed and in the grid"),
-                       (fixed, space, "fixed and in the random space"),
-                       (grid, space, "in the grid and in the random space")):
+        space = {
+            param_name(k): _distribution(param_name(k), dist) for k, dist in rnd["space"].items()
+        }
+        spec["random"] = {
+            "samples": int(rnd["samples"]),
+            "space": space,
+            "seed": int(rnd["seed"]) if rnd.get("seed") is not None else secrets.randbits(32),
+        }
+    for a, b, what in (
+        (fixed, grid, "fixed and in the grid"),
+        (fixed, space, "fixed and in the random space"),
+        (grid, space, "in the grid and in the random space"),
+    ):
         both = sorted(set(a) & set(b))
         if both:
             raise BadInput(f"{', '.join(both)} is both {what}")
@@ -208,8 +240,10 @@ def normalize(spec: dict) -> dict:
     _normalize_early_stop(spec)
     n = n_points(spec)
     if n > MAX_POINTS:
-        raise BadInput(f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
-                       f"narrow the grid or draw fewer samples")
+        raise BadInput(
+            f"this sweep has {n:,} points, above the limit of {MAX_POINTS:,}; "
+            f"narrow the grid or draw fewer samples"
+        )
     return spec
 
 
@@ -222,12 +256,12 @@ def _distinct(name: str, values: list, where: str) -> list:
 
 def _distribution(name: str, dist: dict) -> dict:
     """One parameter's distribution, typed and checked: {kind: values}."""
-    (kind, args), = dist.items()
+    ((kind, args),) = dist.items()
     if kind == "choice":
         return {"choice": _distinct(name, args, "choice")}
     if _numeric(name) is None:
         raise BadInput(f"{kind} {name}: {name} is not numeric; use a choice")
-    lo, hi = (_typed(name, v) for v in args)      # BadInput for "abc", or 1.5 for an int
+    lo, hi = (_typed(name, v) for v in args)  # BadInput for "abc", or 1.5 for an int
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise BadInput(f"{kind} {name}: bounds must be finite, got {args}")
     if lo == hi:
@@ -280,7 +314,7 @@ def draw(space: dict, samples: int, seed: int) -> list[dict]:
     for _ in range(samples):
         point = {}
         for name in sorted(space):
-            (kind, args), = space[name].items()
+            ((kind, args),) = space[name].items()
             if kind == "choice":
                 point[name] = args[int(rng.integers(len(args)))]
                 continue
@@ -289,8 +323,9 @@ def draw(space: dict, samples: int, seed: int) -> list[dict]:
                 if kind == "uniform":
                     point[name] = int(rng.integers(lo, hi + 1))
                 else:
-                    point[name] = int(min(hi, max(lo, round(math.exp(
-                        rng.uniform(math.log(lo), math.log(hi)))))))
+                    point[name] = int(
+                        min(hi, max(lo, round(math.exp(rng.uniform(math.log(lo), math.log(hi))))))
+                    )
             elif kind == "uniform":
                 point[name] = _round(rng.uniform(lo, hi))
             else:
@@ -329,14 +364,19 @@ def plan(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
     es = spec.get("early_stop")
     if es:
         if any(cfg.val_fraction == 0 for _, cfg, _ in points):
-            raise BadInput("--early-stop asha ranks jobs by validation loss: val_fraction must "
-                           "be above 0 for every point")
+            raise BadInput(
+                "--early-stop asha ranks jobs by validation loss: val_fraction must "
+                "be above 0 for every point"
+            )
         longest = max(total for _, _, total in points)
-        rungs = es.get("rungs") or asha.default_rungs(longest, es["reduction_factor"],
-                                                       es.get("grace_period"))
+        rungs = es.get("rungs") or asha.default_rungs(
+            longest, es["reduction_factor"], es.get("grace_period")
+        )
         if not rungs or rungs[0] >= longest:
-            raise BadInput(f"no early-stopping rung below the longest job's {longest} "
-                           f"iterations: lower --grace-period or --rungs")
+            raise BadInput(
+                f"no early-stopping rung below the longest job's {longest} "
+                f"iterations: lower --grace-period or --rungs"
+            )
         es["rungs"] = [int(m) for m in rungs]
     return texts, points
 

@@ -1,6 +1,7 @@
 """What the reading commands show, as plain dicts: the same dict is printed as JSON with --json
 and rendered for people otherwise. Whether an id names a job or a sweep is asked of the store
 once, in `resolve`."""
+
 from __future__ import annotations
 
 from charrnn import checkpoint as ckpt
@@ -16,23 +17,47 @@ def sweep_view(store: JobStore, sw: dict) -> dict:
     """A sweep, its status counts, what varies, and every job's status and parameters."""
     rows = store.jobs(sw["job_ids"])
     names = leaderboard.varying(rows)
-    return {"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
-            "spec": sw["spec"], "counts": leaderboard.counts(rows), "varying": names,
-            "jobs": [dict(jobs.status_view(j), best_val_loss=j["best_val_loss"],
-                          params=leaderboard.params(j, names)) for j in rows]}
+    return {
+        "sweep_id": sw["sweep_id"],
+        "name": sw["name"],
+        "created_at": sw["created_at"],
+        "spec": sw["spec"],
+        "counts": leaderboard.counts(rows),
+        "varying": names,
+        "jobs": [
+            dict(
+                jobs.status_view(j),
+                best_val_loss=j["best_val_loss"],
+                params=leaderboard.params(j, names),
+            )
+            for j in rows
+        ],
+    }
 
 
-RESULT_FIELDS = ("name", "tags", "sweep_id", "spec", "best_val_loss", "restarts", "rollbacks",
-                 "learning_rate")
+RESULT_FIELDS = (
+    "name",
+    "tags",
+    "sweep_id",
+    "spec",
+    "best_val_loss",
+    "restarts",
+    "rollbacks",
+    "learning_rate",
+)
 
 
 def results_view(store: JobStore, job: dict) -> dict:
     """Everything about a job: status, spec, final metrics, loss history, samples, events."""
     job_id = job["job_id"]
-    return {**jobs.status_view(job), **{k: job[k] for k in RESULT_FIELDS},
-            "spec": job["spec"].to_dict(),
-            "history": store.history(job_id), "samples": store.samples(job_id),
-            "events": store.events(job_id)}
+    return {
+        **jobs.status_view(job),
+        **{k: job[k] for k in RESULT_FIELDS},
+        "spec": job["spec"].to_dict(),
+        "history": store.history(job_id),
+        "samples": store.samples(job_id),
+        "events": store.events(job_id),
+    }
 
 
 def list_view(rows: list[dict]) -> list[dict]:
@@ -41,9 +66,16 @@ def list_view(rows: list[dict]) -> list[dict]:
 
 def sweeps_view(store: JobStore, limit: int) -> list[dict]:
     """Sweeps, newest first, with how many of their jobs are in each status."""
-    return [{"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
-             "jobs": sw["n_jobs"], "counts": leaderboard.counts(store.jobs(sw["job_ids"]))}
-            for sw in store.list_sweeps(limit)]
+    return [
+        {
+            "sweep_id": sw["sweep_id"],
+            "name": sw["name"],
+            "created_at": sw["created_at"],
+            "jobs": sw["n_jobs"],
+            "counts": leaderboard.counts(store.jobs(sw["job_ids"])),
+        }
+        for sw in store.list_sweeps(limit)
+    ]
 
 
 def samples(store: JobStore, job_id: str, last: bool, required: bool) -> list[dict]:

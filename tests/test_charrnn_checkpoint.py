@@ -3,6 +3,7 @@ CharRNNError), never another exception: truncated, random bytes, tampered arrays
 arrays, wrong version, re-signed files with bad shapes, dtypes, values or metadata, the wrong
 corpus on resume. A non-finite loss stops training with DivergedError and no NaN is ever written.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,15 @@ from charrnn import (
 from textgen import pseudo_english  # noqa: E402
 
 TEXT = pseudo_english(400, seed=2)
-CFG = Config(hidden_size=8, num_layers=2, seq_length=10, iterations=30, eval_every=0,
-             sample_every=0, dropout=0.1)
+CFG = Config(
+    hidden_size=8,
+    num_layers=2,
+    seq_length=10,
+    iterations=30,
+    eval_every=0,
+    sample_every=0,
+    dropout=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +59,14 @@ def build(meta, arrays, resign=True, meta_bytes=None) -> bytes:
     meta = dict(meta)
     if resign:
         meta.pop("sha256", None)
-        meta["sha256"] = checkpoint._digest(meta, *(arrays[k] for k in
-                                                    checkpoint.ARRAYS.get(meta.get("version"), checkpoint.ARRAYS[2])
-                                                    if k in arrays))
+        meta["sha256"] = checkpoint._digest(
+            meta,
+            *(
+                arrays[k]
+                for k in checkpoint.ARRAYS.get(meta.get("version"), checkpoint.ARRAYS[2])
+                if k in arrays
+            ),
+        )
     raw = meta_bytes if meta_bytes is not None else json.dumps(meta).encode()
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(raw, dtype=np.uint8), **arrays)
@@ -77,7 +90,7 @@ def test_round_trip(good, tmp_path):
     assert ck.iteration == 12
     assert ck.config == CFG
     assert ck.vocab.chars == "".join(sorted(set(TEXT)))
-    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left behind
     meta, arrays = parts(good)
     assert meta["format"] == checkpoint.FORMAT and meta["version"] == checkpoint.VERSION
     assert set(arrays) == {"theta", "opt", "h", "c"}
@@ -97,7 +110,7 @@ def test_save_is_atomic_and_replaces(tmp_path):
 
 def test_missing_and_unreadable_files(tmp_path):
     assert_checkpoint_error(str(tmp_path / "nope.npz"), "not found")
-    assert_checkpoint_error(str(tmp_path))                       # a directory
+    assert_checkpoint_error(str(tmp_path))  # a directory
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
     assert_checkpoint_error(str(empty))
@@ -125,7 +138,7 @@ def test_other_npz_and_text_files():
     assert_checkpoint_error(buf.getvalue(), "not a charrnn checkpoint")
     assert_checkpoint_error(b"hello, I am a text file\n")
     buf = io.BytesIO()
-    np.save(buf, np.arange(10.0))                                 # .npy, not .npz
+    np.save(buf, np.arange(10.0))  # .npy, not .npz
     assert_checkpoint_error(buf.getvalue())
 
 
@@ -154,9 +167,14 @@ def test_tampered_metadata(good):
 def test_pickled_object_array(good):
     meta, arrays = parts(good)
     buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-             theta=np.array([{"evil": 1}, None], dtype=object), opt=arrays["opt"], h=arrays["h"],
-             c=arrays["c"])
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        theta=np.array([{"evil": 1}, None], dtype=object),
+        opt=arrays["opt"],
+        h=arrays["h"],
+        c=arrays["c"],
+    )
     assert_checkpoint_error(buf.getvalue(), "pickle")
     buf = io.BytesIO()
     np.savez(buf, meta=np.array([meta], dtype=object), **arrays)
@@ -206,8 +224,7 @@ def _int_theta(a):
     a["theta"] = a["theta"].astype(np.int64)
 
 
-@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _c_shape, _nan, _inf,
-                                    _int_theta])
+@pytest.mark.parametrize("tamper", [_shape, _dtype, _h_shape, _c_shape, _nan, _inf, _int_theta])
 def test_resigned_bad_arrays(good, tamper):
     meta, arrays = parts(good)
     tamper(arrays)
@@ -252,8 +269,9 @@ def test_metadata_not_a_json_object(good, raw):
     assert_checkpoint_error(build(meta, arrays, resign=False, meta_bytes=raw))
 
 
-@pytest.mark.parametrize("rng", [{}, {"train": {}, "sample": {}}, {"train": 3, "sample": None},
-                                 "nonsense"])
+@pytest.mark.parametrize(
+    "rng", [{}, {"train": {}, "sample": {}}, {"train": 3, "sample": None}, "nonsense"]
+)
 def test_resigned_bad_rng_state_is_a_checkpoint_error(good, rng):
     """A file whose checksum is valid but whose generator state is garbage must fail with a
     CheckpointError when loaded or resumed, not with a KeyError/TypeError from NumPy."""
@@ -275,9 +293,17 @@ def test_wrong_corpus_on_resume(good):
     assert len(other) == len(TEXT) and set(other) <= set(TEXT) | {"o"}
 
 
-@pytest.mark.parametrize("change", [dict(hidden_size=9), dict(num_layers=1), dict(seq_length=11),
-                                    dict(dtype="float32"), dict(dropout=0.2),
-                                    dict(val_fraction=0.2)])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(hidden_size=9),
+        dict(num_layers=1),
+        dict(seq_length=11),
+        dict(dtype="float32"),
+        dict(dropout=0.2),
+        dict(val_fraction=0.2),
+    ],
+)
 def test_resume_with_incompatible_config(good, change):
     ck = checkpoint.load(good)
     with pytest.raises(CheckpointError):
@@ -294,7 +320,7 @@ def test_resume_past_the_end(good):
 def test_nan_weights_raise_diverged_before_any_update(tmp_path):
     t = Trainer(CFG, TEXT)
     t.run(until=5)
-    t.model.p["by"][2] = np.nan                  # as if something had gone badly wrong
+    t.model.p["by"][2] = np.nan  # as if something had gone badly wrong
     theta, mem, it = t.model.theta.copy(), t.mem.copy(), t.iteration
     with pytest.raises(DivergedError, match="diverged"):
         t.step()
@@ -303,7 +329,7 @@ def test_nan_weights_raise_diverged_before_any_update(tmp_path):
     path = tmp_path / "nan.npz"
     with pytest.raises(CheckpointError):
         checkpoint.save(t, str(path))
-    assert list(tmp_path.iterdir()) == []        # nothing written, not even a temporary file
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -316,11 +342,11 @@ def test_huge_learning_rate_diverges_and_never_writes_nan(tmp_path, dtype, lr):
             checkpoint.save(t, str(path))
 
     t = Trainer(CFG.replace(learning_rate=lr, dtype=dtype, iterations=200, dropout=0.0), TEXT)
-    with pytest.raises(CharRNNError) as e:        # DivergedError, or the refusal to save NaN
+    with pytest.raises(CharRNNError) as e:  # DivergedError, or the refusal to save NaN
         t.run(SaveEvery(), checkpoint_every=1)
     assert isinstance(e.value, (DivergedError, CheckpointError))
     if path.exists():
-        ck = checkpoint.load(str(path))           # whatever was written is finite and loads
+        ck = checkpoint.load(str(path))  # whatever was written is finite and loads
         assert np.isfinite(ck.theta).all() and np.isfinite(ck.mem).all()
     assert [p.name for p in tmp_path.iterdir()] in ([], ["d.npz"])
 
@@ -350,8 +376,8 @@ def test_zip_bomb_is_refused_before_decompressing(good):
         z.writestr("meta.npy", _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8)))
         for k in ("opt", "h", "c"):
             z.writestr(f"{k}.npy", _npy(arrays[k]))
-        with z.open("theta.npy", "w", force_zip64=True) as f:    # 64 MB of zeros, ~64 KB zipped
-            f.write(_npy(np.zeros(0)))                             # a header, then 64 MB
+        with z.open("theta.npy", "w", force_zip64=True) as f:  # 64 MB of zeros, ~64 KB zipped
+            f.write(_npy(np.zeros(0)))  # a header, then 64 MB
             zeros = bytes(1 << 20)
             for _ in range(64):
                 f.write(zeros)
@@ -366,47 +392,76 @@ def _npy(a: np.ndarray) -> bytes:
     return b.getvalue()
 
 
-@pytest.mark.parametrize("cell,optimizer,B", [("gru", "adam", 3), ("lstm", "rmsprop", 2),
-                                              ("lstm", "adam", 1)])
+@pytest.mark.parametrize(
+    "cell,optimizer,B", [("gru", "adam", 3), ("lstm", "rmsprop", 2), ("lstm", "adam", 1)]
+)
 def test_round_trip_of_every_cell(cell, optimizer, B):
     cfg = CFG.replace(cell=cell, optimizer=optimizer, batch_size=B)
     t = Trainer(cfg, TEXT)
     t.run(until=7)
     ck = checkpoint.load(checkpoint.to_bytes(t))
-    assert ck.config == cfg and ck.opt.shape == (2 if optimizer == "adam" else 1, t.model.theta.size)
+    assert ck.config == cfg and ck.opt.shape == (
+        2 if optimizer == "adam" else 1,
+        t.model.theta.size,
+    )
     assert ck.state_h.shape == (2, B, 8) and ck.h.shape == (2, 8)
     assert ck.state_c.shape == ((2 if cell == "lstm" else 0), B, 8)
     assert np.array_equal(ck.state_h, t.model.state())
     assert len(ck.sample(length=20, seed=2, prime="The")) == 23
 
 
-NON_RESUMABLE = dict(hidden_size=9, num_layers=1, seq_length=11, dtype="float32", dropout=0.2,
-                     val_fraction=0.2, seed=3, cell="gru", batch_size=2, optimizer="adam",
-                     beta1=0.8, beta2=0.99, rmsprop_decay=0.9)
+NON_RESUMABLE = dict(
+    hidden_size=9,
+    num_layers=1,
+    seq_length=11,
+    dtype="float32",
+    dropout=0.2,
+    val_fraction=0.2,
+    seed=3,
+    cell="gru",
+    batch_size=2,
+    optimizer="adam",
+    beta1=0.8,
+    beta2=0.99,
+    rmsprop_decay=0.9,
+)
 
 
 @pytest.mark.parametrize("field", sorted(NON_RESUMABLE))
 def test_resume_refuses_every_changed_non_resumable_field(good, field):
     from charrnn.config import RESUMABLE
+
     assert field not in RESUMABLE
     ck = checkpoint.load(good)
     with pytest.raises(CheckpointError) as e:
         ck.trainer(TEXT, ck.config.replace(**{field: NON_RESUMABLE[field]}))
     flag = field.replace("_", "-")
-    assert str(e.value) == (f"cannot resume with a different {flag}: the checkpoint has "
-                            f"{getattr(ck.config, field)!r}")
+    assert str(e.value) == (
+        f"cannot resume with a different {flag}: the checkpoint has {getattr(ck.config, field)!r}"
+    )
 
 
 def test_every_field_is_either_resumable_or_refused():
     from charrnn.config import FIELDS, RESUMABLE
+
     assert set(FIELDS) == set(RESUMABLE) | set(NON_RESUMABLE)
 
 
 def test_resume_applies_every_changed_resumable_field(good):
     ck = checkpoint.load(good)
-    new = ck.config.replace(learning_rate=0.07, iterations=50, grad_clip=2.0, clip_norm=3.0,
-                            lr_schedule="cosine", warmup=1, eval_every=7, sample_every=5,
-                            sample_length=9, temperature=0.5, val_max_chars=0)
+    new = ck.config.replace(
+        learning_rate=0.07,
+        iterations=50,
+        grad_clip=2.0,
+        clip_norm=3.0,
+        lr_schedule="cosine",
+        warmup=1,
+        eval_every=7,
+        sample_every=5,
+        sample_length=9,
+        temperature=0.5,
+        val_max_chars=0,
+    )
     t = ck.trainer(TEXT, new)
     assert t.config == new and t.total_iterations == 50
     assert t.learning_rate == pytest.approx(0.07 * t.schedule(12))
@@ -414,15 +469,18 @@ def test_resume_applies_every_changed_resumable_field(good):
     assert np.abs(t.model.grad).max() <= 2.0 and np.linalg.norm(t.model.grad) <= 3.0 + 1e-9
 
 
-@pytest.mark.parametrize("change,error,needle", [
-    (dict(cell="transformer"), ConfigError, "cell"),
-    (dict(optimizer="sgd"), ConfigError, "optimizer"),
-    (dict(batch_size=0), ConfigError, "batch-size"),
-    (dict(lr_schedule="step"), ConfigError, "lr-schedule"),
-    (dict(clip_norm=-1.0), ConfigError, "clip-norm"),
-    (dict(warmup=30), ConfigError, "warmup"),
-    (dict(batch_size=4000), CorpusError, "batch-size"),
-])
+@pytest.mark.parametrize(
+    "change,error,needle",
+    [
+        (dict(cell="transformer"), ConfigError, "cell"),
+        (dict(optimizer="sgd"), ConfigError, "optimizer"),
+        (dict(batch_size=0), ConfigError, "batch-size"),
+        (dict(lr_schedule="step"), ConfigError, "lr-schedule"),
+        (dict(clip_norm=-1.0), ConfigError, "clip-norm"),
+        (dict(warmup=30), ConfigError, "warmup"),
+        (dict(batch_size=4000), CorpusError, "batch-size"),
+    ],
+)
 def test_bad_input(change, error, needle):
     with pytest.raises(error) as e:
         Trainer(CFG.replace(**change), TEXT)
@@ -444,11 +502,16 @@ def test_torch_state_dict_has_pytorchs_names_and_shapes(cell, G):
     V, H = t.vocab.size, 8
     expected = {"out.weight": (V, H), "out.bias": (V,)}
     for l in range(2):
-        expected.update({f"rnn.weight_ih_l{l}": (G * H, V if l == 0 else H),
-                         f"rnn.weight_hh_l{l}": (G * H, H), f"rnn.bias_ih_l{l}": (G * H,),
-                         f"rnn.bias_hh_l{l}": (G * H,)})
+        expected.update(
+            {
+                f"rnn.weight_ih_l{l}": (G * H, V if l == 0 else H),
+                f"rnn.weight_hh_l{l}": (G * H, H),
+                f"rnn.bias_ih_l{l}": (G * H,),
+                f"rnn.bias_hh_l{l}": (G * H,),
+            }
+        )
     assert {k: v.shape for k, v in sd.items()} == expected
     assert sum(v.size for v in sd.values()) == t.model.theta.size + (2 * 8 if cell == "rnn" else 0)
     assert np.array_equal(sd["rnn.weight_ih_l0"][:, 3], t.model.p["Wxh0"][:, 3])
-    if cell == "lstm":                     # the forget gate's bias block: rows H..2H
-        assert np.all(sd["rnn.bias_ih_l1"][H:2 * H] != 0)
+    if cell == "lstm":  # the forget gate's bias block: rows H..2H
+        assert np.all(sd["rnn.bias_ih_l1"][H : 2 * H] != 0)

@@ -1,6 +1,7 @@
 """footprint() against what a trainer really allocates: the parameter count exactly, the memory
 within 2x (the job system refuses jobs on it), for every cell, one and several streams, each
 optimizer, dropout, float32 and float64."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,28 +22,53 @@ def allocated(t: Trainer) -> int:
     return total
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(),
-    dict(cell="gru", batch_size=8, optimizer="adam", seq_length=32),
-    dict(cell="lstm", batch_size=16, optimizer="rmsprop", dropout=0.3, dtype="float32"),
-    dict(cell="lstm", hidden_size=64, num_layers=3, batch_size=4, seq_length=64),
-    dict(cell="rnn", hidden_size=100, num_layers=1, batch_size=32, seq_length=50,
-         optimizer="adam", dropout=0.2),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(),
+        dict(cell="gru", batch_size=8, optimizer="adam", seq_length=32),
+        dict(cell="lstm", batch_size=16, optimizer="rmsprop", dropout=0.3, dtype="float32"),
+        dict(cell="lstm", hidden_size=64, num_layers=3, batch_size=4, seq_length=64),
+        dict(
+            cell="rnn",
+            hidden_size=100,
+            num_layers=1,
+            batch_size=32,
+            seq_length=50,
+            optimizer="adam",
+            dropout=0.2,
+        ),
+    ],
+)
 def test_footprint_within_2x_of_what_is_allocated(cfg):
-    cfg = Config(**{"hidden_size": 32, "num_layers": 2, "seq_length": 25, "iterations": 2,
-                    "eval_every": 0, "sample_every": 0, "val_max_chars": 0, **cfg})
+    cfg = Config(
+        **{
+            "hidden_size": 32,
+            "num_layers": 2,
+            "seq_length": 25,
+            "iterations": 2,
+            "eval_every": 0,
+            "sample_every": 0,
+            "val_max_chars": 0,
+            **cfg,
+        }
+    )
     t = Trainer(cfg, TEXT)
-    t.run()                                     # evaluates at the end: the evaluators exist
-    assert len(t._evaluators) == 2              # a full block and the last, shorter one
+    t.run()  # evaluates at the end: the evaluators exist
+    assert len(t._evaluators) == 2  # a full block and the last, shorter one
     fp = footprint(cfg, t.vocab.size, 0)
-    assert fp.parameters == param_count(t.vocab.size, cfg.hidden_size, cfg.num_layers,
-                                        cfg.cell) == t.model.theta.size
+    assert (
+        fp.parameters
+        == param_count(t.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.cell)
+        == t.model.theta.size
+    )
     real = allocated(t)
     assert real / 2 <= fp.memory_bytes <= 2 * real, (fp.memory_bytes, real)
     raw = checkpoint.to_bytes(t)
-    assert len(raw) / 2 <= fp.checkpoint_bytes <= 2 * len(raw) + 128 * 1024, (fp.checkpoint_bytes,
-                                                                               len(raw))
+    assert len(raw) / 2 <= fp.checkpoint_bytes <= 2 * len(raw) + 128 * 1024, (
+        fp.checkpoint_bytes,
+        len(raw),
+    )
 
 
 def test_footprint_grows_with_the_corpus():

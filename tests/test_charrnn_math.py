@@ -7,6 +7,7 @@ textbook (torch.optim) formulas, the schedule, the clips.
 
 Every corpus is generated in code; nothing here reads /work/shared.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def make_model(V, H, L, T, dropout, seed, cell="rnn", B=1):
     inputs = rng.integers(0, V, (T, B))
     targets = rng.integers(0, V, (T, B))
     if dropout > 0:
-        m.draw_masks(rng)                                         # fixed from here on
+        m.draw_masks(rng)  # fixed from here on
     return m, inputs, targets
 
 
@@ -62,7 +63,7 @@ def test_gradient_matches_central_differences(cell, L, dropout, B):
     analytic = m.grad.copy()
     numeric = np.zeros_like(analytic)
     eps = 1e-5
-    for i in range(m.theta.size):                                 # every parameter
+    for i in range(m.theta.size):  # every parameter
         old = m.theta[i]
         m.theta[i] = old + eps
         restore(m, s0)
@@ -75,8 +76,10 @@ def test_gradient_matches_central_differences(cell, L, dropout, B):
     # relative error of each parameter block, |a - n| / (|a| + |n|) in the 2-norm: per element
     # it would divide rounding noise (~1e-10 here) by gradients that happen to be ~1e-6
     a, n = views(analytic, V, H, L, cell), views(numeric, V, H, L, cell)
-    rel = {k: float(np.linalg.norm(a[k] - n[k]) / (np.linalg.norm(a[k]) + np.linalg.norm(n[k])))
-           for k in a}
+    rel = {
+        k: float(np.linalg.norm(a[k] - n[k]) / (np.linalg.norm(a[k]) + np.linalg.norm(n[k])))
+        for k in a
+    }
     assert max(rel.values()) <= 1e-6, rel
     assert np.abs(analytic - numeric).max() <= 1e-8
     # and the check is not vacuous: every parameter block has sizeable gradients
@@ -149,8 +152,8 @@ def test_streams_are_independent(cell):
     one = Model(V, H, L, T, np.float64, cell=cell, B=1, theta=m.theta)
     for b in range(B):
         one.set_state(h0[:, b], c0[:, b] if cell == "lstm" else None)
-        losses.append(one.forward(inputs[:, b:b + 1], targets[:, b:b + 1]))
-        one.backward(inputs[:, b:b + 1], targets[:, b:b + 1])
+        losses.append(one.forward(inputs[:, b : b + 1], targets[:, b : b + 1]))
+        one.backward(inputs[:, b : b + 1], targets[:, b : b + 1])
         grads += one.grad
         np.testing.assert_allclose(one.hs[L - 1][T, 0], m.hs[L - 1][T, b], rtol=0, atol=1e-13)
     assert loss == pytest.approx(np.mean(losses), rel=1e-13)
@@ -185,14 +188,24 @@ def test_float32_close_to_float64():
 def test_trainer_steps_match_baseline(L, H, T, lr):
     # lr kept moderate: at lr 0.3 a 3-layer net is chaotic enough that 1e-16 rounding
     # differences grow to 1e-9 within 50 steps, which says nothing about correctness
-    text = pseudo_english(60, seed=L)          # short: the data pointer wraps within the steps
-    cfg = Config(hidden_size=H, num_layers=L, seq_length=T, learning_rate=lr, grad_clip=1.0,
-                 val_fraction=0.1, iterations=1000, eval_every=0, sample_every=0)
+    text = pseudo_english(60, seed=L)  # short: the data pointer wraps within the steps
+    cfg = Config(
+        hidden_size=H,
+        num_layers=L,
+        seq_length=T,
+        learning_rate=lr,
+        grad_clip=1.0,
+        val_fraction=0.1,
+        iterations=1000,
+        eval_every=0,
+        sample_every=0,
+    )
     tr = Trainer(cfg, text)
     V = tr.vocab.size
-    base = oracle.BaselineTrainer({k: v.copy() for k, v in tr.model.p.items()}, tr.train_ids,
-                                  T, lr, grad_clip=1.0)
-    n_steps = (len(tr.train_ids) - 1) // T + 5      # past one wrap of the corpus
+    base = oracle.BaselineTrainer(
+        {k: v.copy() for k, v in tr.model.p.items()}, tr.train_ids, T, lr, grad_clip=1.0
+    )
+    n_steps = (len(tr.train_ids) - 1) // T + 5  # past one wrap of the corpus
     clipped = False
     for _ in range(n_steps):
         loss = tr.step()
@@ -212,8 +225,9 @@ def test_trainer_steps_match_baseline(L, H, T, lr):
 def test_smooth_loss_is_per_char_starts_at_uniform_and_is_an_ema():
     """Per character (changed from per window), so it reads against the validation loss."""
     text = pseudo_english(200)
-    cfg = Config(hidden_size=8, num_layers=1, seq_length=10, iterations=5, eval_every=0,
-                 sample_every=0)
+    cfg = Config(
+        hidden_size=8, num_layers=1, seq_length=10, iterations=5, eval_every=0, sample_every=0
+    )
     tr = Trainer(cfg, text)
     s = -math.log(1.0 / tr.vocab.size)
     assert tr.smooth_loss == pytest.approx(s)
@@ -236,9 +250,12 @@ def test_init_is_deterministic_and_scaled():
 def test_the_library_imports_neither_celery_nor_redis():
     import subprocess
     import sys
-    code = ("import sys, charrnn, charrnn.cli, charrnn.checkpoint, charrnn.oracle; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'redis', 'kombu')); "
-            "assert not bad, bad")
+
+    code = (
+        "import sys, charrnn, charrnn.cli, charrnn.checkpoint, charrnn.oracle; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'redis', 'kombu')); "
+        "assert not bad, bad"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
 
@@ -258,16 +275,26 @@ def reference_updates(opt, grads, lr, b1=0.9, b2=0.999, alpha=0.99, eps=1e-8):
         else:
             s1 = b1 * s1 + (1 - b1) * g
             s2 = b2 * s2 + (1 - b2) * g * g
-            p -= lr * (s1 / (1 - b1 ** t)) / (np.sqrt(s2 / (1 - b2 ** t)) + eps)
+            p -= lr * (s1 / (1 - b1**t)) / (np.sqrt(s2 / (1 - b2**t)) + eps)
     return p
 
 
 @pytest.mark.parametrize("opt", ["adagrad", "rmsprop", "adam"])
 def test_optimizer_updates_match_their_formulas(opt):
     text = pseudo_english(300)
-    cfg = Config(hidden_size=6, num_layers=1, seq_length=8, iterations=10, eval_every=0,
-                 sample_every=0, optimizer=opt, learning_rate=0.01, beta1=0.8, beta2=0.99,
-                 rmsprop_decay=0.9)
+    cfg = Config(
+        hidden_size=6,
+        num_layers=1,
+        seq_length=8,
+        iterations=10,
+        eval_every=0,
+        sample_every=0,
+        optimizer=opt,
+        learning_rate=0.01,
+        beta1=0.8,
+        beta2=0.99,
+        rmsprop_decay=0.9,
+    )
     tr = Trainer(cfg, text)
     rng = np.random.default_rng(0)
     grads = [rng.standard_normal(tr.model.theta.size) for _ in range(5)]
@@ -282,13 +309,22 @@ def test_optimizer_updates_match_their_formulas(opt):
 
 def test_cosine_schedule_with_warmup():
     text = pseudo_english(300)
-    cfg = Config(hidden_size=6, num_layers=1, seq_length=8, iterations=110, eval_every=0,
-                 sample_every=0, learning_rate=0.5, lr_schedule="cosine", warmup=10)
+    cfg = Config(
+        hidden_size=6,
+        num_layers=1,
+        seq_length=8,
+        iterations=110,
+        eval_every=0,
+        sample_every=0,
+        learning_rate=0.5,
+        lr_schedule="cosine",
+        warmup=10,
+    )
     tr = Trainer(cfg, text)
     f = [tr.schedule(i) for i in range(110)]
     assert f[0] == pytest.approx(1 / 11) and f[9] == pytest.approx(10 / 11)
     assert f[10] == pytest.approx(1.0)
-    assert f[60] == pytest.approx(0.1 + 0.9 * 0.5)                  # halfway down
+    assert f[60] == pytest.approx(0.1 + 0.9 * 0.5)  # halfway down
     assert all(a >= b for a, b in zip(f[10:-1], f[11:], strict=True)) and f[109] > 0.1
     assert tr.learning_rate == pytest.approx(0.5 / 11)
     tr.iteration = 60
@@ -296,15 +332,23 @@ def test_cosine_schedule_with_warmup():
     assert tr.halve_learning_rate() == pytest.approx(0.5 * 0.55 / 2)
     assert tr.rollback_scale == 0.5
     with pytest.raises(AttributeError):
-        tr.learning_rate = 1.0                                       # read-only
+        tr.learning_rate = 1.0  # read-only
     const = Trainer(cfg.replace(lr_schedule="constant", warmup=0), text)
     assert [const.schedule(i) for i in (0, 50, 109)] == [1.0, 1.0, 1.0]
 
 
 def test_clip_norm_bounds_the_global_norm():
     text = pseudo_english(300)
-    cfg = Config(hidden_size=6, num_layers=1, seq_length=8, iterations=10, eval_every=0,
-                 sample_every=0, clip_norm=0.01, grad_clip=1.0)
+    cfg = Config(
+        hidden_size=6,
+        num_layers=1,
+        seq_length=8,
+        iterations=10,
+        eval_every=0,
+        sample_every=0,
+        clip_norm=0.01,
+        grad_clip=1.0,
+    )
     tr = Trainer(cfg, text)
     tr.step()
     g = tr.model.grad
@@ -315,9 +359,19 @@ def test_clip_norm_bounds_the_global_norm():
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_learns(cell):
     text = pseudo_english(3000, seed=1)
-    cfg = Config(hidden_size=32, num_layers=1, seq_length=16, iterations=150, eval_every=0,
-                 sample_every=0, val_max_chars=0, cell=cell, batch_size=4, optimizer="adam",
-                 learning_rate=0.01)
+    cfg = Config(
+        hidden_size=32,
+        num_layers=1,
+        seq_length=16,
+        iterations=150,
+        eval_every=0,
+        sample_every=0,
+        val_max_chars=0,
+        cell=cell,
+        batch_size=4,
+        optimizer="adam",
+        learning_rate=0.01,
+    )
     t = Trainer(cfg, text)
     v0 = t.evaluate()
     t.run()
@@ -331,12 +385,25 @@ def test_the_step_allocates_nothing_that_grows_with_the_model(cell):
     allocates is NumPy's iterator buffers for broadcasting operations, at most 8192 elements
     per operand whatever the sizes, and Python's small objects; never an array of the window."""
     import tracemalloc
+
     text = pseudo_english(4000, seed=2)
     peaks = []
-    for H, T, B in ((64, 32, 4), (128, 64, 8)):             # windows of 64 KB and 512 KB
-        cfg = Config(hidden_size=H, num_layers=2, seq_length=T, batch_size=B, cell=cell,
-                     optimizer="adam", clip_norm=1.0, dropout=0.2, lr_schedule="cosine",
-                     warmup=2, iterations=100, eval_every=0, sample_every=0)
+    for H, T, B in ((64, 32, 4), (128, 64, 8)):  # windows of 64 KB and 512 KB
+        cfg = Config(
+            hidden_size=H,
+            num_layers=2,
+            seq_length=T,
+            batch_size=B,
+            cell=cell,
+            optimizer="adam",
+            clip_norm=1.0,
+            dropout=0.2,
+            lr_schedule="cosine",
+            warmup=2,
+            iterations=100,
+            eval_every=0,
+            sample_every=0,
+        )
         t = Trainer(cfg, text)
         t.step()
         tracemalloc.start()
@@ -358,12 +425,20 @@ def test_evaluation_scores_every_held_out_character(cell, cap):
     block shorter than EVAL_CHUNK included, from a zero state carried through: the same as one
     forward pass over the whole held-out text."""
     text = pseudo_english(1200, seed=6)
-    cfg = Config(hidden_size=12, num_layers=2, seq_length=10, iterations=5, eval_every=0,
-                 sample_every=0, val_max_chars=cap, cell=cell)
+    cfg = Config(
+        hidden_size=12,
+        num_layers=2,
+        seq_length=10,
+        iterations=5,
+        eval_every=0,
+        sample_every=0,
+        val_max_chars=cap,
+        cell=cell,
+    )
     t = Trainer(cfg, text)
     t.run()
     n = len(t.val_ids) - 1 if cap == 0 else min(cap, len(t.val_ids) - 1)
     assert n % 256 != 0 and n > 256
     whole = Model(t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell)
-    expected = whole.forward(t.val_ids[:n, None], t.val_ids[1:n + 1, None]) / n
+    expected = whole.forward(t.val_ids[:n, None], t.val_ids[1 : n + 1, None]) / n
     assert t.evaluate() == pytest.approx(expected, rel=1e-12)

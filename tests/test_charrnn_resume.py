@@ -4,6 +4,7 @@ parameters and the Adagrad memories), with and without dropout and samples; samp
 not change the weights; the same seed gives the same bits in two processes; the vocabulary does
 not depend on PYTHONHASHSEED. Also: the loss falls on a small text.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,28 @@ with open(out + ".json", "w") as f:
 """
 
 
-def run_child(tmp_path, mode, cfg: Config, corpus, ckpt="ckpt.npz", out="out.npz", *extra,
-              env=None):
+def run_child(
+    tmp_path, mode, cfg: Config, corpus, ckpt="ckpt.npz", out="out.npz", *extra, env=None
+):
     out = str(tmp_path / out)
-    r = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(cfg.to_dict()), str(corpus),
-                        str(tmp_path / ckpt), out, *map(str, extra)],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                       env={**os.environ, **(env or {})})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            mode,
+            json.dumps(cfg.to_dict()),
+            str(corpus),
+            str(tmp_path / ckpt),
+            out,
+            *map(str, extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
     assert r.returncode == 0, r.stderr
     with np.load(out) as z:
         arrays = {k: z[k] for k in z.files}
@@ -70,8 +86,17 @@ def corpus(tmp_path_factory):
     return p
 
 
-BASE = dict(hidden_size=16, num_layers=2, seq_length=10, iterations=120, eval_every=25,
-            sample_every=0, sample_length=15, learning_rate=0.05, seed=11)
+BASE = dict(
+    hidden_size=16,
+    num_layers=2,
+    seq_length=10,
+    iterations=120,
+    eval_every=25,
+    sample_every=0,
+    sample_length=15,
+    learning_rate=0.05,
+    seed=11,
+)
 
 
 @pytest.mark.parametrize("dropout,sample_every", [(0.0, 0), (0.0, 7), (0.3, 0), (0.3, 7)])
@@ -116,14 +141,18 @@ def test_samples_on_or_off_give_identical_weights(corpus):
     for dropout in (0.0, 0.25):
         thetas = []
         for sample_every in (0, 1, 13):
-            t = Trainer(Config(**{**BASE, "dropout": dropout, "sample_every": sample_every,
-                                  "iterations": 60}), text)
+            t = Trainer(
+                Config(
+                    **{**BASE, "dropout": dropout, "sample_every": sample_every, "iterations": 60}
+                ),
+                text,
+            )
             t.run()
             thetas.append((t.model.theta.copy(), t.mem.copy()))
         for theta, mem in thetas[1:]:
             assert np.array_equal(theta, thetas[0][0]) and np.array_equal(mem, thetas[0][1])
         results.append(thetas[0][0])
-    assert not np.array_equal(results[0], results[1])       # dropout did something
+    assert not np.array_equal(results[0], results[1])  # dropout did something
 
 
 def test_same_seed_same_bits_across_processes(tmp_path, corpus):
@@ -146,8 +175,9 @@ def test_vocabulary_independent_of_hash_seed(tmp_path, corpus):
     cfg = Config(**{**BASE, "iterations": 3, "eval_every": 0})
     vocabs, thetas = set(), set()
     for seed in ("0", "1", "12345", "random"):
-        arrays, info = run_child(tmp_path, "full", cfg, corpus, "x.npz", f"v{seed}.npz",
-                                 env={"PYTHONHASHSEED": seed})
+        arrays, info = run_child(
+            tmp_path, "full", cfg, corpus, "x.npz", f"v{seed}.npz", env={"PYTHONHASHSEED": seed}
+        )
         vocabs.add(info["vocab"])
         thetas.add(arrays["theta"].tobytes())
     assert len(vocabs) == 1 and len(thetas) == 1
@@ -189,7 +219,7 @@ def test_hooks_stop_and_checkpoint_every(corpus):
     seen = []
 
     class H(Hooks):
-        progress_seconds = 1e9               # should_stop is then asked only after checkpoints
+        progress_seconds = 1e9  # should_stop is then asked only after checkpoints
 
         def on_checkpoint(self, t):
             seen.append(t.iteration)
@@ -204,9 +234,16 @@ def test_hooks_stop_and_checkpoint_every(corpus):
 
 # --- learning ------------------------------------------------------------------------------------
 def test_loss_falls_on_a_small_text():
-    text = pseudo_english(6000, seed=1)                 # ~30 KB of pseudo-English
-    cfg = Config(hidden_size=48, num_layers=2, seq_length=25, iterations=400, eval_every=0,
-                 sample_every=0, val_max_chars=3000)
+    text = pseudo_english(6000, seed=1)  # ~30 KB of pseudo-English
+    cfg = Config(
+        hidden_size=48,
+        num_layers=2,
+        seq_length=25,
+        iterations=400,
+        eval_every=0,
+        sample_every=0,
+        val_max_chars=3000,
+    )
     t = Trainer(cfg, text)
     v0 = t.evaluate()
     assert v0 == pytest.approx(np.log(t.vocab.size), rel=0.25)
@@ -214,10 +251,10 @@ def test_loss_falls_on_a_small_text():
     losses = [t.step() for _ in range(cfg.iterations)]
     v1 = t.evaluate()
     first, last = np.mean(losses[:20]) / 25, np.mean(losses[-50:]) / 25
-    assert last < first - 0.8, (first, last)          # nats/char per window
+    assert last < first - 0.8, (first, last)  # nats/char per window
     assert v1 < v0 - 0.8, (v0, v1)
     assert v1 < 2.6, v1
-    assert t.smooth_loss < s0 - 0.12                    # the EMA (nats/char) moves clearly too
+    assert t.smooth_loss < s0 - 0.12  # the EMA (nats/char) moves clearly too
     st = t.stats()
     assert st["val_loss"] == v1 and st["val_bits_per_char"] == pytest.approx(v1 / np.log(2))
     assert st["chars"] == 400 * 25
@@ -226,14 +263,22 @@ def test_loss_falls_on_a_small_text():
 def test_loss_falls_on_real_text():
     """Real English prose that every machine has: the builtin corpus (stdlib docstrings)."""
     from charrnn import read_corpus
+
     text = read_corpus("builtin:python-docs")[:120_000]
-    cfg = Config(hidden_size=64, num_layers=2, seq_length=25, iterations=1500, eval_every=0,
-                 sample_every=0, val_max_chars=5000)
+    cfg = Config(
+        hidden_size=64,
+        num_layers=2,
+        seq_length=25,
+        iterations=1500,
+        eval_every=0,
+        sample_every=0,
+        val_max_chars=5000,
+    )
     t = Trainer(cfg, text)
     v0 = t.evaluate()
     t.run()
     v1 = t.evaluate()
-    assert v0 > 4.0 and v1 < v0 - 1.2 and v1 < 3.3, (v0, v1)   # from ~ln(V) to ~2.9 nats/char
+    assert v0 > 4.0 and v1 < v0 - 1.2 and v1 < 3.3, (v0, v1)  # from ~ln(V) to ~2.9 nats/char
 
 
 # --- every cell, optimizer, schedule and streams: resume in a fresh process is exact -------------
@@ -259,9 +304,23 @@ with open(out + ".json", "w") as f:
 
 def run_opt_child(tmp_path, mode, cfg, corpus, out, *extra):
     out = str(tmp_path / out)
-    r = subprocess.run([sys.executable, "-c", CHILD_OPT, mode, json.dumps(cfg.to_dict()),
-                        str(corpus), str(tmp_path / "ckpt.npz"), out, *map(str, extra)],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD_OPT,
+            mode,
+            json.dumps(cfg.to_dict()),
+            str(corpus),
+            str(tmp_path / "ckpt.npz"),
+            out,
+            *map(str, extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     with np.load(out) as z:
         arrays = {k: z[k] for k in z.files}
@@ -270,16 +329,34 @@ def run_opt_child(tmp_path, mode, cfg, corpus, out, *extra):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("optimizer,schedule,warmup,k", [
-    ("adagrad", "constant", 0, 23),
-    ("rmsprop", "cosine", 10, 23),           # stopped after the warm-up, mid-cosine
-    ("adam", "cosine", 30, 17),              # stopped mid-warm-up
-])
-def test_every_cell_and_optimizer_resumes_exactly(tmp_path, corpus, cell, optimizer, schedule,
-                                                  warmup, k):
-    cfg = Config(hidden_size=8, num_layers=2, seq_length=7, iterations=60, eval_every=20,
-                 sample_every=0, learning_rate=0.01, seed=4, cell=cell, optimizer=optimizer,
-                 lr_schedule=schedule, warmup=warmup, batch_size=3, dropout=0.1, clip_norm=1.0)
+@pytest.mark.parametrize(
+    "optimizer,schedule,warmup,k",
+    [
+        ("adagrad", "constant", 0, 23),
+        ("rmsprop", "cosine", 10, 23),  # stopped after the warm-up, mid-cosine
+        ("adam", "cosine", 30, 17),  # stopped mid-warm-up
+    ],
+)
+def test_every_cell_and_optimizer_resumes_exactly(
+    tmp_path, corpus, cell, optimizer, schedule, warmup, k
+):
+    cfg = Config(
+        hidden_size=8,
+        num_layers=2,
+        seq_length=7,
+        iterations=60,
+        eval_every=20,
+        sample_every=0,
+        learning_rate=0.01,
+        seed=4,
+        cell=cell,
+        optimizer=optimizer,
+        lr_schedule=schedule,
+        warmup=warmup,
+        batch_size=3,
+        dropout=0.1,
+        clip_norm=1.0,
+    )
     full, fi = run_opt_child(tmp_path, "full", cfg, corpus, "full.npz")
     _, pi = run_opt_child(tmp_path, "part", cfg, corpus, "part.npz", k)
     assert pi["iteration"] == k
@@ -293,25 +370,34 @@ def test_every_cell_and_optimizer_resumes_exactly(tmp_path, corpus, cell, optimi
 
 def test_streams_cover_the_text_and_wrap_together(corpus):
     text = corpus.read_text(encoding="utf-8")
-    cfg = Config(hidden_size=8, num_layers=1, seq_length=10, batch_size=4, iterations=1000,
-                 eval_every=0, sample_every=0)
+    cfg = Config(
+        hidden_size=8,
+        num_layers=1,
+        seq_length=10,
+        batch_size=4,
+        iterations=1000,
+        eval_every=0,
+        sample_every=0,
+    )
     t = Trainer(cfg, text)
     S = len(t.train_ids) // 4
     assert t.segment == S and list(t.pointers) == [0, S, 2 * S, 3 * S]
     t.step()
     # stream b read segment b's first window
     for b in range(4):
-        assert np.array_equal(t.inputs[:, b], t.train_ids[b * S:b * S + 10])
+        assert np.array_equal(t.inputs[:, b], t.train_ids[b * S : b * S + 10])
     assert t.stats()["chars"] == 40
     per_epoch = (S - 1) // 10
-    assert Trainer.iterations_for(cfg.replace(iterations=None, epochs=1.0), len(t.train_ids)) \
+    assert (
+        Trainer.iterations_for(cfg.replace(iterations=None, epochs=1.0), len(t.train_ids))
         == per_epoch
+    )
     while t.iteration < per_epoch:
         t.step()
     assert t.pointer == per_epoch * 10
-    t.model.hs[0][0] = 1.0                   # a carried state, which the wrap must reset
+    t.model.hs[0][0] = 1.0  # a carried state, which the wrap must reset
     t.step()
-    assert t.pointer == 10 and np.array_equal(t.inputs[:, 1], t.train_ids[S:S + 10])
+    assert t.pointer == 10 and np.array_equal(t.inputs[:, 1], t.train_ids[S : S + 10])
 
 
 # --- version-1 checkpoints ------------------------------------------------------------------------
@@ -320,25 +406,62 @@ def v1_checkpoint(t: Trainer, lr_used: float) -> bytes:
     its arrays and metadata, written out here since that writer is gone."""
     import hashlib
     import io
-    cfg = {k: v for k, v in t.config.to_dict().items()
-           if k in ("hidden_size", "num_layers", "seq_length", "learning_rate", "iterations",
-                    "epochs", "dropout", "grad_clip", "seed", "val_fraction", "val_max_chars",
-                    "eval_every", "sample_every", "sample_length", "temperature", "dtype")}
+
+    cfg = {
+        k: v
+        for k, v in t.config.to_dict().items()
+        if k
+        in (
+            "hidden_size",
+            "num_layers",
+            "seq_length",
+            "learning_rate",
+            "iterations",
+            "epochs",
+            "dropout",
+            "grad_clip",
+            "seed",
+            "val_fraction",
+            "val_max_chars",
+            "eval_every",
+            "sample_every",
+            "sample_length",
+            "temperature",
+            "dtype",
+        )
+    }
     theta, mem, h = t.model.theta, t.mem, t.model.state()[:, 0]
-    meta = {"format": "charrnn-checkpoint", "version": 1, "config": cfg,
-            "vocab": t.vocab.chars, "corpus_sha256": t.corpus_sha256,
-            "iteration": t.iteration, "pointer": t.pointer, "total_iterations": t.total_iterations,
-            "smooth_loss": t.smooth_loss * t.config.seq_length, "learning_rate": lr_used,
-            "last_char": t.last_char, "val_loss": t.val_loss, "best_val_loss": t.best_val_loss,
-            "rng": {"train": t.train_rng.bit_generator.state,
-                    "sample": t.sample_rng.bit_generator.state}}
+    meta = {
+        "format": "charrnn-checkpoint",
+        "version": 1,
+        "config": cfg,
+        "vocab": t.vocab.chars,
+        "corpus_sha256": t.corpus_sha256,
+        "iteration": t.iteration,
+        "pointer": t.pointer,
+        "total_iterations": t.total_iterations,
+        "smooth_loss": t.smooth_loss * t.config.seq_length,
+        "learning_rate": lr_used,
+        "last_char": t.last_char,
+        "val_loss": t.val_loss,
+        "best_val_loss": t.best_val_loss,
+        "rng": {
+            "train": t.train_rng.bit_generator.state,
+            "sample": t.sample_rng.bit_generator.state,
+        },
+    }
     d = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for a in (theta, mem, h):
         d.update(np.ascontiguousarray(a).tobytes())
     meta["sha256"] = d.hexdigest()
     buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), theta=theta,
-             mem=mem, h=h)
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        theta=theta,
+        mem=mem,
+        h=h,
+    )
     return buf.getvalue()
 
 
@@ -354,7 +477,8 @@ def test_version_1_checkpoint_loads_samples_and_resumes(corpus, dropout):
     assert ck.meta["version"] == 1 and ck.iteration == 20
     assert ck.h.shape == (2, 16) and ck.mem.shape == a.mem.shape
     assert ck.sample(length=30, seed=1) == checkpoint.load(checkpoint.to_bytes(a)).sample(
-        length=30, seed=1)
+        length=30, seed=1
+    )
     b = ck.trainer(text)
     assert b.smooth_loss == pytest.approx(a.smooth_loss) and b.learning_rate == a.learning_rate
     b.run()
@@ -369,7 +493,8 @@ def test_version_1_halved_rate_becomes_the_rollback_scale(corpus):
     b = checkpoint.load(v1_checkpoint(a, cfg.learning_rate / 4)).trainer(text)
     assert b.rollback_scale == 0.25 and b.learning_rate == cfg.learning_rate / 4
     c = checkpoint.load(v1_checkpoint(a, cfg.learning_rate / 4)).trainer(
-        text, cfg.replace(learning_rate=0.1))
+        text, cfg.replace(learning_rate=0.1)
+    )
     assert c.learning_rate == pytest.approx(0.1 / 4)
 
 

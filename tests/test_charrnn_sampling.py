@@ -2,6 +2,7 @@
 characters is a PrimeError naming them; top_k, argmax, temperature and option validation;
 sampling continues from the checkpoint's state without a prime.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,18 @@ TEXT = pseudo_english(2000, seed=4)
 
 @pytest.fixture(scope="module")
 def ck():
-    t = Trainer(Config(hidden_size=32, num_layers=2, seq_length=20, iterations=150,
-                       learning_rate=0.05, eval_every=0, sample_every=0), TEXT)
+    t = Trainer(
+        Config(
+            hidden_size=32,
+            num_layers=2,
+            seq_length=20,
+            iterations=150,
+            learning_rate=0.05,
+            eval_every=0,
+            sample_every=0,
+        ),
+        TEXT,
+    )
     t.run()
     return checkpoint.load(checkpoint.to_bytes(t))
 
@@ -27,7 +38,9 @@ def test_same_seed_same_text(ck):
     a = ck.sample(length=300, seed=5)
     assert a == ck.sample(length=300, seed=5)
     assert len(a) == 300 and set(a) <= set(ck.vocab.chars)
-    assert ck.sample(length=300, seed=5, prime="The ") == ck.sample(length=300, seed=5, prime="The ")
+    assert ck.sample(length=300, seed=5, prime="The ") == ck.sample(
+        length=300, seed=5, prime="The "
+    )
 
 
 def test_different_seed_different_text(ck):
@@ -38,13 +51,17 @@ def test_different_seed_different_text(ck):
 def test_prime_is_prefix_and_changes_the_continuation(ck):
     out = ck.sample(length=50, seed=1, prime="The king")
     assert out.startswith("The king") and len(out) == len("The king") + 50
-    assert ck.sample(length=50, seed=1, prime="The queen")[len("The queen"):] != out[len("The king"):]
+    assert (
+        ck.sample(length=50, seed=1, prime="The queen")[len("The queen") :]
+        != out[len("The king") :]
+    )
 
 
 def test_without_prime_continues_from_checkpoint_state(ck):
     # the stored hidden state matters: zeroing it changes the text for the same seed
-    zeroed = sample_from(ck.theta, ck.config, ck.vocab, np.zeros_like(ck.h), None, 200,
-                         rng=np.random.default_rng(3))
+    zeroed = sample_from(
+        ck.theta, ck.config, ck.vocab, np.zeros_like(ck.h), None, 200, rng=np.random.default_rng(3)
+    )
     assert zeroed != ck.sample(length=200, seed=3)
     assert np.abs(ck.h).max() > 0
 
@@ -90,18 +107,31 @@ def test_top_k_restricts_choices(ck):
 def test_temperature_changes_diversity(ck):
     cold = ck.sample(length=2000, temperature=0.3, seed=0)
     hot = ck.sample(length=2000, temperature=3.0, seed=0)
+
     def entropy(s):
         _, c = np.unique(list(s), return_counts=True)
         p = c / c.sum()
         return -(p * np.log(p)).sum()
+
     assert entropy(cold) < entropy(hot)
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=-1.0),
-                                dict(temperature=float("nan")), dict(temperature=float("inf")),
-                                dict(temperature="1"), dict(top_k=0), dict(top_k=-2),
-                                dict(top_k=1.5), dict(length=-1), dict(length=2.0),
-                                dict(length=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=0),
+        dict(temperature=-1.0),
+        dict(temperature=float("nan")),
+        dict(temperature=float("inf")),
+        dict(temperature="1"),
+        dict(top_k=0),
+        dict(top_k=-2),
+        dict(top_k=1.5),
+        dict(length=-1),
+        dict(length=2.0),
+        dict(length=True),
+    ],
+)
 def test_bad_options(ck, kw):
     with pytest.raises(ConfigError):
         ck.sample(**{"length": 10, **kw})
@@ -113,11 +143,18 @@ def test_zero_length(ck):
 
 
 def test_training_samples_do_not_touch_the_training_stream():
-    cfg = Config(hidden_size=16, num_layers=2, seq_length=10, iterations=20, dropout=0.3,
-                 eval_every=0, sample_every=0)
+    cfg = Config(
+        hidden_size=16,
+        num_layers=2,
+        seq_length=10,
+        iterations=20,
+        dropout=0.3,
+        eval_every=0,
+        sample_every=0,
+    )
     t = Trainer(cfg, TEXT)
     state = t.train_rng.bit_generator.state
     s1 = t.sample_during_training()
     assert t.train_rng.bit_generator.state == state
     assert len(s1) == cfg.sample_length
-    assert t.sample_during_training() != s1          # the sample stream advances
+    assert t.sample_during_training() != s1  # the sample stream advances

@@ -1,5 +1,6 @@
 """The command line's edge, pure: URL checks and masking, plain text, ages, and the one error
 mapping. (The same behaviours end to end, with Redis and workers: test_cli_system.py.)"""
+
 import pytest
 
 from charrnn.errors import CorpusError
@@ -8,22 +9,31 @@ from orchestrator.jobs import BadInput
 from worker.errors import NoCheckpoint, NoSuchJob, Unreachable
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://:p/w#x?y@host:6379/0", "redis://***@host:6379/0"),
-    ("redis://user:p@ss@host/1", "redis://***@host/1"),
-    ("rediss://:secret@h:1/0", "rediss://***@h:1/0"),
-    ("redis://host:6379/0", "redis://host:6379/0"),
-    ("unix://:pw@/run/redis.sock", "unix://***@/run/redis.sock"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:p/w#x?y@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://user:p@ss@host/1", "redis://***@host/1"),
+        ("rediss://:secret@h:1/0", "rediss://***@h:1/0"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("unix://:pw@/run/redis.sock", "unix://***@/run/redis.sock"),
+    ],
+)
 def test_redact_masks_everything_between_the_slashes_and_the_last_at(url, shown):
     assert edge.redact(url) == shown
 
 
-@pytest.mark.parametrize("url, word", [
-    ("http://localhost", "expected redis://"), ("localhost:6379", "expected redis://"),
-    ("redis://:a/b@h:1/0", "percent-encode"), ("redis://:a#b@h:1/0", "percent-encode"),
-    ("redis://:a?b@h:1/0", "percent-encode"), ("redis://h:port/0", "expected redis://"),
-])
+@pytest.mark.parametrize(
+    "url, word",
+    [
+        ("http://localhost", "expected redis://"),
+        ("localhost:6379", "expected redis://"),
+        ("redis://:a/b@h:1/0", "percent-encode"),
+        ("redis://:a#b@h:1/0", "percent-encode"),
+        ("redis://:a?b@h:1/0", "percent-encode"),
+        ("redis://h:port/0", "expected redis://"),
+    ],
+)
 def test_malformed_urls_are_bad_input_without_the_password(url, word):
     with pytest.raises(BadInput, match=word) as e:
         edge.check_url(url)
@@ -42,8 +52,10 @@ def test_plain_text_keeps_words_drops_controls():
     assert render.plain("x\n\ty\x1b", multiline=True) == "x\n\ty"
 
 
-@pytest.mark.parametrize("raw, seconds", [("90s", 90), ("30m", 1800), ("12h", 43200),
-                                          ("7D", 604800), ("2w", 1209600), ("0.5h", 1800)])
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [("90s", 90), ("30m", 1800), ("12h", 43200), ("7D", 604800), ("2w", 1209600), ("0.5h", 1800)],
+)
 def test_ages_with_units(raw, seconds):
     assert control.parse_age(raw) == seconds
 
@@ -54,9 +66,18 @@ def test_ages_without_a_unit_or_not_positive_are_refused(raw):
         control.parse_age(raw)
 
 
-@pytest.mark.parametrize("error, code", [
-    (NoSuchJob("x"), 3), (BadInput("x"), 2), (CorpusError("x"), 2), (NoCheckpoint("x"), 5),
-    (Unreachable("x"), 4), (edge.NoStack("x"), 4), (KeyError("x"), None)])
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (NoSuchJob("x"), 3),
+        (BadInput("x"), 2),
+        (CorpusError("x"), 2),
+        (NoCheckpoint("x"), 5),
+        (Unreachable("x"), 4),
+        (edge.NoStack("x"), 4),
+        (KeyError("x"), None),
+    ],
+)
 def test_one_mapping_from_domain_errors_to_exit_codes(error, code):
     f = edge.failure(error, "redis://:pw@h:1/0")
     assert (f and f.exit_code) == code

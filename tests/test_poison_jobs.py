@@ -7,6 +7,7 @@ Celery workers: sizes are bounded, the memory a job needs is checked at submit a
 worker, an allocation that still fails fails the job (not the worker), and a job whose worker
 process dies under it again and again fails with a reason after CHARRNN_MAX_ATTEMPTS deliveries.
 """
+
 import json
 import os
 import resource
@@ -23,19 +24,21 @@ from conftest import REPO, Worker, job_field, run_cli, submit, wait_for, wait_st
 
 pytestmark = pytest.mark.integration
 
-HUGE = {"hidden_size": 4096, "num_layers": 8}    # within each bound, ~8.6 GiB in all
+HUGE = {"hidden_size": 4096, "num_layers": 8}  # within each bound, ~8.6 GiB in all
 
 
 def one_error_line(p: subprocess.CompletedProcess) -> str:
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in p.stderr, \
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in p.stderr, (
         p.stderr
+    )
     return lines[0]
 
 
 def test_a_size_past_its_bound_is_refused_at_submit(r, redis_server, corpus_file):
-    p = run_cli("submit", "--corpus", str(corpus_file), "--hidden-size", "100000",
-                url=redis_server.url())
+    p = run_cli(
+        "submit", "--corpus", str(corpus_file), "--hidden-size", "100000", url=redis_server.url()
+    )
     assert p.returncode == 2
     assert "hidden-size must be <= 8192, got 100000" in one_error_line(p)
     assert r.zcard(keys.jobs_by_time()) == 0
@@ -51,8 +54,15 @@ def test_a_job_too_large_for_the_pool_is_refused_at_submit(r, redis_server, corp
     assert "CHARRNN_MAX_JOB_BYTES" in line
     # the limit is the operator's: lowered, a small job is refused too; raised, HUGE's
     # checkpoint limit is the next to say no
-    p = run_cli("submit", "--corpus", str(corpus_file), "--hidden-size", "64",
-                url=redis_server.url(), env={"CHARRNN_MAX_JOB_BYTES": "100000"})
+    p = run_cli(
+        "submit",
+        "--corpus",
+        str(corpus_file),
+        "--hidden-size",
+        "64",
+        url=redis_server.url(),
+        env={"CHARRNN_MAX_JOB_BYTES": "100000"},
+    )
     assert p.returncode == 2 and "limit of 0.1 MiB" in one_error_line(p)
     p = run_cli(*args, url=redis_server.url(), env={"CHARRNN_MAX_JOB_BYTES": str(1 << 40)})
     assert p.returncode == 2 and "CHARRNN_MAX_CHECKPOINT_BYTES" in one_error_line(p)
@@ -71,8 +81,9 @@ cfg = Config.from_dict({hyper!r})
 job_id, _ = jobs.submit(store, {url!r}, "corpus.txt", {text!r}, cfg, 10**6, 1000, None, ())
 print(job_id)
 """
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
 
@@ -114,11 +125,31 @@ class LimitedWorker(Worker):
         cap = self.address_space
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "prefork",
-                 "--concurrency", "1", "-n", f"{self.name}@%h", "--loglevel", "INFO",
-                 "--without-mingle", "--without-gossip"],
-                stdout=log, stderr=log, env=self.env, cwd=REPO, start_new_session=True,
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker",
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "1",
+                    "-n",
+                    f"{self.name}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+            )
         if wait:
             self.wait_ready()
         return self
@@ -130,19 +161,22 @@ def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path
     job succeeds."""
     server, _ = stack
     env = {"CHARRNN_MAX_JOB_BYTES": str(1 << 40), "CHARRNN_MAX_CHECKPOINT_BYTES": str(1 << 40)}
-    ws = [LimitedWorker(server.url(), name, str(tmp_path), address_space=2 << 30, **env)
-          for name in ("a", "b")]
+    ws = [
+        LimitedWorker(server.url(), name, str(tmp_path), address_space=2 << 30, **env)
+        for name in ("a", "b")
+    ]
     try:
         for w in ws:
             w.start(wait=False)
         for w in ws:
             w.wait_ready()
         r = server.client()
-        job = enqueue_bypassing_the_cli(server.url(), corpus_file.read_text(),
-                                        {"hidden_size": 4096, "num_layers": 4})
+        job = enqueue_bypassing_the_cli(
+            server.url(), corpus_file.read_text(), {"hidden_size": 4096, "num_layers": 4}
+        )
         assert wait_status(r, job, timeout=60) == "failed"
         assert "out of memory on worker" in job_field(r, job, "error")
-        time.sleep(1.0)     # a worker that was going to exit on it has done so by now
+        time.sleep(1.0)  # a worker that was going to exit on it has done so by now
         assert_alive_and_serving(r, server.url(), corpus_file, ws)
         for w in ws:
             assert b"Unrecoverable error" not in open(w.log, "rb").read()
@@ -158,12 +192,25 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_f
     server, worker = stack
     w = worker("a", CHARRNN_MAX_ATTEMPTS="2", CHARRNN_VISIBILITY_TIMEOUT="3").start()
     r = server.client()
-    job = submit(server.url(), corpus_file, "--checkpoint-every", "1000000",
-                 iterations=1000000, hidden_size=32, eval_every=0, sample_every=0)
+    job = submit(
+        server.url(),
+        corpus_file,
+        "--checkpoint-every",
+        "1000000",
+        iterations=1000000,
+        hidden_size=32,
+        eval_every=0,
+        sample_every=0,
+    )
     for attempt in (1, 2):
-        wait_for(lambda attempt=attempt: job_field(r, job, "status") == "running"
-                 and int(job_field(r, job, "attempts") or 0) == attempt,
-                 timeout=60, what=f"delivery {attempt} running")
+        wait_for(
+            lambda attempt=attempt: (
+                job_field(r, job, "status") == "running"
+                and int(job_field(r, job, "attempts") or 0) == attempt
+            ),
+            timeout=60,
+            what=f"delivery {attempt} running",
+        )
         time.sleep(0.3)
         for child in w.children():
             os.kill(child, signal.SIGKILL)
@@ -182,8 +229,16 @@ def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
     server, worker = stack
     w = worker("a", CHARRNN_MAX_ATTEMPTS="1", CHARRNN_VISIBILITY_TIMEOUT="3").start()
     r = server.client()
-    job = submit(server.url(), corpus_file, "--checkpoint-every", "200",
-                 iterations=3000, hidden_size=16, eval_every=0, sample_every=0)
+    job = submit(
+        server.url(),
+        corpus_file,
+        "--checkpoint-every",
+        "200",
+        iterations=3000,
+        hidden_size=16,
+        eval_every=0,
+        sample_every=0,
+    )
     wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=60, what="a checkpoint")
     assert job_field(r, job, "attempts") == "0"
     for child in w.children():

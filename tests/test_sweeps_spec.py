@@ -1,5 +1,6 @@
 """Sweep specs, ASHA's pure rules, the leaderboard and the plot: pure functions only (no Redis,
 no Celery)."""
+
 import itertools
 import json
 import math
@@ -21,9 +22,20 @@ WORDS = "alpha beta gamma delta rnn train worker redis job the of and lease toke
 
 def opts(**kw):
     """sweeps.from_options with every option unset unless given."""
-    args = dict(corpora=("a.txt",), fixed={}, grid=(), samples=None, uniform=(), log_uniform=(),
-                choice=(), seed=None, early_stop=None, rungs=None, grace_period=None,
-                reduction_factor=None)
+    args = dict(
+        corpora=("a.txt",),
+        fixed={},
+        grid=(),
+        samples=None,
+        uniform=(),
+        log_uniform=(),
+        choice=(),
+        seed=None,
+        early_stop=None,
+        rungs=None,
+        grace_period=None,
+        reduction_factor=None,
+    )
     args.update(kw)
     return sweeps.from_options(**args)
 
@@ -35,10 +47,12 @@ def points(**kw):
 def test_grid_expands_every_combination_once_typed():
     pts = points(grid=("hidden-size=64,128", "learning_rate=1,0.03"))
     hypers = [h for _, h in pts]
-    assert hypers == [{"hidden_size": 64, "learning_rate": 1.0},
-                      {"hidden_size": 64, "learning_rate": 0.03},
-                      {"hidden_size": 128, "learning_rate": 1.0},
-                      {"hidden_size": 128, "learning_rate": 0.03}]
+    assert hypers == [
+        {"hidden_size": 64, "learning_rate": 1.0},
+        {"hidden_size": 64, "learning_rate": 0.03},
+        {"hidden_size": 128, "learning_rate": 1.0},
+        {"hidden_size": 128, "learning_rate": 0.03},
+    ]
     assert all(type(h["hidden_size"]) is int and type(h["learning_rate"]) is float for h in hypers)
 
 
@@ -48,8 +62,10 @@ def test_comma_list_in_fixed_option_is_a_grid_axis_and_fixed_values_are_everywhe
     spec = sweeps.normalize(opts(fixed=fixed))
     assert spec["grid"] == {"hidden_size": [16, 32]}
     assert spec["fixed"] == {"iterations": 500}
-    assert [h for _, h in sweeps.expand(spec)] == [{"iterations": 500, "hidden_size": 16},
-                                                  {"iterations": 500, "hidden_size": 32}]
+    assert [h for _, h in sweeps.expand(spec)] == [
+        {"iterations": 500, "hidden_size": 16},
+        {"iterations": 500, "hidden_size": 32},
+    ]
 
 
 def test_several_corpora_multiply_points_corpus_major():
@@ -60,8 +76,11 @@ def test_several_corpora_multiply_points_corpus_major():
     assert sweeps.n_points(spec) == 6
 
 
-SPACE = dict(uniform=("hidden_size=16,18", "dropout=0,0.5"),
-             log_uniform=("learning_rate=0.001,0.1",), choice=("num_layers=1,2,3",))
+SPACE = dict(
+    uniform=("hidden_size=16,18", "dropout=0,0.5"),
+    log_uniform=("learning_rate=0.001,0.1",),
+    choice=("num_layers=1,2,3",),
+)
 
 
 def test_same_seed_same_points_other_seed_other_points():
@@ -74,7 +93,7 @@ def test_samples_times_grid_points_each_sample_crossed_with_the_grid():
     pts = points(samples=4, seed=1, grid=("seq_length=10,20,30",), **SPACE)
     assert len(pts) == 12
     for i in range(4):
-        block = [h for _, h in pts[3 * i:3 * i + 3]]
+        block = [h for _, h in pts[3 * i : 3 * i + 3]]
         assert [h["seq_length"] for h in block] == [10, 20, 30]
         rest = [{k: v for k, v in h.items() if k != "seq_length"} for h in block]
         assert rest[0] == rest[1] == rest[2]
@@ -83,7 +102,7 @@ def test_samples_times_grid_points_each_sample_crossed_with_the_grid():
 def test_drawn_values_are_typed_bounded_and_rounded():
     hypers = [h for _, h in points(samples=60, seed=3, **SPACE)]
     ints = {h["hidden_size"] for h in hypers}
-    assert all(type(v) is int for v in ints) and ints == {16, 17, 18}     # inclusive bounds
+    assert all(type(v) is int for v in ints) and ints == {16, 17, 18}  # inclusive bounds
     for h in hypers:
         lr, dropout = h["learning_rate"], h["dropout"]
         assert type(lr) is float and 0.001 <= lr <= 0.1 and lr == float(f"{lr:.6g}")
@@ -97,53 +116,71 @@ def test_drawn_values_are_typed_bounded_and_rounded():
 def test_seed_is_recorded_when_not_given_and_reproduces_the_points():
     spec = sweeps.normalize(opts(samples=4, **SPACE))
     assert type(spec["random"]["seed"]) is int
-    again = sweeps.normalize(json.loads(json.dumps(spec)))         # as stored, then read back
+    again = sweeps.normalize(json.loads(json.dumps(spec)))  # as stored, then read back
     assert again["random"]["seed"] == spec["random"]["seed"]
     assert sweeps.expand(again) == sweeps.expand(spec)
 
 
 def test_option_order_does_not_matter():
-    a = points(samples=6, seed=11, uniform=("dropout=0,0.5", "grad_clip=1,10"),
-               choice=("num_layers=1,2",))
-    b = points(samples=6, seed=11, choice=("num_layers=1,2",),
-               uniform=("grad_clip=1,10", "dropout=0,0.5"))
-    space = {"num_layers": {"choice": [1, 2]}, "grad_clip": {"uniform": [1, 10]},
-             "dropout": {"uniform": [0, 0.5]}}
-    c = sweeps.expand(sweeps.normalize({"corpus": "a.txt", "random": {"samples": 6, "seed": 11,
-                                                                      "space": space}}))
+    a = points(
+        samples=6, seed=11, uniform=("dropout=0,0.5", "grad_clip=1,10"), choice=("num_layers=1,2",)
+    )
+    b = points(
+        samples=6, seed=11, choice=("num_layers=1,2",), uniform=("grad_clip=1,10", "dropout=0,0.5")
+    )
+    space = {
+        "num_layers": {"choice": [1, 2]},
+        "grad_clip": {"uniform": [1, 10]},
+        "dropout": {"uniform": [0, 0.5]},
+    }
+    c = sweeps.expand(
+        sweeps.normalize({"corpus": "a.txt", "random": {"samples": 6, "seed": 11, "space": space}})
+    )
     assert a == b == c
 
 
-@pytest.mark.parametrize("match, kw", [
-    (r"unknown hyperparameter 'hiden_size' \(did you mean hidden_size\?\)",
-     dict(grid=("hiden_size=1,2",))),
-    ("empty range", dict(grid=("hidden_size=",))),
-    ("empty range", dict(grid=("hidden_size=16,,32",))),
-    ("above high", dict(samples=2, uniform=("dropout=0.5,0.1",))),
-    ("empty range", dict(samples=2, uniform=("dropout=0.2,0.2",))),
-    ("positive", dict(samples=2, log_uniform=("learning_rate=0,0.1",))),
-    ("positive", dict(samples=2, log_uniform=("learning_rate=-1,0.1",))),
-    ("not numeric", dict(samples=2, uniform=("dtype=1,2",))),
-    ("both fixed and in the grid", dict(fixed={"hidden_size": "64"}, grid=("hidden_size=16,32",))),
-    ("both fixed and in the random", dict(fixed={"dropout": "0.1"}, samples=2,
-                                          choice=("dropout=0,0.5",))),
-    ("both in the grid and in the random", dict(grid=("dropout=0,0.1",), samples=2,
-                                                choice=("dropout=0,0.5",))),
-    ("repeats a value", dict(grid=("hidden_size=64,064",))),
-    ("repeats a value", dict(grid=("learning_rate=0.1,0.10",))),
-    ("--seed", dict(seed=3)),
-    ("--random N too", dict(uniform=("dropout=0,0.5",))),
-    ("draws from a space", dict(samples=3)),
-    ("distinct and increasing", dict(early_stop="asha", rungs="300,200")),
-    ("distinct and increasing", dict(early_stop="asha", rungs="200,200")),
-    ("not both", dict(early_stop="asha", rungs="100,200", grace_period=100)),
-    ("need --early-stop asha", dict(rungs="100,200")),
-    ("need --early-stop asha", dict(grace_period=100)),
-    ("above the limit", dict(samples=sweeps.MAX_POINTS + 1, choice=("num_layers=1,2",))),
-    ("not an integer", dict(fixed={"hidden_size": "1.5"})),
-    ("not an integer", dict(grid=("num_layers=1,2.5",))),
-    ("not an integer", dict(samples=2, uniform=("hidden_size=16,64.5",))),
-])
+@pytest.mark.parametrize(
+    "match, kw",
+    [
+        (
+            r"unknown hyperparameter 'hiden_size' \(did you mean hidden_size\?\)",
+            dict(grid=("hiden_size=1,2",)),
+        ),
+        ("empty range", dict(grid=("hidden_size=",))),
+        ("empty range", dict(grid=("hidden_size=16,,32",))),
+        ("above high", dict(samples=2, uniform=("dropout=0.5,0.1",))),
+        ("empty range", dict(samples=2, uniform=("dropout=0.2,0.2",))),
+        ("positive", dict(samples=2, log_uniform=("learning_rate=0,0.1",))),
+        ("positive", dict(samples=2, log_uniform=("learning_rate=-1,0.1",))),
+        ("not numeric", dict(samples=2, uniform=("dtype=1,2",))),
+        (
+            "both fixed and in the grid",
+            dict(fixed={"hidden_size": "64"}, grid=("hidden_size=16,32",)),
+        ),
+        (
+            "both fixed and in the random",
+            dict(fixed={"dropout": "0.1"}, samples=2, choice=("dropout=0,0.5",)),
+        ),
+        (
+            "both in the grid and in the random",
+            dict(grid=("dropout=0,0.1",), samples=2, choice=("dropout=0,0.5",)),
+        ),
+        ("repeats a value", dict(grid=("hidden_size=64,064",))),
+        ("repeats a value", dict(grid=("learning_rate=0.1,0.10",))),
+        ("--seed", dict(seed=3)),
+        ("--random N too", dict(uniform=("dropout=0,0.5",))),
+        ("draws from a space", dict(samples=3)),
+        ("distinct and increasing", dict(early_stop="asha", rungs="300,200")),
+        ("distinct and increasing", dict(early_stop="asha", rungs="200,200")),
+        ("not both", dict(early_stop="asha", rungs="100,200", grace_period=100)),
+        ("need --early-stop asha", dict(rungs="100,200")),
+        ("need --early-stop asha", dict(grace_period=100)),
+        ("above the limit", dict(samples=sweeps.MAX_POINTS + 1, choice=("num_layers=1,2",))),
+        ("not an integer", dict(fixed={"hidden_size": "1.5"})),
+        ("not an integer", dict(grid=("num_layers=1,2.5",))),
+        ("not an integer", dict(samples=2, uniform=("hidden_size=16,64.5",))),
+    ],
+)
 def test_invalid_space_is_bad_input(match, kw):
     with pytest.raises(BadInput, match=match):
         sweeps.normalize(opts(**kw))
@@ -156,13 +193,20 @@ def test_max_points_is_allowed_and_file_values_are_checked_too():
         sweeps.normalize({"corpus": "a.txt", "grid": {"hidden_size": [64, 1.5]}})
 
 
-@pytest.mark.parametrize("name, text, match", [
-    ("s.yaml", "corpus: a.txt\ngrid: [unclosed\n", "not valid YAML"),
-    ("s.json", '{"corpus": "a.txt",', "not valid JSON"),
-    ("s.json", '{"corpus": "a.txt", "gird": {}}', "'gird' was unexpected"),
-    ("s.yaml", "corpus: a.txt\ngrid:\n  hidden_size: 64\n", r"grid\.hidden_size.*not of type 'array'"),
-    ("s.yaml", "- a\n- b\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "name, text, match",
+    [
+        ("s.yaml", "corpus: a.txt\ngrid: [unclosed\n", "not valid YAML"),
+        ("s.json", '{"corpus": "a.txt",', "not valid JSON"),
+        ("s.json", '{"corpus": "a.txt", "gird": {}}', "'gird' was unexpected"),
+        (
+            "s.yaml",
+            "corpus: a.txt\ngrid:\n  hidden_size: 64\n",
+            r"grid\.hidden_size.*not of type 'array'",
+        ),
+        ("s.yaml", "- a\n- b\n", "expected a mapping"),
+    ],
+)
 def test_invalid_sweep_file(tmp_path, name, text, match):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -171,17 +215,29 @@ def test_invalid_sweep_file(tmp_path, name, text, match):
 
 
 def test_yaml_and_json_files_give_the_same_spec(tmp_path):
-    spec = {"name": "lr-vs-size", "corpus": ["a.txt", "b.txt"], "fixed": {"iterations": 200},
-            "grid": {"hidden_size": [64, 128]},
-            "random": {"samples": 3, "seed": 5, "space": {
-                "learning_rate": {"log_uniform": [0.001, 0.1]}, "num_layers": {"choice": [1, 2]}}},
-            "early_stop": {"scheduler": "asha", "grace_period": 50}}
+    spec = {
+        "name": "lr-vs-size",
+        "corpus": ["a.txt", "b.txt"],
+        "fixed": {"iterations": 200},
+        "grid": {"hidden_size": [64, 128]},
+        "random": {
+            "samples": 3,
+            "seed": 5,
+            "space": {
+                "learning_rate": {"log_uniform": [0.001, 0.1]},
+                "num_layers": {"choice": [1, 2]},
+            },
+        },
+        "early_stop": {"scheduler": "asha", "grace_period": 50},
+    }
     (tmp_path / "s.json").write_text(json.dumps(spec), encoding="utf-8")
     (tmp_path / "s.yml").write_text(
         "name: lr-vs-size\ncorpus: [a.txt, b.txt]\nfixed: {iterations: 200}\n"
         "grid:\n  hidden-size: [64, 128]\nrandom:\n  samples: 3\n  seed: 5\n  space:\n"
         "    learning_rate: {log_uniform: [0.001, 0.1]}\n    num_layers: {choice: [1, 2]}\n"
-        "early_stop: {scheduler: asha, grace_period: 50}\n", encoding="utf-8")
+        "early_stop: {scheduler: asha, grace_period: 50}\n",
+        encoding="utf-8",
+    )
     a = sweeps.normalize(sweeps.read_file(str(tmp_path / "s.json")))
     b = sweeps.normalize(sweeps.read_file(str(tmp_path / "s.yml")))
     assert a == b and a["early_stop"]["reduction_factor"] == 3.0
@@ -197,31 +253,48 @@ def corpus(tmp_path):
 
 
 def test_plan_sweep_totals_per_point(corpus):
-    spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=30,60",), fixed={"seq_length": "10"}))
+    spec = sweeps.normalize(
+        opts(corpora=(corpus,), grid=("iterations=30,60",), fixed={"seq_length": "10"})
+    )
     texts, pts = sweeps.plan(spec)
     assert list(texts) == [corpus] and texts[corpus].startswith(tuple(WORDS))
-    assert [(c, cfg.iterations, total) for c, cfg, total in pts] == [(corpus, 30, 30), (corpus, 60, 60)]
+    assert [(c, cfg.iterations, total) for c, cfg, total in pts] == [
+        (corpus, 30, 30),
+        (corpus, 60, 60),
+    ]
     spec = sweeps.normalize(opts(corpora=(corpus,), fixed={"seq_length": "10", "epochs": "2"}))
-    (_, cfg, total), = sweeps.plan(spec)[1]
+    ((_, cfg, total),) = sweeps.plan(spec)[1]
     n_train = len(prepare(texts[corpus], cfg.val_fraction, 10)[1])
     assert total == math.ceil(2 * ((n_train - 1) // 10))
 
 
 def test_plan_sweep_fills_default_rungs(corpus):
-    spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha"))
+    spec = sweeps.normalize(
+        opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha")
+    )
     sweeps.plan(spec)
     assert spec["early_stop"]["rungs"] == default_rungs(900, 3.0, None)
-    spec = sweeps.normalize(opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha",
-                                 grace_period=100))
+    spec = sweeps.normalize(
+        opts(corpora=(corpus,), grid=("iterations=300,900",), early_stop="asha", grace_period=100)
+    )
     sweeps.plan(spec)
     assert spec["early_stop"]["rungs"] == [100, 300]
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(fixed={"iterations": "500", "val_fraction": "0"}, early_stop="asha"), "val_fraction"),
-    (dict(fixed={"iterations": "500"}, early_stop="asha", grace_period=1000), "no early-stopping rung"),
-    (dict(fixed={"iterations": "500"}, early_stop="asha", rungs="500,900"), "no early-stopping rung"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(fixed={"iterations": "500", "val_fraction": "0"}, early_stop="asha"), "val_fraction"),
+        (
+            dict(fixed={"iterations": "500"}, early_stop="asha", grace_period=1000),
+            "no early-stopping rung",
+        ),
+        (
+            dict(fixed={"iterations": "500"}, early_stop="asha", rungs="500,900"),
+            "no early-stopping rung",
+        ),
+    ],
+)
 def test_plan_sweep_rejects(corpus, kw, match):
     spec = sweeps.normalize(opts(corpora=(corpus,), **kw))
     with pytest.raises(BadInput, match=match):
@@ -250,20 +323,35 @@ def test_default_rungs_with_grace_period():
 def test_rungs_from_spec_and_ahead():
     r = RungPlan("s1", (100, 300, 900), 3.0)
     assert r.ahead(0, 2000) == [100, 300, 900]
-    assert r.ahead(300, 2000) == [300, 900]          # a rung at the current iteration is ahead
+    assert r.ahead(300, 2000) == [300, 900]  # a rung at the current iteration is ahead
     assert r.ahead(301, 2000) == [900]
-    assert r.ahead(0, 900) == [100, 300]             # a rung at the job's end is no decision
+    assert r.ahead(0, 900) == [100, 300]  # a rung at the job's end is no decision
     assert r.ahead(0, 250) == [100]
 
 
 def job(best=None, corpus="a.txt", history_iters=100, rungs=None, name=None, **hyper):
     sweep_id = "s1" if rungs else None
-    spec = JobSpec(corpus_sha256="0" * 64, config=Config(**hyper), total_iterations=history_iters,
-                   corpus=corpus, sweep_id=sweep_id,
-                   rungs=RungPlan(sweep_id, tuple(rungs), 3.0) if rungs else None)
-    return {"job_id": str(uuid.uuid4()), "name": name, "status": "succeeded", "best_val_loss": best,
-            "val_loss": best, "smooth_loss": 30.0, "iteration": history_iters,
-            "iterations": history_iters, "chars_per_second": 1000.0, "sweep_id": None, "spec": spec}
+    spec = JobSpec(
+        corpus_sha256="0" * 64,
+        config=Config(**hyper),
+        total_iterations=history_iters,
+        corpus=corpus,
+        sweep_id=sweep_id,
+        rungs=RungPlan(sweep_id, tuple(rungs), 3.0) if rungs else None,
+    )
+    return {
+        "job_id": str(uuid.uuid4()),
+        "name": name,
+        "status": "succeeded",
+        "best_val_loss": best,
+        "val_loss": best,
+        "smooth_loss": 30.0,
+        "iteration": history_iters,
+        "iterations": history_iters,
+        "chars_per_second": 1000.0,
+        "sweep_id": None,
+        "spec": spec,
+    }
 
 
 def test_varying_in_charrnn_order():
@@ -273,7 +361,9 @@ def test_varying_in_charrnn_order():
     assert lb.varying([a, job(corpus="dir/b.txt", learning_rate=0.1, hidden_size=64)]) == ["corpus"]
     assert lb.varying([a, job(learning_rate=0.1, hidden_size=64)]) == []
     assert lb.params(job(corpus="dir/b.txt", hidden_size=64), ["corpus", "hidden_size"]) == {
-        "corpus": "b.txt", "hidden_size": 64}
+        "corpus": "b.txt",
+        "hidden_size": 64,
+    }
 
 
 def test_label_and_fmt_value():
@@ -296,27 +386,36 @@ def test_eval_points():
     assert lb.eval_points(j) == {1000, 3000, 5000, 10000, 12000}
     assert lb.eval_points(job(history_iters=700, eval_every=0)) == {700}
     j = job(history_iters=700, eval_every=300)
-    j["iterations"] = None                               # falls back on the spec's total
+    j["iterations"] = None  # falls back on the spec's total
     assert lb.eval_points(j) == {300, 600, 700}
 
 
 def test_curves_chars_per_char_loss_and_val_at_eval_points_only():
     j = job(history_iters=250, eval_every=100, seq_length=25)
-    history = [[50, 100.0, 3.0], [100, 75.0, 2.9], [100, 74.0, 2.5], [150, 60.0, 2.5],
-               [200, 50.0, 2.1], [250, None, 2.0]]
+    history = [
+        [50, 100.0, 3.0],
+        [100, 75.0, 2.9],
+        [100, 74.0, 2.5],
+        [150, 60.0, 2.5],
+        [200, 50.0, 2.1],
+        [250, None, 2.0],
+    ]
     c = lb.curves(j, history)
     assert c["train_chars"] == [1250, 2500, 2500, 3750, 5000]
     # per character through the one conversion (charrnn.units), whatever unit the trainer reports
-    assert c["train_loss"] == [100.0, 75.0, 74.0, 60.0, 50.0]     # stored per character
+    assert c["train_loss"] == [100.0, 75.0, 74.0, 60.0, 50.0]  # stored per character
     assert c["val_chars"] == [2500, 5000, 6250]
-    assert c["val_loss"] == [2.5, 2.1, 2.0]               # the last row at iteration 100
+    assert c["val_loss"] == [2.5, 2.1, 2.0]  # the last row at iteration 100
 
 
 def test_figure_has_one_line_per_job_in_each_panel():
     import matplotlib.pyplot as plt
+
     history = [[i, 50.0 - i / 10, 2.0 if i % 100 == 0 else None] for i in range(10, 310, 10)]
-    js = [job(1.0 + k / 10, history_iters=300, eval_every=100, hidden_size=16 * (k + 1))
-          for k in range(3)]
+    js = [
+        job(1.0 + k / 10, history_iters=300, eval_every=100, hidden_size=16 * (k + 1))
+        for k in range(3)
+    ]
     names = lb.varying(js)
     fig = plots.figure([(lb.label(j, names), lb.curves(j, history)) for j in js], "a sweep")
     try:
@@ -335,12 +434,16 @@ def test_sweep_file_corpus_paths_are_relative_to_the_file(tmp_path):
     f.write_text(f"corpus: [data/a.txt, builtin:python-docs, {sub}/abs.txt]\n")
     spec = sweeps.read_file(str(f))
     real = sub.resolve()
-    assert spec["corpus"] == [str(real / "data" / "a.txt"), "builtin:python-docs",
-                              str(real / "abs.txt")]
+    assert spec["corpus"] == [
+        str(real / "data" / "a.txt"),
+        "builtin:python-docs",
+        str(real / "abs.txt"),
+    ]
 
 
-@pytest.mark.parametrize("corpus", ["/etc/passwd", "../secret.txt", "data/../../secret.txt",
-                                    "link.txt", "/dev/zero"])
+@pytest.mark.parametrize(
+    "corpus", ["/etc/passwd", "../secret.txt", "data/../../secret.txt", "link.txt", "/dev/zero"]
+)
 def test_sweep_file_corpus_stays_under_the_files_folder(tmp_path, corpus):
     """A shared sweep file names no corpus outside its folder: not by an absolute path, not by
     ../, not through a symlink. Naming the corpus on the command line (--corpus) is the way."""
@@ -352,7 +455,7 @@ def test_sweep_file_corpus_stays_under_the_files_folder(tmp_path, corpus):
     f.write_text(f"corpus: {corpus}\ngrid: {{hidden_size: [8, 16]}}\n")
     with pytest.raises(BadInput, match="outside the file's folder"):
         sweeps.read_file(str(f))
-    spec = sweeps.read_file(str(f), corpus_given=True)        # --corpus replaces it
+    spec = sweeps.read_file(str(f), corpus_given=True)  # --corpus replaces it
     assert "corpus" not in spec and spec["grid"] == {"hidden_size": [8, 16]}
 
 

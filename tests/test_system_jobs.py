@@ -1,5 +1,6 @@
 """Issue 3 end to end: real redis-server, real Celery workers, the orchestrator CLI as a user runs
 it (subprocesses). Run with `pytest -m integration`."""
+
 import json
 import os
 import subprocess
@@ -26,14 +27,30 @@ from conftest import (
 
 pytestmark = pytest.mark.integration
 
-TINY = dict(hidden_size=16, num_layers=1, iterations=300, eval_every=100, sample_every=100,
-            sample_length=40, seed=3)
+TINY = dict(
+    hidden_size=16,
+    num_layers=1,
+    iterations=300,
+    eval_every=100,
+    sample_every=100,
+    sample_length=40,
+    seed=3,
+)
 LONG = dict(hidden_size=32, num_layers=1, iterations=200000, eval_every=0, sample_every=0, seed=1)
 
 
 def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
-    job = submit(redis_server.url(), corpus_file, "--name", "e2e", "--tag", "it-e2e",
-                 "--checkpoint-every", "100", **TINY)
+    job = submit(
+        redis_server.url(),
+        corpus_file,
+        "--name",
+        "e2e",
+        "--tag",
+        "it-e2e",
+        "--checkpoint-every",
+        "100",
+        **TINY,
+    )
     assert wait_status(r, job) == "succeeded"
     res = json.loads(run_cli("results", job, "--json", url=redis_server.url(), check=True).stdout)
     assert res["status"] == "succeeded" and res["iteration"] == 300 == res["iterations"]
@@ -41,20 +58,45 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
     assert res["val_loss"] is not None and res["history"] and len(res["samples"]) == 3
     assert [e["event"] for e in res["events"]] == ["submitted", "started", "finished"]
     st = json.loads(run_cli("status", job, "--json", url=redis_server.url(), check=True).stdout)
-    assert set(st) == {"job_id", "status", "iteration", "iterations", "smooth_loss", "val_loss",
-                       "chars_per_second", "worker", "submitted_at", "started_at", "finished_at",
-                       "error"}
+    assert set(st) == {
+        "job_id",
+        "status",
+        "iteration",
+        "iterations",
+        "smooth_loss",
+        "val_loss",
+        "chars_per_second",
+        "worker",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "error",
+    }
     assert st["worker"].startswith("it") and st["chars_per_second"] > 0
-    listed = json.loads(run_cli("list", "--tag", "it-e2e", "--json", url=redis_server.url(),
-                                check=True).stdout)
+    listed = json.loads(
+        run_cli("list", "--tag", "it-e2e", "--json", url=redis_server.url(), check=True).stdout
+    )
     assert [j["job_id"] for j in listed] == [job]
     assert_matches_reference(r, job, corpus_file.read_text(), TINY)
 
 
 def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_file):
-    p = run_cli("submit", "--corpus", str(corpus_file), "--wait", "--hidden-size", "16",
-                "--num-layers", "1", "--iterations", "200", "--sample-every", "100",
-                url=redis_server.url(), timeout=90)
+    p = run_cli(
+        "submit",
+        "--corpus",
+        str(corpus_file),
+        "--wait",
+        "--hidden-size",
+        "16",
+        "--num-layers",
+        "1",
+        "--iterations",
+        "200",
+        "--sample-every",
+        "100",
+        url=redis_server.url(),
+        timeout=90,
+    )
     assert p.returncode == 0, p.stderr
     assert "status: succeeded" in p.stdout and "validation loss:" in p.stdout
     assert "sample (iteration 200)" in p.stdout
@@ -69,12 +111,17 @@ def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
     p = run_cli("watch", job, url=url, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "status: succeeded" in p.stdout and "iterations: 40000/40000" in p.stdout
-    assert "sample at iteration" in p.stderr            # live samples go with the progress bar
+    assert "sample at iteration" in p.stderr  # live samples go with the progress bar
     long = submit(url, corpus_file, **LONG)
     wait_iteration(r, long, 10)
-    watcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch", long],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               env={**os.environ, "CHARRNN_REDIS_URL": url})
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "watch", long],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "CHARRNN_REDIS_URL": url},
+    )
     run_cli("cancel", long, url=url, check=True)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 1, err
@@ -84,8 +131,11 @@ def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
 def test_two_jobs_on_two_workers_at_once(pool, r, redis_server, corpus_file):
     a = submit(redis_server.url(), corpus_file, **LONG)
     b = submit(redis_server.url(), corpus_file, **dict(LONG, seed=2))
-    wait_for(lambda: job_field(r, a, "status") == "running" == job_field(r, b, "status"),
-             timeout=30, what="both jobs running at once")
+    wait_for(
+        lambda: job_field(r, a, "status") == "running" == job_field(r, b, "status"),
+        timeout=30,
+        what="both jobs running at once",
+    )
     assert job_field(r, a, "worker") != job_field(r, b, "worker")
     out = json.loads(run_cli("workers", "--json", url=redis_server.url(), check=True).stdout)
     assert sorted(j for w in out["workers"] for j in w["jobs"]) == sorted([a, b])
@@ -106,6 +156,7 @@ def test_samples_and_checkpoint_fetched_and_sampled(pool, r, redis_server, corpu
     best = tmp_path / "best.npz"
     run_cli("checkpoint", job, "-o", str(best), "--best", url=url, check=True)
     from charrnn import checkpoint
+
     ck = checkpoint.load(str(out))
     assert ck.iteration == 300 and checkpoint.load(str(best)).iteration in (100, 200, 300)
     opts = ["--length", "80", "--temperature", "0.7", "--seed", "5", "--prime", "the "]
@@ -113,8 +164,13 @@ def test_samples_and_checkpoint_fetched_and_sampled(pool, r, redis_server, corpu
     assert p.stdout == ck.sample(length=80, temperature=0.7, seed=5, prime="the ") + "\n"
     assert p.stderr == ""
     # the same checkpoint through the library's own command line: the same text
-    c = subprocess.run([sys.executable, "-m", "charrnn.cli", "sample", "--checkpoint", str(out),
-                        *opts], capture_output=True, text=True, cwd=REPO, timeout=60)
+    c = subprocess.run(
+        [sys.executable, "-m", "charrnn.cli", "sample", "--checkpoint", str(out), *opts],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert c.returncode == 0 and c.stdout == p.stdout, c.stderr
 
 
@@ -122,8 +178,11 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     running = [submit(url, corpus_file, **dict(LONG, seed=s)) for s in (1, 2)]
     queued = submit(url, corpus_file, **TINY)
-    wait_for(lambda: all(job_field(r, j, "status") == "running" for j in running), 30,
-             what="two running jobs")
+    wait_for(
+        lambda: all(job_field(r, j, "status") == "running" for j in running),
+        30,
+        what="two running jobs",
+    )
     assert job_field(r, queued, "status") == "queued"
     p = run_cli("cancel", queued, "--json", url=url, check=True)
     assert json.loads(p.stdout)["status"] == "cancelled"
@@ -133,7 +192,7 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
     for j in running:
         assert wait_status(r, j) == "cancelled"
         assert r.hget(keys.checkpoint(j, "latest"), "data")  # keeps its final checkpoint
-    time.sleep(1.0)   # the queued copy is delivered now, and must not start
+    time.sleep(1.0)  # the queued copy is delivered now, and must not start
     assert job_field(r, queued, "status") == "cancelled"
     assert "started" not in [e["event"] for e in events(r, queued)]
     assert run_cli("sample", queued, url=url).returncode == 5
@@ -141,31 +200,61 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
 
 def test_corpus_uploaded_once(pool, r, redis_server, corpus_file):
     url = redis_server.url()
-    a = json.loads(run_cli("submit", "--corpus", str(corpus_file), "--json", "--iterations", "50",
-                           "--hidden-size", "8", url=url, check=True).stdout)
-    b = json.loads(run_cli("submit", "--corpus", str(corpus_file), "--json", "--iterations", "60",
-                           "--hidden-size", "8", url=url, check=True).stdout)
+    a = json.loads(
+        run_cli(
+            "submit",
+            "--corpus",
+            str(corpus_file),
+            "--json",
+            "--iterations",
+            "50",
+            "--hidden-size",
+            "8",
+            url=url,
+            check=True,
+        ).stdout
+    )
+    b = json.loads(
+        run_cli(
+            "submit",
+            "--corpus",
+            str(corpus_file),
+            "--json",
+            "--iterations",
+            "60",
+            "--hidden-size",
+            "8",
+            url=url,
+            check=True,
+        ).stdout
+    )
     assert a["corpus_uploaded"] is True and b["corpus_uploaded"] is False
     assert len(list(r.scan_iter(keys.corpus("*")))) == 1
     for j in (a["job_id"], b["job_id"]):
         assert wait_status(r, j) == "succeeded"
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--corpus", "/nonexistent/corpus.txt"], 2, "corpus file not found"),
-    (["--hidden-size", "abc"], 2, "--hidden-size"),
-    (["--learning-rate", "-1"], 2, "learning-rate must be positive"),
-    # (seq-length is at most 4096 since Config's bounds: the split leaves fewer characters)
-    (["--hidden-size", "16", "--seq-length", "4096", "--val-fraction", "0.9"], 2,
-     "corpus too short"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--corpus", "/nonexistent/corpus.txt"], 2, "corpus file not found"),
+        (["--hidden-size", "abc"], 2, "--hidden-size"),
+        (["--learning-rate", "-1"], 2, "learning-rate must be positive"),
+        # (seq-length is at most 4096 since Config's bounds: the split leaves fewer characters)
+        (
+            ["--hidden-size", "16", "--seq-length", "4096", "--val-fraction", "0.9"],
+            2,
+            "corpus too short",
+        ),
+    ],
+)
 def test_bad_submit_input(r, redis_server, corpus_file, args, code, message):
     if "--corpus" not in args:
         args = ["--corpus", str(corpus_file), *args]
     p = run_cli("submit", *args, url=redis_server.url())
     assert p.returncode == code and message in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
-    assert r.zcard(keys.jobs_by_time()) == 0        # nothing enqueued
+    assert r.zcard(keys.jobs_by_time()) == 0  # nothing enqueued
 
 
 def test_non_utf8_corpus(r, redis_server, tmp_path):
@@ -176,23 +265,34 @@ def test_non_utf8_corpus(r, redis_server, tmp_path):
 
 
 def test_corpus_above_size_limit(r, redis_server, corpus_file):
-    p = run_cli("submit", "--corpus", str(corpus_file), url=redis_server.url(),
-                env={"CHARRNN_MAX_CORPUS_BYTES": "1000"})
+    p = run_cli(
+        "submit",
+        "--corpus",
+        str(corpus_file),
+        url=redis_server.url(),
+        env={"CHARRNN_MAX_CORPUS_BYTES": "1000"},
+    )
     assert p.returncode == 2 and "above the limit" in p.stderr
 
 
 def test_unknown_and_invalid_job_ids(r, redis_server):
     url = redis_server.url()
     unknown = str(uuid.uuid4())
-    for cmd in (["status", unknown], ["results", unknown], ["cancel", unknown],
-                ["sample", unknown], ["delete", unknown], ["watch", unknown]):
+    for cmd in (
+        ["status", unknown],
+        ["results", unknown],
+        ["cancel", unknown],
+        ["sample", unknown],
+        ["delete", unknown],
+        ["watch", unknown],
+    ):
         p = run_cli(*cmd, url=url)
         # commands that also take a sweep id say so
         what = "sweep or job" if cmd[0] in ("status", "cancel", "delete", "watch") else "job"
         assert p.returncode == 3 and f"no {what} with id {unknown}" in p.stderr, (cmd, p.stderr)
     p = run_cli("status", "charrnn:*", url=url)
     assert p.returncode == 2 and "not a job id" in p.stderr
-    p = run_cli("status", "charrnn:*", url=f"redis://127.0.0.1:{free_port()}/0")   # Redis down
+    p = run_cli("status", "charrnn:*", url=f"redis://127.0.0.1:{free_port()}/0")  # Redis down
     assert p.returncode == 2 and "not a job id" in p.stderr
 
 
@@ -231,13 +331,21 @@ def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
     from charrnn import Config
     from worker.spec import JobSpec
     from worker.store import JobStore
+
     s = JobStore(r)
     spec = JobSpec(corpus_sha256="0" * 64, config=Config(), total_iterations=1).to_json()
     with r.pipeline(transaction=False) as p:
         for i in range(10_000):
             jid = str(uuid.uuid4())
-            p.hset(keys.job(jid), mapping={"job_id": jid, "status": "succeeded",
-                                           "submitted_at": repr(i), "spec": spec})
+            p.hset(
+                keys.job(jid),
+                mapping={
+                    "job_id": jid,
+                    "status": "succeeded",
+                    "submitted_at": repr(i),
+                    "spec": spec,
+                },
+            )
             p.zadd(keys.jobs_by_time(), {jid: i})
             p.zadd(keys.status_index("succeeded"), {jid: i})
         p.execute()
@@ -254,7 +362,7 @@ def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
     spent = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert [j["submitted_at"] for j in rows] == [float(i) for i in range(9999, 9979, -1)]
     assert spent.get("cmdstat_zrevrange", 0) == 1, spent
-    assert spent.get("cmdstat_hgetall", 0) == 20, spent        # one read per row listed
+    assert spent.get("cmdstat_hgetall", 0) == 20, spent  # one read per row listed
     assert not any(k in spent for k in ("cmdstat_keys", "cmdstat_scan")), spent
 
 
@@ -263,8 +371,21 @@ def test_embedded_stack_from_nothing(tmp_path, corpus_file):
     try:
         p = run_cli("up", "--workers", "1", env=env, check=True)
         assert "***" in p.stdout
-        p = run_cli("submit", "--corpus", str(corpus_file), "--json", "--wait", "--hidden-size", "16",
-                    "--num-layers", "1", "--iterations", "200", env=env, timeout=120)
+        p = run_cli(
+            "submit",
+            "--corpus",
+            str(corpus_file),
+            "--json",
+            "--wait",
+            "--hidden-size",
+            "16",
+            "--num-layers",
+            "1",
+            "--iterations",
+            "200",
+            env=env,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         job = json.loads(p.stdout)
         assert job["status"] == "succeeded"

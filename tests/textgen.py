@@ -1,9 +1,12 @@
 """Generated pseudo-English for the charrnn tests: no third-party text in the repository."""
+
 import numpy as np
 
-WORDS = ("the of and to in is was that for on with as by at from his her they we you it not "
-         "but which have had this were are be one all their there been when who will would "
-         "king queen lord love night day heart death blood time good sweet fair").split()
+WORDS = (
+    "the of and to in is was that for on with as by at from his her they we you it not "
+    "but which have had this were are be one all their there been when who will would "
+    "king queen lord love night day heart death blood time good sweet fair"
+).split()
 
 
 def pseudo_english(n_words: int, seed: int = 0) -> str:

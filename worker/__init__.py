@@ -6,6 +6,7 @@ BLAS is limited to one thread here, before anything imports NumPy: a worker runs
 core, and a multi-threaded BLAS in each would oversubscribe the machine (and change the float
 summation order, so resumed runs would no longer be bit-identical to uninterrupted ones).
 """
+
 import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

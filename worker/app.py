@@ -1,4 +1,5 @@
 """The Celery app and its configuration for long, resumable training jobs."""
+
 from __future__ import annotations
 
 import functools

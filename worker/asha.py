@@ -13,6 +13,7 @@ are ordered by Redis, and the script is fenced like every other write of a train
 stored with the job: a job that reaches the same rung again (resumed after a crash, rolled back
 after divergence) gets the decision it got the first time.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,13 @@ return d
 """
 
 
-def default_rungs(max_iterations: int, reduction_factor: float, grace_period: int | None,
-                  count: int = 3) -> list[int]:
+def default_rungs(
+    max_iterations: int, reduction_factor: float, grace_period: int | None, count: int = 3
+) -> list[int]:
     """Milestones r, r*eta, r*eta^2, ... below the longest job. Without a grace period r, the
     first rung sits `count` factors of eta below the end, so a sweep gets `count` rungs."""
     # rounded up: rounded down, r * eta^count lands just below the end and adds a fourth rung
-    r = grace_period or max(1, math.ceil(max_iterations / reduction_factor ** count))
+    r = grace_period or max(1, math.ceil(max_iterations / reduction_factor**count))
     out: list[int] = []
     m = float(r)
     while round(m) < max_iterations:
@@ -59,10 +61,15 @@ def decide(lease: Lease, rungs: RungPlan, milestone: int, job_id: str, val_loss:
     """Record the job's loss at a rung and return the decision {"continue", "rank", "reached",
     "keep", "val_loss", "iteration"}. LostLease when another trainer holds the job."""
     script = lease.r.register_script(DECIDE)
-    raw = retrying(script, [keys.rung(rungs.sweep_id, milestone),
-                            keys.rung_decisions(rungs.sweep_id, milestone), keys.fence(job_id)],
-                   [job_id, repr(float(val_loss)), repr(rungs.reduction_factor), lease.token,
-                    milestone])
+    raw = retrying(
+        script,
+        [
+            keys.rung(rungs.sweep_id, milestone),
+            keys.rung_decisions(rungs.sweep_id, milestone),
+            keys.fence(job_id),
+        ],
+        [job_id, repr(float(val_loss)), repr(rungs.reduction_factor), lease.token, milestone],
+    )
     if raw is None:
         raise LostLease(f"job {job_id}: another trainer holds it now")
     return json.loads(raw)

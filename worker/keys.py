@@ -31,6 +31,7 @@ reaper reads them to tell a waiting message from a lost one:
     {queue}, {queue}\x06\x16{3,6,9}  list  messages waiting, one list per priority step
     unacked                          hash  delivery tag -> JSON [message, exchange, routing key]
 """
+
 PREFIX = "charrnn:"
 CHECKPOINT_KINDS = ("latest", "previous", "best")
 
@@ -78,9 +79,17 @@ def reaped(job_id: str) -> str:
 
 def job_keys(job_id: str) -> list[str]:
     """Everything a job owns, for delete."""
-    return [job(job_id), history(job_id), samples(job_id), events(job_id), lease(job_id),
-            fence(job_id), stepped_aside(job_id), refused(job_id), reaped(job_id)] + \
-        [checkpoint(job_id, k) for k in CHECKPOINT_KINDS]
+    return [
+        job(job_id),
+        history(job_id),
+        samples(job_id),
+        events(job_id),
+        lease(job_id),
+        fence(job_id),
+        stepped_aside(job_id),
+        refused(job_id),
+        reaped(job_id),
+    ] + [checkpoint(job_id, k) for k in CHECKPOINT_KINDS]
 
 
 def jobs_by_time() -> str:

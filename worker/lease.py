@@ -6,6 +6,7 @@ current one; a stale or duplicate trainer's writes are refused atomically, never
 The scripts touch keys they do not declare in KEYS: the store targets one Redis server (or a
 primary with replicas), not Redis Cluster.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,10 +22,13 @@ from .store import TERMINAL
 # A delivery that acquires counts in `deliveries` (all of them) and `attempts` (those since the
 # last checkpoint, which resets it): a job whose worker keeps dying under it is seen here.
 # The terminal statuses are written in from store.TERMINAL, so a new one cannot be forgotten here.
-ACQUIRE = """
+ACQUIRE = (
+    """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
-if """ + " or ".join(f"st == '{s.value}'" for s in TERMINAL) + """ then return {'terminal', st} end
+if """
+    + " or ".join(f"st == '{s.value}'" for s in TERMINAL)
+    + """ then return {'terminal', st} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'held', tostring(redis.call('PTTL', KEYS[2]))}
 end
@@ -35,6 +39,7 @@ redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return {'acquired', tostring(token), tostring(attempts)}
 """
+)
 
 # KEYS: fence, job, refused. ARGV: token, write id, then commands as (argc, name, args...).
 # RENAMEIFEXISTS src dst is ours: RENAME src dst when src exists (O(1), where COPY would copy a
@@ -71,9 +76,11 @@ return {1, redis.call('HGET', KEYS[2], 'cancel_requested')}
 
 @dataclass
 class Acquired:
-    kind: str          # acquired | held | terminal | missing
-    value: str         # the token, the lease's remaining ms, or the terminal status
-    attempts: int = 0  # when acquired: deliveries since the job's last checkpoint, this one included
+    kind: str  # acquired | held | terminal | missing
+    value: str  # the token, the lease's remaining ms, or the terminal status
+    attempts: int = (
+        0  # when acquired: deliveries since the job's last checkpoint, this one included
+    )
 
 
 def retrying(fn, *args, deadline_seconds: float | None = None):
@@ -94,7 +101,7 @@ class Lease:
     def __init__(self, r: redis.Redis, job_id: str, holder: str):
         self.r, self.job_id, self.holder = r, job_id, holder
         self.token: str | None = None
-        self.attempts = 0      # deliveries since the job's last checkpoint, this one included
+        self.attempts = 0  # deliveries since the job's last checkpoint, this one included
         self.writes = 0
         self._acquire = r.register_script(ACQUIRE)
         self._fenced = r.register_script(FENCED)
@@ -104,10 +111,11 @@ class Lease:
         return int(settings.LEASE_SECONDS * 1000)
 
     def acquire(self) -> Acquired:
-        kind, value, *rest = retrying(self._acquire, [keys.job(self.job_id),
-                                                      keys.lease(self.job_id),
-                                                      keys.fence(self.job_id)],
-                                      [self.lease_ms, self.holder])
+        kind, value, *rest = retrying(
+            self._acquire,
+            [keys.job(self.job_id), keys.lease(self.job_id), keys.fence(self.job_id)],
+            [self.lease_ms, self.holder],
+        )
         a = Acquired(kind.decode(), value.decode(), int(rest[0]) if rest else 0)
         if a.kind == "acquired":
             self.token, self.attempts = a.value, a.attempts
@@ -143,7 +151,7 @@ class Lease:
         return argv
 
     def _apply(self, ops: list[tuple]):
-        argv = self.fenced_argv(ops)    # built once: a retry replays the same write id
+        argv = self.fenced_argv(ops)  # built once: a retry replays the same write id
         ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
         if not ok:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")

@@ -19,6 +19,7 @@ delivery count, is re-sent, claimed in Lua the same way (status still queued, de
 unchanged, not already re-sent for them). So every job in the store either has a message, runs,
 or has ended.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ from .store import JobStore, Status, event
 log = logging.getLogger("charrnn.reaper")
 
 # KEYS: job, lease, fence, reaped, events. ARGV: token seen, hold_ms, event json.
-CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= '""" + Status.RUNNING.value + """' then return 0 end
+CLAIM = (
+    """
+if redis.call('HGET', KEYS[1], 'status') ~= '"""
+    + Status.RUNNING.value
+    + """' then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local token = redis.call('GET', KEYS[3]) or '0'
 if token ~= ARGV[1] then return 0 end
@@ -45,16 +49,21 @@ redis.call('SET', KEYS[4], token, 'PX', ARGV[2])
 redis.call('RPUSH', KEYS[5], ARGV[3])
 return 1
 """
+)
 
 # KEYS: job, reaped, events. ARGV: deliveries seen, mark, hold_ms, event json.
-CLAIM_QUEUED = """
-if redis.call('HGET', KEYS[1], 'status') ~= '""" + Status.QUEUED.value + """' then return 0 end
+CLAIM_QUEUED = (
+    """
+if redis.call('HGET', KEYS[1], 'status') ~= '"""
+    + Status.QUEUED.value
+    + """' then return 0 end
 if (redis.call('HGET', KEYS[1], 'deliveries') or '0') ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[2]) == ARGV[2] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('RPUSH', KEYS[3], ARGV[4])
 return 1
 """
+)
 
 PAGE = 500
 """Jobs per pipeline, and messages per LRANGE, in one scan."""
@@ -78,8 +87,8 @@ class Reaper:
         self.store, self.resend, self.host, self.queue = store, resend, host, queue
         self.claim = store.r.register_script(CLAIM)
         self.claim_queued = store.r.register_script(CLAIM_QUEUED)
-        self.suspects: dict[str, str] = {}   # job id -> token under which its lease was absent
-        self.queued_suspects: dict[str, str] = {}   # job id -> deliveries when seen messageless
+        self.suspects: dict[str, str] = {}  # job id -> token under which its lease was absent
+        self.queued_suspects: dict[str, str] = {}  # job id -> deliveries when seen messageless
         self.stop = threading.Event()
 
     def scan(self) -> list[str]:
@@ -89,10 +98,12 @@ class Reaper:
     def scan_running(self) -> list[str]:
         """Running jobs whose lease is gone. Returns the ids re-sent."""
         r, seen, sent = self.store.r, {}, []
-        ids = [raw.decode() for raw, _ in
-               r.zscan_iter(keys.status_index(Status.RUNNING.value), count=500)]
+        ids = [
+            raw.decode()
+            for raw, _ in r.zscan_iter(keys.status_index(Status.RUNNING.value), count=500)
+        ]
         for start in range(0, len(ids), 500):
-            page = ids[start:start + 500]
+            page = ids[start : start + 500]
             with r.pipeline(transaction=False) as p:
                 for job_id in page:
                     p.exists(keys.lease(job_id))
@@ -100,25 +111,37 @@ class Reaper:
                     p.hget(keys.job(job_id), "iteration")
                 rows = p.execute()
             for i, job_id in enumerate(page):
-                held, token, iteration = rows[3 * i:3 * i + 3]
+                held, token, iteration = rows[3 * i : 3 * i + 3]
                 if held:
                     continue
                 token = (token or b"0").decode()
                 seen[job_id] = token
                 if self.suspects.get(job_id) != token:
-                    continue      # first sighting: the grace period starts now
-                ev = event("requeued_by_reaper", host=self.host, token=int(token),
-                           iteration=int(iteration or 0))
-                if self.claim([keys.job(job_id), keys.lease(job_id), keys.fence(job_id),
-                               keys.reaped(job_id), keys.events(job_id)],
-                              [token, int(settings.REAP_HOLD_SECONDS * 1000), ev]):
+                    continue  # first sighting: the grace period starts now
+                ev = event(
+                    "requeued_by_reaper",
+                    host=self.host,
+                    token=int(token),
+                    iteration=int(iteration or 0),
+                )
+                if self.claim(
+                    [
+                        keys.job(job_id),
+                        keys.lease(job_id),
+                        keys.fence(job_id),
+                        keys.reaped(job_id),
+                        keys.events(job_id),
+                    ],
+                    [token, int(settings.REAP_HOLD_SECONDS * 1000), ev],
+                ):
                     try:
                         self.resend(job_id)
                     except Exception:
-                        r.delete(keys.reaped(job_id))    # unclaim: the next scan tries again
+                        r.delete(keys.reaped(job_id))  # unclaim: the next scan tries again
                         raise
-                    log.warning("job %s: running with no live trainer (token %s); re-sent",
-                                job_id, token)
+                    log.warning(
+                        "job %s: running with no live trainer (token %s); re-sent", job_id, token
+                    )
                     sent.append(job_id)
         self.suspects = seen
         return sent
@@ -145,12 +168,14 @@ class Reaper:
         re-sent."""
         r, seen, sent = self.store.r, {}, []
         cutoff = time.time() - settings.REAP_SECONDS
-        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in
-               r.zrangebyscore(keys.status_index(Status.QUEUED.value), "-inf", cutoff)]
+        ids = [
+            raw.decode() if isinstance(raw, bytes) else str(raw)
+            for raw in r.zrangebyscore(keys.status_index(Status.QUEUED.value), "-inf", cutoff)
+        ]
         held = self.message_ids() if ids else set()
         ids = [j for j in ids if j not in held]
         for start in range(0, len(ids), PAGE):
-            page = ids[start:start + PAGE]
+            page = ids[start : start + PAGE]
             with r.pipeline(transaction=False) as p:
                 for job_id in page:
                     p.hget(keys.job(job_id), "deliveries")
@@ -159,18 +184,27 @@ class Reaper:
                 deliveries = (deliveries or b"0").decode()
                 seen[job_id] = deliveries
                 if self.queued_suspects.get(job_id) != deliveries:
-                    continue      # first sighting: the message may be between two of kombu's keys
-                ev = event("requeued_by_reaper", host=self.host, was=Status.QUEUED.value,
-                           deliveries=int(deliveries),
-                           reason="queued, and its message was in neither the queue nor the "
-                                  "unacked set")
-                if self.claim_queued([keys.job(job_id), keys.reaped(job_id), keys.events(job_id)],
-                                     [deliveries, f"queued:{deliveries}",
-                                      int(settings.REAP_HOLD_SECONDS * 1000), ev]):
+                    continue  # first sighting: the message may be between two of kombu's keys
+                ev = event(
+                    "requeued_by_reaper",
+                    host=self.host,
+                    was=Status.QUEUED.value,
+                    deliveries=int(deliveries),
+                    reason="queued, and its message was in neither the queue nor the unacked set",
+                )
+                if self.claim_queued(
+                    [keys.job(job_id), keys.reaped(job_id), keys.events(job_id)],
+                    [
+                        deliveries,
+                        f"queued:{deliveries}",
+                        int(settings.REAP_HOLD_SECONDS * 1000),
+                        ev,
+                    ],
+                ):
                     try:
                         self.resend(job_id)
                     except Exception:
-                        r.delete(keys.reaped(job_id))    # unclaim: the next scan tries again
+                        r.delete(keys.reaped(job_id))  # unclaim: the next scan tries again
                         raise
                     log.warning("job %s: queued with no message in the broker; re-sent", job_id)
                     sent.append(job_id)
@@ -181,10 +215,13 @@ class Reaper:
         while not self.stop.wait(settings.REAP_SECONDS):
             try:
                 self.scan()
-            except redis.RedisError as e:          # Redis restarting: try again next time
-                log.info("reaper: store unreachable (%s); next scan in %.0f s",
-                         type(e).__name__, settings.REAP_SECONDS)
-            except Exception:                      # noqa: BLE001 - the thread must not die
+            except redis.RedisError as e:  # Redis restarting: try again next time
+                log.info(
+                    "reaper: store unreachable (%s); next scan in %.0f s",
+                    type(e).__name__,
+                    settings.REAP_SECONDS,
+                )
+            except Exception:  # noqa: BLE001 - the thread must not die
                 log.exception("reaper: scan failed")
 
     def start(self) -> threading.Thread:

@@ -1,6 +1,7 @@
 """Settings read from the environment, by workers and the orchestrator alike.
 
 Every timeout is a named constant with the trade-off of its default."""
+
 import os
 
 
@@ -80,7 +81,6 @@ CONNECT_TIMEOUT = _float("CHARRNN_CONNECT_TIMEOUT", 3.0)
 
 SOCKET_TIMEOUT = _float("CHARRNN_SOCKET_TIMEOUT", 20.0)
 """Seconds to wait for one Redis reply (a checkpoint of a large model takes a while to transfer)."""
-
 
 
 def broker_url() -> str:

@@ -5,6 +5,7 @@ in the job's record, the worker reads it back with `JobSpec.from_json`, and noth
 spec by dictionary key. The charrnn `Config` inside it is the one typed form of the
 hyperparameters; its JSON is the one serialised form.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ class SpecError(CharRNNError):
 @dataclass(frozen=True)
 class RungPlan:
     """ASHA's part of a sweep's job: the sweep whose rungs it reports to, the milestones, eta."""
+
     sweep_id: str
     milestones: tuple[int, ...]
     reduction_factor: float
@@ -51,8 +53,9 @@ class RungPlan:
         m = self.milestones
         if not m or len(m) > MAX_RUNGS:
             raise SpecError(f"early stopping needs 1 to {MAX_RUNGS} rungs, got {len(m)}")
-        if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in m) \
-                or list(m) != sorted(set(m)):
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in m) or list(
+            m
+        ) != sorted(set(m)):
             raise SpecError(f"rungs must be increasing positive iterations, got {list(m)}")
         low, high = REDUCTION_FACTOR_RANGE
         eta = self.reduction_factor
@@ -65,16 +68,20 @@ class RungPlan:
         return [m for m in self.milestones if iteration <= m < total]
 
     def to_dict(self) -> dict:
-        return {"scheduler": "asha", "sweep_id": self.sweep_id, "rungs": list(self.milestones),
-                "reduction_factor": self.reduction_factor}
+        return {
+            "scheduler": "asha",
+            "sweep_id": self.sweep_id,
+            "rungs": list(self.milestones),
+            "reduction_factor": self.reduction_factor,
+        }
 
 
 @dataclass(frozen=True)
 class JobSpec:
     corpus_sha256: str
     config: Config
-    total_iterations: int                 # the windows the job trains in all
-    corpus: str = ""                      # where the text came from, for people: a path or name
+    total_iterations: int  # the windows the job trains in all
+    corpus: str = ""  # where the text came from, for people: a path or name
     name: str | None = None
     tags: tuple[str, ...] = ()
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
@@ -86,8 +93,10 @@ class JobSpec:
             raise SpecError(f"not a corpus sha256: {str(self.corpus_sha256)[:80]!r}")
         if not isinstance(self.config, Config):
             raise SpecError("a job spec needs a charrnn Config")
-        for name, v in (("total iterations", self.total_iterations),
-                        ("checkpoint-every", self.checkpoint_every)):
+        for name, v in (
+            ("total iterations", self.total_iterations),
+            ("checkpoint-every", self.checkpoint_every),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"{name} must be a positive integer, got {v!r}")
         if self.name is not None and len(self.name) > MAX_NAME_CHARS:
@@ -106,16 +115,23 @@ class JobSpec:
         `list --tag` view)."""
         for tag in tags:
             if tag.startswith(SWEEP_TAG_PREFIX):
-                raise SpecError(f"tags starting with {SWEEP_TAG_PREFIX!r} are reserved for "
-                                f"sweeps: {tag[:80]!r}")
+                raise SpecError(
+                    f"tags starting with {SWEEP_TAG_PREFIX!r} are reserved for sweeps: {tag[:80]!r}"
+                )
         return tuple(tags)
 
     # --- the one serialised form ---------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {"corpus_sha256": self.corpus_sha256, "corpus": self.corpus,
-             "hyper": self.config.to_dict(), "total_iterations": self.total_iterations,
-             "checkpoint_every": self.checkpoint_every, "name": self.name,
-             "tags": list(self.tags), "sweep_id": self.sweep_id}
+        d = {
+            "corpus_sha256": self.corpus_sha256,
+            "corpus": self.corpus,
+            "hyper": self.config.to_dict(),
+            "total_iterations": self.total_iterations,
+            "checkpoint_every": self.checkpoint_every,
+            "name": self.name,
+            "tags": list(self.tags),
+            "sweep_id": self.sweep_id,
+        }
         if self.rungs is not None:
             d["early_stop"] = self.rungs.to_dict()
         return d
@@ -127,15 +143,24 @@ class JobSpec:
     def from_dict(cls, d: dict) -> JobSpec:
         try:
             es = d.get("early_stop")
-            rungs = (RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
-                     if es else None)
+            rungs = (
+                RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
+                if es
+                else None
+            )
             # before 2026-11: iterations_total; the value is checked in __post_init__
             total: Any = d.get("total_iterations", d.get("iterations_total"))
-            return cls(corpus_sha256=d["corpus_sha256"], config=Config.from_dict(d["hyper"]),
-                       total_iterations=total, corpus=d.get("corpus") or "",
-                       name=d.get("name"), tags=tuple(d.get("tags") or ()),
-                       checkpoint_every=d.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
-                       sweep_id=d.get("sweep_id"), rungs=rungs)
+            return cls(
+                corpus_sha256=d["corpus_sha256"],
+                config=Config.from_dict(d["hyper"]),
+                total_iterations=total,
+                corpus=d.get("corpus") or "",
+                name=d.get("name"),
+                tags=tuple(d.get("tags") or ()),
+                checkpoint_every=d.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
+                sweep_id=d.get("sweep_id"),
+                rungs=rungs,
+            )
         except (KeyError, TypeError, AttributeError) as e:
             raise SpecError(f"malformed job spec ({type(e).__name__}: {e})") from None
 

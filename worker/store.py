@@ -4,6 +4,7 @@ Read `keys.py` for the data model on one screen. Status, metrics and times chang
 MULTI/EXEC here (client-side transitions), or inside the fenced Lua script of `lease.py` (a
 trainer's writes). Results never expire; `delete` and `prune` remove them.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -36,14 +37,29 @@ class Status(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    STOPPED = "stopped"        # stopped early by its sweep's scheduler (ASHA); keeps its checkpoint
+    STOPPED = "stopped"  # stopped early by its sweep's scheduler (ASHA); keeps its checkpoint
 
 
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
-FLOAT_FIELDS = ("smooth_loss", "val_loss", "best_val_loss", "chars_per_second", "learning_rate",
-                "submitted_at", "started_at", "finished_at")
-INT_FIELDS = ("iteration", "iterations", "restarts", "rollbacks", "deliveries", "attempts",
-              "samples_written")
+FLOAT_FIELDS = (
+    "smooth_loss",
+    "val_loss",
+    "best_val_loss",
+    "chars_per_second",
+    "learning_rate",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+)
+INT_FIELDS = (
+    "iteration",
+    "iterations",
+    "restarts",
+    "rollbacks",
+    "deliveries",
+    "attempts",
+    "samples_written",
+)
 
 
 def redact(url: str) -> str:
@@ -54,19 +70,23 @@ def redact(url: str) -> str:
     at = rest.rfind("@")
     if not sep or at < 0:
         return url
-    return f"{head}//***@{rest[at + 1:]}"
+    return f"{head}//***@{rest[at + 1 :]}"
 
 
 def connect(url: str) -> redis.Redis:
     """A client that fails fast (connect timeout, one retry), for the orchestrator and workers."""
-    if url.startswith("redis+socket://"):   # Celery's spelling of a unix socket (worker.app)
+    if url.startswith("redis+socket://"):  # Celery's spelling of a unix socket (worker.app)
         parts = urlsplit(url)
         db = parse_qs(parts.query).get("virtual_host", ["0"])[0]
         url = urlunsplit(("unix", parts.netloc, parts.path, f"db={db}", ""))
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=settings.CONNECT_TIMEOUT,
-                                    socket_timeout=settings.SOCKET_TIMEOUT,
-                                    retry=Retry(NoBackoff(), 1), health_check_interval=30)
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.CONNECT_TIMEOUT,
+            socket_timeout=settings.SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
     except ValueError as e:
         raise Unreachable(f"bad Redis URL {redact(url)}: {e}") from None
 
@@ -85,7 +105,9 @@ def new_job_id() -> str:
 
 def status_moves(job_id: str, new: Status, score: float) -> list[tuple[str, ...]]:
     """Commands that move a job into one status index and out of the others."""
-    ops: list[tuple[str, ...]] = [("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new]
+    ops: list[tuple[str, ...]] = [
+        ("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new
+    ]
     ops.append(("ZADD", keys.status_index(new.value), repr(score), job_id))
     return ops
 
@@ -122,11 +144,17 @@ def _num(v: str | None, kind):
 
 def decode_job(raw: dict) -> dict:
     d = {k.decode(): v.decode() for k, v in raw.items()}
-    job = {"job_id": d.get("job_id"), "name": d.get("name") or None,
-           "tags": json.loads(d.get("tags") or "[]"), "status": d.get("status"),
-           "spec": JobSpec.from_json(d["spec"]), "worker": d.get("worker") or None,
-           "error": d.get("error") or None, "sweep_id": d.get("sweep_id") or None,
-           "cancel_requested": d.get("cancel_requested") == "1"}
+    job = {
+        "job_id": d.get("job_id"),
+        "name": d.get("name") or None,
+        "tags": json.loads(d.get("tags") or "[]"),
+        "status": d.get("status"),
+        "spec": JobSpec.from_json(d["spec"]),
+        "worker": d.get("worker") or None,
+        "error": d.get("error") or None,
+        "sweep_id": d.get("sweep_id") or None,
+        "cancel_requested": d.get("cancel_requested") == "1",
+    }
     for f in FLOAT_FIELDS:
         job[f] = _num(d.get(f), float)
     for f in INT_FIELDS:
@@ -146,9 +174,11 @@ class JobStore:
         text checks its hash and uploads nothing."""
         raw = text.encode("utf-8")
         if len(raw) > settings.MAX_CORPUS_BYTES:
-            raise CorpusTooLarge(f"corpus is {len(raw):,} bytes, above the limit of "
-                                 f"{settings.MAX_CORPUS_BYTES:,} (CHARRNN_MAX_CORPUS_BYTES)")
-        sha = corpus_sha256(text)          # the id the trainer checks checkpoints against
+            raise CorpusTooLarge(
+                f"corpus is {len(raw):,} bytes, above the limit of "
+                f"{settings.MAX_CORPUS_BYTES:,} (CHARRNN_MAX_CORPUS_BYTES)"
+            )
+        sha = corpus_sha256(text)  # the id the trainer checks checkpoints against
         if self.r.exists(keys.corpus(sha)):
             return sha, False
         return sha, bool(self.r.set(keys.corpus(sha), raw, nx=True))
@@ -156,14 +186,16 @@ class JobStore:
     def get_corpus(self, sha: str) -> str:
         raw = self.r.get(keys.corpus(sha))
         if raw is None:
-            raise NoSuchCorpus(f"corpus {sha[:12]} is not in the store (deleted with the last "
-                               f"job that used it?)")
+            raise NoSuchCorpus(
+                f"corpus {sha[:12]} is not in the store (deleted with the last job that used it?)"
+            )
         return as_text(raw)
 
     # --- jobs ---------------------------------------------------------------------------------
     def create(self, job_id: str, spec: JobSpec) -> None:
-        self._transaction([spec.corpus_sha256],
-                          lambda p: self._create(p, job_id, spec, time.time()))
+        self._transaction(
+            [spec.corpus_sha256], lambda p: self._create(p, job_id, spec, time.time())
+        )
 
     def _transaction(self, shas: list[str], queue) -> None:
         """Run queue(pipeline) in MULTI/EXEC, provided every corpus named still exists: a
@@ -174,22 +206,35 @@ class JobStore:
                 p.watch(*corpus_keys)
                 missing = [k for k in corpus_keys if not p.exists(k)]
                 if missing:
-                    raise NoSuchCorpus("a corpus was removed from the store while submitting "
-                                       "(its last job was deleted); submit again")
+                    raise NoSuchCorpus(
+                        "a corpus was removed from the store while submitting "
+                        "(its last job was deleted); submit again"
+                    )
                 p.multi()
                 queue(p)
                 p.execute()
             except redis.WatchError:
-                raise NoSuchCorpus("a corpus was removed from the store while submitting "
-                                   "(its last job was deleted); submit again") from None
+                raise NoSuchCorpus(
+                    "a corpus was removed from the store while submitting "
+                    "(its last job was deleted); submit again"
+                ) from None
 
     @staticmethod
     def _create(p, job_id: str, spec: JobSpec, now: float) -> None:
-        record = {"job_id": job_id, "name": spec.name or "", "tags": json.dumps(list(spec.tags)),
-                  "spec": spec.to_json(), "status": Status.QUEUED.value,
-                  "submitted_at": repr(now), "iteration": 0, "restarts": 0, "rollbacks": 0,
-                  "cancel_requested": "0", "sweep_id": spec.sweep_id or "",
-                  "iterations": spec.total_iterations}
+        record = {
+            "job_id": job_id,
+            "name": spec.name or "",
+            "tags": json.dumps(list(spec.tags)),
+            "spec": spec.to_json(),
+            "status": Status.QUEUED.value,
+            "submitted_at": repr(now),
+            "iteration": 0,
+            "restarts": 0,
+            "rollbacks": 0,
+            "cancel_requested": "0",
+            "sweep_id": spec.sweep_id or "",
+            "iterations": spec.total_iterations,
+        }
         p.hset(keys.job(job_id), mapping=record)
         p.zadd(keys.jobs_by_time(), {job_id: now})
         p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
@@ -199,16 +244,30 @@ class JobStore:
         p.rpush(keys.events(job_id), event("submitted"))
 
     # --- sweeps -------------------------------------------------------------------------------
-    def create_sweep(self, sweep_id: str, name: str | None, spec: dict,
-                     jobs: list[tuple[str, JobSpec]], tags: tuple[str, ...] = ()) -> None:
+    def create_sweep(
+        self,
+        sweep_id: str,
+        name: str | None,
+        spec: dict,
+        jobs: list[tuple[str, JobSpec]],
+        tags: tuple[str, ...] = (),
+    ) -> None:
         """The sweep record and every job of it (job id, job spec, each tagged `sweep:{id}`
         already), in one transaction: a sweep is stored whole or not at all."""
         now = time.time()
 
         def queue(p):
-            p.hset(keys.sweep(sweep_id), mapping={
-                "sweep_id": sweep_id, "name": name or "", "spec": json.dumps(spec, sort_keys=True),
-                "n_jobs": len(jobs), "created_at": repr(now), "tags": json.dumps(list(tags))})
+            p.hset(
+                keys.sweep(sweep_id),
+                mapping={
+                    "sweep_id": sweep_id,
+                    "name": name or "",
+                    "spec": json.dumps(spec, sort_keys=True),
+                    "n_jobs": len(jobs),
+                    "created_at": repr(now),
+                    "tags": json.dumps(list(tags)),
+                },
+            )
             p.zadd(keys.sweeps_by_time(), {sweep_id: now})
             for job_id, job_spec in jobs:
                 self._create(p, job_id, job_spec, now)
@@ -223,10 +282,15 @@ class JobStore:
         if not raw:
             raise NoSuchJob(f"no sweep with id {sweep_id}")
         d = {as_text(k): as_text(v) for k, v in raw.items()}
-        return {"sweep_id": d["sweep_id"], "name": d.get("name") or None,
-                "spec": json.loads(d.get("spec") or "{}"), "n_jobs": int(d.get("n_jobs") or 0),
-                "created_at": float(d["created_at"]), "tags": json.loads(d.get("tags") or "[]"),
-                "job_ids": [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)]}
+        return {
+            "sweep_id": d["sweep_id"],
+            "name": d.get("name") or None,
+            "spec": json.loads(d.get("spec") or "{}"),
+            "n_jobs": int(d.get("n_jobs") or 0),
+            "created_at": float(d["created_at"]),
+            "tags": json.loads(d.get("tags") or "[]"),
+            "job_ids": [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)],
+        }
 
     def jobs(self, job_ids: list[str]) -> list[dict]:
         """Many job records in one round trip, in the order given; deleted jobs are left out."""
@@ -237,7 +301,7 @@ class JobStore:
         return [decode_job(raw) for raw in rows if raw]
 
     def kind(self, some_id: str) -> str | None:
-        """"sweep", "job", or None: sweeps and jobs share the id space (UUIDs)."""
+        """ "sweep", "job", or None: sweeps and jobs share the id space (UUIDs)."""
         some_id = validate_job_id(some_id)
         with self.r.pipeline(transaction=False) as p:
             p.exists(keys.sweep(some_id))
@@ -271,9 +335,12 @@ class JobStore:
                 continue
         rungs = (sw["spec"].get("early_stop") or {}).get("rungs") or []
         with self.r.pipeline(transaction=True) as p:
-            p.delete(keys.sweep(sweep_id), keys.sweep_jobs(sweep_id),
-                     *[keys.rung(sweep_id, m) for m in rungs],
-                     *[keys.rung_decisions(sweep_id, m) for m in rungs])
+            p.delete(
+                keys.sweep(sweep_id),
+                keys.sweep_jobs(sweep_id),
+                *[keys.rung(sweep_id, m) for m in rungs],
+                *[keys.rung_decisions(sweep_id, m) for m in rungs],
+            )
             p.zrem(keys.sweeps_by_time(), sweep_id)
             p.execute()
         return gone
@@ -298,8 +365,8 @@ class JobStore:
                 p.hget(keys.job(job_id), "samples_written")
                 p.lrange(keys.samples(job_id), 0, -1)
                 written, rows = p.execute()
-            dropped = int(written or len(rows)) - len(rows)      # trimmed from the front
-            rows = rows[max(0, start - dropped):]
+            dropped = int(written or len(rows)) - len(rows)  # trimmed from the front
+            rows = rows[max(0, start - dropped) :]
         return [json.loads(x) for x in rows]
 
     def sample_count(self, job_id: str) -> int:
@@ -333,14 +400,22 @@ class JobStore:
         raw = self.r.hgetall(keys.checkpoint(job_id, which))
         if not raw:
             raise NoCheckpoint(f"job {job_id} has no {which} checkpoint yet")
-        return as_bytes(raw[b"data"]), {"sha256": as_text(raw[b"sha256"]),
-                              "iteration": int(raw[b"iteration"])}
+        return as_bytes(raw[b"data"]), {
+            "sha256": as_text(raw[b"sha256"]),
+            "iteration": int(raw[b"iteration"]),
+        }
 
-    def list(self, status: str | None = None, tag: str | None = None,
-             limit: int = 20) -> list[dict]:
+    def list(
+        self, status: str | None = None, tag: str | None = None, limit: int = 20
+    ) -> list[dict]:
         """Newest first, read by ZREVRANGE pages (never KEYS), filtered by status and tag."""
-        index = (keys.tag_index(tag) if tag else
-                 keys.status_index(status) if status else keys.jobs_by_time())
+        index = (
+            keys.tag_index(tag)
+            if tag
+            else keys.status_index(status)
+            if status
+            else keys.jobs_by_time()
+        )
         out: list[dict] = []
         start, page = 0, limit
         while len(out) < limit:
@@ -356,14 +431,20 @@ class JobStore:
                     break
         return out
 
-    def page(self, status: str | None = None, tag: str | None = None, offset: int = 0,
-             limit: int = 50) -> tuple[builtins.list[dict], int | None, int]:
+    def page(
+        self, status: str | None = None, tag: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[builtins.list[dict], int | None, int]:
         """A page of jobs, newest first, from position `offset` of the index (the tag's, the
         status's, or all jobs'): one ZREVRANGE and one pipelined read a page; with a tag and a
         status both, the tag's index is read on and filtered. Returns (jobs, offset of the next
         page or None, jobs in the index)."""
-        index = (keys.tag_index(tag) if tag else
-                 keys.status_index(status) if status else keys.jobs_by_time())
+        index = (
+            keys.tag_index(tag)
+            if tag
+            else keys.status_index(status)
+            if status
+            else keys.jobs_by_time()
+        )
         with self.r.pipeline(transaction=False) as p:
             p.zcard(index)
             p.zrevrange(index, offset, offset + limit - 1)
@@ -372,7 +453,7 @@ class JobStore:
         pos, nxt = offset, None
         while raw:
             ids = [as_text(i) for i in raw]
-            found = {j["job_id"]: j for j in self.jobs(ids)}      # deleted meanwhile: left out
+            found = {j["job_id"]: j for j in self.jobs(ids)}  # deleted meanwhile: left out
             for n, job_id in enumerate(ids):
                 job = found.get(job_id)
                 if job is None or (status and job["status"] != status):
@@ -384,7 +465,7 @@ class JobStore:
             if nxt is not None or not (tag and status):
                 nxt = pos + len(ids) if nxt is None else nxt
                 break
-            pos += len(ids)                                        # tag and status: read on
+            pos += len(ids)  # tag and status: read on
             raw = self.r.zrevrange(index, pos, pos + limit - 1)
         return rows, (None if nxt is None or nxt >= total else nxt), int(total)
 
@@ -433,8 +514,14 @@ class JobStore:
                     p.multi()
                     if status == Status.QUEUED.value:
                         now = time.time()
-                        p.hset(key, mapping={"status": Status.CANCELLED.value,
-                                             "finished_at": repr(now), "cancel_requested": "1"})
+                        p.hset(
+                            key,
+                            mapping={
+                                "status": Status.CANCELLED.value,
+                                "finished_at": repr(now),
+                                "cancel_requested": "1",
+                            },
+                        )
                         for op in status_moves(job_id, Status.CANCELLED, float(as_text(submitted))):
                             p.execute_command(*op)
                         p.rpush(keys.events(job_id), event("cancelled", while_status="queued"))
@@ -476,11 +563,14 @@ class JobStore:
         cutoff = time.time() - older_than_seconds
         gone = []
         for s in TERMINAL:
-            ids = [as_text(i) for i in
-                   self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff)]
+            ids = [
+                as_text(i) for i in self.r.zrangebyscore(keys.status_index(s.value), "-inf", cutoff)
+            ]
             for job in self.jobs(ids):
-                if job["status"] in [t.value for t in TERMINAL] and \
-                        (job["finished_at"] or 0) < cutoff:
+                if (
+                    job["status"] in [t.value for t in TERMINAL]
+                    and (job["finished_at"] or 0) < cutoff
+                ):
                     if not dry_run:
                         self.delete(job["job_id"])
                     gone.append(job["job_id"])

@@ -1,4 +1,5 @@
 """The one task: a job id in, the job trained through the store. Short, like a web view."""
+
 from __future__ import annotations
 
 import logging
@@ -100,6 +101,7 @@ def _children(pid: int) -> list[int]:
     except OSError:
         try:
             from billiard.process import active_children
+
             out = [p.pid for p in active_children()]
         except Exception:  # noqa: BLE001 - best effort; warm shutdown still waits for the task
             pass

@@ -7,6 +7,7 @@ policy), `train_through_rungs` (ASHA), `end` (the three endings and the requeue)
 error triage (what fails a job, what gives it to another worker). The task in tasks.py only
 calls `run_job`; charrnn knows nothing of Redis or Celery.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,15 +56,16 @@ SHUTDOWN = threading.Event()
 
 class Outcome(str, Enum):
     """How one delivery ended (the task's return value; the job's status is in the store)."""
+
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    EARLY_STOPPED = "early_stopped"   # ASHA stopped it at a rung: status `stopped`
-    REQUEUED = "requeued"             # the worker is shutting down: checkpointed, given back
-    STEPPED_ASIDE = "stepped_aside"   # a live trainer holds the job; this copy is redundant
-    LOST_LEASE = "lost_lease"         # another trainer took the job over; this one stopped
-    ALREADY_ENDED = "already_ended"   # the job had ended before this delivery
-    MISSING = "missing"               # no such job (deleted): the message is dropped
+    EARLY_STOPPED = "early_stopped"  # ASHA stopped it at a rung: status `stopped`
+    REQUEUED = "requeued"  # the worker is shutting down: checkpointed, given back
+    STEPPED_ASIDE = "stepped_aside"  # a live trainer holds the job; this copy is redundant
+    LOST_LEASE = "lost_lease"  # another trainer took the job over; this one stopped
+    ALREADY_ENDED = "already_ended"  # the job had ended before this delivery
+    MISSING = "missing"  # no such job (deleted): the message is dropped
 
 
 def push(key: str, item: str, keep: int) -> list[tuple]:
@@ -97,12 +99,15 @@ class JobHooks(Hooks):
     def metrics(self, t: Trainer) -> tuple:
         """The job record's metric fields, one HSET."""
         s = t.stats()
-        fields = {"iteration": s["iteration"], "iterations": s["iterations"],
-                  "smooth_loss": repr(s["smooth_loss"]),
-                  "val_loss": "" if s["val_loss"] is None else repr(s["val_loss"]),
-                  "best_val_loss": "" if s["best_val_loss"] is None else repr(s["best_val_loss"]),
-                  "chars_per_second": repr(s["chars_per_second"]),
-                  "learning_rate": repr(s["learning_rate"])}
+        fields = {
+            "iteration": s["iteration"],
+            "iterations": s["iterations"],
+            "smooth_loss": repr(s["smooth_loss"]),
+            "val_loss": "" if s["val_loss"] is None else repr(s["val_loss"]),
+            "best_val_loss": "" if s["best_val_loss"] is None else repr(s["best_val_loss"]),
+            "chars_per_second": repr(s["chars_per_second"]),
+            "learning_rate": repr(s["learning_rate"]),
+        }
         return ("HSET", keys.job(self.job_id), *[x for kv in fields.items() for x in kv])
 
     def _history(self, t: Trainer, evaluation: bool = False) -> list[tuple]:
@@ -110,12 +115,17 @@ class JobHooks(Hooks):
         again for evaluations (and always at the end): a curve needs a few hundred points, and
         an eval every iteration must not make thousands."""
         kind = "eval" if evaluation else "progress"
-        if t.iteration - self.last_history[kind] < self.history_every and \
-                t.iteration != t.total_iterations:
+        if (
+            t.iteration - self.last_history[kind] < self.history_every
+            and t.iteration != t.total_iterations
+        ):
             return []
         self.last_history[kind] = t.iteration
-        return push(keys.history(self.job_id),
-                    json.dumps([t.iteration, t.smooth_loss, t.val_loss]), MAX_HISTORY)
+        return push(
+            keys.history(self.job_id),
+            json.dumps([t.iteration, t.smooth_loss, t.val_loss]),
+            MAX_HISTORY,
+        )
 
     def on_progress(self, t: Trainer) -> None:
         guard(t)
@@ -128,18 +138,28 @@ class JobHooks(Hooks):
 
     def on_sample(self, t: Trainer, text: str) -> None:
         row = json.dumps({"iteration": t.iteration, "text": text})
-        self.cancel = self.lease.write(push(keys.samples(self.job_id), row, MAX_SAMPLES)
-                                       + [("HINCRBY", keys.job(self.job_id), "samples_written", 1)])
+        self.cancel = self.lease.write(
+            push(keys.samples(self.job_id), row, MAX_SAMPLES)
+            + [("HINCRBY", keys.job(self.job_id), "samples_written", 1)]
+        )
 
     def on_checkpoint(self, t: Trainer) -> None:
-        guard(t)                       # an exploded model is never stored
-        raw = checkpoint.to_bytes(t)   # refuses non-finite weights
+        guard(t)  # an exploded model is never stored
+        raw = checkpoint.to_bytes(t)  # refuses non-finite weights
         sha = hashlib.sha256(raw).hexdigest()
-        latest, previous = keys.checkpoint(self.job_id, "latest"), keys.checkpoint(self.job_id, "previous")
-        ops = [("RENAMEIFEXISTS", latest, previous),
-               ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
-               self.metrics(t), ("HSET", keys.job(self.job_id), "attempts", 0)]
-        if t.val_loss is not None and (self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val):
+        latest, previous = (
+            keys.checkpoint(self.job_id, "latest"),
+            keys.checkpoint(self.job_id, "previous"),
+        )
+        ops = [
+            ("RENAMEIFEXISTS", latest, previous),
+            ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
+            self.metrics(t),
+            ("HSET", keys.job(self.job_id), "attempts", 0),
+        ]
+        if t.val_loss is not None and (
+            self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val
+        ):
             self.best_ckpt_val = t.val_loss
             ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
         self.cancel = self.lease.write(ops)
@@ -159,10 +179,12 @@ HOOKS: type[JobHooks] = JobHooks
 
 def guard(t: Trainer) -> None:
     """DivergedError when the smoothed loss is not finite or has exploded (EXPLODE_FACTOR)."""
-    uniform = max(math.log(t.vocab.size), 1.0)              # nats/char, as smooth_loss
+    uniform = max(math.log(t.vocab.size), 1.0)  # nats/char, as smooth_loss
     if not math.isfinite(t.smooth_loss) or t.smooth_loss > EXPLODE_FACTOR * uniform:
-        raise DivergedError(f"diverged: smoothed loss {t.smooth_loss:.4g} at iteration "
-                            f"{t.iteration} is above {EXPLODE_FACTOR:g}x that of uniform guessing")
+        raise DivergedError(
+            f"diverged: smoothed loss {t.smooth_loss:.4g} at iteration "
+            f"{t.iteration} is above {EXPLODE_FACTOR:g}x that of uniform guessing"
+        )
 
 
 # --- the delivery, from message to ending ----------------------------------------------------
@@ -187,9 +209,14 @@ def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
         # Celery treats a MemoryError that escapes a task as unrecoverable and exits the whole
         # worker, and the redelivered message would go on to kill the next one
         log.error("job %s: out of memory on %s", job_id, host)
-        return fail(lease, job, host, f"out of memory on worker {host}: the job's arrays could "
-                                      f"not be allocated (lower its sizes, or run it on workers "
-                                      f"with more memory)")
+        return fail(
+            lease,
+            job,
+            host,
+            f"out of memory on worker {host}: the job's arrays could "
+            f"not be allocated (lower its sizes, or run it on workers "
+            f"with more memory)",
+        )
     except redis.ResponseError as e:
         # Redis answered and refused a write (out of memory, a value above proto-max-bulk-len):
         # no retry will succeed, and a job left running would be re-sent by the reaper forever
@@ -224,10 +251,14 @@ def take_lease(store: JobStore, lease: Lease) -> Outcome | None:
 
 def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
     if lease.attempts > settings.MAX_ATTEMPTS:
-        return fail(lease, job, host,
-                    f"gave up after {lease.attempts - 1} deliveries in a row ended without a "
-                    f"checkpoint (the worker process died under the job each time: out of "
-                    f"memory?); CHARRNN_MAX_ATTEMPTS is {settings.MAX_ATTEMPTS}")
+        return fail(
+            lease,
+            job,
+            host,
+            f"gave up after {lease.attempts - 1} deliveries in a row ended without a "
+            f"checkpoint (the worker process died under the job each time: out of "
+            f"memory?); CHARRNN_MAX_ATTEMPTS is {settings.MAX_ATTEMPTS}",
+        )
     spec: JobSpec = job["spec"]
     text = retrying(store.get_corpus, spec.corpus_sha256)
     if job["cancel_requested"]:
@@ -237,8 +268,7 @@ def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
     trainer, notes = restore(store, job["job_id"], spec.config, text)
     hooks = HOOKS(job, lease)
     hooks.cancel = begin(store, lease, job, trainer, notes, host)
-    outcome, decision, trainer = train_with_rollbacks(store, lease, job, trainer, text, hooks,
-                                                      host)
+    outcome, decision, trainer = train_with_rollbacks(store, lease, job, trainer, text, hooks, host)
     return end(lease, job, trainer, hooks, outcome, decision, host)
 
 
@@ -261,29 +291,57 @@ def restore(store: JobStore, job_id: str, cfg: Config, text: str) -> tuple[Train
     return Trainer(cfg, text), notes
 
 
-def begin(store: JobStore, lease: Lease, job: dict, trainer: Trainer, notes: list[str],
-          host: str) -> bool:
+def begin(
+    store: JobStore, lease: Lease, job: dict, trainer: Trainer, notes: list[str], host: str
+) -> bool:
     """The start transition: running on this host, started or resumed. Returns the cancel flag."""
     job_id, now = job["job_id"], time.time()
     resumed = trainer.iteration > 0 or job["started_at"] is not None
-    ops: list[tuple] = [("HSET", keys.job(job_id), "status", Status.RUNNING.value, "worker", host,
-            "started_at", repr(job["started_at"] or now), "iterations", trainer.total_iterations,
-            "iteration", trainer.iteration)]
+    ops: list[tuple] = [
+        (
+            "HSET",
+            keys.job(job_id),
+            "status",
+            Status.RUNNING.value,
+            "worker",
+            host,
+            "started_at",
+            repr(job["started_at"] or now),
+            "iterations",
+            trainer.total_iterations,
+            "iteration",
+            trainer.iteration,
+        )
+    ]
     ops += status_moves(job_id, Status.RUNNING, job["submitted_at"])
     ops += push_events(job_id, *notes)
     if resumed:
         latest = retrying(store.checkpoint_iteration, job_id)
         ops.append(("HINCRBY", keys.job(job_id), "restarts", 1))
-        ops += push_events(job_id, event("resumed", host=host, iteration=trainer.iteration,
-                                         last_reported=job["iteration"] or 0,
-                                         latest_checkpoint=latest))
+        ops += push_events(
+            job_id,
+            event(
+                "resumed",
+                host=host,
+                iteration=trainer.iteration,
+                last_reported=job["iteration"] or 0,
+                latest_checkpoint=latest,
+            ),
+        )
     else:
         ops += push_events(job_id, event("started", host=host))
     return lease.write(ops)
 
 
-def train_with_rollbacks(store: JobStore, lease: Lease, job: dict, trainer: Trainer, text: str,
-                         hooks: JobHooks, host: str) -> tuple[Outcome, dict | None, Trainer]:
+def train_with_rollbacks(
+    store: JobStore,
+    lease: Lease,
+    job: dict,
+    trainer: Trainer,
+    text: str,
+    hooks: JobHooks,
+    host: str,
+) -> tuple[Outcome, dict | None, Trainer]:
     """Train to an ending. The divergence policy: roll back to the last good checkpoint and halve
     the learning rate, up to MAX_ROLLBACKS times, then fail with "diverged"."""
     rollbacks = job["rollbacks"]
@@ -295,24 +353,49 @@ def train_with_rollbacks(store: JobStore, lease: Lease, job: dict, trainer: Trai
             failing_scale, diverged_at = trainer.rollback_scale, trainer.iteration
             if rollbacks > MAX_ROLLBACKS:
                 error = f"diverged after {MAX_ROLLBACKS} rollbacks: {e}"
-                finish(lease, job, Status.FAILED, trainer,
-                       [event("failed", host=host, error=f"diverged: {e}")], error=error,
-                       extra=("rollbacks", rollbacks))
+                finish(
+                    lease,
+                    job,
+                    Status.FAILED,
+                    trainer,
+                    [event("failed", host=host, error=f"diverged: {e}")],
+                    error=error,
+                    extra=("rollbacks", rollbacks),
+                )
                 return Outcome.FAILED, None, trainer
             trainer, notes = restore(store, job["job_id"], job["spec"].config, text)
             # half the rate that failed (the checkpoint may predate an earlier halving)
             trainer.rollback_scale = failing_scale
             trainer.halve_learning_rate()
-            lease.write([("HSET", keys.job(job["job_id"]), "rollbacks", rollbacks,
-                          "learning_rate", repr(trainer.learning_rate))]
-                        + push_events(job["job_id"], *notes, event(
-                            "diverged_rollback", host=host, error=str(e),
-                            iteration=trainer.iteration, diverged_at=diverged_at,
-                            learning_rate=trainer.learning_rate)))
+            lease.write(
+                [
+                    (
+                        "HSET",
+                        keys.job(job["job_id"]),
+                        "rollbacks",
+                        rollbacks,
+                        "learning_rate",
+                        repr(trainer.learning_rate),
+                    )
+                ]
+                + push_events(
+                    job["job_id"],
+                    *notes,
+                    event(
+                        "diverged_rollback",
+                        host=host,
+                        error=str(e),
+                        iteration=trainer.iteration,
+                        diverged_at=diverged_at,
+                        learning_rate=trainer.learning_rate,
+                    ),
+                )
+            )
 
 
-def train_through_rungs(lease: Lease, job: dict, trainer: Trainer, hooks: JobHooks,
-                        host: str) -> tuple[Outcome, dict | None]:
+def train_through_rungs(
+    lease: Lease, job: dict, trainer: Trainer, hooks: JobHooks, host: str
+) -> tuple[Outcome, dict | None]:
     """Train to the end, pausing at each ASHA rung for the sweep's decision. SUCCEEDED (trained
     to the end), EARLY_STOPPED with the decision that stopped it, or REQUEUED when interrupted
     (cancel or shutdown: `end` tells which). The rungs change nothing in the weights: a job that continues
@@ -326,7 +409,7 @@ def train_through_rungs(lease: Lease, job: dict, trainer: Trainer, hooks: JobHoo
         if trainer.iteration < m:
             if trainer.run(hooks, checkpoint_every=every, until=m, eval_at_end=True) == "stopped":
                 return Outcome.REQUEUED, None
-        if hooks.last_eval_iteration != trainer.iteration:    # resumed exactly at the rung
+        if hooks.last_eval_iteration != trainer.iteration:  # resumed exactly at the rung
             hooks.on_eval(trainer, trainer.evaluate())
         # rungs come only from a plan, and the evaluation above set the loss
         assert spec.rungs is not None and trainer.val_loss is not None
@@ -341,8 +424,15 @@ def train_through_rungs(lease: Lease, job: dict, trainer: Trainer, hooks: JobHoo
     return Outcome.SUCCEEDED, None
 
 
-def end(lease: Lease, job: dict, trainer: Trainer, hooks: JobHooks, outcome: Outcome,
-        decision: dict | None, host: str) -> Outcome:
+def end(
+    lease: Lease,
+    job: dict,
+    trainer: Trainer,
+    hooks: JobHooks,
+    outcome: Outcome,
+    decision: dict | None,
+    host: str,
+) -> Outcome:
     """Every ending keeps a checkpoint where the trainer stands (unless the model diverged since
     the last one: that one stays the latest), then moves the job to its status."""
     if outcome == Outcome.FAILED:
@@ -353,15 +443,30 @@ def end(lease: Lease, job: dict, trainer: Trainer, hooks: JobHooks, outcome: Out
         if outcome != Outcome.REQUEUED:
             raise
     if outcome == Outcome.SUCCEEDED:
-        return finish(lease, job, Status.SUCCEEDED, trainer,
-                      [event("finished", host=host, iteration=trainer.iteration)])
+        return finish(
+            lease,
+            job,
+            Status.SUCCEEDED,
+            trainer,
+            [event("finished", host=host, iteration=trainer.iteration)],
+        )
     if outcome == Outcome.EARLY_STOPPED:
-        finish(lease, job, Status.STOPPED, trainer,
-               [event("early_stopped", host=host, scheduler="asha", **(decision or {}))])
+        finish(
+            lease,
+            job,
+            Status.STOPPED,
+            trainer,
+            [event("early_stopped", host=host, scheduler="asha", **(decision or {}))],
+        )
         return Outcome.EARLY_STOPPED
     if hooks.cancel:
-        return finish(lease, job, Status.CANCELLED, trainer,
-                      [event("cancelled", host=host, iteration=trainer.iteration)])
+        return finish(
+            lease,
+            job,
+            Status.CANCELLED,
+            trainer,
+            [event("cancelled", host=host, iteration=trainer.iteration)],
+        )
     return requeue(lease, job, trainer, host)
 
 
@@ -371,27 +476,48 @@ def requeue(lease: Lease, job: dict, trainer: Trainer, host: str) -> Outcome:
     job_id = job["job_id"]
     ops: list[tuple] = [("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "")]
     ops += status_moves(job_id, Status.QUEUED, job["submitted_at"])
-    ops += push_events(job_id, event("interrupted", host=host, iteration=trainer.iteration,
-                                     reason="worker shutting down"))
+    ops += push_events(
+        job_id,
+        event("interrupted", host=host, iteration=trainer.iteration, reason="worker shutting down"),
+    )
     lease.write_and_release(ops)
     return Outcome.REQUEUED
 
 
 def fail(lease: Lease, job: dict, host: str, error: str) -> Outcome:
     try:
-        return finish(lease, job, Status.FAILED, None, [event("failed", host=host, error=error)],
-                      error=error)
+        return finish(
+            lease, job, Status.FAILED, None, [event("failed", host=host, error=error)], error=error
+        )
     except LostLease:
         return Outcome.LOST_LEASE
 
 
-def finish(lease: Lease, job: dict, status: Status, trainer: Trainer | None, events: list[str],
-           error: str | None = None, extra: tuple = ()) -> Outcome:
+def finish(
+    lease: Lease,
+    job: dict,
+    status: Status,
+    trainer: Trainer | None,
+    events: list[str],
+    error: str | None = None,
+    extra: tuple = (),
+) -> Outcome:
     """The job's last write: its terminal status, times, final metrics and events; the lease
     is released with it."""
     job_id = job["job_id"]
-    ops = [("HSET", keys.job(job_id), "status", status.value, "finished_at", repr(time.time()),
-            "error", error or "", *extra)]
+    ops = [
+        (
+            "HSET",
+            keys.job(job_id),
+            "status",
+            status.value,
+            "finished_at",
+            repr(time.time()),
+            "error",
+            error or "",
+            *extra,
+        )
+    ]
     if trainer is not None:
         ops.append(JobHooks(job, lease).metrics(trainer))
     ops += status_moves(job_id, status, job["submitted_at"])

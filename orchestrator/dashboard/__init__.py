@@ -10,6 +10,7 @@ loss curves, samples and workers in the browser, updated live by short polling (
 Flask and waitress are the optional extra charrnn[dashboard]; without them the command says what
 to install. Loopback by default; any other address needs a password and serves HTTP basic auth.
 """
+
 from __future__ import annotations
 
 import gc
@@ -21,8 +22,10 @@ import webbrowser
 from ..jobs import BadInput
 
 PASSWORD_ENV = "CHARRNN_DASHBOARD_PASSWORD"
-MISSING = ("dashboard needs Flask and waitress, the optional extra charrnn[dashboard]: "
-           "pip install flask waitress (or, in a clone, pip install '.[dashboard]')")
+MISSING = (
+    "dashboard needs Flask and waitress, the optional extra charrnn[dashboard]: "
+    "pip install flask waitress (or, in a clone, pip install '.[dashboard]')"
+)
 THREADS = 8
 """waitress threads: each request holds one for a few milliseconds of Redis reads."""
 
@@ -48,12 +51,19 @@ def check_bind(host: str, password: str | None) -> None:
     """Anything but loopback serves the store's corpora and samples to a network: not without
     a password."""
     if not is_loopback(host) and not password:
-        raise BadInput(f"binding {host} (not loopback) needs a password: --password or "
-                       f"{PASSWORD_ENV}; the dashboard then asks for it (HTTP basic auth)")
+        raise BadInput(
+            f"binding {host} (not loopback) needs a password: --password or "
+            f"{PASSWORD_ENV}; the dashboard then asks for it (HTTP basic auth)"
+        )
 
 
-def serve(url: str, host: str = "127.0.0.1", port: int = 8265, password: str | None = None,
-          open_browser: bool = False) -> None:
+def serve(
+    url: str,
+    host: str = "127.0.0.1",
+    port: int = 8265,
+    password: str | None = None,
+    open_browser: bool = False,
+) -> None:
     """Serve the dashboard until interrupted. BadInput for a missing extra or an unsafe bind."""
     check_installed()
     password = password or None
@@ -63,6 +73,7 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8265, password: str | N
     from worker.store import JobStore, connect
 
     from .app import create_app
+
     app = create_app(JobStore(connect(url)), url, password)
     try:
         server = create_server(app, host=host, port=port, threads=THREADS, ident="charrnn")
@@ -70,8 +81,11 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8265, password: str | N
         raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{server.effective_port}/"
-    print(f"dashboard on {address} (read only{', basic auth' if password else ''}); "
-          f"Ctrl-C stops it", file=sys.stderr, flush=True)
+    print(
+        f"dashboard on {address} (read only{', basic auth' if password else ''}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     if open_browser:
         threading.Timer(0.5, webbrowser.open, [address]).start()
     # Everything imported so far (Flask, Celery, NumPy...) lives as long as the server: out of the

@@ -14,6 +14,7 @@ Escaping: Jinja autoescapes every template (`.html`), data for the charts goes i
 write text with `textContent`, never `innerHTML`. A Content-Security-Policy allows scripts from
 this server only, so a sample that holds markup could not run even if it were inserted as HTML.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -34,13 +35,16 @@ POLL_MS = {"jobs": 3000, "job": 1000, "sweeps": 5000, "sweep": 2000, "workers": 
 """How often each page fetches its JSON twin. A job page polls fastest: a new sample should show
 within a second or two of being written."""
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 class StrictJSON(DefaultJSONProvider):
     """JSON a browser can parse: a diverged job's NaN or infinite loss goes out as the string
     "NaN" or "Infinity" (Python's json would write the bare tokens, which JSON.parse refuses)."""
+
     sort_keys = False
 
     def dumps(self, obj, **kwargs):
@@ -68,6 +72,7 @@ class NotFound(Exception):
 def json_url(offset: str, query: dict[str, str]) -> str:
     """The jobs page's JSON twin, with the same filters."""
     from urllib.parse import urlencode
+
     return "/jobs.json?" + urlencode({"offset": offset, **query})
 
 
@@ -99,12 +104,21 @@ def auth() -> Response | None:
     if password is None:
         return None
     given = request.authorization
-    if given is not None and given.type == "basic" and given.password is not None and \
-            hmac.compare_digest(given.password.encode(), password.encode()):
+    if (
+        given is not None
+        and given.type == "basic"
+        and given.password is not None
+        and hmac.compare_digest(given.password.encode(), password.encode())
+    ):
         return None
-    return Response("authentication required\n", 401, {
-        "WWW-Authenticate": 'Basic realm="charrnn dashboard", charset="UTF-8"',
-        "Content-Type": "text/plain; charset=utf-8"})
+    return Response(
+        "authentication required\n",
+        401,
+        {
+            "WWW-Authenticate": 'Basic realm="charrnn dashboard", charset="UTF-8"',
+            "Content-Type": "text/plain; charset=utf-8",
+        },
+    )
 
 
 def headers(resp: Response) -> Response:
@@ -116,12 +130,26 @@ def headers(resp: Response) -> Response:
     return resp
 
 
-def page(template: str, name: str, data: dict, json_url: str, boot: dict | None = None,
-         poll_ms: int | None = None, **extra):
+def page(
+    template: str,
+    name: str,
+    data: dict,
+    json_url: str,
+    boot: dict | None = None,
+    poll_ms: int | None = None,
+    **extra,
+):
     """`boot`: the little the page's script needs before its first poll (a chart's points),
     embedded as JSON; the rest it reads from the twin."""
-    return render_template(template, page=name, data=data, json_url=json_url,
-                           poll_ms=poll_ms or POLL_MS[name], boot=boot or {}, **extra)
+    return render_template(
+        template,
+        page=name,
+        data=data,
+        json_url=json_url,
+        poll_ms=poll_ms or POLL_MS[name],
+        boot=boot or {},
+        **extra,
+    )
 
 
 def split(raw: str) -> tuple[str, bool]:
@@ -150,8 +178,9 @@ def jobs_list():
     if wants_json():
         return jsonify(data)
     q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
-    return page("jobs.html", "jobs", data, json_url(offset, q),
-                statuses=[s.value for s in Status], query=q)
+    return page(
+        "jobs.html", "jobs", data, json_url(offset, q), statuses=[s.value for s in Status], query=q
+    )
 
 
 def job(raw):
@@ -159,16 +188,27 @@ def job(raw):
     data = views.job_view(store(), job_id)
     if as_json:
         return jsonify(data)
-    return page("job.html", "job", data, url_for("job", raw=data["job"]["job_id"] + ".json"),
-                boot={k: data[k] for k in ("curves", "samples_written", "finished")})
+    return page(
+        "job.html",
+        "job",
+        data,
+        url_for("job", raw=data["job"]["job_id"] + ".json"),
+        boot={k: data[k] for k in ("curves", "samples_written", "finished")},
+    )
 
 
 def checkpoint(job_id, which):
     raw, iteration = views.verified_checkpoint(store(), job_id, which)
     name = f"charrnn-{job_id[:8]}-{which}-{iteration}.npz"
-    return Response(raw, 200, {"Content-Type": "application/octet-stream",
-                               "Content-Disposition": f'attachment; filename="{name}"',
-                               "Content-Length": str(len(raw))})
+    return Response(
+        raw,
+        200,
+        {
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Length": str(len(raw)),
+        },
+    )
 
 
 def sweeps_list():
@@ -184,10 +224,16 @@ def sweep(raw):
     if as_json:
         return jsonify(data)
     rows = None if request.args.get("all") else views.LEADERBOARD_ROWS
-    return page("sweep.html", "sweep", data, url_for("sweep", raw=data["sweep_id"] + ".json"),
-                boot={"scatter": data["scatter"], "finished": data["finished"]},
-                poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
-                curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]), rows=rows)
+    return page(
+        "sweep.html",
+        "sweep",
+        data,
+        url_for("sweep", raw=data["sweep_id"] + ".json"),
+        boot={"scatter": data["scatter"], "finished": data["finished"]},
+        poll_ms=10000 if len(data["jobs"]) > views.BIG_SWEEP else None,
+        curves_url=url_for("sweep_curves", sweep_id=data["sweep_id"]),
+        rows=rows,
+    )
 
 
 def sweep_curves(sweep_id):
@@ -203,13 +249,16 @@ def workers():
 
 ROUTES = (
     ("/", "index", index),
-    ("/jobs", "jobs_list", jobs_list), ("/jobs.json", "jobs_json", jobs_list),
+    ("/jobs", "jobs_list", jobs_list),
+    ("/jobs.json", "jobs_json", jobs_list),
     ("/job/<raw>", "job", job),
     ("/job/<job_id>/checkpoint/<which>", "checkpoint", checkpoint),
-    ("/sweeps", "sweeps_list", sweeps_list), ("/sweeps.json", "sweeps_json", sweeps_list),
+    ("/sweeps", "sweeps_list", sweeps_list),
+    ("/sweeps.json", "sweeps_json", sweeps_list),
     ("/sweep/<raw>", "sweep", sweep),
     ("/sweep/<sweep_id>/curves.json", "sweep_curves", sweep_curves),
-    ("/workers", "workers", workers), ("/workers.json", "workers_json", workers),
+    ("/workers", "workers", workers),
+    ("/workers.json", "workers_json", workers),
 )
 """Every page (GET only: nothing here changes a job)."""
 
@@ -218,8 +267,7 @@ ROUTES = (
 def failure(code: int, message: str, title: str, retry: bool = False):
     if wants_json():
         return jsonify({"error": message}), code
-    return render_template("error.html", code=code, title=title, message=message,
-                           retry=retry), code
+    return render_template("error.html", code=code, title=title, message=message, retry=retry), code
 
 
 def not_found(e):
@@ -227,8 +275,9 @@ def not_found(e):
 
 
 def no_route(e):
-    return failure(e.code, e.description if e.code == 405 else
-                   f"no page at {request.path[:200]}", e.name)
+    return failure(
+        e.code, e.description if e.code == 405 else f"no page at {request.path[:200]}", e.name
+    )
 
 
 def bad_checkpoint(e):
@@ -242,8 +291,12 @@ def internal(e):
 def unreachable(e):
     reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
     where = current_app.config["CHARRNN_WHERE"]
-    return failure(503, f"Redis unreachable at {where}: {reason}. This page retries by itself.",
-                   "Redis unreachable", retry=True)
+    return failure(
+        503,
+        f"Redis unreachable at {where}: {reason}. This page retries by itself.",
+        "Redis unreachable",
+        retry=True,
+    )
 
 
 HANDLERS = (
@@ -260,7 +313,7 @@ def fmt(v, digits: int = 4) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.{digits}f}" if math.isfinite(v) else _finite(v)   # as the script shows it
+        return f"{v:.{digits}f}" if math.isfinite(v) else _finite(v)  # as the script shows it
     return str(v)
 
 

@@ -5,6 +5,7 @@ dashboard has no data path of its own. Nothing here writes.
 
 No Flask here, so these functions are the dashboard's logic and can be called from anywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,13 +44,23 @@ class BadCheckpoint(Exception):
 
 def job_row(job: dict) -> dict:
     """One line of the jobs table: what `orchestrator list --json` prints, with the loss per char."""
-    return {**jobs.status_view(job), "name": job["name"], "tags": job["tags"],
-            "sweep_id": job["sweep_id"], "best_val_loss": job["best_val_loss"],
-            "loss": job["smooth_loss"]}
+    return {
+        **jobs.status_view(job),
+        "name": job["name"],
+        "tags": job["tags"],
+        "sweep_id": job["sweep_id"],
+        "best_val_loss": job["best_val_loss"],
+        "loss": job["smooth_loss"],
+    }
 
 
-def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None,
-              offset: int = 0, limit: int = PAGE) -> dict:
+def jobs_page(
+    store: JobStore,
+    status: str | None = None,
+    tag: str | None = None,
+    offset: int = 0,
+    limit: int = PAGE,
+) -> dict:
     """A page of jobs, newest first, as `JobStore.list` reads them (the same index, ZREVRANGE,
     then the records in one pipelined read), from position `offset` of the index on. With a
     status or a tag alone that is one read per page whatever the number of jobs; with both, the
@@ -57,8 +68,15 @@ def jobs_page(store: JobStore, status: str | None = None, tag: str | None = None
     Returns {"jobs", "offset", "next" (offset of the next page, or None), "total" (in the index)}."""
     jobs, nxt, total = store.page(status, tag, offset, limit)
     rows = [job_row(j) for j in jobs]
-    return {"jobs": rows, "offset": offset, "next": nxt, "total": total, "status": status,
-            "tag": tag, "limit": limit}
+    return {
+        "jobs": rows,
+        "offset": offset,
+        "next": nxt,
+        "total": total,
+        "status": status,
+        "tag": tag,
+        "limit": limit,
+    }
 
 
 def job_view(store: JobStore, job_id: str) -> dict:
@@ -67,16 +85,22 @@ def job_view(store: JobStore, job_id: str) -> dict:
     job = store.get(validate_job_id(job_id))
     job_id = job["job_id"]
     history = store.history(job_id)
-    return {"job": {**job_row(job), "restarts": job["restarts"], "rollbacks": job["rollbacks"],
-                    "learning_rate": job["learning_rate"]},
-            "spec": job["spec"].to_dict(),
-            "curves": leaderboard.curves(job, history),
-            "history_rows": len(history),
-            "samples": store.samples(job_id),
-            "samples_written": store.sample_count(job_id),
-            "events": store.events(job_id),
-            "checkpoint_iteration": store.checkpoint_iteration(job_id),
-            "finished": jobs.is_terminal(job)}
+    return {
+        "job": {
+            **job_row(job),
+            "restarts": job["restarts"],
+            "rollbacks": job["rollbacks"],
+            "learning_rate": job["learning_rate"],
+        },
+        "spec": job["spec"].to_dict(),
+        "curves": leaderboard.curves(job, history),
+        "history_rows": len(history),
+        "samples": store.samples(job_id),
+        "samples_written": store.sample_count(job_id),
+        "events": store.events(job_id),
+        "checkpoint_iteration": store.checkpoint_iteration(job_id),
+        "finished": jobs.is_terminal(job),
+    }
 
 
 def verified_checkpoint(store: JobStore, job_id: str, which: str) -> tuple[bytes, int]:
@@ -86,8 +110,9 @@ def verified_checkpoint(store: JobStore, job_id: str, which: str) -> tuple[bytes
         raise NoCheckpoint(f"no such checkpoint kind {which!r} (latest or best)")
     raw, meta = store.checkpoint(validate_job_id(job_id), which)
     if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
-        raise BadCheckpoint(f"job {job_id}'s {which} checkpoint does not match its stored sha256; "
-                            f"not served")
+        raise BadCheckpoint(
+            f"job {job_id}'s {which} checkpoint does not match its stored sha256; not served"
+        )
     try:
         ck = ckpt.load(raw, name=f"the job's {which} checkpoint")
     except CharRNNError as e:
@@ -103,21 +128,39 @@ def sweep_view(store: JobStore, sweep_id: str) -> dict:
     names, rows = leaderboard.board(store, found)
     scatter = {}
     for n in names:
-        pts = [{"x": r["params"][n], "y": r["best_val_loss"], "job_id": r["job_id"]}
-               for r in rows if r["best_val_loss"] is not None and math.isfinite(r["best_val_loss"])]
+        pts = [
+            {"x": r["params"][n], "y": r["best_val_loss"], "job_id": r["job_id"]}
+            for r in rows
+            if r["best_val_loss"] is not None and math.isfinite(r["best_val_loss"])
+        ]
         scatter[n] = pts
-    plan = (sw["spec"].get("early_stop") or {})
+    plan = sw["spec"].get("early_stop") or {}
     rungs = []
     for m in plan.get("rungs") or []:
         dec = store.rung_decisions(sw["sweep_id"], m)
-        rungs.append({"iteration": m,
-                      "decisions": sorted(({"job_id": j, **d} for j, d in dec.items()),
-                                          key=lambda d: (d.get("rank") or 0, d["job_id"]))})
-    return {"sweep_id": sw["sweep_id"], "name": sw["name"], "created_at": sw["created_at"],
-            "tags": sw["tags"], "spec": sw["spec"], "counts": leaderboard.counts(found),
-            "varying": names, "jobs": rows, "scatter": scatter, "rungs": rungs,
-            "reduction_factor": plan.get("reduction_factor"),
-            "finished": all(jobs.is_terminal(j) for j in found)}
+        rungs.append(
+            {
+                "iteration": m,
+                "decisions": sorted(
+                    ({"job_id": j, **d} for j, d in dec.items()),
+                    key=lambda d: (d.get("rank") or 0, d["job_id"]),
+                ),
+            }
+        )
+    return {
+        "sweep_id": sw["sweep_id"],
+        "name": sw["name"],
+        "created_at": sw["created_at"],
+        "tags": sw["tags"],
+        "spec": sw["spec"],
+        "counts": leaderboard.counts(found),
+        "varying": names,
+        "jobs": rows,
+        "scatter": scatter,
+        "rungs": rungs,
+        "reduction_factor": plan.get("reduction_factor"),
+        "finished": all(jobs.is_terminal(j) for j in found),
+    }
 
 
 def sweep_curves(store: JobStore, sweep_id: str, limit: int = CURVES_MAX) -> dict:
@@ -129,10 +172,19 @@ def sweep_curves(store: JobStore, sweep_id: str, limit: int = CURVES_MAX) -> dic
     ranked = leaderboard.rank(found)
     shown = ranked[:limit]
     hist = leaderboard.histories(store, shown)
-    return {"sweep_id": sw["sweep_id"], "total": len(found),
-            "lines": [{"job_id": j["job_id"], "label": leaderboard.label(j, names),
-                       "status": j["status"], **leaderboard.curves(j, hist[j["job_id"]])}
-                      for j in shown]}
+    return {
+        "sweep_id": sw["sweep_id"],
+        "total": len(found),
+        "lines": [
+            {
+                "job_id": j["job_id"],
+                "label": leaderboard.label(j, names),
+                "status": j["status"],
+                **leaderboard.curves(j, hist[j["job_id"]]),
+            }
+            for j in shown
+        ],
+    }
 
 
 def sweeps_list(store: JobStore, limit: int = 20) -> list[dict]:
@@ -144,9 +196,15 @@ def sweeps_list(store: JobStore, limit: int = 20) -> list[dict]:
     out = []
     for sw in sweeps:
         mine = [next(statuses) for _ in sw["job_ids"]]
-        out.append({"sweep_id": sw["sweep_id"], "name": sw["name"],
-                    "created_at": sw["created_at"], "jobs": sw["n_jobs"],
-                    "counts": dict(Counter(s for s in mine if s is not None))})
+        out.append(
+            {
+                "sweep_id": sw["sweep_id"],
+                "name": sw["name"],
+                "created_at": sw["created_at"],
+                "jobs": sw["n_jobs"],
+                "counts": dict(Counter(s for s in mine if s is not None)),
+            }
+        )
     return out
 
 
@@ -157,5 +215,7 @@ def workers_view(store: JobStore) -> dict:
     by_worker: dict[str, list[dict]] = {}
     for j in running:
         by_worker.setdefault(j["worker"] or "(not recorded)", []).append(job_row(j))
-    return {"workers": [{"name": n, "jobs": rows} for n, rows in sorted(by_worker.items())],
-            "counts": store.status_counts()}
+    return {
+        "workers": [{"name": n, "jobs": rows} for n, rows in sorted(by_worker.items())],
+        "counts": store.status_counts(),
+    }
