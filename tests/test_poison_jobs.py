@@ -245,3 +245,37 @@ def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
         os.kill(child, signal.SIGKILL)
     assert wait_status(r, job, timeout=90) == "succeeded"
     assert int(job_field(r, job, "deliveries")) == 2
+
+
+def test_a_store_that_refuses_every_write_stops_the_job_without_looping(stack, corpus_file):
+    """Reproduced: a write Redis refused (out of memory) left the job running, the reaper re-sent
+    it and it retrained, five restarts in 45 seconds. A store that refuses every write cannot
+    record a failure either, so the job waits instead: its trainer stops at the refused write
+    and nothing is retrained while Redis says no. Celery's own acknowledgement is refused too,
+    which makes Celery exit the worker's main process ("Unrecoverable error"); a supervisor
+    restarts it (the compose file's restart policy), and once Redis accepts writes again the job
+    resumes and finishes, bit-identical to an uninterrupted run."""
+    server, worker = stack
+    env = {"CHARRNN_VISIBILITY_TIMEOUT": "3", "CHARRNN_STORE_RETRY_SECONDS": "2"}
+    worker("a", **env).start()
+    r = server.client()
+    hyper = dict(iterations=30000, hidden_size=16, num_layers=1, eval_every=0, sample_every=0)
+    job = submit(server.url(), corpus_file, "--checkpoint-every", "1000", **hyper)
+    wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=60, what="a checkpoint")
+    r.config_set("maxmemory", "1")  # noeviction (the default): every write is refused with OOM
+    try:
+        time.sleep(4)
+        restarts, iteration = job_field(r, job, "restarts"), job_field(r, job, "iteration")
+        time.sleep(8)  # longer than the lease and two reaper scans
+        assert job_field(r, job, "status") == "running"
+        assert (job_field(r, job, "restarts"), job_field(r, job, "iteration")) == (
+            restarts,
+            iteration,
+        ), "trained or retrained while the store refused every write"
+    finally:
+        r.config_set("maxmemory", "0")
+    worker("b", **env).start()  # the supervisor's restart
+    assert wait_status(r, job, timeout=120) == "succeeded"
+    from conftest import assert_matches_reference
+
+    assert_matches_reference(r, job, corpus_file.read_text(), hyper)
