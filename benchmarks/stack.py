@@ -115,33 +115,19 @@ class Worker:
         self.env.update({k: str(v) for k, v in env.items()})
         self.proc = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", self.app, "worker", "--pool", "prefork",
+                "--concurrency", "1", "-n", f"{self.name}@%h", "--loglevel", "INFO",
+                "--without-mingle", "--without-gossip"]  # fmt: skip
+
+    def popen(self, log, **kw) -> subprocess.Popen:
+        """The process; subclasses start it elsewhere (a network namespace, under limits)."""
+        return subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env, cwd=REPO,
+                                start_new_session=True, **kw)  # fmt: skip
+
     def start(self, wait: bool = True):
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    self.app,
-                    "worker",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    "1",
-                    "-n",
-                    f"{self.name}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                cwd=REPO,
-                start_new_session=True,
-            )
+            self.proc = self.popen(log)
         if wait:
             self.wait_ready()
         return self

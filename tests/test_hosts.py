@@ -44,35 +44,8 @@ class HostWorker(Worker):
         super().__init__(url, host.name, folder, **env)
         self.host = host
 
-    def start(self, wait: bool = True):
-        with open(self.log, "ab") as log:
-            self.proc = self.host.popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    self.app,
-                    "worker",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    "1",
-                    "-n",
-                    f"{self.name}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                cwd=REPO,
-            )
-        if wait:
-            self.wait_ready()
-        return self
+    def popen(self, log, **kw):
+        return self.host.popen(self.command(), stdout=log, stderr=log, env=self.env, cwd=REPO)
 
 
 def cli(host: hosts.Host, url: str, *args, timeout: float = 60):

@@ -121,38 +121,10 @@ class LimitedWorker(Worker):
         super().__init__(*a, **kw)
         self.address_space = address_space
 
-    def start(self, wait: bool = True):
+    def popen(self, log, **kw):
         cap = self.address_space
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker",
-                    "worker",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    "1",
-                    "-n",
-                    f"{self.name}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                cwd=REPO,
-                start_new_session=True,
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
-            )
-        if wait:
-            self.wait_ready()
-        return self
+        limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))  # noqa: E731
+        return super().popen(log, preexec_fn=limit)
 
 
 def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path):
