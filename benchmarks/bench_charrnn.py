@@ -30,8 +30,8 @@ Usage:
     python benchmarks/bench_charrnn.py [CORPUS] --cells [--old-tree PATH]
     python benchmarks/bench_charrnn.py [CORPUS] --quality
 
-CORPUS defaults to /work/shared/corpora/tinyshakespeare.txt (../shared/corpora from the repo)
-when present, else a generated pseudo-English text. --quality trains one pass over the training
+CORPUS defaults to $CHARRNN_BENCH_CORPUS (tinyshakespeare.txt for the README's figures), else a
+generated pseudo-English text. --quality trains one pass over the training
 part at 2 layers, hidden 128, seq_length 13 with the library's defaults, and the same with the
 article's settings (learning rate 0.1, parameters 0.01 * N(0, 1), biases 0), and prints the
 held-out loss over the whole validation split.
@@ -39,24 +39,17 @@ held-out loss over the whole validation split.
 
 from __future__ import annotations
 
-import os
-
-for _v in (
-    "OPENBLAS_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-):
-    os.environ[_v] = "1"  # before numpy (and torch) are imported
-
 import argparse
 import math
+import os
 import platform
 import sys
 import time
 
 import numpy as np
+
+# first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script)
+from onethread import default_corpus, torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from charrnn import (  # noqa: E402
@@ -68,21 +61,6 @@ from charrnn import (  # noqa: E402
 from charrnn.model import views  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CORPORA = [
-    "/work/shared/corpora/tinyshakespeare.txt",
-    os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt"),
-]
-
-try:
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-except ImportError:
-    torch = None
 
 
 # --- corpus --------------------------------------------------------------------------------------
@@ -110,12 +88,10 @@ def generated_corpus(n_chars: int = 1_100_000, seed: int = 0) -> str:
 
 
 def load_corpus(path: str | None) -> tuple[str, str]:
+    path = path or default_corpus()
     if path:
         return read_corpus(path), path
-    for p in DEFAULT_CORPORA:
-        if os.path.exists(p):
-            return read_corpus(p), os.path.normpath(p)
-    return generated_corpus(), "generated pseudo-English (no tinyshakespeare.txt found)"
+    return generated_corpus(), "generated pseudo-English (no CORPUS, no CHARRNN_BENCH_CORPUS)"
 
 
 # --- trainers, each reduced to step() ------------------------------------------------------------
@@ -522,7 +498,7 @@ def quality_section(text):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("corpus", nargs="?", help="UTF-8 text (default: tinyshakespeare if present)")
+    ap.add_argument("corpus", nargs="?", help="UTF-8 text (default: $CHARRNN_BENCH_CORPUS)")
     ap.add_argument(
         "--seconds",
         type=float,

@@ -20,7 +20,6 @@ import json
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -30,7 +29,7 @@ REPO = os.path.dirname(HERE)
 
 from worker import keys  # noqa: E402
 
-from stack import RedisServer, free_port, make_corpus, run_cli  # noqa: E402
+from stack import RedisServer, free_port, make_corpus, run_cli, start_dashboard  # noqa: E402
 
 SWEEP = 1000
 HISTORY = 500
@@ -137,20 +136,7 @@ def main():
                 f"of {SWEEP}: {HISTORY} history rows and a sample per job"
             )
             port = free_port()
-            dash = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "orchestrator.cli",
-                    "--redis-url",
-                    url,
-                    "dashboard",
-                    "--port",
-                    str(port),
-                ],
-                cwd=REPO,
-                stderr=subprocess.DEVNULL,
-            )
+            dash = start_dashboard(url, port, stderr=subprocess.DEVNULL)
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
             while True:

@@ -18,43 +18,25 @@ Usage:
         [--cell lstm --hidden-size 256 --num-layers 2 --batch-size 32 --seq-length 64
          --learning-rate 2e-3 --lr-schedule cosine --warmup 100 --clip-norm 5 ...]
 
-CORPUS may also come from $CHARRNN_CORPUS.
+CORPUS may also come from $CHARRNN_BENCH_CORPUS.
 """
 
 from __future__ import annotations
 
-import os
-
-for _v in (
-    "OPENBLAS_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-):
-    os.environ[_v] = "1"  # before numpy (and torch) are imported
-
 import argparse
 import math
+import os
 import platform
 import sys
 import time
 
 import numpy as np
 
+# first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script)
+from onethread import default_corpus, torch
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from charrnn import Config, Trainer, read_corpus  # noqa: E402
-
-try:
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-except ImportError:
-    torch = None
 
 RECIPE = dict(
     cell="gru",
@@ -188,15 +170,17 @@ class TorchRecipe:
         self.pointer += T
         self.iteration += 1
 
-    @torch.no_grad()
     def evaluate(self) -> float:
+        # no_grad as a context, not a decorator: the class must be definable without torch
+        # (--no-torch on a machine that has none)
         total, state = 0.0, None
-        for s in range(0, len(self.val) - 1, 4096):
-            x = self.val[s : s + 4097]
-            out, state = self.rnn(self.eye[x[:-1]][:, None, :], state)
-            total += torch.nn.functional.cross_entropy(
-                self.out(out[:, 0]), x[1:], reduction="sum"
-            ).item()
+        with torch.no_grad():
+            for s in range(0, len(self.val) - 1, 4096):
+                x = self.val[s : s + 4097]
+                out, state = self.rnn(self.eye[x[:-1]][:, None, :], state)
+                total += torch.nn.functional.cross_entropy(
+                    self.out(out[:, 0]), x[1:], reduction="sum"
+                ).item()
         return total / (len(self.val) - 1)
 
 
@@ -205,8 +189,8 @@ def main(argv=None):
     ap.add_argument(
         "corpus",
         nargs="?",
-        default=os.environ.get("CHARRNN_CORPUS"),
-        help="UTF-8 text (or set CHARRNN_CORPUS)",
+        default=default_corpus(),
+        help="UTF-8 text (or set CHARRNN_BENCH_CORPUS)",
     )
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each")
     ap.add_argument(
@@ -218,7 +202,7 @@ def main(argv=None):
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     a = ap.parse_args(argv)
     if not a.corpus:
-        ap.error("give a corpus (or set CHARRNN_CORPUS)")
+        ap.error("give a corpus (or set CHARRNN_BENCH_CORPUS)")
     text = read_corpus(a.corpus)
     at = (
         [float(x) for x in a.at.split(",")]

@@ -2,7 +2,7 @@
 two workers, runs a small ASHA sweep, serves the dashboard and saves its sweep page and the best
 job's page, as headless Chromium shows them, to docs/.
 
-    python benchmarks/dashboard_screenshots.py [--corpus ../shared/corpora/tinyshakespeare.txt]
+    python benchmarks/dashboard_screenshots.py [--corpus FILE]   # default $CHARRNN_BENCH_CORPUS, else builtin:python-docs
 
 Needs the test extra (selenium) and Debian's chromium and chromium-driver (.ci/run installs them).
 """
@@ -15,7 +15,6 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +22,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-from stack import RedisServer, Worker, free_port, run_cli, wait_status  # noqa: E402
+from stack import RedisServer, Worker, free_port, run_cli, start_dashboard, wait_status  # noqa: E402
 
-DEFAULT_CORPUS = os.path.join(os.path.dirname(REPO), "shared", "corpora", "tinyshakespeare.txt")
+DEFAULT_CORPUS = os.environ.get("CHARRNN_BENCH_CORPUS") or "builtin:python-docs"
 
 
 def browser():
@@ -66,7 +65,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--corpus",
-        default=DEFAULT_CORPUS if os.path.exists(DEFAULT_CORPUS) else "builtin:python-docs",
+        default=DEFAULT_CORPUS,
     )
     ap.add_argument("--out", default=os.path.join(REPO, "docs"))
     args = ap.parse_args()
@@ -122,19 +121,7 @@ def main():
             run_cli("compare", out["sweep_id"], "--json", url=url, check=True).stdout
         )["jobs"][0]["job_id"]
         port = free_port()
-        dash = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "orchestrator.cli",
-                "--redis-url",
-                url,
-                "dashboard",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-        )
+        dash = start_dashboard(url, port)
         time.sleep(2)
         base = f"http://127.0.0.1:{port}"
         driver = browser()

@@ -37,6 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_dashboard(url: str, port: int, **popen) -> subprocess.Popen:
+    """`orchestrator dashboard` on a port, as a user starts it."""
+    cmd = [sys.executable, "-m", "orchestrator.cli", "--redis-url", url, "dashboard",
+           "--port", str(port)]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, **popen)
+
+
 def make_corpus(seed: int = 0, words: int = 3000) -> str:
     """A generated corpus (no third-party text)."""
     rng = random.Random(seed)
