@@ -597,3 +597,39 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     assert browser.execute_script("return document.getElementById('banner').hidden")
     assert text(browser, '[data-field="val_loss"]') == "NaN"
     assert not page_errors(browser)
+
+
+@pytest.mark.browser
+def test_workers_page_lists_idle_workers_and_what_each_runs(
+    pool, r, redis_server, corpus_file, dash, browser
+):
+    host = __import__("socket").gethostname()
+    browser.get(dash.base + "/workers")
+    # `r` cleared the store, registry included: each worker is back at its next renewal (10 s)
+    want = {f"{w.name}@{host}" for w in pool}
+
+    def states() -> dict[str, str]:
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#workers-table tbody tr')]"
+            ".map(tr => [...tr.cells].map(c => c.innerText))"
+        )
+        return {row[0]: row[2] for row in rows if len(row) > 2}
+
+    wait_for(
+        lambda: want <= {n for n, s in states().items() if s == "idle"},
+        30,
+        0.5,
+        what="both workers listed as idle",
+    )
+    job = submit(redis_server.url(), corpus_file, *TINY, "--iterations", "100000", "--name", "busy")
+    wait_status(r, job, ("running",))
+    wait_for(
+        lambda: sum(s == "running" for s in states().values()) == 1,
+        15,
+        0.3,
+        what="one worker shown running the job, without a reload",
+    )
+    assert job in text(browser, "#workers-table")
+    run_cli("cancel", job, url=redis_server.url(), check=True)
+    wait_status(r, job, ENDED)
+    assert not page_errors(browser)

@@ -22,6 +22,9 @@
     charrnn:sweep:{id}:rung:{iter}   zset    job ids scored by validation loss at that ASHA rung
     charrnn:sweep:{id}:rung:{iter}:decisions  hash  job id -> JSON decision (continue or stop)
     charrnn:sweeps                   zset    every sweep id, scored by creation time
+    charrnn:workers                  zset    worker names, scored by when each last said it lives
+    charrnn:worker:{name}            hash    a worker's host, pid, concurrency, start time;
+                                             expires unless renewed (see presence.py)
 
 A job of a sweep carries `sweep_id` in its record and the tag `sweep:{id}`.
 
@@ -127,6 +130,14 @@ def sweeps_by_time() -> str:
 def sweep_tag(sweep_id: str) -> str:
     """The tag every job of a sweep carries (so `list --tag sweep:ID` works too)."""
     return f"sweep:{sweep_id}"
+
+
+def workers() -> str:
+    return f"{PREFIX}workers"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
 
 
 def corpus_jobs(sha256: str) -> str:

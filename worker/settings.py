@@ -51,6 +51,10 @@ REAP_HOLD_SECONDS = max(VISIBILITY_TIMEOUT, 10 * LEASE_SECONDS)
 """How long a re-send for one fencing token is remembered: the same lost trainer is re-sent at
 most once per this period (a re-sent message waiting in a busy queue is not spammed)."""
 
+PRESENCE_SECONDS = _float("CHARRNN_PRESENCE_SECONDS", 10.0)
+"""How often each worker renews its entry in the registry of live workers (presence.py). A worker
+killed hard leaves the list within three of these; one that stops cleanly leaves at once."""
+
 STORE_RETRY_SECONDS = _float("CHARRNN_STORE_RETRY_SECONDS", 120.0)
 """How long a worker keeps retrying a store write while Redis is unreachable (a restart) before
 giving the job up to another worker."""

@@ -10,6 +10,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from .app import QUEUE, TASK_NAME, app
+from .presence import Presence
 from .reaper import Reaper
 from .store import JobStore, connect
 from .training import SHUTDOWN, Outcome, run_job
@@ -17,6 +18,7 @@ from .training import SHUTDOWN, Outcome, run_job
 log = logging.getLogger("charrnn.worker")
 _store: JobStore | None = None
 _reaper: Reaper | None = None
+_presence: Presence | None = None
 
 
 def store() -> JobStore:
@@ -67,17 +69,27 @@ def resend(job_id: str) -> None:
 
 @worker_ready.connect
 def _start_reaper(sender=None, **_):
-    """In the worker's main process: revive running jobs whose trainer and message are gone."""
-    global _reaper
+    """In the worker's main process: revive running jobs whose trainer and message are gone,
+    and say that this worker lives (for the dashboard's workers page)."""
+    global _reaper, _presence
     host = getattr(sender, "hostname", None) or "worker"
     _reaper = Reaper(JobStore(connect(app.conf.broker_url)), resend, host)
     _reaper.start()
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", None)
+    _presence = Presence(connect(app.conf.broker_url), host, concurrency)
+    _presence.start()
 
 
 @worker_shutdown.connect
 def _stop_reaper(**_):
     if _reaper is not None:
         _reaper.stop.set()
+    if _presence is not None:
+        _presence.stop.set()
+        try:  # now, not from the thread: a daemon thread may not run again before exit
+            _presence.forget()
+        except Exception:  # noqa: BLE001 - Redis gone: the entry expires by itself
+            pass
 
 
 @worker_shutting_down.connect

@@ -14,6 +14,7 @@ from collections import Counter
 
 from charrnn import checkpoint as ckpt
 from charrnn.errors import CharRNNError
+from worker import presence
 from worker.errors import NoCheckpoint
 from worker.store import JobStore, Status, validate_job_id
 
@@ -209,13 +210,35 @@ def sweeps_list(store: JobStore, limit: int = 20) -> list[dict]:
 
 
 def workers_view(store: JobStore) -> dict:
-    """Workers that run a job now, from the `running` status index and each job's `worker` field
-    (a worker with no job is not seen this way; `orchestrator workers` asks Celery)."""
+    """Every live worker (the presence registry: idle ones too) with the jobs it runs (the
+    `running` index and each job's `worker` field). A job whose worker is not in the registry
+    (gone, its lease not yet expired) still shows, under that worker's name."""
     running = store.list(status=Status.RUNNING.value, limit=WORKER_LIMIT)
     by_worker: dict[str, list[dict]] = {}
     for j in running:
         by_worker.setdefault(j["worker"] or "(not recorded)", []).append(job_row(j))
+    alive = {w["name"]: w for w in presence.live(store.r)}
+    names = sorted(set(alive) | set(by_worker))
     return {
-        "workers": [{"name": n, "jobs": rows} for n, rows in sorted(by_worker.items())],
+        "workers": [
+            {
+                "name": n,
+                "jobs": by_worker.get(n, []),
+                "alive": n in alive,
+                "host": alive.get(n, {}).get("host", ""),
+                "pid": alive.get(n, {}).get("pid", ""),
+                "concurrency": alive.get(n, {}).get("concurrency", ""),
+                "started_at": _float(alive.get(n, {}).get("started_at")),
+                "seen_at": _float(alive.get(n, {}).get("seen_at")),
+            }
+            for n in names
+        ],
         "counts": store.status_counts(),
     }
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None

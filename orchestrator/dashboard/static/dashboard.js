@@ -288,13 +288,17 @@
   function renderWorkers(d) {
     document.getElementById("counts").textContent =
       Object.entries(d.counts).map(([k, v]) => v + " " + k).join(" · ");
-    const rows = d.workers.flatMap(w => w.jobs.map(j => el("tr", {},
-      el("td", {}, w.name), el("td", {class: "id"}, jobLink(j.job_id)), el("td", {}, j.name || ""),
+    const who = w => [el("td", {}, w.name), el("td", {}, w.host || ""),
+      el("td", {class: w.alive ? (w.jobs.length ? "busy" : "idle") : "gone"},
+        w.alive ? (w.jobs.length ? "running" : "idle") : "not renewing")];
+    const rows = d.workers.flatMap(w => w.jobs.length ? w.jobs.map(j => el("tr", {}, ...who(w),
+      el("td", {class: "id"}, jobLink(j.job_id)), el("td", {}, j.name || ""),
       el("td", {class: "num"}, progress(j)), el("td", {class: "num"}, num(j.loss, 3)),
       el("td", {class: "num"}, num(j.val_loss, 3)), el("td", {class: "num"}, num(j.chars_per_second, 0)),
-      el("td", {}, when(j.started_at)))));
+      el("td", {}, when(j.started_at)))) :
+      [el("tr", {}, ...who(w), el("td", {colspan: 7, class: "empty"}, "no job"))]);
     replaceRows(document.querySelector("#workers-table tbody"), rows.length ? rows :
-      [el("tr", {}, el("td", {colspan: 8, class: "empty"}, "no job running"))]);
+      [el("tr", {}, el("td", {colspan: 10, class: "empty"}, "no worker alive"))]);
   }
 
   // --- start ----------------------------------------------------------------------------------

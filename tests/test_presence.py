@@ -1,0 +1,66 @@
+"""The registry of live workers (worker/presence.py), with a real redis-server and real Celery
+workers: an idle worker is listed, a clean stop leaves the list at once, a hard kill within
+three renewal periods."""
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from worker import keys, presence
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+FAST = {"CHARRNN_PRESENCE_SECONDS": "1"}
+
+
+def names(r) -> list[str]:
+    # the reader's window is this process's FORGET_AFTER (30 s by default): read with the
+    # workers' own period instead
+    cutoff = time.time() - 3 * float(FAST["CHARRNN_PRESENCE_SECONDS"])
+    return sorted(n.decode() for n in r.zrangebyscore(keys.workers(), cutoff, "+inf"))
+
+
+def test_idle_workers_are_listed_and_leave_when_stopped_or_killed(stack):
+    server, worker = stack
+    r = server.client()
+    a = worker("pa", **FAST).start()
+    b = worker("pb", **FAST).start()
+    host = socket.gethostname()
+    wait_for(lambda: names(r) == [f"pa@{host}", f"pb@{host}"], 20, 0.2, what="both workers listed")
+    entries = {w["name"]: w for w in presence.live(r)}
+    assert entries[f"pa@{host}"]["host"] == host
+    assert int(entries[f"pa@{host}"]["pid"]) == a.proc.pid  # the worker's main process
+    assert entries[f"pa@{host}"]["concurrency"] == "1"
+    seen = float(entries[f"pb@{host}"]["seen_at"])
+    wait_for(
+        lambda: float(r.hget(keys.worker(f"pb@{host}"), "seen_at") or 0) > seen,
+        10,
+        0.2,
+        what="a renewal",
+    )
+
+    a.stop()  # a warm shutdown: forgotten at once, not after three periods
+    assert f"pa@{host}" not in names(r)
+    assert not r.exists(keys.worker(f"pa@{host}"))
+
+    os.kill(b.proc.pid, signal.SIGKILL)  # no shutdown hook runs: the entry expires
+    b.proc.wait()
+    wait_for(lambda: not r.exists(keys.worker(f"pb@{host}")), 15, 0.5, what="the entry to expire")
+    assert names(r) == []
+
+
+def test_a_renewal_sweeps_out_entries_of_dead_workers(redis_server):
+    r = redis_server.client()
+    r.delete(keys.workers())
+    r.zadd(keys.workers(), {"dead@nowhere": time.time() - 10 * presence.FORGET_AFTER})
+    p = presence.Presence(r, "alive@here", 2)
+    p.renew()
+    assert [w["name"] for w in presence.live(r)] == ["alive@here"]
+    assert r.zscore(keys.workers(), "dead@nowhere") is None
+    p.forget()
+    assert presence.live(r) == []

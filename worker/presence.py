@@ -1,0 +1,94 @@
+"""Which workers are alive, idle or not: a registry in the store, as python-rq keeps one.
+
+Celery's remote control (`inspect`) knows the live workers too, but it answers only after a
+broadcast and a timeout, needs write access to the broker's control channels, and says nothing
+when no worker answers. A dashboard that redraws every few seconds, with a read-only Redis user,
+needs a plain read instead. So each worker's main process renews its entry every
+PRESENCE_SECONDS (settings.py): a hash that expires after three missed renewals, and its name in
+a sorted set scored by the time of the last renewal. A reader takes the names renewed within the last three
+periods; a worker killed hard drops out within that time, one that stops cleanly at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from . import keys, settings
+
+log = logging.getLogger("charrnn.presence")
+
+FORGET_AFTER = 3 * settings.PRESENCE_SECONDS
+
+
+class Presence:
+    """The worker's entry, renewed by a daemon thread of its main process."""
+
+    def __init__(self, r: redis.Redis, name: str, concurrency: int | None = None):
+        self.r, self.name = r, name
+        self.info = {
+            "name": name,
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "concurrency": str(concurrency or ""),
+            "started_at": repr(time.time()),
+        }
+        self.stop = threading.Event()
+
+    def renew(self) -> None:
+        now = time.time()
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(keys.worker(self.name), mapping={**self.info, "seen_at": repr(now)})
+            p.expire(keys.worker(self.name), int(FORGET_AFTER) + 1)
+            p.zadd(keys.workers(), {self.name: now})
+            # the registry stays as large as the live pool: whoever renews sweeps out the dead
+            p.zremrangebyscore(keys.workers(), "-inf", now - FORGET_AFTER)
+            p.execute()
+
+    def forget(self) -> None:
+        with self.r.pipeline(transaction=False) as p:
+            p.delete(keys.worker(self.name))
+            p.zrem(keys.workers(), self.name)
+            p.execute()
+
+    def loop(self) -> None:
+        while True:
+            try:
+                self.renew()
+            except redis.RedisError as e:  # Redis restarting: the next renewal puts it back
+                log.info("presence: store unreachable (%s)", type(e).__name__)
+            if self.stop.wait(settings.PRESENCE_SECONDS):
+                break
+        try:
+            self.forget()
+        except redis.RedisError:
+            pass  # the entry expires by itself
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self.loop, name="charrnn-presence", daemon=True)
+        t.start()
+        return t
+
+
+def live(r: redis.Redis, now: float | None = None) -> list[dict[str, str]]:
+    """The workers renewed within FORGET_AFTER seconds, by name: one ZRANGEBYSCORE, one
+    pipelined read of their hashes."""
+    now = time.time() if now is None else now
+    names = [
+        n.decode() if isinstance(n, bytes) else str(n)
+        for n in r.zrangebyscore(keys.workers(), now - FORGET_AFTER, "+inf")
+    ]
+    with r.pipeline(transaction=False) as p:
+        for n in names:
+            p.hgetall(keys.worker(n))
+        rows = p.execute()
+    out = []
+    for n, h in zip(names, rows, strict=True):
+        d = {k.decode(): v.decode() for k, v in h.items()} if h else {"name": n}
+        out.append(d)
+    return sorted(out, key=lambda d: d["name"])
