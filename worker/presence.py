@@ -31,7 +31,7 @@ class Presence:
 
     def __init__(self, r: redis.Redis, name: str, concurrency: int | None = None):
         self.r, self.name = r, name
-        self.info = {
+        self.info: dict = {
             "name": name,
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
@@ -42,8 +42,10 @@ class Presence:
 
     def renew(self) -> None:
         now = time.time()
+        entry = dict(self.info)
+        entry["seen_at"] = repr(now)
         with self.r.pipeline(transaction=False) as p:
-            p.hset(keys.worker(self.name), mapping={**self.info, "seen_at": repr(now)})
+            p.hset(keys.worker(self.name), mapping=entry)
             p.expire(keys.worker(self.name), int(FORGET_AFTER) + 1)
             p.zadd(keys.workers(), {self.name: now})
             # the registry stays as large as the live pool: whoever renews sweeps out the dead
