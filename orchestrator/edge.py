@@ -171,7 +171,7 @@ def _embedded_url(start: bool) -> str:
         return url
     before = embedded.read_state() or {}
     was_up = embedded.running_url() is not None
-    st = embedded.start_workers(embedded.default_workers())
+    st = embedded.start_workers(embedded.wanted_workers())
     if not was_up or set(st["workers"]) - set(before.get("workers") or ()):
         click.echo(
             f"started the embedded stack in the background (Redis and "

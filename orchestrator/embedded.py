@@ -373,6 +373,7 @@ def start_workers(n: int) -> dict:
             if _remember(st, proc.pid, argv):
                 alive.append(proc.pid)
         st["workers"] = alive
+        st["wanted"] = n  # what the next command's start tops the pool up to
         known = st.get("identities") or {}  # forget the gone ones
         st["identities"] = {
             str(p): known[str(p)] for p in [st["redis_pid"], *alive] if str(p) in known
@@ -383,6 +384,13 @@ def start_workers(n: int) -> dict:
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def wanted_workers() -> int:
+    """How many workers a command that starts the stack keeps alive: what the last `up
+    --workers N` asked for, else one per core. A user who chose one worker keeps one."""
+    wanted = (read_state() or {}).get("wanted")
+    return wanted if isinstance(wanted, int) and wanted >= 0 else default_workers()
 
 
 def _stop_workers(st: dict, workers: list[int]) -> None:

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from orchestrator import embedded
+
 from conftest import REPO, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
@@ -203,6 +205,10 @@ def run_job(home, corpus_file) -> dict:
 def test_a_fresh_home_is_private_to_its_user(home, corpus_file):
     run_cli("up", "--workers", "1", env={"CHARRNN_HOME": str(home)}, check=True)
     run_job(home, corpus_file)
+    # the submit found the stack up and kept the one worker `up` asked for (it used to top the
+    # pool up to one worker per core)
+    state = json.loads((home / embedded.STATE_FILE).read_text())
+    assert len(state["workers"]) == 1 and state["wanted"] == 1, state
     redis_dir = home / "redis"
     assert any(n.startswith("appendonly") for n in os.listdir(redis_dir)), os.listdir(redis_dir)
     assert_private(home)
