@@ -30,6 +30,7 @@ def curves(path: str) -> dict[str, list[tuple[float, float, int]]]:
                 f"{opts.get('hidden-size')}, B {opts.get('batch-size')}, T {opts.get('seq-length')}, "
                 f"{opts.get('optimizer')} {float(opts.get('learning-rate', 0)):g} "
                 f"{opts.get('lr-schedule')}"
+                + (f", dropout {float(d):g}" if float(d := opts.get("dropout", "0")) else "")
             )
         elif line.startswith("torch: "):
             label = "PyTorch " + line[len("torch: ") :].split(" (")[0].strip()
