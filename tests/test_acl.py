@@ -28,7 +28,7 @@ from stack import start_dashboard
 
 pytestmark = pytest.mark.integration
 
-ROLES = ("worker", "orchestrator", "viewer")
+ROLES = ("worker", "orchestrator", "viewer", "flower")
 TINY = dict(
     hidden_size=8,
     num_layers=1,

@@ -151,7 +151,6 @@ class Role:
     commands: tuple[str, ...]
     keys: tuple[str, ...]
     channels: tuple[str, ...]
-    doc: str
 
     def rules(self) -> str:
         """The ACL rules after `reset on #password`: keys, channels, then commands. (Redis 6.2's
@@ -182,7 +181,6 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + SUBSCRIBE,
                 QUEUES + STORE + BINDINGS + UNACKED + PIDBOX + EVENT_QUEUES,
                 (control, *events),
-                "Celery workers: train jobs",
             ),
             Role(
                 "orchestrator",
@@ -190,7 +188,6 @@ def roles(db: int = 0) -> dict[str, Role]:
                 CONNECTION + TRANSACTIONS + STORE_READ + STORE_WRITE + SCRIPTS + BROKER + PUBLISH,
                 QUEUES + STORE + BINDINGS + UNACKED + REPLIES,
                 (control, task_events(db)),
-                "the orchestrator: submit, read, cancel, delete, prune, sweeps, workers",
             ),
             Role(
                 "viewer",
@@ -198,7 +195,6 @@ def roles(db: int = 0) -> dict[str, Role]:
                 CONNECTION + TRANSACTIONS + STORE_READ,
                 STORE,
                 (),
-                "read only: status, list, results, samples, compare, plot, the dashboard",
             ),
             Role(
                 "flower",
@@ -206,7 +202,6 @@ def roles(db: int = 0) -> dict[str, Role]:
                 CONNECTION + TRANSACTIONS + SCRIPTS + BROKER + PUBLISH + SUBSCRIBE,
                 QUEUES + BINDINGS + UNACKED + REPLIES + EVENT_QUEUES,
                 (control, *events),
-                "Flower: events, the control channel, queue lengths",
             ),
         )
     }
