@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -179,6 +180,7 @@ def test_the_viewer_changes_nothing(users, admin, corpus_file):
     # the worker stopped, so that nothing but the viewer could change the store meanwhile
     os.killpg(worker.proc.pid, signal.SIGSTOP)
     try:
+        time.sleep(1)  # a write it sent just before is applied, before the snapshot
         before = snapshot(admin)
         for args, what in (
             (["submit", "--corpus", str(corpus_file), "--iterations", "10"], "submit jobs"),
