@@ -77,10 +77,13 @@ def users(tmp_path_factory):
     """A redis-server with the ACL users of worker/acl.py, and one worker under the worker user."""
     folder = tmp_path_factory.mktemp("acl")
     server = RedisServer(str(folder / "redis"), users=ROLES).start()
-    worker = ComposeWorker(server.url(user="worker"), "aclw", str(folder)).start()
-    yield server, worker
-    worker.stop()
-    server.stop(kill=True)
+    worker = ComposeWorker(server.url(user="worker"), "aclw", str(folder))
+    try:
+        worker.start(wait=False).wait_ready(timeout=120)  # mingle waits for neighbours
+        yield server, worker
+    finally:
+        worker.stop()
+        server.stop(kill=True)
 
 
 @pytest.fixture

@@ -72,6 +72,9 @@ STORE_WRITE = ("set", "del", "hset", "rpush", "zadd", "zrem", "sadd", "srem")
 TRAINER_WRITE = ("incr", "hincrby", "ltrim", "rename", "copy", "pttl")
 """What a trainer's fenced writes add (lease.py, training.py, asha.py): fencing counters,
 capped lists, checkpoints rotated in place."""
+PRESENCE = ("expire", "zremrangebyscore")
+"""A worker's entry in the registry of live workers (presence.py): it expires unless renewed,
+and the names of workers gone quiet are dropped."""
 SCRIPTS = ("eval", "evalsha", "script|load", "script|exists")
 """Lua: our fenced writes and kombu's own scripts. Every command a script calls is checked
 against the same rules (no SCRIPT FLUSH or KILL)."""
@@ -175,6 +178,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + STORE_READ
                 + STORE_WRITE
                 + TRAINER_WRITE
+                + PRESENCE
                 + SCRIPTS
                 + BROKER
                 + PUBLISH
