@@ -51,22 +51,34 @@ def make_corpus(seed: int = 0, words: int = 3000) -> str:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, password set, append-only."""
+    """A real redis-server on a free loopback port, password set, append-only. With `users`
+    (roles of worker/acl.py), those ACL users too, loaded from the file `python -m worker.acl`
+    writes; the default user keeps the password and every right."""
 
-    def __init__(self, folder: str, appendfsync: str = "always"):
+    def __init__(self, folder: str, appendfsync: str = "always", users: tuple[str, ...] = ()):
         self.folder, self.port, self.appendfsync = folder, free_port(), appendfsync
         self.password = secrets.token_hex(12)
+        self.passwords = {user: secrets.token_hex(12) for user in users}
         self.proc = None
 
-    def url(self, db: int = 0) -> str:
+    def url(self, db: int = 0, user: str | None = None) -> str:
+        if user:
+            return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/{db}"
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def start(self):
         os.makedirs(self.folder, exist_ok=True)
         conf = os.path.join(self.folder, "redis.conf")
+        auth = f"requirepass {self.password}"
+        if self.passwords:
+            from worker import acl
+
+            auth = f"aclfile {os.path.join(self.folder, 'users.acl')}"
+            with open(os.path.join(self.folder, "users.acl"), "w") as f:
+                f.write(acl.acl_file(self.passwords, self.password))
         with open(conf, "w") as f:
             f.write(
-                f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
+                f"port {self.port}\nbind 127.0.0.1\n{auth}\n"
                 f'appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave ""\n'
             )
         self.proc = subprocess.Popen(

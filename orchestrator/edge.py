@@ -4,7 +4,8 @@ place where domain errors become a line on stderr and an exit code (`Group.invok
 Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --wait, watch); 2
 usage or bad input (options, corpus, hyperparameter, search space, id syntax, Redis URL, prime,
 checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
-embedded stack running; 5 the job has no checkpoint or sample yet.
+embedded stack running; 5 the job has no checkpoint or sample yet; 6 permission denied: the Redis
+user may not do this (a viewer's submit, cancel, delete; worker/acl.py has the users' rules).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 import redis
 
 from charrnn.errors import CharRNNError
+from worker import acl
 from worker.errors import (
     CorpusTooLarge,
     InvalidJobId,
@@ -28,6 +30,7 @@ from . import embedded, render
 from .jobs import BadInput
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = range(6)
+EXIT_DENIED = acl.EXIT_DENIED
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -60,15 +63,36 @@ ERRORS: tuple[tuple[tuple[type, ...], int], ...] = (
     ((NoCheckpoint,), EXIT_NOT_YET),
     ((Unreachable, embedded.EmbeddedError, NoStack), EXIT_UNREACHABLE),
 )
-"""Each domain error and its exit code; redis.RedisError is 'unreachable' (or 'refused the
-password'), naming the URL without its password."""
+"""Each domain error and its exit code; redis.RedisError is 'permission denied' (NOPERM: an ACL
+user without the right), else 'unreachable' (or 'refused the password'), naming the URL without
+its password."""
+
+DENIED = {
+    "submit": "submit jobs",
+    "sweep": "submit sweeps",
+    "cancel": "cancel jobs",
+    "delete": "delete jobs",
+    "prune": "prune jobs",
+    "workers": "ask the workers what they run (Celery's control channel)",
+}
+"""What a command that Redis refused was for, in `permission denied: ... may not {what}`."""
 
 
-def failure(e: Exception, url: str | None) -> Fail | None:
-    """The Fail a domain error becomes, or None for anything else (a bug: let it show)."""
+def denied(url: str, command: str | None) -> Fail:
+    """Redis refused a command to the URL's user. Nothing was written: the first write of every
+    changing command is refused before it is applied, inside MULTI/EXEC or alone."""
+    what = DENIED.get(command or "") or (f"run `{command}`" if command else "do this")
+    return Fail(f"permission denied: Redis user '{acl.user_of(url)}' may not {what}", EXIT_DENIED)
+
+
+def failure(e: Exception, url: str | None, command: str | None = None) -> Fail | None:
+    """The Fail a domain error becomes, or None for anything else (a bug: let it show).
+    `command`: the subcommand that ran, to say what a refused user may not do."""
     for types, code in ERRORS:
         if isinstance(e, types):
             return Fail(str(e), code)
+    if acl.is_denied(e):
+        return denied(url or "", command)
     if isinstance(e, redis.RedisError):
         return unreachable(url or "redis://?", e)
     return None
@@ -85,7 +109,8 @@ class Group(click.Group):
             raise
         except Exception as e:
             obj = ctx.find_object(Ctx)
-            f = failure(e, obj.url_for_messages() if obj is not None else None)
+            url = obj.url_for_messages() if obj is not None else None
+            f = failure(e, url, ctx.invoked_subcommand)
             if f is None:
                 raise
             raise f from None

@@ -2,6 +2,7 @@
 mapping. (The same behaviours end to end, with Redis and workers: test_cli_system.py.)"""
 
 import pytest
+import redis
 
 from charrnn.errors import CorpusError
 from orchestrator import control, edge, render
@@ -75,9 +76,26 @@ def test_ages_without_a_unit_or_not_positive_are_refused(raw):
         (NoCheckpoint("x"), 5),
         (Unreachable("x"), 4),
         (edge.NoStack("x"), 4),
+        (redis.exceptions.NoPermissionError("no permissions to run the 'set' command"), 6),
+        (redis.ConnectionError("x"), 4),
         (KeyError("x"), None),
     ],
 )
 def test_one_mapping_from_domain_errors_to_exit_codes(error, code):
     f = edge.failure(error, "redis://:pw@h:1/0")
     assert (f and f.exit_code) == code
+
+
+@pytest.mark.parametrize(
+    "url, command, line",
+    [
+        ("redis://viewer:p@w@h:1/0", "submit", "Redis user 'viewer' may not submit jobs"),
+        ("rediss://viewer:pw@h:1/0", "cancel", "Redis user 'viewer' may not cancel jobs"),
+        ("unix://:pw@/run/redis.sock", "delete", "Redis user 'default' may not delete jobs"),
+        ("redis://h:1/0", "status", "Redis user 'default' may not run `status`"),
+    ],
+)
+def test_a_refused_command_names_the_user_and_what_it_may_not_do(url, command, line):
+    f = edge.failure(redis.exceptions.NoPermissionError("x"), url, command)
+    assert f is not None and f.exit_code == 6
+    assert f.message == f"permission denied: {line}" and "pw" not in f.message

@@ -173,6 +173,16 @@ def test_compose_file_keeps_the_deployment_rules():
     services = load_compose()["services"]
     assert "ports" not in services["redis"], "Redis must not be published to the host by default"
     assert "--appendonly" in " ".join(services["redis"]["command"])
+    # least privilege (issue 13): every service its own ACL user, none the default user's password
+    assert "--aclfile" in " ".join(services["redis"]["command"])
+    for name, user in (
+        ("worker", "WORKER"),
+        ("orchestrator", "ORCHESTRATOR"),
+        ("dashboard", "VIEWER"),
+        ("flower", "FLOWER"),
+    ):
+        url = services[name]["environment"]["CHARRNN_REDIS_URL"]
+        assert f"REDIS_{user}_USER" in url and f"REDIS_{user}_PASSWORD" in url, (name, url)
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"]), (
         "Redis data on a named volume"
     )
@@ -180,7 +190,6 @@ def test_compose_file_keeps_the_deployment_rules():
     assert "container_name" not in worker and "ports" not in worker, "needed for --scale worker=N"
     assert worker["restart"] == "unless-stopped" and worker["stop_grace_period"]
     assert worker["image"] == IMAGE and worker["build"] == "."
-    assert "REDIS_PASSWORD" in worker["environment"]["CHARRNN_REDIS_URL"]
     flower = services["flower"]
     assert flower["profiles"] == ["monitoring"]
     assert all(p.startswith("127.0.0.1:") for p in flower["ports"]), "Flower on localhost only"
@@ -338,6 +347,11 @@ def test_compose_refuses_placeholder_and_short_passwords(tmp_path, containers):
     cases = [
         ("redis", {}, "REDIS_PASSWORD in .env is still the placeholder"),
         ("redis", {"REDIS_PASSWORD": "short123"}, "REDIS_PASSWORD must be at least 16 characters"),
+        (
+            "redis",
+            {"REDIS_PASSWORD": secrets.token_hex(16)},
+            "REDIS_WORKER_PASSWORD in .env is still the placeholder",
+        ),
         (
             "flower",
             {"REDIS_PASSWORD": secrets.token_hex(16)},
@@ -562,6 +576,10 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
     flower_port = free_port()
     env.update(
         REDIS_PASSWORD=secrets.token_hex(24),
+        REDIS_WORKER_PASSWORD=secrets.token_hex(24),
+        REDIS_ORCHESTRATOR_PASSWORD=secrets.token_hex(24),
+        REDIS_VIEWER_PASSWORD=secrets.token_hex(24),
+        REDIS_FLOWER_PASSWORD=secrets.token_hex(24),
         FLOWER_PASSWORD=secrets.token_hex(12),
         FLOWER_PORT=str(flower_port),
     )
@@ -680,6 +698,34 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         fetched = charrnn_checkpoint.load(str(checkpoint))
         assert fetched.iteration == 300 and fetched.sample(length=40)
         results = parse_json(stack.orchestrator("results", job, "--json").stdout)
+
+        # Least privilege: the services are connected as their own users, Redis refused none of
+        # their commands (but CLIENT SETINFO, which redis-py sends and ignores where refused), and
+        # the viewer's credentials cannot submit.
+        def in_redis(*args) -> list[str]:
+            command = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ' + shlex.join(args)
+            got = stack("exec", "-T", "redis", "sh", "-c", command, label=f"redis-cli {args[0]}")
+            return got.stdout.splitlines()
+
+        connected = {
+            m for line in in_redis("CLIENT", "LIST") for m in re.findall(r" user=(\S+)", line)
+        }
+        assert {"worker", "flower", "default"} <= connected, connected
+        log = in_redis("ACL", "LOG", "100")
+        refused = [
+            (log[i + 1], log[i + 3])
+            for i in range(len(log) - 3)
+            if log[i] == "object" and log[i + 2] == "username" and log[i + 1] != "client"
+        ]
+        assert not refused, f"Redis refused the services' commands: {refused}"
+        viewer = f"redis://viewer:{env['REDIS_VIEWER_PASSWORD']}@redis:6379/0"
+        denied = stack(
+            "run", "--rm", "-T", "-e", f"CHARRNN_REDIS_URL={viewer}", "orchestrator",
+            "submit", "--corpus", "/data/corpus.txt", profiles=("cli",), check=False,
+            label="orchestrator submit as the viewer",
+        )  # fmt: skip
+        assert denied.returncode == 6, (denied.returncode, denied.stdout, denied.stderr)
+        assert "error: permission denied: Redis user 'viewer' may not submit jobs" in denied.stderr
 
         def results_again():
             return parse_json(stack.orchestrator("results", job, "--json", check=False).stdout)

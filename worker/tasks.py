@@ -5,10 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
+import redis
 from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
+from . import acl
 from .app import QUEUE, TASK_NAME, app
 from .presence import Presence
 from .reaper import Reaper
@@ -65,6 +74,26 @@ def resend(job_id: str) -> None:
     (the reaper runs in a thread of the worker's main process, beside its consumer)."""
     with app.connection_for_write() as conn:
         app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, connection=conn)
+
+
+@worker_init.connect
+def _check_permissions(**_):
+    """In the worker's main process, before it consumes: a Redis user without a worker's rights
+    (the viewer's, say) gets one line and a non-zero exit, instead of a consumer that retries
+    its refused commands forever."""
+    url = app.conf.broker_url
+    try:
+        acl.probe(connect(url))
+    except redis.RedisError as e:
+        if not acl.is_denied(e):
+            return  # unreachable or starting: Celery retries the broker connection itself
+        print(
+            f"error: permission denied: Redis user '{acl.user_of(url)}' may not run a worker "
+            f"(it needs the worker user's rules: python -m worker.acl --rules worker)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(acl.EXIT_DENIED) from None
 
 
 @worker_ready.connect
