@@ -4,7 +4,8 @@ place where domain errors become a line on stderr and an exit code (`Group.invok
 Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --wait, watch); 2
 usage or bad input (options, corpus, hyperparameter, search space, id syntax, Redis URL, prime,
 checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
-embedded stack running; 5 the job has no checkpoint or sample yet.
+embedded stack running; 5 the job has no checkpoint or sample yet; 6 the store is full (Redis at
+its maxmemory refused the write; nothing of it was kept).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 import redis
 
 from charrnn.errors import CharRNNError
+from worker import space
 from worker.errors import (
     CorpusTooLarge,
     InvalidJobId,
@@ -20,6 +22,7 @@ from worker.errors import (
     NoCheckpoint,
     NoSuchCorpus,
     NoSuchJob,
+    StoreFull,
     Unreachable,
 )
 from worker.store import JobStore, connect, redact
@@ -27,7 +30,15 @@ from worker.store import JobStore, connect, redact
 from . import embedded, render
 from .jobs import BadInput
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = range(6)
+(
+    EXIT_OK,
+    EXIT_JOB_FAILED,
+    EXIT_USAGE,
+    EXIT_UNKNOWN_JOB,
+    EXIT_UNREACHABLE,
+    EXIT_NOT_YET,
+    EXIT_STORE_FULL,
+) = range(7)
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -58,17 +69,22 @@ ERRORS: tuple[tuple[tuple[type, ...], int], ...] = (
     ((NoSuchCorpus,), EXIT_UNKNOWN_JOB),
     ((InvalidJobId, CorpusTooLarge, JobTooLarge, CharRNNError, BadInput), EXIT_USAGE),
     ((NoCheckpoint,), EXIT_NOT_YET),
+    ((StoreFull,), EXIT_STORE_FULL),
     ((Unreachable, embedded.EmbeddedError, NoStack), EXIT_UNREACHABLE),
 )
 """Each domain error and its exit code; redis.RedisError is 'unreachable' (or 'refused the
 password'), naming the URL without its password."""
 
 
-def failure(e: Exception, url: str | None) -> Fail | None:
-    """The Fail a domain error becomes, or None for anything else (a bug: let it show)."""
+def failure(e: Exception, url: str | None, r: redis.Redis | None = None) -> Fail | None:
+    """The Fail a domain error becomes, or None for anything else (a bug: let it show). `r`, the
+    store's connection if one was opened, gives a full store's figures."""
     for types, code in ERRORS:
         if isinstance(e, types):
             return Fail(str(e), code)
+    if space.is_full(e):  # from redis-py, or from kombu sending a task message
+        return Fail(space.refused_line(r) if r is not None else f"store full: Redis refused "
+                    f"the write (OOM); {space.ADVICE}", EXIT_STORE_FULL)  # fmt: skip
     if isinstance(e, redis.RedisError):
         return unreachable(url or "redis://?", e)
     return None
@@ -85,7 +101,11 @@ class Group(click.Group):
             raise
         except Exception as e:
             obj = ctx.find_object(Ctx)
-            f = failure(e, obj.url_for_messages() if obj is not None else None)
+            f = failure(
+                e,
+                obj.url_for_messages() if obj is not None else None,
+                obj.opened() if obj is not None else None,
+            )
             if f is None:
                 raise
             raise f from None
@@ -144,6 +164,10 @@ class Ctx:
 
     def url_for_messages(self) -> str | None:
         return self._url or self.given_url
+
+    def opened(self) -> redis.Redis | None:
+        """The store's connection if a command opened one (for the figures of an error)."""
+        return self._store.r if self._store is not None else None
 
     def url(self, start: bool = False) -> str:
         if self._url is None:
