@@ -9,6 +9,7 @@ import signal
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from . import serverconf
 from .app import QUEUE, TASK_NAME, app
 from .reaper import Reaper
 from .store import JobStore, connect
@@ -70,7 +71,9 @@ def _start_reaper(sender=None, **_):
     """In the worker's main process: revive running jobs whose trainer and message are gone."""
     global _reaper
     host = getattr(sender, "hostname", None) or "worker"
-    _reaper = Reaper(JobStore(connect(app.conf.broker_url)), resend, host)
+    store = JobStore(connect(app.conf.broker_url))
+    serverconf.report(store.r)  # durability and eviction, once per worker
+    _reaper = Reaper(store, resend, host)
     _reaper.start()
 
 
