@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from charrnn import Config, read_corpus
-from charrnn.data import prepare
+from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
 from worker import keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
@@ -63,7 +63,7 @@ def submit_sweep(
     """Upload each corpus once, store the sweep and all its jobs in one transaction, then enqueue
     the jobs in the order of their points. Returns (sweep id, job ids)."""
     sweep_id = new_job_id()
-    shas = {corpus: store.put_corpus(text)[0] for corpus, text in texts.items()}
+    shas = {corpus: corpus_sha256(text) for corpus, text in texts.items()}  # put_corpus's ids
     es = spec.get("early_stop")
     rungs = RungPlan(sweep_id, tuple(es["rungs"]), es["reduction_factor"]) if es else None
     tags = JobSpec.check_user_tags(spec.get("tags") or ())
@@ -85,6 +85,8 @@ def submit_sweep(
         for corpus, cfg, total in points
     ]
     try:
+        for text in texts.values():
+            store.put_corpus(text)
         store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
         app = client_app(url)
         for job_id, _ in job_specs:

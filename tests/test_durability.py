@@ -32,7 +32,8 @@ SYSCALL = re.compile(r"^(\d+)\s+(\w+)\((\d+)<([^>]*)>")
 @pytest.fixture
 def home(tmp_path):
     path = tmp_path / "home"
-    env = {"CHARRNN_HOME": str(path), "CHARRNN_LEASE_SECONDS": "2"}
+    env = {"CHARRNN_HOME": str(path), "CHARRNN_LEASE_SECONDS": "2",
+           "CHARRNN_STORE_RETRY_SECONDS": "5"}  # fmt: skip
     yield path, env
     run_cli("down", env=env, timeout=120)
 
