@@ -4,7 +4,7 @@ place where domain errors become a line on stderr and an exit code (`Group.invok
 Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --wait, watch); 2
 usage or bad input (options, corpus, hyperparameter, search space, id syntax, Redis URL, prime,
 checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
-embedded stack running; 5 the job has no checkpoint or sample yet; 6 the store is full (Redis at
+embedded stack running; 5 the job has no checkpoint or sample yet; 7 the store is full (Redis at
 its maxmemory refused the write; nothing of it was kept).
 """
 
@@ -30,15 +30,8 @@ from worker.store import JobStore, connect, redact
 from . import embedded, render
 from .jobs import BadInput
 
-(
-    EXIT_OK,
-    EXIT_JOB_FAILED,
-    EXIT_USAGE,
-    EXIT_UNKNOWN_JOB,
-    EXIT_UNREACHABLE,
-    EXIT_NOT_YET,
-    EXIT_STORE_FULL,
-) = range(7)
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = range(6)
+EXIT_STORE_FULL = 7  # 6 is taken by "permission denied" (Redis ACL users, issue 13)
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 

@@ -141,3 +141,28 @@ def test_a_sigkill_of_redis_loses_no_acknowledged_job(home, corpus_file):
         return all(r["status"] == "succeeded" for r in rows) and rows
 
     wait_for(ended, timeout=240, poll=2, what="every acknowledged job to finish")
+
+
+def test_a_worker_names_each_setting_that_can_lose_acknowledged_work(tmp_path):
+    """worker.serverconf, run by every worker at start, against a real Redis set three ways."""
+    import logging
+
+    from worker import serverconf
+
+    server = RedisServer(str(tmp_path / "redis")).start()  # appendfsync always, noeviction
+    try:
+        r = server.client()
+        assert serverconf.problems(r) == []
+        r.config_set("appendfsync", "everysec")
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        (l1, fsync), (l2, policy) = serverconf.problems(r)
+        assert l1 == logging.WARNING and "fsyncs its append-only file 'everysec'" in fsync
+        assert "set appendfsync always" in fsync
+        assert l2 == logging.ERROR and "maxmemory-policy is allkeys-lru" in policy
+        r.config_set("appendonly", "no")
+        r.config_set("maxmemory-policy", "volatile-lru")
+        (l1, aof), (l2, policy) = serverconf.problems(r)
+        assert l1 == logging.WARNING and "keeps no append-only file" in aof
+        assert l2 == logging.WARNING and "volatile-lru" in policy
+    finally:
+        server.stop(kill=True)

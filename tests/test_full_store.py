@@ -1,5 +1,5 @@
 """Issue 13, "A full store": Redis at a small maxmemory with noeviction, filled by a dummy key the
-test writes. A submit is refused in one line (exit 6) and leaves every key as it was; a running
+test writes. A submit is refused in one line (exit 7) and leaves every key as it was; a running
 job whose checkpoint does not fit waits, says so in status and list, and finishes bit-identical
 once space is freed; nothing stored before is lost. Real redis-server, real workers."""
 
@@ -15,7 +15,7 @@ from conftest import assert_matches_reference, events, job_field, run_cli, submi
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-EXIT_STORE_FULL = 6
+EXIT_STORE_FULL = 7
 FILL = "test:fill"
 """The dummy key that fills the store (not a charrnn key)."""
 
