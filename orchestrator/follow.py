@@ -60,7 +60,7 @@ def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
                 task,
                 total=j["iterations"],
                 completed=j["iteration"] or 0,
-                status=j["status"],
+                status=render.status(j),
                 loss=render.fmt(j["smooth_loss"], 3),
                 val=render.fmt(j["val_loss"], 3),
                 cps=render.fmt(j["chars_per_second"], 0),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 from charrnn import Config, read_corpus
-from charrnn.data import prepare
+from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
 from worker import keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
 from worker.lease import retrying
 from worker.limits import check_fits
+from worker.reaper import message_id
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import TERMINAL, JobStore, Status, new_job_id
 
@@ -27,6 +28,7 @@ STATUS_FIELDS = (
     "started_at",
     "finished_at",
     "error",
+    "waiting",
 )
 
 
@@ -61,7 +63,7 @@ def submit_sweep(
     """Upload each corpus once, store the sweep and all its jobs in one transaction, then enqueue
     the jobs in the order of their points. Returns (sweep id, job ids)."""
     sweep_id = new_job_id()
-    shas = {corpus: store.put_corpus(text)[0] for corpus, text in texts.items()}
+    shas = {corpus: corpus_sha256(text) for corpus, text in texts.items()}  # put_corpus's ids
     es = spec.get("early_stop")
     rungs = RungPlan(sweep_id, tuple(es["rungs"]), es["reduction_factor"]) if es else None
     tags = JobSpec.check_user_tags(spec.get("tags") or ())
@@ -82,11 +84,42 @@ def submit_sweep(
         )
         for corpus, cfg, total in points
     ]
-    store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
-    app = client_app(url)
-    for job_id, _ in job_specs:
-        _enqueue(app, job_id)
+    try:
+        for text in texts.values():
+            store.put_corpus(text)
+        store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
+        app = client_app(url)
+        for job_id, _ in job_specs:
+            _enqueue(app, job_id)
+    except Exception:
+        # a store that filled up part way (or went away): the sweep is stored whole or not at all
+        _undo(store, [j for j, _ in job_specs], set(shas.values()), sweep_id)
+        raise
     return sweep_id, [j for j, _ in job_specs]
+
+
+def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | None = None):
+    """Take back a submit that could not finish (Redis refused a write, full, or went away):
+    messages still in the queue, then the records, then corpora no job uses. Deleting frees
+    memory, so a full store accepts all of it. Best effort: a message a worker already took
+    finds no record and is dropped with a log line; if Redis is gone, the reaper re-sends a
+    record left without its message."""
+    r = store.r
+    try:
+        withdraw = set(job_ids)
+        for q in keys.broker_queues(QUEUE):
+            for raw in r.lrange(q, 0, -1):
+                if message_id(raw) in withdraw:
+                    r.lrem(q, 0, raw)  # type: ignore[arg-type]  # bytes as read: they must match
+        if sweep_id is not None and store.kind(sweep_id) == "sweep":
+            store.delete_sweep(sweep_id)
+        for job_id in job_ids:
+            if store.kind(job_id) == "job":
+                store.delete(job_id)
+        for sha in shas:
+            store.collect(sha)
+    except Exception:  # noqa: BLE001 - the first error is the one to report
+        pass
 
 
 def _enqueue(app, job_id: str) -> None:
@@ -124,8 +157,13 @@ def submit(
         tags=JobSpec.check_user_tags(tags),
         checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
     )
-    store.create(job_id, spec)
-    _enqueue(client_app(url), job_id)
+    try:
+        store.create(job_id, spec)
+        _enqueue(client_app(url), job_id)
+    except Exception:
+        # never a record without its message (a full store refused the message, say)
+        _undo(store, [job_id], {sha})
+        raise
     return job_id, uploaded
 
 

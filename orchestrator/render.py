@@ -40,6 +40,12 @@ def fmt(v, digits: int = 4) -> str:
     return plain(v)
 
 
+def status(job: dict) -> str:
+    """A job's status for tables and the progress bar: a running job that waits for space in a
+    full store says so (`status JOB` shows the whole line)."""
+    return f"{job['status']} (waiting: store full)" if job.get("waiting") else job["status"]
+
+
 def when(t) -> str:
     return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
@@ -147,7 +153,7 @@ def list_table(rows: list[dict]):
         t.add_row(
             j["job_id"],
             *([_text(j["name"])] if named else []),
-            j["status"],
+            status(j),
             f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
             fmt(j["val_loss"], 3),
             fmt(j["chars_per_second"], 0),
@@ -180,7 +186,7 @@ def sweep_table(sweep: dict, rows: list[dict]):
     for j in rows:
         t.add_row(
             j["job_id"],
-            j["status"],
+            status(j),
             *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
             f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
             fmt(j["smooth_loss"], 3),

@@ -172,9 +172,14 @@ def test_dockerfile_passes_hadolint():
 def test_compose_file_keeps_the_deployment_rules():
     services = load_compose()["services"]
     assert "ports" not in services["redis"], "Redis must not be published to the host by default"
-    assert "--appendonly" in " ".join(services["redis"]["command"])
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly" in redis_command
+    # acknowledged means durable (fsynced before the reply), and a full store never evicts
+    assert "--appendfsync always" in redis_command
+    assert '--maxmemory "$$REDIS_MAXMEMORY" --maxmemory-policy noeviction' in redis_command
+    assert services["redis"]["environment"]["REDIS_MAXMEMORY"] == "${REDIS_MAXMEMORY:-2gb}"
     # least privilege (issue 13): every service its own ACL user, none the default user's password
-    assert "--aclfile" in " ".join(services["redis"]["command"])
+    assert "--aclfile" in redis_command
     for name, user in (
         ("worker", "WORKER"),
         ("orchestrator", "ORCHESTRATOR"),

@@ -222,11 +222,11 @@ def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
 def test_a_store_that_refuses_every_write_stops_the_job_without_looping(stack, corpus_file):
     """Reproduced: a write Redis refused (out of memory) left the job running, the reaper re-sent
     it and it retrained, five restarts in 45 seconds. A store that refuses every write cannot
-    record a failure either, so the job waits instead: its trainer stops at the refused write
-    and nothing is retrained while Redis says no. Celery's own acknowledgement is refused too,
-    which makes Celery exit the worker's main process ("Unrecoverable error"); a supervisor
-    restarts it (the compose file's restart policy), and once Redis accepts writes again the job
-    resumes and finishes, bit-identical to an uninterrupted run."""
+    record a failure either, so the job waits instead: its trainer waits at the refused write
+    (worker/space.py) and nothing is retrained while Redis says no. Celery's own writes may be
+    refused too, which can make Celery exit the worker's main process ("Unrecoverable error"); a
+    supervisor restarts it (the compose file's restart policy), and once Redis accepts writes
+    again the job goes on (or is resumed) and finishes, bit-identical to an uninterrupted run."""
     server, worker = stack
     env = {"CHARRNN_VISIBILITY_TIMEOUT": "3", "CHARRNN_STORE_RETRY_SECONDS": "2"}
     worker("a", **env).start()

@@ -101,6 +101,13 @@ BROKER = (
 )
 """kombu's Redis transport: queues are lists (LPUSH, BRPOP), bindings sets, delivered messages
 the `unacked` hash and `unacked_index` sorted set under the `unacked_mutex` lock."""
+SERVER_STATS = ("info",)
+"""INFO, read only: used and max memory for a full store's line and wait (space.py), and the
+persistence a worker checks at start (serverconf.py). CONFIG stays refused: those two fall back
+to what INFO tells."""
+UNDO_SUBMIT = ("lrem",)
+"""A submit or sweep that a full store refused partway takes back the task messages it had
+already queued (orchestrator/jobs.py)."""
 PUBLISH = ("publish",)
 """Celery's control (pidbox) and events are fanout exchanges: Redis pub/sub channels."""
 SUBSCRIBE = ("subscribe", "psubscribe", "unsubscribe", "punsubscribe")
@@ -180,6 +187,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + TRAINER_WRITE
                 + PRESENCE
                 + SCRIPTS
+                + SERVER_STATS
                 + BROKER
                 + PUBLISH
                 + SUBSCRIBE,
@@ -189,7 +197,15 @@ def roles(db: int = 0) -> dict[str, Role]:
             Role(
                 "orchestrator",
                 "REDIS_ORCHESTRATOR_PASSWORD",
-                CONNECTION + TRANSACTIONS + STORE_READ + STORE_WRITE + SCRIPTS + BROKER + PUBLISH,
+                CONNECTION
+                + TRANSACTIONS
+                + STORE_READ
+                + STORE_WRITE
+                + SCRIPTS
+                + SERVER_STATS
+                + UNDO_SUBMIT
+                + BROKER
+                + PUBLISH,
                 QUEUES + STORE + BINDINGS + UNACKED + REPLIES,
                 (control, task_events(db)),
             ),

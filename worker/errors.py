@@ -36,3 +36,12 @@ class LostLease(StoreError):
 class JobTooLarge(StoreError):
     """A job whose memory or checkpoint would exceed the pool's limits (CHARRNN_MAX_JOB_BYTES,
     CHARRNN_MAX_CHECKPOINT_BYTES)."""
+
+
+class StoreFull(StoreError):
+    """Redis is at its maxmemory and refused a write (noeviction). `cancelled`: a trainer that
+    waited for space was asked to stop by `cancel` (True) or by its worker's shutdown (False)."""
+
+    def __init__(self, message: str, cancelled: bool = False):
+        super().__init__(message)
+        self.cancelled = cancelled

@@ -10,11 +10,12 @@ primary with replicas), not Redis Cluster.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
-from . import keys, settings
+from . import keys, settings, space
 from .errors import LostLease
 from .store import TERMINAL
 
@@ -105,6 +106,9 @@ class Lease:
         self.writes = 0
         self._acquire = r.register_script(ACQUIRE)
         self._fenced = r.register_script(FENCED)
+        self.wait_for_space: Callable[[str, int], space.Wait] | None = None
+        """Set by the trainer: how to wait when the store is full (space.Wait); without it a
+        write the store refuses raises."""
 
     @property
     def lease_ms(self) -> int:
@@ -127,11 +131,29 @@ class Lease:
     def heartbeat_op(self) -> tuple:
         return ("SET", keys.lease(self.job_id), f"{self.token} {self.holder}", "PX", self.lease_ms)
 
-    def write(self, ops: list[tuple]) -> bool:
+    def write(self, ops: list[tuple], what: str | None = None) -> bool:
         """Apply ops atomically if our token is current (renewing the lease too). Returns the
-        job's cancel flag; raises LostLease if another trainer took the job."""
-        cancel = self._apply(list(ops) + [self.heartbeat_op()])
+        job's cancel flag; raises LostLease if another trainer took the job. `what` names the
+        write in the line that says the store is full ("checkpoint of 3.7 MB")."""
+        cancel = self._apply(list(ops) + [self.heartbeat_op()], what)
         return bool(cancel) and cancel != b"0"
+
+    def try_write(self, ops: list[tuple]) -> bool | None:
+        """`write` once, or None when the store is full: for the small writes made while
+        waiting for space, which must not wait themselves."""
+        try:
+            return self.write(ops) if self.wait_for_space is None else self._once(ops)
+        except redis.ResponseError as e:
+            if space.is_full(e):
+                return None
+            raise
+
+    def _once(self, ops: list[tuple]) -> bool:
+        wait, self.wait_for_space = self.wait_for_space, None
+        try:
+            return self.write(ops)
+        finally:
+            self.wait_for_space = wait
 
     def write_and_release(self, ops: list[tuple]) -> None:
         """The last write of a trainer: ops, then the lease is gone (no heartbeat appended)."""
@@ -150,9 +172,24 @@ class Lease:
             argv.extend(op)
         return argv
 
-    def _apply(self, ops: list[tuple]):
+    def _apply(self, ops: list[tuple], what: str | None = None):
         argv = self.fenced_argv(ops)  # built once: a retry replays the same write id
-        ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
+        wait = None
+        while True:
+            try:
+                ok, cancel = retrying(self._fenced, self._fenced_keys(), argv)
+                break
+            except redis.ResponseError as e:
+                # the store is full: wait for space and send the same write again (space.py)
+                if not space.is_full(e) or self.wait_for_space is None:
+                    raise
+                if wait is None:
+                    size = space.size_of(ops)
+                    what = what or f"a write of {space.megabytes(size)}"
+                    wait = self.wait_for_space(what, size).begin()
+                wait.pause()
         if not ok:
             raise LostLease(f"job {self.job_id}: another trainer holds it now")
+        if wait is not None:
+            wait.end()
         return cancel

@@ -29,7 +29,7 @@ import time
 
 import redis
 
-from . import keys, settings
+from . import keys, settings, space
 from .app import QUEUE
 from .store import JobStore, Status, event
 
@@ -215,9 +215,10 @@ class Reaper:
         while not self.stop.wait(settings.REAP_SECONDS):
             try:
                 self.scan()
-            except redis.RedisError as e:  # Redis restarting: try again next time
+            except redis.RedisError as e:  # Redis restarting, or full: try again next time
                 log.info(
-                    "reaper: store unreachable (%s); next scan in %.0f s",
+                    "reaper: %s (%s); next scan in %.0f s",
+                    "store full" if space.is_full(e) else "store unreachable",
                     type(e).__name__,
                     settings.REAP_SECONDS,
                 )

@@ -59,6 +59,11 @@ STORE_RETRY_SECONDS = _float("CHARRNN_STORE_RETRY_SECONDS", 120.0)
 """How long a worker keeps retrying a store write while Redis is unreachable (a restart) before
 giving the job up to another worker."""
 
+STORE_FULL_RETRY_SECONDS = _float("CHARRNN_STORE_FULL_RETRY_SECONDS", 10.0)
+"""How often a trainer whose write a full store refused sends it again (renewing its lease in
+between). Shorter: training resumes sooner after space is freed. Longer: fewer retries of a
+large checkpoint, each of which crosses the network whole."""
+
 MAX_CORPUS_BYTES = int(_float("CHARRNN_MAX_CORPUS_BYTES", 64 * 1024 * 1024))
 """Largest corpus the store accepts (UTF-8 bytes). Each worker holds its job's corpus in memory
 several times over (text, ids); 64 MB keeps that well under a gigabyte."""

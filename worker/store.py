@@ -30,6 +30,19 @@ if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) return 1 en
 return 0
 """
 
+# KEYS: keys to delete, then sorted sets and then sets to remove ARGV[1] from. ARGV: the member
+# (a job or sweep id), how many keys to delete, how many sorted sets.
+# A script, not MULTI/EXEC: Redis at its maxmemory refuses every command queued in a MULTI,
+# deletes included, while a script may delete (DEL, ZREM, SREM never need memory). Deleting is
+# how a full store is given room again, so it must work when the store is full.
+REMOVE = """
+local n_del, n_zsets = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, n_del do redis.call('DEL', KEYS[i]) end
+for i = n_del + 1, n_del + n_zsets do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for i = n_del + n_zsets + 1, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
+return 1
+"""
+
 
 class Status(str, Enum):
     QUEUED = "queued"
@@ -152,6 +165,8 @@ def decode_job(raw: dict) -> dict:
         "spec": JobSpec.from_json(d["spec"]),
         "worker": d.get("worker") or None,
         "error": d.get("error") or None,
+        # why a running job is not training now ("store full: ... waiting for space"), or None
+        "waiting": d.get("waiting") or None,
         "sweep_id": d.get("sweep_id") or None,
         "cancel_requested": d.get("cancel_requested") == "1",
     }
@@ -334,16 +349,24 @@ class JobStore:
             except NoSuchJob:
                 continue
         rungs = (sw["spec"].get("early_stop") or {}).get("rungs") or []
-        with self.r.pipeline(transaction=True) as p:
-            p.delete(
+        self._remove(
+            sweep_id,
+            [
                 keys.sweep(sweep_id),
                 keys.sweep_jobs(sweep_id),
                 *[keys.rung(sweep_id, m) for m in rungs],
                 *[keys.rung_decisions(sweep_id, m) for m in rungs],
-            )
-            p.zrem(keys.sweeps_by_time(), sweep_id)
-            p.execute()
+            ],
+            zsets=[keys.sweeps_by_time()],
+        )
         return gone
+
+    def _remove(
+        self, member: str, delete: list[str], zsets: list[str], sets: tuple[str, ...] = ()
+    ) -> None:
+        """Delete keys and remove `member` from indexes, atomically (REMOVE: works when full)."""
+        self.r.eval(REMOVE, len(delete) + len(zsets) + len(sets), *delete, *zsets, *sets,
+                    member, len(delete), len(zsets))  # fmt: skip
 
     def get(self, job_id: str) -> dict:
         job_id = validate_job_id(job_id)
@@ -539,18 +562,19 @@ class JobStore:
         since its fencing token is gone, and it stops)."""
         job = self.get(job_id)
         sha = job["spec"].corpus_sha256
-        with self.r.pipeline(transaction=True) as p:
-            p.delete(*keys.job_keys(job["job_id"]))
-            p.zrem(keys.jobs_by_time(), job["job_id"])
-            for s in Status:
-                p.zrem(keys.status_index(s.value), job["job_id"])
-            for tag in job["tags"]:
-                p.zrem(keys.tag_index(tag), job["job_id"])
-            p.srem(keys.corpus_jobs(sha), job["job_id"])
-            p.execute()
-        self._collect(sha)
+        self._remove(
+            job["job_id"],
+            keys.job_keys(job["job_id"]),
+            zsets=[
+                keys.jobs_by_time(),
+                *[keys.status_index(s.value) for s in Status],
+                *[keys.tag_index(tag) for tag in job["tags"]],
+            ],
+            sets=(keys.corpus_jobs(sha),),
+        )
+        self.collect(sha)
 
-    def _collect(self, sha: str) -> None:
+    def collect(self, sha: str) -> None:
         """Remove a corpus no job refers to any more (a corpus is up to CHARRNN_MAX_CORPUS_BYTES
         and would otherwise stay forever). Atomic against a concurrent submit of the same text,
         which watches the corpus key (`_transaction`)."""

@@ -17,7 +17,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from . import acl
+from . import acl, serverconf
 from .app import QUEUE, TASK_NAME, app
 from .presence import Presence
 from .reaper import Reaper
@@ -102,7 +102,9 @@ def _start_reaper(sender=None, **_):
     and say that this worker lives (for the dashboard's workers page)."""
     global _reaper, _presence
     host = getattr(sender, "hostname", None) or "worker"
-    _reaper = Reaper(JobStore(connect(app.conf.broker_url)), resend, host)
+    store = JobStore(connect(app.conf.broker_url))
+    serverconf.report(store.r)  # durability and eviction, once per worker
+    _reaper = Reaper(store, resend, host)
     _reaper.start()
     concurrency = getattr(getattr(sender, "controller", None), "concurrency", None)
     _presence = Presence(connect(app.conf.broker_url), host, concurrency)

@@ -24,8 +24,8 @@ from charrnn import Config, Hooks, Trainer, checkpoint
 from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
-from . import asha, keys, settings
-from .errors import JobTooLarge, LostLease, NoSuchJob
+from . import asha, keys, settings, space
+from .errors import JobTooLarge, LostLease, NoSuchJob, StoreFull
 from .lease import Lease, retrying
 from .limits import check_fits
 from .spec import JobSpec
@@ -162,7 +162,7 @@ class JobHooks(Hooks):
         ):
             self.best_ckpt_val = t.val_loss
             ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
-        self.cancel = self.lease.write(ops)
+        self.cancel = self.lease.write(ops, what=f"checkpoint of {space.megabytes(len(raw))}")
         self.last_ckpt_iteration = t.iteration
 
     def checkpoint_if_needed(self, t: Trainer) -> None:
@@ -194,6 +194,9 @@ def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
     exception leaves, the lease expires, another delivery resumes it)."""
     job_id = validate_job_id(job_id)
     lease = Lease(store.r, job_id, host)
+    lease.wait_for_space = lambda what, nbytes: space.Wait(
+        lease, what, nbytes, SHUTDOWN.is_set, push_events
+    )
     early = take_lease(store, lease)
     if early is not None:
         return early
@@ -203,6 +206,8 @@ def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
     except LostLease:
         log.warning("job %s: lost its lease to another trainer; stopping without writing", job_id)
         return Outcome.LOST_LEASE
+    except StoreFull as e:
+        return stopped_waiting(lease, job, host, e)
     except (CharRNNError, NoSuchJob, JobTooLarge) as e:
         return fail(lease, job, host, str(e))
     except MemoryError:
@@ -218,8 +223,12 @@ def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
             f"with more memory)",
         )
     except redis.ResponseError as e:
-        # Redis answered and refused a write (out of memory, a value above proto-max-bulk-len):
-        # no retry will succeed, and a job left running would be re-sent by the reaper forever
+        if space.is_full(e):
+            # a write outside the lease's (a rung decision, say) refused by a full store: not
+            # the job's fault; its lease expires and the reaper revives it once there is space
+            raise
+        # Redis answered and refused a write (a value above proto-max-bulk-len, say): no retry
+        # will succeed, and a job left running would be re-sent by the reaper forever
         return fail(lease, job, host, f"the store refused a write: {e}")
     except redis.RedisError:
         raise
@@ -311,6 +320,8 @@ def begin(
             trainer.total_iterations,
             "iteration",
             trainer.iteration,
+            "waiting",
+            "",
         )
     ]
     ops += status_moves(job_id, Status.RUNNING, job["submitted_at"])
@@ -467,21 +478,42 @@ def end(
             trainer,
             [event("cancelled", host=host, iteration=trainer.iteration)],
         )
-    return requeue(lease, job, trainer, host)
+    return requeue(lease, job, trainer.iteration, host)
 
 
-def requeue(lease: Lease, job: dict, trainer: Trainer, host: str) -> Outcome:
+def requeue(lease: Lease, job: dict, iteration: int | None, host: str) -> Outcome:
     """The worker is shutting down: the job goes back to `queued` (the task then gives its
     message back to the broker) and the lease is released for the next worker at once."""
     job_id = job["job_id"]
-    ops: list[tuple] = [("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "")]
+    ops: list[tuple] = [
+        ("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "", "waiting", "")
+    ]
     ops += status_moves(job_id, Status.QUEUED, job["submitted_at"])
     ops += push_events(
         job_id,
-        event("interrupted", host=host, iteration=trainer.iteration, reason="worker shutting down"),
+        event("interrupted", host=host, iteration=iteration, reason="worker shutting down"),
     )
     lease.write_and_release(ops)
     return Outcome.REQUEUED
+
+
+def stopped_waiting(lease: Lease, job: dict, host: str, e: StoreFull) -> Outcome:
+    """Cancelled, or the worker shutting down, while the store was full: the job ends cancelled
+    or goes back to the queue, from its last stored checkpoint (what was trained since could
+    not be stored). These last writes are small; if even they are refused, the error leaves and
+    the reaper revives the job once the store takes writes again."""
+    lease.wait_for_space = None
+    stored = lease.r.hget(keys.checkpoint(job["job_id"], "latest"), "iteration")
+    iteration = None if stored is None else int(stored)
+    if e.cancelled:
+        return finish(
+            lease,
+            job,
+            Status.CANCELLED,
+            None,
+            [event("cancelled", host=host, iteration=iteration, reason=str(e))],
+        )
+    return requeue(lease, job, iteration, host)
 
 
 def fail(lease: Lease, job: dict, host: str, error: str) -> Outcome:
@@ -515,6 +547,8 @@ def finish(
             repr(time.time()),
             "error",
             error or "",
+            "waiting",
+            "",
             *extra,
         )
     ]
