@@ -1,5 +1,5 @@
 """Issue 13: workers on other hosts, for real. Each host is a network namespace with its own
-address on a private bridge (tests/hosts.py): Redis on host A, workers on B and C, the
+address on a private bridge (benchmarks/hosts.py): Redis on host A, workers on B and C, the
 orchestrator command line on D. Every byte between them crosses the bridge, none loopback; the
 test reads the store over Redis's unix socket. Run with `pytest -m hosts` (root: namespaces).
 """
