@@ -449,8 +449,9 @@ def make_tls(folder: str, ip: str, name: str = "ca") -> dict:
 
 class RedisOnHost:
     """redis-server on a host: listening on the host's address only (TLS only when `tls` is
-    given: port 0, tls-port), with a password and append-only persistence, and on a unix socket
-    for the test's own reads (a file: no network)."""
+    given: port 0, tls-port), with a password and append-only persistence (fsync every second
+    unless `appendfsync` says otherwise), and on a unix socket for the test's own reads (a
+    file: no network)."""
 
     PORT = 6379
 
@@ -461,10 +462,12 @@ class RedisOnHost:
         binary: str,
         tls: dict | None = None,
         password: str | None = None,
+        appendfsync: str = "everysec",
     ):
         import secrets
 
         self.host, self.folder, self.binary, self.tls = host, folder, binary, tls
+        self.appendfsync = appendfsync
         self.password = password or secrets.token_hex(16)
         self.sock = os.path.join(folder, "redis.sock")
         assert len(self.sock) < 100, f"unix socket path too long: {self.sock}"
@@ -487,7 +490,7 @@ class RedisOnHost:
             "unixsocketperm 700",
             f"requirepass {self.password}",
             "appendonly yes",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
             f"dir {self.folder}",
             'save ""',
             "protected-mode no",
