@@ -186,8 +186,8 @@ class HostWorker(Worker):
     """A Worker started inside a host of the namespace harness (hosts.Host): the same command
     line, run with `ip netns exec`, killed with the process that started it."""
 
-    def __init__(self, host, url: str, folder: str, **env):
-        super().__init__(url, host.name, folder, **env)
+    def __init__(self, host, url: str, folder: str, name: str | None = None, **env):
+        super().__init__(url, name or host.name, folder, **env)  # several workers on one host
         self.host = host
 
     def popen(self, log, **kw):
