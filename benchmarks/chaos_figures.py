@@ -48,11 +48,12 @@ ENDED = {s.value for s in TERMINAL}
 _RETURNED = re.compile(r"Task charrnn\.train\[([0-9a-f-]{36})\] succeeded in [0-9.]+s: '(\w+)'")
 _ERROR = re.compile(r": (ERROR|CRITICAL)/\w+\] (.*)")
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_NUMBER = re.compile(r"(?<![A-Za-z])\d+")  # pids, addresses, counters
 
 
 def log_outcomes(logs: list[str]) -> tuple[dict[str, Counter], Counter]:
-    """From the workers' logs: job id -> how its deliveries ended, and the ERROR lines (ids
-    replaced by ID, so equal messages count together)."""
+    """From the workers' logs: job id -> how its deliveries ended, and the ERROR lines (job ids
+    and numbers replaced, so equal messages count together)."""
     outcomes: dict[str, Counter] = {}
     errors: Counter = Counter()
     for path in logs:
@@ -63,7 +64,7 @@ def log_outcomes(logs: list[str]) -> tuple[dict[str, Counter], Counter]:
                     outcomes.setdefault(m.group(1), Counter())[m.group(2)] += 1
                 e = _ERROR.search(line)
                 if e:
-                    errors[_ID.sub("ID", e.group(2))[:160]] += 1
+                    errors[_NUMBER.sub("N", _ID.sub("ID", e.group(2)))[:160]] += 1
     return outcomes, errors
 
 
