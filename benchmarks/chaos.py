@@ -49,6 +49,7 @@ from chaos_figures import KINDS, job_facts, render, summarise
 
 from orchestrator.embedded import redis_server_binary
 from worker import keys
+from worker.lease import retrying
 from worker.store import TERMINAL, Status
 
 from stack import REPO, HostWorker, make_corpus
@@ -227,24 +228,30 @@ class Pool:
     # --- what the store says runs where --------------------------------------------------------
     def holders(self) -> dict[str, str]:
         """Job id -> the worker whose trainer holds its lease ("token name@host" in the store)."""
-        ids = [x.decode() for x in self.r.zrange(keys.status_index(Status.RUNNING.value), 0, -1)]
-        with self.r.pipeline(transaction=False) as p:
-            for j in ids:
-                p.get(keys.lease(j))
-            leases = p.execute()
-        return {
-            j: v.decode().split(" ", 1)[1].split("@")[0]
-            for j, v in zip(ids, leases, strict=True)
-            if v
-        }
+
+        def read():
+            ids = [
+                x.decode() for x in self.r.zrange(keys.status_index(Status.RUNNING.value), 0, -1)
+            ]
+            with self.r.pipeline(transaction=False) as p:
+                for j in ids:
+                    p.get(keys.lease(j))
+                return zip(ids, p.execute(), strict=True)
+
+        # the first read after a Redis restart may meet the old connection: retried
+        return {j: v.decode().split(" ", 1)[1].split("@")[0] for j, v in retrying(read) if v}
 
     def in_flight(self) -> list[str]:
         """Every job queued or running: what a Redis fault puts at risk."""
-        return sorted(
-            x.decode()
-            for s in (Status.QUEUED, Status.RUNNING)
-            for x in self.r.zrange(keys.status_index(s.value), 0, -1)
-        )
+
+        def read():
+            return sorted(
+                x.decode()
+                for s in (Status.QUEUED, Status.RUNNING)
+                for x in self.r.zrange(keys.status_index(s.value), 0, -1)
+            )
+
+        return retrying(read)
 
     def alive(self) -> list[str]:
         return [
@@ -340,7 +347,13 @@ class Pool:
 
     # --- the end -------------------------------------------------------------------------------
     def stored_jobs(self) -> list[str]:
-        return [x.decode() for x in self.r.zrange(keys.jobs_by_time(), 0, -1)]
+        return [x.decode() for x in retrying(self.r.zrange, keys.jobs_by_time(), 0, -1)]
+
+    def statuses(self, ids: list[str]) -> list[bytes | None]:
+        with self.r.pipeline(transaction=False) as p:
+            for j in ids:
+                p.hget(keys.job(j), "status")
+            return p.execute()
 
     def drain(self, seconds: float) -> float:
         """Wait, supervising, until every stored job has ended. Returns the seconds it took."""
@@ -349,11 +362,9 @@ class Pool:
         while time.monotonic() - t0 < seconds:
             self.wait(1.0)
             ids = self.stored_jobs()
-            with self.r.pipeline(transaction=False) as p:
-                for j in ids:
-                    p.hget(keys.job(j), "status")
-                if all(s in ended for s in p.execute()) and set(self.acked) <= set(ids):
-                    break
+            done = all(s in ended for s in retrying(self.statuses, ids))
+            if done and set(self.acked) <= set(ids):
+                break
         return time.monotonic() - t0
 
     def logs(self) -> list[str]:

@@ -128,6 +128,8 @@ def row(facts: dict, jobs: set[str], injected: int) -> dict:
         "duplicates": sum(duplicate(f) for f in fs),
         "refused": sum(f["refused"] for f in fs),
         "resumed": sum(f["resumed"] for f in fs),
+        "reaper_resends": sum(f["reaper_resends"] for f in fs),
+        "stepped_aside": sum(f["stepped_aside"] for f in fs),
         "completed": sum(f["status"] == Status.SUCCEEDED.value for f in fs),
         "identical": sum(f["identical"] is True for f in fs),
         "mismatches": sum(f["identical"] is False for f in fs),
