@@ -165,7 +165,8 @@ class Pool:
                 env=env,
                 cwd=REPO,
             )
-        threading.Thread(target=self._read_submitter, daemon=True).start()
+        self.reader = threading.Thread(target=self._read_submitter, daemon=True)
+        self.reader.start()
 
     def _read_submitter(self) -> None:
         assert self.submitter is not None and self.submitter.stdout is not None
@@ -177,7 +178,7 @@ class Pool:
             if "job_id" in msg:
                 self.acked[msg["job_id"]] = time.monotonic()
             else:
-                self.counts["submits refused (store down)"] += 1
+                self.counts["submits that failed (store down)"] += 1
 
     def stop_submitter(self) -> None:
         """SIGTERM: it finishes the submit under way (so no acknowledged id is cut off) and exits."""
@@ -188,6 +189,7 @@ class Pool:
         except subprocess.TimeoutExpired:
             self.submitter.kill()
             self.counts["submitter killed (did not stop)"] += 1
+        self.reader.join(30)  # the ids it printed last are acknowledged too
 
     def start_redis(self) -> None:
         self.redis.start(timeout=60)
