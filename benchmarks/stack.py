@@ -194,6 +194,28 @@ class Worker:
                 pass
 
 
+class HostWorker(Worker):
+    """A Worker started inside a host of the namespace harness (hosts.Host): the same command
+    line, run with `ip netns exec`, killed with the process that started it."""
+
+    def __init__(self, host, url: str, folder: str, name: str | None = None, **env):
+        super().__init__(url, name or host.name, folder, **env)  # several workers on one host
+        self.host = host
+
+    def popen(self, log, **kw):
+        return self.host.popen(self.command(), stdout=log, stderr=log, env=self.env, cwd=REPO)
+
+
+def reference_state(text: str, hyper: dict):
+    """An uninterrupted in-process run of the same spec: (theta, mem). The caller's process
+    must have BLAS on one thread, as the workers do, for the float sums to match bit for bit."""
+    from charrnn import Config, Hooks, Trainer
+
+    t = Trainer(Config.from_dict(hyper), text)
+    t.run(Hooks())
+    return t.model.theta.copy(), t.mem.copy()
+
+
 def run_cli(
     *args, url: str | None = None, env: dict | None = None, timeout: float = 60, check: bool = False
 ) -> subprocess.CompletedProcess:

@@ -17,11 +17,13 @@ from worker import keys
 # the processes of the stack (benchmarks/stack.py, shared with the benchmarks); the tests
 # import them from here, hence the explicit re-exports
 from stack import REPO as REPO
+from stack import HostWorker as HostWorker
 from stack import RedisServer as RedisServer
 from stack import Worker as Worker
 from stack import free_port as free_port
 from stack import job_field as job_field
 from stack import make_corpus as make_corpus
+from stack import reference_state as reference_state
 from stack import run_cli as run_cli
 from stack import submit as submit
 from stack import wait_for as wait_for
@@ -34,15 +36,6 @@ def wait_iteration(r, job_id, at_least: int, timeout=60):
         timeout,
         what=f"job {job_id} at iteration {at_least}",
     )
-
-
-def reference_state(text: str, hyper: dict):
-    """An uninterrupted in-process run of the same spec: (theta, mem)."""
-    from charrnn import Config, Hooks, Trainer
-
-    t = Trainer(Config.from_dict(hyper), text)
-    t.run(Hooks())
-    return t.model.theta.copy(), t.mem.copy()
 
 
 def assert_matches_reference(r, job_id, text, hyper):

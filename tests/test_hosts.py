@@ -1,5 +1,5 @@
 """Issue 13: workers on other hosts, for real. Each host is a network namespace with its own
-address on a private bridge (tests/hosts.py): Redis on host A, workers on B and C, the
+address on a private bridge (benchmarks/hosts.py): Redis on host A, workers on B and C, the
 orchestrator command line on D. Every byte between them crosses the bridge, none loopback; the
 test reads the store over Redis's unix socket. Run with `pytest -m hosts` (root: namespaces).
 """
@@ -19,7 +19,7 @@ from worker import keys
 
 from conftest import (
     REPO,
-    Worker,
+    HostWorker,
     assert_matches_reference,
     events,
     job_field,
@@ -35,17 +35,6 @@ SPEC = dict(
     hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
 )
 EVERY = 2000
-
-
-class HostWorker(Worker):
-    """conftest's real `celery -A worker worker`, started inside a host."""
-
-    def __init__(self, host: hosts.Host, url: str, folder: str, **env):
-        super().__init__(url, host.name, folder, **env)
-        self.host = host
-
-    def popen(self, log, **kw):
-        return self.host.popen(self.command(), stdout=log, stderr=log, env=self.env, cwd=REPO)
 
 
 def cli(host: hosts.Host, url: str, *args, timeout: float = 60):

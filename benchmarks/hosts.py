@@ -20,7 +20,10 @@ Cleanup holds when the test is killed: every process started in a host gets SIGK
 test process dies (PR_SET_PDEATHSIG) and runs in a session of its own (killed as a group at
 close); SIGTERM becomes KeyboardInterrupt while a Network is open, so pytest's teardown runs; and
 each new Network first removes the namespaces of earlier runs whose process is gone (names carry
-the owner's pid). `python tests/hosts.py cleanup` does that sweep alone, for CI.
+the owner's pid). `python benchmarks/hosts.py cleanup` does that sweep alone, for CI.
+
+Shared by the hosts tests (tests/test_hosts.py; pytest puts benchmarks/ on the path, as for
+stack.py) and the chaos soak (benchmarks/chaos.py), so it needs neither pytest nor tests/.
 """
 
 from __future__ import annotations
@@ -446,8 +449,9 @@ def make_tls(folder: str, ip: str, name: str = "ca") -> dict:
 
 class RedisOnHost:
     """redis-server on a host: listening on the host's address only (TLS only when `tls` is
-    given: port 0, tls-port), with a password and append-only persistence, and on a unix socket
-    for the test's own reads (a file: no network)."""
+    given: port 0, tls-port), with a password and append-only persistence (fsync every second
+    unless `appendfsync` says otherwise), and on a unix socket for the test's own reads (a
+    file: no network)."""
 
     PORT = 6379
 
@@ -458,10 +462,12 @@ class RedisOnHost:
         binary: str,
         tls: dict | None = None,
         password: str | None = None,
+        appendfsync: str = "everysec",
     ):
         import secrets
 
         self.host, self.folder, self.binary, self.tls = host, folder, binary, tls
+        self.appendfsync = appendfsync
         self.password = password or secrets.token_hex(16)
         self.sock = os.path.join(folder, "redis.sock")
         assert len(self.sock) < 100, f"unix socket path too long: {self.sock}"
@@ -484,7 +490,7 @@ class RedisOnHost:
             "unixsocketperm 700",
             f"requirepass {self.password}",
             "appendonly yes",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
             f"dir {self.folder}",
             'save ""',
             "protected-mode no",
@@ -588,4 +594,4 @@ if __name__ == "__main__":
         a = sys.argv[2:]
         run_relay(a[0], int(a[1]), a[2], int(a[3]), float(a[4]))
     else:
-        sys.exit("usage: python tests/hosts.py cleanup | relay ADDR PORT TARGET PORT SECONDS")
+        sys.exit("usage: python benchmarks/hosts.py cleanup | relay ADDR PORT TARGET PORT SECONDS")
