@@ -374,9 +374,10 @@ class ComposeWorker(Worker):
 
 def celery_traffic(a, folder: str, seconds: float) -> dict:
     """Celery's own traffic, which the levels do not generate: --celery-workers real idle workers
-    with the production lease and visibility settings, over `seconds`; then the worker events
-    they publish (a subscriber of our own, after the measured window, so its copies are not
-    counted), whose heartbeats every worker's gossip consumer receives."""
+    with the production lease and visibility settings, over `seconds` (Redis's CPU less what it
+    spends alone over as long); then the worker events they publish (a subscriber of our own,
+    after the measured window, so its copies are not counted), whose heartbeats every worker's
+    gossip consumer receives."""
     server = RedisServer(
         os.path.join(folder, "redis-celery"), appendfsync=a.appendfsync, binary=a.redis_server
     ).start()
@@ -384,12 +385,16 @@ def celery_traffic(a, folder: str, seconds: float) -> dict:
     k = a.celery_workers
     workers = [ComposeWorker(server.url(), f"c{i}", folder, **env) for i in range(k)]
     try:
+        r = server.client()
+        alone = snapshot(r)  # Redis with no worker (its timers, our INFO calls): subtracted
+        time.sleep(seconds)
+        end = snapshot(r)
+        idle = (main_thread_cpu(end) - main_thread_cpu(alone)) / (end["t"] - alone["t"])
         for w in workers:
             w.start(wait=False)
         for w in workers:
             w.wait_ready(timeout=180)
         time.sleep(5.0)  # mingle done, first heartbeats sent, reapers started
-        r = server.client()
         r.config_resetstat()
         before = snapshot(r)
         time.sleep(seconds)
@@ -417,7 +422,7 @@ def celery_traffic(a, folder: str, seconds: float) -> dict:
     return {
         "k": k,
         "clients": (after["connected_clients"] - 1) / k,  # less our own connection
-        "cpu": (main_thread_cpu(after) - main_thread_cpu(before)) / wall / k,
+        "cpu": max(0.0, (main_thread_cpu(after) - main_thread_cpu(before)) / wall - idle) / k,
         "in": (after["total_net_input_bytes"] - before["total_net_input_bytes"]) / wall / k,
         "out": (after["total_net_output_bytes"] - before["total_net_output_bytes"]) / wall / k,
         "cmds": {c: v for c, v in sorted(cmds.items(), key=lambda x: -x[1]) if v > 0},
