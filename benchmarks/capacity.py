@@ -675,6 +675,24 @@ def report(levels: list[dict], a, plan: Plan) -> None:
     print()
     for s in levels:
         print(conclusion(s))
+    print(saturation(levels, a.concurrency))
+
+
+def saturation(levels: list[dict], concurrency: int) -> str:
+    """Where the command thread would reach 100%, from the largest level: the workers' writes
+    and the dashboards cost about the same per worker at any N (a), a reaper scan costs about
+    the same per running job (b), and there are N / concurrency scans every REAP_SECONDS."""
+    s = max(levels, key=lambda s: s["n"])
+    n = s["n"]
+    a = s["redis_cpu"] / min(1.0, s["kept_up"]) / n
+    b = s["reaper_scan_ms"] / 1000 / n
+    c = b / concurrency / settings.REAP_SECONDS  # Redis CPU = a N + c N^2
+    with_reapers = (-a + math.sqrt(a * a + 4 * c)) / (2 * c) if c > 0 else math.inf
+    return (
+        f"From the {n:,}-worker level: writes and reads {a * 1e6:.0f} µs of Redis CPU a second a "
+        f"worker, a reaper scan {b * 1e6:.1f} µs a running job; the command thread saturates at "
+        f"about {with_reapers:,.0f} workers with the reapers, {1 / a:,.0f} without them"
+    )
 
 
 def positive_ints(text: str) -> list[int]:
