@@ -44,7 +44,6 @@ Measured per level, over --seconds:
 
 import argparse
 import heapq
-import logging
 import math
 import multiprocessing as mp
 import os
@@ -466,13 +465,12 @@ def main_thread_cpu(s: dict) -> float:
 
 def reaper_cost(r, store: JobStore, seconds: float = 2.0) -> dict:
     """The real reaper scan, back to back over this level's running jobs with no other load:
-    Redis's CPU and bytes out per scan."""
-    # a lease that expired while its load process was starved is "re-sent" to nowhere: quietly
-    logging.getLogger("charrnn.reaper").setLevel(logging.ERROR)
-    reaper = Reaper(store, resend=lambda job_id: None, host="capacity")
+    Redis's CPU and bytes out per scan, as in a pool whose trainers are alive."""
     before, scans, t0 = snapshot(r), 0, time.monotonic()
     while scans < 3 or (time.monotonic() - t0 < seconds and scans < 500):
-        reaper.scan()
+        # a fresh reaper each time: the reads of a scan and no claims, which a scan makes only
+        # on its second sighting of an absent lease (leases a starved load process let expire)
+        Reaper(store, resend=lambda job_id: None, host="capacity").scan()
         scans += 1
     after = snapshot(r)
     return {
