@@ -362,6 +362,16 @@ def test_compose_refuses_placeholder_and_short_passwords(tmp_path, containers):
             {"REDIS_PASSWORD": secrets.token_hex(16)},
             "FLOWER_PASSWORD in .env is still the placeholder",
         ),
+        (
+            "dashboard",
+            {"REDIS_PASSWORD": secrets.token_hex(16)},
+            "DASHBOARD_PASSWORD in .env is still the placeholder",
+        ),
+        (
+            "dashboard",
+            {"DASHBOARD_PASSWORD": "short123"},
+            "DASHBOARD_PASSWORD must be at least 16 characters",
+        ),
     ]
     try:
         for service, changes, message in cases:
@@ -578,7 +588,7 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         os.chown(folder / "output", owner, owner)
     shutil.copy(COMPOSE_FILE, folder / "docker-compose.yml")
     env = parse_env_file(ENV_EXAMPLE)
-    flower_port = free_port()
+    flower_port, dashboard_port = free_port(), free_port()
     env.update(
         REDIS_PASSWORD=secrets.token_hex(24),
         REDIS_WORKER_PASSWORD=secrets.token_hex(24),
@@ -587,6 +597,8 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         REDIS_FLOWER_PASSWORD=secrets.token_hex(24),
         FLOWER_PASSWORD=secrets.token_hex(12),
         FLOWER_PORT=str(flower_port),
+        DASHBOARD_PASSWORD=secrets.token_hex(12),
+        DASHBOARD_PORT=str(dashboard_port),
     )
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     (folder / "data" / "corpus.txt").write_text(make_corpus())
@@ -650,6 +662,30 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
 
         assert wait_until("Flower to answer", lambda: flower_status(True) == 200, timeout=90)
         assert flower_status(False) == 401, "Flower must ask for a password"
+
+        # The dashboard: up on localhost as the viewer, refusing requests without its password
+        # (it listens on 0.0.0.0 inside its container, so basic auth is on) or with a wrong one.
+        stack("up", "-d", "--no-build", "dashboard", profiles=("monitoring",), label="up dashboard")
+
+        def dashboard_status(password: str | None) -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{dashboard_port}/jobs.json")
+            if password is not None:
+                token = base64.b64encode(f"me:{password}".encode())
+                request.add_header("Authorization", "Basic " + token.decode())
+            try:
+                return urllib.request.urlopen(request, timeout=5).status
+            except urllib.error.HTTPError as e:
+                return e.code
+            except OSError:
+                return 0
+
+        assert wait_until(
+            "the dashboard to answer",
+            lambda: dashboard_status(env["DASHBOARD_PASSWORD"]) == 200,
+            timeout=90,
+        )
+        assert dashboard_status(None) == 401, "the dashboard must ask for a password"
+        assert dashboard_status("wrong-" + env["DASHBOARD_PASSWORD"]) == 401
 
         # A job through the orchestrator container, as a user runs it.
         final = parse_json(
