@@ -71,8 +71,10 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
         "started_at",
         "finished_at",
         "error",
+        "waiting",  # what a job waits for (a full store), None when it does not
     }
     assert st["worker"].startswith("it") and st["chars_per_second"] > 0
+    assert st["waiting"] is None
     listed = json.loads(
         run_cli("list", "--tag", "it-e2e", "--json", url=redis_server.url(), check=True).stdout
     )
