@@ -50,7 +50,7 @@ from chaos_figures import KINDS, job_facts, render, summarise
 from orchestrator.embedded import redis_server_binary
 from worker import keys
 from worker.lease import retrying
-from worker.store import TERMINAL, Status
+from worker.store import TERMINAL, JobStore, Status
 
 from stack import REPO, HostWorker, make_corpus
 
@@ -286,7 +286,7 @@ class Pool:
         if name is None or pid is None:
             return None
         os.kill(pid, signal.SIGKILL)
-        return Fault("kill_child", at, name, 0.0, [j for j, h in held.items() if h == name])
+        return Fault("kill_child", at, name, 0.0, held_by(held, [name]))
 
     def kill_worker(self, hold: float, at: float) -> Fault | None:
         held = self.holders()
@@ -295,7 +295,7 @@ class Pool:
             return None
         self.injected_exit.add(name)
         self.workers[name].kill_all()
-        return Fault("kill_worker", at, name, 0.0, [j for j, h in held.items() if h == name])
+        return Fault("kill_worker", at, name, 0.0, held_by(held, [name]))
 
     def term_worker(self, hold: float, at: float) -> Fault | None:
         held = self.holders()
@@ -305,7 +305,7 @@ class Pool:
         self.injected_exit.add(name)
         self.stopping[name] = time.monotonic() + SUPERVISOR_STOP_SECONDS
         self.workers[name].proc.send_signal(signal.SIGTERM)
-        return Fault("term_worker", at, name, 0.0, [j for j, h in held.items() if h == name])
+        return Fault("term_worker", at, name, 0.0, held_by(held, [name]))
 
     def stop_child(self, hold: float, at: float) -> Fault | None:
         held = self.holders()
@@ -321,7 +321,7 @@ class Pool:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:  # its worker replaced it meanwhile (a run met this once)
                 self.counts["stopped children gone before SIGCONT"] += 1
-        return Fault("stop_child", at, name, hold, [j for j, h in held.items() if h == name])
+        return Fault("stop_child", at, name, hold, held_by(held, [name]))
 
     def partition(self, hold: float, at: float) -> Fault | None:
         held = self.holders()
@@ -333,7 +333,7 @@ class Pool:
             self.wait(hold)
         finally:
             self.net.heal(self.hosts[h])
-        return Fault("partition", at, h, hold, [j for j, n in held.items() if n in on[h]])
+        return Fault("partition", at, h, hold, held_by(held, on[h]))
 
     def _redis_down(self, kind: str, sig: int, hold: float, at: float) -> Fault:
         affected = self.in_flight()
@@ -354,26 +354,25 @@ class Pool:
     def stored_jobs(self) -> list[str]:
         return [x.decode() for x in retrying(self.r.zrange, keys.jobs_by_time(), 0, -1)]
 
-    def statuses(self, ids: list[str]) -> list[bytes | None]:
-        with self.r.pipeline(transaction=False) as p:
-            for j in ids:
-                p.hget(keys.job(j), "status")
-            return p.execute()
-
     def drain(self, seconds: float) -> float:
         """Wait, supervising, until every stored job has ended. Returns the seconds it took."""
         t0 = time.monotonic()
-        ended = {s.value.encode() for s in TERMINAL}
+        ended = {s.value for s in TERMINAL}
         while time.monotonic() - t0 < seconds:
             self.wait(1.0)
             ids = self.stored_jobs()
-            done = all(s in ended for s in retrying(self.statuses, ids))
+            done = all(s in ended for s in retrying(JobStore(self.r).statuses, ids))
             if done and set(self.acked) <= set(ids):
                 break
         return time.monotonic() - t0
 
     def logs(self) -> list[str]:
         return [w.log for w in self.workers.values()]
+
+
+def held_by(held: dict[str, str], names: list[str]) -> list[str]:
+    """The jobs (of {job: worker holding it}) that the named workers held: a fault's victims."""
+    return [j for j, w in held.items() if w in names]
 
 
 def soak(minutes: float, seed: int, folder: str) -> dict:
@@ -427,7 +426,7 @@ def run_submitter(corpus: str) -> None:
     (acknowledged), one per submit that failed (the store down). SIGTERM ends it between two
     submits."""
     from orchestrator import jobs
-    from worker.store import JobStore, connect
+    from worker.store import connect
 
     url = os.environ["CHARRNN_REDIS_URL"]
     stop = threading.Event()

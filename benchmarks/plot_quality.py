@@ -55,7 +55,11 @@ def main(argv=None) -> int:
         return 2
     series: dict[str, list[tuple[float, float, int]]] = {}
     for path in a.logs:
-        series.update(curves(path))
+        try:
+            series.update(curves(path))
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"plot_quality: cannot read {path}: {e}", file=sys.stderr)
+            return 2
     if not series:
         print("plot_quality: no bench_quality rows found in " + ", ".join(a.logs), file=sys.stderr)
         return 2

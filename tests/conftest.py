@@ -29,6 +29,18 @@ from stack import submit as submit
 from stack import wait_for as wait_for
 from stack import wait_status as wait_status
 
+TINY_JOB = dict(
+    hidden_size=8,
+    num_layers=1,
+    iterations=300,
+    eval_every=100,
+    sample_every=100,
+    sample_length=20,
+    seq_length=10,
+)
+"""A job of a second or two that evaluates and samples three times: for tests of the commands
+and the store around a job, not of its training."""
+
 
 def wait_iteration(r, job_id, at_least: int, timeout=60):
     return wait_for(

@@ -24,21 +24,22 @@ import redis
 
 from worker import acl, keys
 
-from conftest import REPO, RedisServer, Worker, free_port, run_cli, submit, wait_for, wait_status
+from conftest import (
+    REPO,
+    TINY_JOB,
+    RedisServer,
+    Worker,
+    free_port,
+    run_cli,
+    submit,
+    wait_for,
+    wait_status,
+)
 from stack import start_dashboard
 
 pytestmark = pytest.mark.integration
 
 ROLES = ("worker", "orchestrator", "viewer", "flower")
-TINY = dict(
-    hidden_size=8,
-    num_layers=1,
-    iterations=300,
-    eval_every=100,
-    sample_every=100,
-    sample_length=20,
-    seq_length=10,
-)
 
 DANGEROUS = [
     ("FLUSHALL",),
@@ -131,7 +132,7 @@ def one_denial(p, user: str, what: str) -> None:
 
 def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_path, corpus_file):
     server, worker = users
-    job = submit(server.url(user="orchestrator"), corpus_file, **TINY)
+    job = submit(server.url(user="orchestrator"), corpus_file, **TINY_JOB)
     assert wait_status(admin, job, timeout=180) == "succeeded"
     workers = run_cli("workers", "--json", "--timeout", "3", url=server.url(user="orchestrator"))
     assert workers.returncode == 0, workers.stderr
@@ -176,9 +177,9 @@ def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_pat
 def test_the_viewer_changes_nothing(users, admin, corpus_file):
     server, worker = users
     orchestrator, viewer = server.url(user="orchestrator"), server.url(user="viewer")
-    done = submit(orchestrator, corpus_file, **TINY)
+    done = submit(orchestrator, corpus_file, **TINY_JOB)
     assert wait_status(admin, done, timeout=180) == "succeeded"
-    running = submit(orchestrator, corpus_file, **dict(TINY, iterations=10**6))
+    running = submit(orchestrator, corpus_file, **dict(TINY_JOB, iterations=10**6))
     wait_status(admin, running, ("running",), timeout=120)
     # the worker stopped, so that nothing but the viewer could change the store meanwhile
     os.killpg(worker.proc.pid, signal.SIGSTOP)

@@ -13,19 +13,9 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, free_port, run_cli, submit, wait_status
+from conftest import REPO, TINY_JOB, free_port, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
-
-TINY = dict(
-    hidden_size=8,
-    num_layers=1,
-    iterations=300,
-    eval_every=100,
-    sample_every=100,
-    sample_length=20,
-    seq_length=10,
-)
 
 
 def one_error_line(p, code):
@@ -40,8 +30,8 @@ def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_fil
     """A name like '[/oops]' used to crash `list` (rich markup); escape sequences in a name or a
     sample must not reach the terminal."""
     url = redis_server.url()
-    odd = submit(url, corpus_file, "--name", "[/oops]", "--tag", "[bold]t", **TINY)
-    esc = submit(url, corpus_file, "--name", "red\x1b[31mname\x07", **TINY)
+    odd = submit(url, corpus_file, "--name", "[/oops]", "--tag", "[bold]t", **TINY_JOB)
+    esc = submit(url, corpus_file, "--name", "red\x1b[31mname\x07", **TINY_JOB)
     for j in (odd, esc):
         assert wait_status(r, j) == "succeeded"
     r.rpush(keys.samples(esc), json.dumps({"iteration": 301, "text": "a\x1b[2Jb\n\tc\x9bd"}))
@@ -58,7 +48,7 @@ def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_fil
 
 def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server, corpus_file):
     url = redis_server.url()
-    job = submit(url, corpus_file, **dict(TINY, eval_every=30))
+    job = submit(url, corpus_file, **dict(TINY_JOB, eval_every=30))
     wait_status(r, job)
     st = json.loads(run_cli("status", job, "--json", url=url, check=True).stdout)
     text = run_cli("status", job, url=url, check=True).stdout
@@ -115,7 +105,7 @@ def test_prune_needs_a_positive_age_with_a_unit(redis_server, age, word):
 
 def test_prune_dry_run_deletes_nothing(pool, r, redis_server, corpus_file):
     url = redis_server.url()
-    job = submit(url, corpus_file, **dict(TINY, iterations=30))
+    job = submit(url, corpus_file, **dict(TINY_JOB, iterations=30))
     wait_status(r, job)
     time.sleep(0.05)
     dry = json.loads(

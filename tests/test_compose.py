@@ -570,6 +570,20 @@ def wait_until(what: str, probe, timeout: float, interval: float = 2.0):
     pytest.fail(f"gave up after {timeout:.0f}s waiting for {what}; last error: {last}")
 
 
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    """The HTTP status of a GET, with basic auth when given; 0 while nothing listens."""
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    try:
+        return urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
 def test_worker_pool_runs_in_containers(tmp_path, containers):
     compose, engine, setup_timings = containers
     started = time.monotonic()
@@ -650,42 +664,23 @@ def test_worker_pool_runs_in_containers(tmp_path, containers):
         stack("up", "-d", "--no-build", "flower", profiles=("monitoring",), label="up flower")
         url = f"http://127.0.0.1:{flower_port}/"
 
-        def flower_status(auth: bool) -> int:
-            request = urllib.request.Request(url)
-            if auth:
-                token = base64.b64encode(f"{env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}".encode())
-                request.add_header("Authorization", "Basic " + token.decode())
-            try:
-                return urllib.request.urlopen(request, timeout=5).status
-            except urllib.error.HTTPError as e:
-                return e.code
-
-        assert wait_until("Flower to answer", lambda: flower_status(True) == 200, timeout=90)
-        assert flower_status(False) == 401, "Flower must ask for a password"
+        flower_auth = (env["FLOWER_USER"], env["FLOWER_PASSWORD"])
+        assert wait_until(
+            "Flower to answer", lambda: http_status(url, flower_auth) == 200, timeout=90
+        )
+        assert http_status(url) == 401, "Flower must ask for a password"
 
         # The dashboard: up on localhost as the viewer, refusing requests without its password
         # (it listens on 0.0.0.0 inside its container, so basic auth is on) or with a wrong one.
         stack("up", "-d", "--no-build", "dashboard", profiles=("monitoring",), label="up dashboard")
-
-        def dashboard_status(password: str | None) -> int:
-            request = urllib.request.Request(f"http://127.0.0.1:{dashboard_port}/jobs.json")
-            if password is not None:
-                token = base64.b64encode(f"me:{password}".encode())
-                request.add_header("Authorization", "Basic " + token.decode())
-            try:
-                return urllib.request.urlopen(request, timeout=5).status
-            except urllib.error.HTTPError as e:
-                return e.code
-            except OSError:
-                return 0
-
+        page, password = f"http://127.0.0.1:{dashboard_port}/jobs.json", env["DASHBOARD_PASSWORD"]
         assert wait_until(
             "the dashboard to answer",
-            lambda: dashboard_status(env["DASHBOARD_PASSWORD"]) == 200,
+            lambda: http_status(page, ("me", password)) == 200,
             timeout=90,
         )
-        assert dashboard_status(None) == 401, "the dashboard must ask for a password"
-        assert dashboard_status("wrong-" + env["DASHBOARD_PASSWORD"]) == 401
+        assert http_status(page) == 401, "the dashboard must ask for a password"
+        assert http_status(page, ("me", "wrong-" + password)) == 401
 
         # A job through the orchestrator container, as a user runs it.
         final = parse_json(

@@ -11,7 +11,15 @@ import pytest
 
 from worker import keys
 
-from conftest import assert_matches_reference, events, job_field, run_cli, submit, wait_for
+from conftest import (
+    assert_matches_reference,
+    events,
+    job_field,
+    run_cli,
+    submit,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -130,17 +138,7 @@ def test_a_checkpoint_that_does_not_fit_waits_then_finishes_bit_identical(
     assert job_field(r, job, "iteration") == at, "trained on while its checkpoint was refused"
 
     r.delete(FILL)  # the operator frees space
-    assert (
-        wait_for(
-            lambda: (
-                job_field(r, job, "status") in ("succeeded", "failed")
-                and job_field(r, job, "status")
-            ),
-            timeout=180,
-            what="the job's end",
-        )
-        == "succeeded"
-    )
+    assert wait_status(r, job, ("succeeded", "failed"), timeout=180) == "succeeded"
     assert not job_field(r, job, "waiting")
     evs = [e["event"] for e in events(r, job)]
     assert evs.index("store_full") < evs.index("store_space") < evs.index("finished"), evs
@@ -160,17 +158,7 @@ def test_a_job_cancelled_while_waiting_for_space_ends_cancelled(stack, corpus_fi
     wait_for(lambda: job_field(r, job, "waiting"), timeout=120, what="the waiting note")
     p = run_cli("cancel", job, url=server.url())
     assert p.returncode == 0, p.stderr
-    assert (
-        wait_for(
-            lambda: (
-                job_field(r, job, "status") in ("cancelled", "failed")
-                and job_field(r, job, "status")
-            ),
-            timeout=60,
-            what="the job's end",
-        )
-        == "cancelled"
-    )
+    assert wait_status(r, job, ("cancelled", "failed"), timeout=60) == "cancelled"
     last = events(r, job)[-1]
     assert last["event"] == "cancelled" and "store full" in last["reason"], last
     assert r.exists(keys.checkpoint(job, "latest")) and r.exists(FILL)

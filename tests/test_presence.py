@@ -34,9 +34,9 @@ def test_idle_workers_are_listed_and_leave_when_stopped_or_killed(stack):
     wait_for(lambda: names(r) == [f"pa@{host}", f"pb@{host}"], 20, 0.2, what="both workers listed")
     entries = {w["name"]: w for w in presence.live(r)}
     assert entries[f"pa@{host}"]["host"] == host
-    assert int(entries[f"pa@{host}"]["pid"]) == a.proc.pid  # the worker's main process
-    assert entries[f"pa@{host}"]["concurrency"] == "1"
-    seen = float(entries[f"pb@{host}"]["seen_at"])
+    assert entries[f"pa@{host}"]["pid"] == a.proc.pid  # the worker's main process
+    assert entries[f"pa@{host}"]["concurrency"] == 1
+    seen = entries[f"pb@{host}"]["seen_at"]
     wait_for(
         lambda: float(r.hget(keys.worker(f"pb@{host}"), "seen_at") or 0) > seen,
         10,

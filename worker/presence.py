@@ -20,6 +20,7 @@ import time
 import redis
 
 from . import keys, settings
+from .store import _num
 
 log = logging.getLogger("charrnn.presence")
 
@@ -77,9 +78,9 @@ class Presence:
         return t
 
 
-def live(r: redis.Redis, now: float | None = None) -> list[dict[str, str]]:
-    """The workers renewed within FORGET_AFTER seconds, by name: one ZRANGEBYSCORE, one
-    pipelined read of their hashes."""
+def live(r: redis.Redis, now: float | None = None) -> list[dict]:
+    """The workers renewed within FORGET_AFTER seconds, by name (name, host, pid, concurrency,
+    started_at, seen_at): one ZRANGEBYSCORE, one pipelined read of their hashes."""
     now = time.time() if now is None else now
     names = [
         n.decode() if isinstance(n, bytes) else str(n)
@@ -89,8 +90,17 @@ def live(r: redis.Redis, now: float | None = None) -> list[dict[str, str]]:
         for n in names:
             p.hgetall(keys.worker(n))
         rows = p.execute()
-    out = []
+    out: list[dict] = []
     for n, h in zip(names, rows, strict=True):
-        d = {k.decode(): v.decode() for k, v in h.items()} if h else {"name": n}
-        out.append(d)
+        d = {k.decode(): v.decode() for k, v in h.items()}  # empty: expired since the ZRANGE
+        out.append(
+            {
+                "name": n,
+                "host": d.get("host", ""),
+                "pid": _num(d.get("pid"), int),
+                "concurrency": _num(d.get("concurrency"), int),
+                "started_at": _num(d.get("started_at"), float),
+                "seen_at": _num(d.get("seen_at"), float),
+            }
+        )
     return sorted(out, key=lambda d: d["name"])

@@ -218,27 +218,15 @@ def workers_view(store: JobStore) -> dict:
     for j in running:
         by_worker.setdefault(j["worker"] or "(not recorded)", []).append(job_row(j))
     alive = {w["name"]: w for w in presence.live(store.r)}
-    names = sorted(set(alive) | set(by_worker))
     return {
         "workers": [
             {
+                **alive.get(n, {"host": ""}),
                 "name": n,
                 "jobs": by_worker.get(n, []),
                 "alive": n in alive,
-                "host": alive.get(n, {}).get("host", ""),
-                "pid": alive.get(n, {}).get("pid", ""),
-                "concurrency": alive.get(n, {}).get("concurrency", ""),
-                "started_at": _float(alive.get(n, {}).get("started_at")),
-                "seen_at": _float(alive.get(n, {}).get("seen_at")),
             }
-            for n in names
+            for n in sorted(set(alive) | set(by_worker))
         ],
         "counts": store.status_counts(),
     }
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None
