@@ -14,11 +14,11 @@ bottleneck; Redis sees bytes either way). --readers dashboards read what the das
 (`orchestrator.dashboard.views`: the jobs table, one job's page, the workers page) at its poll
 intervals; `orchestrator list` and `status` read the same records.
 
-Not generated: the reapers. Every worker's reaper (`worker.reaper.Reaper.scan`, every
-REAP_SECONDS) reads every running job, so a pool of N costs N * N / REAP_SECONDS reads a second
-(2.5 million at N = 5,000), more than any client can generate. After each level the real scan runs
-back to back against the level's N running jobs and Redis's CPU per scan is measured; the reaper
-column is that cost at the pool's rate. Celery's own traffic (queue, heartbeats, gossip) is not
+Not generated: the reapers. Every REAP_SECONDS each worker's reaper asks for the period's turn
+(one SET NX), and the one that gets it scans every running job (`worker.reaper.Reaper.scan`). After
+each level the real scan runs back to back against the level's N running jobs, and turns are asked
+for back to back, and Redis's CPU per scan and per turn asked is measured; the reaper column is
+that cost at the pool's rate: one scan and N / concurrency turns a period. Celery's own traffic (queue, heartbeats, gossip) is not
 simulated either: the README says what it adds.
 
 The load: --procs processes, each driving its share of the simulated workers on one schedule (a
@@ -61,7 +61,7 @@ from typing import Any
 from charrnn import Config
 from orchestrator.dashboard import views
 from orchestrator.dashboard.app import POLL_MS
-from worker import settings, training
+from worker import keys, settings, training
 from worker.lease import Lease
 from worker.reaper import Reaper
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec
@@ -465,20 +465,28 @@ def main_thread_cpu(s: dict) -> float:
     return s["used_cpu_sys_main_thread"] + s["used_cpu_user_main_thread"]
 
 
-def reaper_cost(r, store: JobStore, seconds: float = 2.0) -> dict:
+def reaper_cost(r, store: JobStore, seconds: float = 2.0, turns: int = 2000) -> dict:
     """The real reaper scan, back to back over this level's running jobs with no other load:
-    Redis's CPU and bytes out per scan, as in a pool whose trainers are alive."""
+    Redis's CPU and bytes out per scan, as in a pool whose trainers are alive; then the turns the
+    other reapers ask for and are refused, Redis's CPU per turn."""
+    reaper = Reaper(store, resend=lambda job_id: None, host="capacity")
     before, scans, t0 = snapshot(r), 0, time.monotonic()
     while scans < 3 or (time.monotonic() - t0 < seconds and scans < 500):
-        # a fresh reaper each time: the reads of a scan and no claims, which a scan makes only
-        # on its second sighting of an absent lease (leases a starved load process let expire)
-        Reaper(store, resend=lambda job_id: None, host="capacity").scan()
+        # no sightings before each scan: its reads and no claims, which a scan makes only on a
+        # second sighting of an absent lease (leases a starved load process let expire)
+        r.delete(keys.reaper_sightings("running"), keys.reaper_sightings("queued"))
+        reaper.scan()
         scans += 1
     after = snapshot(r)
+    reaper.take_turn()
+    for _ in range(turns):
+        reaper.take_turn()  # refused: the turn is taken
+    turned = snapshot(r)
     return {
         "cpu": (main_thread_cpu(after) - main_thread_cpu(before)) / scans,
         "out": (after["total_net_output_bytes"] - before["total_net_output_bytes"]) / scans,
         "scans": scans,
+        "turn_cpu": (main_thread_cpu(turned) - main_thread_cpu(after)) / (turns + 1),
     }
 
 
@@ -578,6 +586,8 @@ def summarise(n, a, plan: Plan, empty, before, after, outs, reaper) -> dict:
     used = after["used_memory"]
     per_job_rest = max(0.0, (used - empty - held * plan.checkpoint_bytes) / n)
     reapers = math.ceil(n / a.concurrency)  # one in each worker's main process
+    # a period: one scan, by whichever reaper takes the turn, and every reaper asks for it
+    reaper_cpu = reaper["cpu"] + reapers * reaper["turn_cpu"]
     return {
         "n": n,
         "wall": wall,
@@ -586,9 +596,10 @@ def summarise(n, a, plan: Plan, empty, before, after, outs, reaper) -> dict:
         "kept_up": done / max(1, scheduled),
         "late_p99": pct([x for o in writers for x in o["late"]], 0.99),
         "redis_cpu": redis_cpu,
-        "reaper_cpu": reapers / settings.REAP_SECONDS * reaper["cpu"],
-        "reaper_out": reapers / settings.REAP_SECONDS * reaper["out"],
+        "reaper_cpu": reaper_cpu / settings.REAP_SECONDS,
+        "reaper_out": reaper["out"] / settings.REAP_SECONDS,
         "reaper_scan_ms": reaper["cpu"] * 1000,
+        "reaper_turn_us": reaper["turn_cpu"] * 1e6,
         "gen_cpu": sum(o["cpu"] for o in outs) / wall,
         "gen_cpu_max": max(o["cpu"] for o in outs) / wall,
         "lat": {k: (pct(xs, 0.5), pct(xs, 0.99), len(xs)) for k, xs in lat.items()},
@@ -675,7 +686,8 @@ def report(levels: list[dict], a, plan: Plan) -> None:
         print(f"{s['n']:>8,}  " + "; ".join(s["server"]))
         print(
             f"{'':>8}  one reaper scan of {s['n']:,} running jobs: "
-            f"{s['reaper_scan_ms']:.2f} ms of Redis CPU; per job without checkpoints "
+            f"{s['reaper_scan_ms']:.2f} ms of Redis CPU, a turn asked {s['reaper_turn_us']:.1f} µs; "
+            f"per job without checkpoints "
             f"{s['per_job_rest'] / 1e3:.1f} KB; append-only file {s['aof'] / MB:,.0f} MB"
         )
     print()
@@ -687,17 +699,19 @@ def report(levels: list[dict], a, plan: Plan) -> None:
 def saturation(levels: list[dict], concurrency: int) -> str:
     """Where the command thread would reach 100%, from the largest level: the workers' writes
     and the dashboards cost about the same per worker at any N (a), a reaper scan costs about
-    the same per running job (b), and there are N / concurrency scans every REAP_SECONDS."""
+    the same per running job (b), and every REAP_SECONDS there is one scan of the N running jobs
+    and N / concurrency turns asked (t each): all linear in N."""
     s = max(levels, key=lambda s: s["n"])
     n = s["n"]
     a = s["redis_cpu"] / min(1.0, s["kept_up"]) / n
     b = s["reaper_scan_ms"] / 1000 / n
-    c = b / concurrency / settings.REAP_SECONDS  # Redis CPU = a N + c N^2
-    with_reapers = (-a + math.sqrt(a * a + 4 * c)) / (2 * c) if c > 0 else math.inf
+    t = s["reaper_turn_us"] / 1e6
+    per_worker = a + (b + t / concurrency) / settings.REAP_SECONDS  # Redis CPU = N * per_worker
     return (
         f"From the {n:,}-worker level: writes and reads {a * 1e6:.0f} µs of Redis CPU a second a "
-        f"worker, a reaper scan {b * 1e6:.1f} µs a running job; the command thread saturates at "
-        f"about {with_reapers:,.0f} workers with the reapers, {1 / a:,.0f} without them"
+        f"worker, a reaper scan {b * 1e6:.1f} µs a running job, a turn asked {t * 1e6:.1f} µs; "
+        f"the command thread saturates at about {1 / per_worker:,.0f} workers with the reapers, "
+        f"{1 / a:,.0f} without them"
     )
 
 

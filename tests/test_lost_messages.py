@@ -98,3 +98,46 @@ def test_message_whose_job_is_gone_is_dropped_and_the_worker_lives_on(stack, cor
     assert w.proc.poll() is None and not r.exists(keys.job(gone))
     assert r.llen("charrnn") == 0 and r.hlen("unacked") == 0
     assert json.loads(run_cli("list", "--json", url=url).stdout)[0]["job_id"] == job
+
+
+def test_the_pool_scans_once_a_period_and_two_reapers_share_their_sightings(
+    stack, corpus, monkeypatch
+):
+    """One reaper a period scans, whichever takes the turn first (not every worker's: the pool
+    would read N * N jobs a period), and the two sightings that a re-send needs may be made by
+    different reapers: the first scan's sightings are in the store, the second scan re-sends
+    from them, once."""
+    from worker import settings
+    from worker.reaper import Reaper
+    from worker.store import JobStore, Status, status_moves
+
+    monkeypatch.setattr(settings, "REAP_SECONDS", 1.0)
+    server, _ = stack
+    r = server.client()
+    job = submit(server.url(), corpus, **SPEC)  # no worker: queued, with its message
+    # as a trainer killed hard leaves it: running, token 1, no lease
+    with r.pipeline() as p:
+        p.hset(keys.job(job), "status", Status.RUNNING.value)
+        for op in status_moves(job, Status.RUNNING, time.time()):
+            p.execute_command(*op)
+        p.set(keys.fence(job), "1")
+        p.execute()
+
+    sent: dict[str, list[str]] = {"a": [], "b": []}
+    a, b = (Reaper(JobStore(r), sent[n].append, host=n) for n in "ab")
+    assert a.take_turn() and not b.take_turn(), "one reaper a period"
+    assert 0 < r.pttl(keys.REAPER_TURN) <= 900
+    time.sleep(1.0)  # the turn expires before the next period
+    assert b.take_turn() and not a.take_turn()
+
+    assert a.scan_running() == [] and sent["a"] == []  # first sighting: the grace period
+    assert a.sightings("running") == {job: "1"}
+    assert b.scan_running() == [job] and sent["b"] == [job]  # second sighting, by another reaper
+    assert a.scan_running() == [] and sent["a"] == [], "re-sent once per lost trainer"
+    assert [e["event"] for e in events(r, job)].count("requeued_by_reaper") == 1
+
+    # a trainer takes the job over (token 2, lease held): no sighting is left of it
+    r.set(keys.fence(job), "2")
+    r.set(keys.lease(job), f"2 {b.name}", px=5000)
+    assert b.scan_running() == [] and b.sightings("running") == {}
+    assert not r.exists(keys.reaper_sightings("running"))

@@ -22,6 +22,9 @@
     charrnn:sweep:{id}:rung:{iter}   zset    job ids scored by validation loss at that ASHA rung
     charrnn:sweep:{id}:rung:{iter}:decisions  hash  job id -> JSON decision (continue or stop)
     charrnn:sweeps                   zset    every sweep id, scored by creation time
+    charrnn:reaper:turn              string  the reaper whose turn this period is; expires
+    charrnn:reaper:sightings:{kind}  hash    job id -> fencing token (running) or deliveries
+                                             (queued) when the last scan saw it unattended
     charrnn:workers                  zset    worker names, scored by when each last said it lives
     charrnn:worker:{name}            hash    a worker's host, pid, concurrency, start time;
                                              expires unless renewed (see presence.py)
@@ -74,6 +77,14 @@ def stepped_aside(job_id: str) -> str:
 
 def refused(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:refused"
+
+
+REAPER_TURN = f"{PREFIX}reaper:turn"
+
+
+def reaper_sightings(kind: str) -> str:
+    assert kind in ("running", "queued"), kind
+    return f"{PREFIX}reaper:sightings:{kind}"
 
 
 def reaped(job_id: str) -> str:

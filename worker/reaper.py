@@ -3,13 +3,18 @@
 Celery's Redis transport redelivers a message that stays unacknowledged past the visibility
 timeout. When the first trainer is still alive, the redelivered copy steps aside (and is acked),
 so the job's message has left the broker for good; if that trainer is then killed hard, nothing
-would ever run the job again. Every worker's main process runs one reaper thread: each
-REAP_SECONDS it reads the `running` index (ZSCAN, never KEYS), and a job whose lease has been
-absent on two scans in a row under the same fencing token is re-sent (same task, args, queue).
+would ever run the job again. Every worker's main process runs one reaper thread, and each
+REAP_SECONDS one of them, whichever takes the period's turn first (SET NX on a key that expires
+just before the next period), reads the `running` index (ZSCAN, never KEYS). A job whose lease
+has been absent on two scans in a row under the same fencing token is re-sent (same task, args,
+queue). The sightings live in the store, not in a reaper's memory, so the two scans may be made
+by different workers, and the pool scans its running jobs once a period, not once a worker: a
+pool of N workers reads N jobs a period instead of N * N (the README's capacity section).
 
 The claim is one Lua script: status still running, lease still absent, token unchanged, and not
-already re-sent for this token. So among all the workers' reapers exactly one re-sends, once per
-lost trainer. A copy too many is harmless: it steps aside or finds the job finished.
+already re-sent for this token. So even if two reapers scan at once (a scan slower than the
+period, a turn taken during a partition), exactly one re-sends, once per lost trainer. A copy too
+many is harmless: it steps aside or finds the job finished.
 
 A `queued` job can lose its message too (the submitting client died between storing the job and
 sending it; someone cleared the broker's keys). Each scan also reads the `queued` jobs older than
@@ -24,14 +29,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import uuid
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from . import keys, settings, space
 from .app import QUEUE
-from .store import JobStore, Status, event
+from .store import JobStore, Status, as_text, event
 
 log = logging.getLogger("charrnn.reaper")
 
@@ -87,9 +95,33 @@ class Reaper:
         self.store, self.resend, self.host, self.queue = store, resend, host, queue
         self.claim = store.r.register_script(CLAIM)
         self.claim_queued = store.r.register_script(CLAIM_QUEUED)
-        self.suspects: dict[str, str] = {}  # job id -> token under which its lease was absent
-        self.queued_suspects: dict[str, str] = {}  # job id -> deliveries when seen messageless
+        self.name = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # whose turn it is
         self.stop = threading.Event()
+
+    def take_turn(self) -> bool:
+        """True when this reaper scans this period: the first of the pool's reapers to ask. The
+        turn expires a little before the next period, so a reaper that died with it is replaced
+        at once, and the period's turn goes to whoever asks first (no one reaper is relied on)."""
+        ms = max(1, int(settings.REAP_SECONDS * 900))
+        return bool(self.store.r.set(keys.REAPER_TURN, self.name, nx=True, px=ms))
+
+    def sightings(self, kind: str) -> dict[str, str]:
+        """What the previous scan saw unattended: job id -> token (running) or deliveries
+        (queued). Made by whichever reaper scanned last."""
+        raw = self.store.r.hgetall(keys.reaper_sightings(kind))
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+
+    def remember(self, kind: str, seen: dict[str, str]) -> None:
+        """Replace the sightings with this scan's. They expire after three periods with no scan:
+        older ones would not be 'two scans in a row'."""
+        key = keys.reaper_sightings(kind)
+        with self.store.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            if seen:
+                fields: dict[FieldT, EncodableT] = {k: v for k, v in seen.items()}
+                p.hset(key, mapping=fields)
+                p.pexpire(key, int(settings.REAP_SECONDS * 3000))
+            p.execute()
 
     def scan(self) -> list[str]:
         """One pass over running jobs, then queued ones. Returns the ids re-sent."""
@@ -98,6 +130,7 @@ class Reaper:
     def scan_running(self) -> list[str]:
         """Running jobs whose lease is gone. Returns the ids re-sent."""
         r, seen, sent = self.store.r, {}, []
+        before = self.sightings("running")
         ids = [
             raw.decode()
             for raw, _ in r.zscan_iter(keys.status_index(Status.RUNNING.value), count=500)
@@ -116,7 +149,7 @@ class Reaper:
                     continue
                 token = (token or b"0").decode()
                 seen[job_id] = token
-                if self.suspects.get(job_id) != token:
+                if before.get(job_id) != token:
                     continue  # first sighting: the grace period starts now
                 ev = event(
                     "requeued_by_reaper",
@@ -143,7 +176,7 @@ class Reaper:
                         "job %s: running with no live trainer (token %s); re-sent", job_id, token
                     )
                     sent.append(job_id)
-        self.suspects = seen
+        self.remember("running", seen)
         return sent
 
     def message_ids(self) -> set[str | None]:
@@ -167,6 +200,7 @@ class Reaper:
         """Queued jobs (older than one scan period) whose message is gone. Returns the ids
         re-sent."""
         r, seen, sent = self.store.r, {}, []
+        before = self.sightings("queued")
         cutoff = time.time() - settings.REAP_SECONDS
         ids = [
             raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -183,7 +217,7 @@ class Reaper:
             for job_id, deliveries in zip(page, rows, strict=True):
                 deliveries = (deliveries or b"0").decode()
                 seen[job_id] = deliveries
-                if self.queued_suspects.get(job_id) != deliveries:
+                if before.get(job_id) != deliveries:
                     continue  # first sighting: the message may be between two of kombu's keys
                 ev = event(
                     "requeued_by_reaper",
@@ -208,13 +242,14 @@ class Reaper:
                         raise
                     log.warning("job %s: queued with no message in the broker; re-sent", job_id)
                     sent.append(job_id)
-        self.queued_suspects = seen
+        self.remember("queued", seen)
         return sent
 
     def loop(self) -> None:
         while not self.stop.wait(settings.REAP_SECONDS):
             try:
-                self.scan()
+                if self.take_turn():
+                    self.scan()
             except redis.RedisError as e:  # Redis restarting, or full: try again next time
                 log.info(
                     "reaper: %s (%s); next scan in %.0f s",
