@@ -633,3 +633,47 @@ def test_workers_page_lists_idle_workers_and_what_each_runs(
     run_cli("cancel", job, url=redis_server.url(), check=True)
     wait_status(r, job, ENDED)
     assert not page_errors(browser)
+
+
+@pytest.mark.browser
+def test_a_job_waiting_for_a_full_store_says_so_and_the_note_goes_when_it_trains(r, dash, browser):
+    """A running job whose checkpoint a full store refused shows why it is not training, on its
+    page and in the jobs table, as `orchestrator status` and `list` do; the note goes without a
+    reload once the job trains again."""
+    from charrnn import Config
+    from worker.spec import JobSpec
+    from worker.store import JobStore, new_job_id
+
+    store = JobStore(r)
+    sha, _ = store.put_corpus(make_corpus(0, 200))
+    job_id = new_job_id()
+    store.create(job_id, JobSpec(corpus_sha256=sha, config=Config(), total_iterations=10))
+    store.cancel(job_id)  # out of the queued index: no worker's reaper sends it
+    note = "store full: checkpoint of 3 MB refused (OOM); waiting for space"
+    r.hset(keys.job(job_id), mapping={"status": "running", "waiting": note})
+
+    status, html, _ = get(f"{dash.base}/job/{job_id}")  # the page without its script
+    assert status == 200 and note.encode() in html
+    status, html, _ = get(f"{dash.base}/jobs")
+    assert status == 200 and b"waiting: store full" in html
+
+    browser.get(f"{dash.base}/jobs")
+    wait_for(
+        lambda: "waiting: store full" in text(browser, f'tr[data-job-id="{job_id}"]'),
+        10,
+        0.2,
+        what="the note in the live jobs table",
+    )
+    browser.get(f"{dash.base}/job/{job_id}")
+    assert text(browser, '[data-field="waiting"]') == note
+    r.hdel(keys.job(job_id), "waiting")
+    wait_for(
+        lambda: browser.execute_script(
+            "return document.querySelector('[data-field=\"waiting\"]').hidden"
+        ),
+        10,
+        0.2,
+        what="the note to go without a reload",
+    )
+    assert text(browser, '[data-field="status"]') == "running"
+    assert not page_errors(browser)

@@ -37,6 +37,11 @@
   function replaceRows(tbody, rows) { tbody.replaceChildren(...rows); }
   function jobLink(id) { return el("a", {href: "/job/" + encodeURIComponent(id)}, id); }
   function status(s) { return el("span", {class: "status s-" + s}, s); }
+  // a running job that waits for space in a full store says so, as `orchestrator list` does
+  function waiting(j) {
+    return j.waiting ? el("span", {class: "waiting", title: j.waiting}, " waiting: store full")
+                     : null;
+  }
   function progress(j) { return (j.iteration || 0) + "/" + (j.iterations || "?"); }
   const banner = document.getElementById("banner");
   function setBanner(msg) {
@@ -85,7 +90,7 @@
   function jobRow(j) {
     return el("tr", {"data-job-id": j.job_id},
       el("td", {class: "id"}, jobLink(j.job_id)), el("td", {}, j.name || ""),
-      el("td", {}, status(j.status)), el("td", {class: "num"}, progress(j)),
+      el("td", {}, status(j.status), waiting(j)), el("td", {class: "num"}, progress(j)),
       el("td", {class: "num"}, num(j.loss, 3)), el("td", {class: "num"}, num(j.val_loss, 3)),
       el("td", {class: "num"}, num(j.best_val_loss, 3)),
       el("td", {class: "num"}, num(j.chars_per_second, 0)), el("td", {}, j.worker || "-"),
@@ -132,6 +137,8 @@
     const set = (name, v) => { const e = f(name); if (e) e.textContent = v; };
     const st = f("status");
     if (st) { st.textContent = j.status; st.className = "status s-" + j.status; }
+    const w = f("waiting");
+    if (w) { w.textContent = j.waiting || ""; w.hidden = !j.waiting; }
     set("progress", progress(j));
     set("loss", num(j.loss, 4)); set("val_loss", num(j.val_loss, 4));
     set("best_val_loss", num(j.best_val_loss, 4));
