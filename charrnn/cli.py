@@ -100,7 +100,7 @@ class ConsoleHooks(Hooks):
         self.progress.update(
             self.task,
             completed=t.iteration,
-            info=f"loss {t.smooth_loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s",
+            info=f"loss {t.train_loss:.3f}/char{val} {t.chars_per_second:,.0f} chars/s",
         )
 
     def on_sample(self, t: Trainer, text: str) -> None:

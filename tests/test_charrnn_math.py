@@ -233,7 +233,13 @@ def test_smooth_loss_is_per_char_starts_at_uniform_and_is_an_ema():
     assert tr.smooth_loss == pytest.approx(s)
     loss = tr.step()
     assert tr.smooth_loss == pytest.approx(0.999 * s + 0.001 * loss / 10)
-    assert tr.stats()["smooth_loss"] == tr.smooth_loss
+    # shown debiased: after one step, that step's loss, not 99.9% of ln V
+    assert tr.stats()["smooth_loss"] == pytest.approx(loss / 10, rel=1e-9)
+    assert tr.train_loss == tr.stats()["smooth_loss"] != pytest.approx(tr.smooth_loss)
+    losses = [loss / 10] + [tr.step() / 10 for _ in range(4)]
+    w = [0.999 ** (4 - i) for i in range(5)]  # a zero-started average, corrected
+    assert tr.train_loss == pytest.approx(np.dot(w, losses) / sum(w), rel=1e-9)
+    assert tr.smooth_loss == pytest.approx(0.999**5 * s + 0.001 * np.dot(w, losses), rel=1e-9)
 
 
 def test_init_is_deterministic_and_scaled():

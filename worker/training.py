@@ -123,7 +123,7 @@ class JobHooks(Hooks):
         self.last_history[kind] = t.iteration
         return push(
             keys.history(self.job_id),
-            json.dumps([t.iteration, t.smooth_loss, t.val_loss]),
+            json.dumps([t.iteration, t.train_loss, t.val_loss]),
             MAX_HISTORY,
         )
 
