@@ -7,9 +7,15 @@ has no branch for it: this module installs a subclass of the worker's hooks thro
 
 CHARRNN_TEST_DIVERGE_AT="N": the first checkpoint at or past iteration N in each delivery
 raises DivergedError, once ("N:always": at every checkpoint past N).
+
+CHARRNN_TEST_SLOW_START="S": each pool process sleeps S seconds in worker_process_init before it
+tells the worker it is up, as a child forked on a loaded host can.
 """
 
 import os
+import time
+
+from celery.signals import worker_process_init
 
 from charrnn.errors import DivergedError
 from worker import app, training  # noqa: F401 - `app` is what `celery -A fault_worker` runs
@@ -28,3 +34,10 @@ class DivergingHooks(training.JobHooks):
 
 
 training.HOOKS = DivergingHooks
+
+_slow_start = float(os.environ.get("CHARRNN_TEST_SLOW_START") or 0)
+
+
+@worker_process_init.connect
+def _start_slowly(**_):
+    time.sleep(_slow_start)

@@ -605,3 +605,20 @@ def test_asha_sweep_survives_a_kill_just_after_a_rung(stack, corpus, report):
         assert_matches_reference(r, j, text, json.loads(job_field(r, j, "spec"))["hyper"])
     fig = report(r, ids, 1, "SIGKILL a pool child just after an ASHA rung decision", expected=ended)
     assert fig["lost"] == 0 and fig["completed"] == 4
+
+
+def test_a_pool_process_slow_to_start_is_waited_for(stack, corpus_file):
+    """The pool child that replaces a killed one, when it takes longer than Celery's default
+    4 s to say it is up (a fork on a loaded host: the 30-minute chaos soak saw one), is waited
+    for, and runs the job; with the default it would be killed and replaced by another as
+    slow, forever, and the job would never start."""
+    server, worker = stack
+    r = server.client()
+    w = worker("slow", app="fault_worker", CHARRNN_TEST_SLOW_START="7").start()
+    [child] = w.children()
+    os.kill(child, signal.SIGKILL)  # its replacement is watched for the UP message
+    job = submit(server.url(), corpus_file, hidden_size=8, iterations=200, eval_every=0)
+    assert wait_status(r, job, timeout=90) == "succeeded"
+    log = open(w.log, "rb").read()
+    assert b"Timed out waiting for UP message" not in log, log[-2000:]
+    assert w.proc.poll() is None, "the worker lives on"

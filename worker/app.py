@@ -64,6 +64,12 @@ class CeleryConfig:
     task_acks_late = True
     task_reject_on_worker_lost = True
     worker_prefetch_multiplier = 1
+    # a pool process replacing one that died must say it is up within this many seconds or be
+    # killed and replaced in turn. Celery's 4 s is too short for a fork on a loaded host: the
+    # 30-minute chaos soak saw a replacement killed at 4 s, and a child that always takes
+    # longer (a busy machine, a slow disk) would be replaced forever with no job run
+    # (tests/test_faults_jobs.py: test_a_pool_process_slow_to_start_is_waited_for)
+    worker_proc_alive_timeout = 60.0
     task_default_queue = QUEUE
     task_routes = {TASK_NAME: {"queue": QUEUE}}
     # events so Flower and `orchestrator workers` see what runs where
