@@ -107,19 +107,25 @@ def test_a_submit_to_a_full_store_is_one_line_and_writes_nothing(stack, corpus_f
     assert r.exists(FILL), "the store's own data (here the dummy key) is never evicted"
 
 
-def test_a_checkpoint_that_does_not_fit_waits_then_finishes_bit_identical(
-    stack, corpus_file, report
-):
+def waiting_for_space(stack, corpus_file, iterations: int) -> tuple:
+    """A job on one worker whose checkpoint the store, filled after its first one, refuses:
+    (server, client, job id, its hyperparameters, the job's waiting note)."""
     server, worker = stack
     worker("a", CHARRNN_STORE_FULL_RETRY_SECONDS="1").start()
     r = server.client()
     # hidden 256: a checkpoint of about 1.3 MB, far more than the room left; progress rows fit
-    hyper = dict(iterations=6000, hidden_size=256, num_layers=1, eval_every=0, sample_every=0)
+    hyper = dict(iterations=iterations, hidden_size=256, num_layers=1, eval_every=0, sample_every=0)
     job = submit(server.url(), corpus_file, "--checkpoint-every", "500", **hyper)
     wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=120, what="a checkpoint")
     fill(r, headroom=300_000)
-
     line = wait_for(lambda: job_field(r, job, "waiting"), timeout=120, what="the waiting note")
+    return server, r, job, hyper, line
+
+
+def test_a_checkpoint_that_does_not_fit_waits_then_finishes_bit_identical(
+    stack, corpus_file, report
+):
+    server, r, job, hyper, line = waiting_for_space(stack, corpus_file, iterations=6000)
     stored = r.hgetall(keys.checkpoint(job, "latest"))
     assert line.startswith("store full: checkpoint of 1."), line
     assert "MB refused (OOM, maxmemory " in line and line.endswith("waiting for space"), line
@@ -148,14 +154,7 @@ def test_a_checkpoint_that_does_not_fit_waits_then_finishes_bit_identical(
 
 
 def test_a_job_cancelled_while_waiting_for_space_ends_cancelled(stack, corpus_file, report):
-    server, worker = stack
-    worker("a", CHARRNN_STORE_FULL_RETRY_SECONDS="1").start()
-    r = server.client()
-    hyper = dict(iterations=200000, hidden_size=256, num_layers=1, eval_every=0, sample_every=0)
-    job = submit(server.url(), corpus_file, "--checkpoint-every", "500", **hyper)
-    wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=120, what="a checkpoint")
-    fill(r, headroom=300_000)
-    wait_for(lambda: job_field(r, job, "waiting"), timeout=120, what="the waiting note")
+    server, r, job, _, _ = waiting_for_space(stack, corpus_file, iterations=200000)
     p = run_cli("cancel", job, url=server.url())
     assert p.returncode == 0, p.stderr
     assert wait_status(r, job, ("cancelled", "failed"), timeout=60) == "cancelled"

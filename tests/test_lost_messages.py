@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from worker import keys
-from worker.reaper import message_id
+from worker import keys, settings
+from worker.reaper import Reaper, message_id
+from worker.store import JobStore, Status, status_moves
 
 from conftest import (
     assert_matches_reference,
@@ -107,10 +108,6 @@ def test_the_pool_scans_once_a_period_and_two_reapers_share_their_sightings(
     would read N * N jobs a period), and the two sightings that a re-send needs may be made by
     different reapers: the first scan's sightings are in the store, the second scan re-sends
     from them, once."""
-    from worker import settings
-    from worker.reaper import Reaper
-    from worker.store import JobStore, Status, status_moves
-
     monkeypatch.setattr(settings, "REAP_SECONDS", 1.0)
     server, _ = stack
     r = server.client()
