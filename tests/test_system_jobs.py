@@ -323,7 +323,7 @@ def test_a_password_in_the_urls_query_is_never_printed(redis_server, corpus_file
             p = run_cli(*args, url=url, timeout=20)
             assert p.returncode == 4 and said in p.stderr, p.stderr
             assert "pw" not in p.stderr + p.stdout and "password=***" in p.stderr
-    p = run_cli("list", url=f"http://h/0?password=s3cret-pw", timeout=20)  # a malformed URL
+    p = run_cli("list", url="http://h/0?password=s3cret-pw", timeout=20)  # a malformed URL
     assert p.returncode == 2 and "s3cret-pw" not in p.stderr + p.stdout
 
 
