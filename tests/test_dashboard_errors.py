@@ -10,6 +10,8 @@ from test_dashboard import Dashboard
 
 from worker import keys
 
+from conftest import free_port
+
 pytestmark = pytest.mark.integration
 
 
@@ -83,3 +85,19 @@ def test_a_user_redis_refuses_is_told_from_unreachable(redis_server, r):
                 d.stop()
     finally:
         admin.acl_deluser("limited")
+
+
+def test_a_password_in_the_urls_query_is_not_on_the_error_page(redis_server):
+    """Issue 20, item 5: the 503 page named the URL with its `?password=` (Redis down, and Redis
+    refusing the password)."""
+    down = f"redis://127.0.0.1:{free_port()}/0?password=s3cret-pw"
+    wrong = f"redis://127.0.0.1:{redis_server.port}/0?password=wrong-s3cret-pw"
+    for url, title in ((down, b"Redis unreachable"), (wrong, b"Redis refused")):
+        d = Dashboard(url).start()
+        try:
+            status, html, _ = d.get("/jobs")
+            assert status == 503 and title in html, html[:500]
+            assert b"s3cret" not in html and b"password=***" in html
+        finally:
+            out, err = d.stop()
+        assert "s3cret" not in out + err
