@@ -29,7 +29,14 @@ REPO = os.path.dirname(HERE)
 
 from worker import keys  # noqa: E402
 
-from stack import RedisServer, free_port, make_corpus, run_cli, start_dashboard  # noqa: E402
+from stack import (  # noqa: E402
+    DASHBOARD_AUTH,
+    RedisServer,
+    free_port,
+    make_corpus,
+    run_cli,
+    start_dashboard,
+)
 
 SWEEP = 1000
 HISTORY = 500
@@ -93,17 +100,22 @@ def as_finished(r, job_ids: list[str]) -> None:
         p.execute()
 
 
+def authed(url: str) -> urllib.request.Request:
+    """A request with the dashboard's token (stack.DASHBOARD_AUTH)."""
+    return urllib.request.Request(url, headers=DASHBOARD_AUTH)
+
+
 def timed(url: str, r, n: int = 20) -> tuple[float, float, int, int]:
     """(median ms, fastest ms, bytes, Redis commands per load)."""
     for _ in range(2):
-        urllib.request.urlopen(url, timeout=30).read()
+        urllib.request.urlopen(authed(url), timeout=30).read()
     before = commands(r)
-    body = urllib.request.urlopen(url, timeout=30).read()
+    body = urllib.request.urlopen(authed(url), timeout=30).read()
     cost = commands(r) - before - 1  # INFO itself counts once
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        urllib.request.urlopen(url, timeout=30).read()
+        urllib.request.urlopen(authed(url), timeout=30).read()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), min(times), len(body), cost
 
@@ -141,7 +153,7 @@ def main():
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    urllib.request.urlopen(base + "/sweeps.json", timeout=5).read()
+                    urllib.request.urlopen(authed(base + "/sweeps.json"), timeout=5).read()
                     break
                 except OSError:
                     if time.monotonic() > deadline:

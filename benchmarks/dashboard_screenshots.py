@@ -22,7 +22,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-from stack import RedisServer, Worker, free_port, run_cli, start_dashboard, wait_status  # noqa: E402
+from stack import (  # noqa: E402
+    DASHBOARD_TOKEN,
+    RedisServer,
+    Worker,
+    free_port,
+    run_cli,
+    start_dashboard,
+    wait_status,
+)
 
 DEFAULT_CORPUS = os.environ.get("CHARRNN_BENCH_CORPUS") or "builtin:python-docs"
 
@@ -126,6 +134,7 @@ def main():
         base = f"http://127.0.0.1:{port}"
         driver = browser()
         try:
+            driver.get(f"{base}/?token={DASHBOARD_TOKEN}")  # once: the cookie opens the rest
             shoot(
                 driver,
                 f"{base}/sweep/{out['sweep_id']}",

@@ -37,11 +37,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DASHBOARD_TOKEN = secrets.token_urlsafe(32)
+"""The token the dashboards started here ask for (CHARRNN_DASHBOARD_TOKEN, as an operator may
+fix one); a script sends DASHBOARD_AUTH, a browser opens a page with ?token= once."""
+DASHBOARD_AUTH = {"Authorization": f"token {DASHBOARD_TOKEN}"}
+
+
 def start_dashboard(url: str, port: int, **popen) -> subprocess.Popen:
-    """`orchestrator dashboard` on a port, as a user starts it."""
+    """`orchestrator dashboard` on a port, as a user starts it, asking for DASHBOARD_TOKEN."""
     cmd = [sys.executable, "-m", "orchestrator.cli", "--redis-url", url, "dashboard",
            "--port", str(port)]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, **popen)
+    env = dict(popen.pop("env", os.environ), CHARRNN_DASHBOARD_TOKEN=DASHBOARD_TOKEN)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
 
 
 def make_corpus(seed: int = 0, words: int = 3000) -> str:

@@ -474,16 +474,24 @@ def down():
     default=None,
     help="Ask for this password (HTTP basic auth, any user name); env CHARRNN_DASHBOARD_PASSWORD.",
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Answer requests for this Host name too (repeatable; besides loopback's and --host); "
+    "env CHARRNN_DASHBOARD_HOSTS, comma-separated.",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
 @pass_ctx
-def dashboard(c: Ctx, host, port, password, open_browser):
+def dashboard(c: Ctx, host, port, password, allow_hosts, open_browser):
     """A read-only web dashboard: jobs, sweeps, loss curves, samples, workers, live. Needs
     Flask and waitress (pip install 'charrnn[dashboard]')."""
     from . import dashboard as web
 
     web.check_installed()  # a missing extra or an unsafe bind before any connection
     web.check_bind(host, password)
-    web.serve(c.url(), host, port, password, open_browser)
+    web.serve(c.url(), host, port, password, open_browser, allow_hosts)
 
 
 def main():

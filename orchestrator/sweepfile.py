@@ -131,7 +131,8 @@ def read_file(path: str, corpus_given: bool = False) -> dict:
 
 def _confined(corpus: str, sweep_file: str) -> str:
     """A corpus path of a sweep file, resolved (symlinks too) relative to the file's folder;
-    BadInput if it leads out of that folder: a shared sweep file must not upload /etc/passwd."""
+    BadInput if it leads out of that folder (a shared sweep file must not upload /etc/passwd) or
+    names a hidden file (nor the .env beside it)."""
     if corpus.startswith("builtin:"):
         return corpus
     here = os.path.realpath(os.path.dirname(os.path.abspath(sweep_file)))
@@ -141,7 +142,19 @@ def _confined(corpus: str, sweep_file: str) -> str:
             f"sweep file {sweep_file}: corpus {corpus!r} is outside the file's folder "
             f"{here}; name it on the command line with --corpus instead"
         )
+    if _hidden(corpus) or _hidden(os.path.relpath(real, here)):
+        raise BadInput(
+            f"sweep file {sweep_file}: corpus {corpus!r} is a hidden file (or in a hidden "
+            f"folder), often a secret such as .env; name it on the command line with --corpus "
+            f"if you mean it"
+        )
     return real
+
+
+def _hidden(path: str) -> bool:
+    """A component starting with '.' (other than '.' and '..'), as written or resolved: a
+    symlink `shown.txt -> .env` is hidden too."""
+    return any(c.startswith(".") and c not in (".", "..") for c in path.split(os.sep))
 
 
 def check_schema(spec: dict, where: str) -> None:

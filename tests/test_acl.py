@@ -35,7 +35,7 @@ from conftest import (
     wait_for,
     wait_status,
 )
-from stack import start_dashboard
+from stack import DASHBOARD_AUTH, start_dashboard
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,8 @@ def snapshot(admin) -> dict[bytes, bytes]:
 def fetch(port: int, page: str) -> int | None:
     """The HTTP status of a dashboard page, or None while the server is not up yet."""
     try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=10).status
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{page}", headers=DASHBOARD_AUTH)
+        return urllib.request.urlopen(req, timeout=10).status
     except urllib.error.HTTPError as e:
         return e.code
     except OSError:

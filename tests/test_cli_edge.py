@@ -18,6 +18,15 @@ from worker.errors import NoCheckpoint, NoSuchJob, Unreachable
         ("rediss://:secret@h:1/0", "rediss://***@h:1/0"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("unix://:pw@/run/redis.sock", "unix://***@/run/redis.sock"),
+        # redis-py also takes the password from the query, its name percent-decoded
+        ("redis://h:6379/0?password=secret", "redis://h:6379/0?password=***"),
+        ("redis://h/0?db=1&Pass%77ord=secret&x=1", "redis://h/0?db=1&Pass%77ord=***&x=1"),
+        ("unix:///s.sock?db=0&password=se%26cret", "unix:///s.sock?db=0&password=***"),
+        (
+            "redis://u:a@h/0?ssl_password=k&password=p",
+            "redis://***@h/0?ssl_password=***&password=***",
+        ),
+        ("redis://h/0?password", "redis://h/0?password"),
     ],
 )
 def test_redact_masks_everything_between_the_slashes_and_the_last_at(url, shown):

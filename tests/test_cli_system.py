@@ -155,6 +155,22 @@ def test_sweep_file_cannot_reach_outside_its_folder(r, redis_server, tmp_path, c
     run_cli("delete", json.loads(ok.stdout)["sweep_id"], url=url, check=True)
 
 
+def test_sweep_file_cannot_upload_a_dotfile(r, redis_server, tmp_path, corpus_file):
+    """`corpus: .env` beside a sweep file uploaded the Redis password (issue 20, item 7)."""
+    env = tmp_path / ".env"
+    env.write_text("REDIS_PASSWORD=" + "s3cret" * 20 + "\n")
+    f = tmp_path / "sweep.yaml"
+    f.write_text("corpus: .env\ngrid: {hidden_size: [8, 16]}\nfixed: {iterations: 10}\n")
+    url = redis_server.url()
+    line = one_error_line(run_cli("sweep", "-f", str(f), url=url), 2)
+    assert "hidden file" in line and "--corpus" in line
+    assert r.zcard(keys.sweeps_by_time()) == 0 and not r.keys(keys.PREFIX + "corpus*")
+    # named on the command line, it is the user's choice
+    ok = run_cli("sweep", "-f", str(f), "--corpus", str(env), "--json", url=url)
+    assert ok.returncode == 0, ok.stderr
+    run_cli("delete", json.loads(ok.stdout)["sweep_id"], url=url, check=True)
+
+
 @pytest.mark.parametrize("password", ["Xq1/Zz9", "Xq1#Zz9", "Xq1?Zz9", "Xq1@Zz9", "Xq1/Zz9#Kk?"])
 def test_passwords_are_never_printed(password):
     port = free_port()

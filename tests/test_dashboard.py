@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from base64 import b64encode
 
@@ -69,7 +70,31 @@ class Dashboard:
             what="the dashboard to listen",
         )
         assert self.proc.poll() is None, self.proc.communicate()[1]
+        self.address = self.printed()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.address).query)
+        self.token = query["token"][0] if "token" in query else None
         return self
+
+    def printed(self) -> str:
+        """The address the command printed (with this run's token on loopback)."""
+        for line in self.proc.stderr:
+            if line.startswith("dashboard on "):
+                return line.split()[2]
+        raise AssertionError("the dashboard printed no address")
+
+    def link(self, path: str) -> str:
+        """An address a person opens: the token on it (the dashboard keeps it in a cookie and
+        sends the browser on to the same address without it)."""
+        if not self.token:
+            return self.base + path
+        sep = "&" if "?" in path else "?"
+        return f"{self.base}{path}{sep}{urllib.parse.urlencode({'token': self.token})}"
+
+    def get(self, path: str, auth: tuple[str, str] | None = None, **headers) -> tuple:
+        """A script's request: the token in the header Jupyter's clients send too."""
+        if self.token:
+            headers.setdefault("Authorization", f"token {self.token}")
+        return get(self.base + path, auth, **headers)
 
     def answers(self) -> bool:
         try:
@@ -89,8 +114,8 @@ class Dashboard:
             return self.proc.communicate()
 
 
-def get(url: str, auth: tuple[str, str] | None = None) -> tuple:
-    req = urllib.request.Request(url)
+def get(url: str, auth: tuple[str, str] | None = None, **headers) -> tuple:
+    req = urllib.request.Request(url, headers=headers)
     if auth:
         req.add_header("Authorization", "Basic " + b64encode(":".join(auth).encode()).decode())
     try:
@@ -109,6 +134,13 @@ def dash(redis_server):
 
 @pytest.fixture(scope="module")
 def browser():
+    driver = chromium()
+    yield driver
+    driver.quit()
+
+
+def chromium(*args: str):
+    """Headless Chromium driven by selenium; `args`: more command-line switches."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -119,6 +151,7 @@ def browser():
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--window-size=1400,1100",
+        *args,
     ):
         opts.add_argument(a)
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
@@ -127,8 +160,7 @@ def browser():
         service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts
     )
     driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    return driver
 
 
 def css(browser, selector):
@@ -196,7 +228,7 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
         )
         for i in range(2)
     ]
-    browser.get(dash.base + "/jobs")
+    browser.get(dash.link("/jobs"))
     browser.execute_script("window.__loaded_once = true")
     wait_for(
         lambda: set(ids) <= set(row_ids(browser, "#jobs-table")),
@@ -218,12 +250,12 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     assert browser.execute_script("return window.__loaded_once") is True
     assert not page_errors(browser)
     # filters, as `orchestrator list --status/--tag`, and the JSON twin
-    browser.get(dash.base + "/jobs?status=succeeded")
+    browser.get(dash.link("/jobs?status=succeeded"))
     assert set(ids) <= set(row_ids(browser, "#jobs-table"))
-    browser.get(dash.base + "/jobs?status=running")
+    browser.get(dash.link("/jobs?status=running"))
     assert not set(ids) & set(row_ids(browser, "#jobs-table"))
     listed = json.loads(run_cli("list", "--json", url=url, check=True).stdout)
-    status, body, _ = get(dash.base + "/jobs.json")
+    status, body, _ = dash.get("/jobs.json")
     assert status == 200
     assert [j["job_id"] for j in json.loads(body)["jobs"]][: len(listed)] == [
         j["job_id"] for j in listed
@@ -232,12 +264,12 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     out = os.path.join(os.path.dirname(str(corpus_file)), "ck.npz")
     run_cli("checkpoint", ids[0], "-o", out, url=url, check=True)
     for which in ("latest", "best"):
-        status, raw, headers = get(f"{dash.base}/job/{ids[0]}/checkpoint/{which}")
+        status, raw, headers = dash.get(f"/job/{ids[0]}/checkpoint/{which}")
         assert status == 200 and headers["Content-Disposition"].startswith("attachment")
         if which == "latest":
             assert raw == open(out, "rb").read()
     r.hset(keys.checkpoint(ids[0], "best"), "sha256", "0" * 64)  # a corrupted record
-    status, raw, _ = get(f"{dash.base}/job/{ids[0]}/checkpoint/best")
+    status, raw, _ = dash.get(f"/job/{ids[0]}/checkpoint/best")
     assert status == 500 and b"does not match its stored sha256" in raw
 
 
@@ -260,7 +292,7 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(
         "5000",
     )
     try:
-        browser.get(f"{dash.base}/job/{job_id}")
+        browser.get(dash.link(f"/job/{job_id}"))
         browser.execute_script("window.__loaded_once = true")
 
         def points():
@@ -334,7 +366,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
     )
     out = json.loads(p.stdout)
     sid, ids = out["sweep_id"], out["job_ids"]
-    browser.get(f"{dash.base}/sweep/{sid}")
+    browser.get(dash.link(f"/sweep/{sid}"))
     assert set(row_ids(browser, "#leaderboard")) == set(ids)
     for j in ids:
         wait_status(r, j, ENDED, timeout=180)
@@ -346,7 +378,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
         0.2,
         what="the leaderboard in compare's order",
     )
-    assert json.loads(get(f"{dash.base}/sweep/{sid}.json")[1])["varying"] == compare["varying"]
+    assert json.loads(dash.get(f"/sweep/{sid}.json")[1])["varying"] == compare["varying"]
     figs = browser.execute_script(
         "return [...document.querySelectorAll('figure.scatter')]"
         ".map(f => [f.dataset.param, f.dataset.points])"
@@ -360,7 +392,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
     )
     assert len(css(browser, "#highlight option")) == 5
     assert not page_errors(browser)
-    browser.get(dash.base + "/sweeps")
+    browser.get(dash.link("/sweeps"))
     assert sid in text(browser, "#sweeps-table")
 
 
@@ -386,7 +418,7 @@ def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(
         name,
     )
     try:
-        browser.get(f"{dash.base}/job/{job_id}")
+        browser.get(dash.link(f"/job/{job_id}"))
         # written as the trainer writes a sample: pushed, and the count bumped, together
         with r.pipeline(transaction=True) as p:
             p.rpush(keys.samples(job_id), json.dumps({"iteration": 1, "text": PAYLOAD}))
@@ -404,7 +436,7 @@ def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(
             assert name in text(browser, "h1")
             browser.refresh()  # and as the server renders it
             wait_for(lambda: PAYLOAD in text(browser, "#samples"), 10, 0.2, what="the sample")
-        browser.get(dash.base + "/jobs")
+        browser.get(dash.link("/jobs"))
         assert name in text(browser, f'tr[data-job-id="{job_id}"]')
         assert browser.execute_script("return window.__pwned") is None
     finally:
@@ -424,18 +456,23 @@ def test_a_bad_or_unknown_id_is_a_404_page(r, dash, browser):
         "/job/<script>",
         "/nowhere",
     ):
-        status, body, _ = get(dash.base + path)
+        status, body, _ = dash.get(path)
         assert status == 404, path
         assert b"Traceback" not in body and b"<script>" not in body
-    status, body, _ = get(f"{dash.base}/job/{unknown}.json")
+    status, body, _ = dash.get(f"/job/{unknown}.json")
     assert status == 404 and "no job with id" in json.loads(body)["error"]
-    browser.get(dash.base + "/job/not-a-job-id")
+    browser.get(dash.link("/job/not-a-job-id"))
     assert text(browser, "h1") == "404 Not found"
     assert "not a job id" in text(browser, "#error-message")
 
 
 def test_only_gets_are_served(r, dash):
-    req = urllib.request.Request(dash.base + "/jobs", data=b"x", method="POST")
+    req = urllib.request.Request(
+        dash.base + "/jobs",
+        data=b"x",
+        method="POST",
+        headers={"Authorization": f"token {dash.token}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 405
@@ -449,13 +486,13 @@ def test_off_loopback_needs_a_password_and_basic_auth(redis_server):
     secret = "correct horse battery staple"
     d = Dashboard(url, "--host", "0.0.0.0", env={"CHARRNN_DASHBOARD_PASSWORD": secret}).start()
     try:
-        assert get(d.base + "/jobs")[0] == 401
-        assert get(d.base + "/static/dashboard.js")[0] == 401
-        assert get(d.base + "/jobs", auth=("anyone", "wrong"))[0] == 401
-        status, _, headers = get(d.base + "/jobs")
+        assert d.get("/jobs")[0] == 401
+        assert d.get("/static/dashboard.js")[0] == 401
+        assert d.get("/jobs", auth=("anyone", "wrong"))[0] == 401
+        status, _, headers = d.get("/jobs")
         assert headers["WWW-Authenticate"].startswith("Basic ")
-        assert get(d.base + "/jobs", auth=("anyone", secret))[0] == 200
-        assert get(d.base + "/jobs.json", auth=("anyone", secret))[0] == 200
+        assert d.get("/jobs", auth=("anyone", secret))[0] == 200
+        assert d.get("/jobs.json", auth=("anyone", secret))[0] == 200
     finally:
         out, err = d.stop()
     assert secret not in out + err, "the password was printed"
@@ -466,10 +503,10 @@ def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
     server = RedisServer(str(tmp_path / "redis")).start()
     d = Dashboard(server.url()).start()
     try:
-        browser.get(d.base + "/jobs")
-        assert get(d.base + "/jobs")[0] == 200
+        browser.get(d.link("/jobs"))
+        assert d.get("/jobs")[0] == 200
         server.stop(kill=True)
-        status, body, _ = get(d.base + "/jobs")
+        status, body, _ = d.get("/jobs")
         assert status == 503 and b"Redis unreachable" in body
         assert server.password.encode() not in body
         wait_for(
@@ -485,7 +522,7 @@ def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
             0.2,
             what="the banner to go when Redis is back",
         )
-        assert get(d.base + "/jobs")[0] == 200
+        assert d.get("/jobs")[0] == 200
         assert d.proc.poll() is None, "the dashboard died with Redis"
     finally:
         d.stop()
@@ -570,7 +607,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     r.rpush(keys.history(job_id), json.dumps([10, float("nan"), float("nan")]))
 
     def strict(path):
-        status, body, _ = get(dash.base + path)
+        status, body, _ = dash.get(path)
         assert status == 200, path
 
         def refuse(token):
@@ -580,7 +617,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
 
     assert strict(f"/job/{job_id}.json")["job"]["val_loss"] == "NaN"
     assert strict("/jobs.json")["jobs"][0]["best_val_loss"] == "Infinity"
-    browser.get(dash.base + "/jobs")
+    browser.get(dash.link("/jobs"))
     wait_for(
         lambda: browser.execute_script(
             "return document.querySelector('#jobs-table tbody tr') !== null"
@@ -592,7 +629,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     time.sleep(4)  # a poll or more: a JSON the script cannot parse shows
     assert browser.execute_script("return document.getElementById('banner').hidden")
     assert "NaN" in text(browser, f'tr[data-job-id="{job_id}"]')
-    browser.get(f"{dash.base}/job/{job_id}")
+    browser.get(dash.link(f"/job/{job_id}"))
     time.sleep(2)
     assert browser.execute_script("return document.getElementById('banner').hidden")
     assert text(browser, '[data-field="val_loss"]') == "NaN"
@@ -604,7 +641,7 @@ def test_workers_page_lists_idle_workers_and_what_each_runs(
     pool, r, redis_server, corpus_file, dash, browser
 ):
     host = __import__("socket").gethostname()
-    browser.get(dash.base + "/workers")
+    browser.get(dash.link("/workers"))
     # `r` cleared the store, registry included: each worker is back at its next renewal (10 s)
     want = {f"{w.name}@{host}" for w in pool}
 
@@ -652,19 +689,19 @@ def test_a_job_waiting_for_a_full_store_says_so_and_the_note_goes_when_it_trains
     note = "store full: checkpoint of 3 MB refused (OOM); waiting for space"
     r.hset(keys.job(job_id), mapping={"status": "running", "waiting": note})
 
-    status, html, _ = get(f"{dash.base}/job/{job_id}")  # the page without its script
+    status, html, _ = dash.get(f"/job/{job_id}")  # the page without its script
     assert status == 200 and note.encode() in html
-    status, html, _ = get(f"{dash.base}/jobs")
+    status, html, _ = dash.get("/jobs")
     assert status == 200 and b"waiting: store full" in html
 
-    browser.get(f"{dash.base}/jobs")
+    browser.get(dash.link("/jobs"))
     wait_for(
         lambda: "waiting: store full" in text(browser, f'tr[data-job-id="{job_id}"]'),
         10,
         0.2,
         what="the note in the live jobs table",
     )
-    browser.get(f"{dash.base}/job/{job_id}")
+    browser.get(dash.link(f"/job/{job_id}"))
     assert text(browser, '[data-field="waiting"]') == note
     r.hdel(keys.job(job_id), "waiting")
     wait_for(

@@ -16,6 +16,13 @@ from conftest import wait_for
 pytestmark = pytest.mark.integration
 
 FAST = {"CHARRNN_PRESENCE_SECONDS": "1"}
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def skewed(offset: str) -> dict:
+    """A worker whose every clock read (time.time, in Python, Celery, kombu) is `offset` off:
+    libfaketime (Debian's faketime) preloaded; its monotonic clock left alone."""
+    return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def names(r) -> list[str]:
@@ -64,3 +71,41 @@ def test_a_renewal_sweeps_out_entries_of_dead_workers(redis_server):
     assert r.zscore(keys.workers(), "dead@nowhere") is None
     p.forget()
     assert presence.live(r) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.exists(LIBFAKETIME), reason="needs faketime (apt-get install faketime)"
+)
+def test_presence_keeps_redis_time_not_the_workers_clocks(stack):
+    """Issue 20, item 9: a worker 45 s behind was never listed, one an hour ahead stayed listed
+    after it died (and its renewals swept every other worker out). Real workers, their clocks
+    skewed by libfaketime; the reader's clock is this process's."""
+    server, worker = stack
+    r = server.client()
+    host = socket.gethostname()
+    behind = worker("behind", **FAST, **skewed("-45s")).start()
+    ahead = worker("ahead", **FAST, **skewed("+1h")).start()
+    both = {f"behind@{host}", f"ahead@{host}"}
+    wait_for(
+        lambda: {w["name"] for w in presence.live(r)} == both, 30, 0.2, what="both workers listed"
+    )
+    for w in presence.live(r):  # seen at Redis's time, whatever the worker's clock says
+        assert abs(w["seen_at"] - r.time()[0]) < 10, w
+    os.kill(ahead.proc.pid, signal.SIGKILL)  # no shutdown hook: its entry must expire
+    ahead.proc.wait()
+    wait_for(
+        lambda: {w["name"] for w in presence.live(r)} == {f"behind@{host}"},
+        20,
+        0.5,
+        what="the dead worker to leave the list, the live one to stay",
+    )
+    seen = float(r.hget(keys.worker(f"behind@{host}"), "seen_at") or 0)
+    wait_for(
+        lambda: float(r.hget(keys.worker(f"behind@{host}"), "seen_at") or 0) > seen,
+        10,
+        0.2,
+        what="a renewal",
+    )
+    assert [w["name"] for w in presence.live(r)] == [f"behind@{host}"]
+    behind.stop()

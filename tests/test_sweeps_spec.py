@@ -459,6 +459,35 @@ def test_sweep_file_corpus_stays_under_the_files_folder(tmp_path, corpus):
     assert "corpus" not in spec and spec["grid"] == {"hidden_size": [8, 16]}
 
 
+@pytest.mark.parametrize(
+    "corpus", [".env", "./.env", "data/.cache/a.txt", "[a.txt, .env]", "shown.txt", ".d/../.env"]
+)
+def test_sweep_file_names_no_hidden_file(tmp_path, corpus):
+    """A hidden file beside a sweep file is often a secret (`.env` held the Redis password):
+    refused in any component, as written or through a symlink (issue 20, item 7)."""
+    (tmp_path / ".env").write_text("REDIS_PASSWORD=secret\n")
+    (tmp_path / "a.txt").write_text("text\n")
+    (tmp_path / "data" / ".cache").mkdir(parents=True)
+    (tmp_path / "data" / ".cache" / "a.txt").write_text("text\n")
+    (tmp_path / ".d").mkdir()
+    (tmp_path / "shown.txt").symlink_to(tmp_path / ".env")
+    f = tmp_path / "s.yaml"
+    f.write_text(f"corpus: {corpus}\ngrid: {{hidden_size: [8, 16]}}\n")
+    with pytest.raises(BadInput, match="hidden file") as e:
+        sweeps.read_file(str(f))
+    assert "--corpus" in str(e.value)
+    assert "corpus" not in sweeps.read_file(str(f), corpus_given=True)
+
+
+def test_a_sweep_file_in_a_hidden_folder_may_name_its_own_files(tmp_path):
+    home = tmp_path / ".config" / "sweeps"
+    home.mkdir(parents=True)
+    (home / "a.txt").write_text("text\n")
+    f = home / "s.yaml"
+    f.write_text("corpus: ./a.txt\ngrid: {hidden_size: [8, 16]}\n")
+    assert sweeps.read_file(str(f))["corpus"] == [str(home / "a.txt")]
+
+
 def test_reserved_sweep_tag_is_refused():
     # the one rule is JobSpec's (SpecError, bad input like BadInput: exit 2)
     with pytest.raises(SpecError, match="reserved"):

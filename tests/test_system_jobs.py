@@ -314,6 +314,19 @@ def test_redis_down_and_wrong_password(redis_server, corpus_file):
     assert "wrong-pw" not in p.stderr + p.stdout
 
 
+def test_a_password_in_the_urls_query_is_never_printed(redis_server, corpus_file):
+    """redis-py reads `?password=` too (issue 20, item 5): masked in every error, as `:pw@` is."""
+    down = f"redis://127.0.0.1:{free_port()}/0?password=s3cret-pw"
+    wrong = f"redis://127.0.0.1:{redis_server.port}/0?password=wrong-pw"
+    for url, said in ((down, "unreachable"), (wrong, "refused the password")):
+        for args in (("list",), ("submit", "--corpus", str(corpus_file))):
+            p = run_cli(*args, url=url, timeout=20)
+            assert p.returncode == 4 and said in p.stderr, p.stderr
+            assert "pw" not in p.stderr + p.stdout and "password=***" in p.stderr
+    p = run_cli("list", url="http://h/0?password=s3cret-pw", timeout=20)  # a malformed URL
+    assert p.returncode == 2 and "s3cret-pw" not in p.stderr + p.stdout
+
+
 def test_delete_and_prune(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     a = submit(url, corpus_file, iterations=30, hidden_size=8)

@@ -5,8 +5,13 @@ broadcast and a timeout, needs write access to the broker's control channels, an
 when no worker answers. A dashboard that redraws every few seconds, with a read-only Redis user,
 needs a plain read instead. So each worker's main process renews its entry every
 PRESENCE_SECONDS (settings.py): a hash that expires after three missed renewals, and its name in
-a sorted set scored by the time of the last renewal. A reader takes the names renewed within the last three
-periods; a worker killed hard drops out within that time, one that stops cleanly at once.
+a sorted set scored by the time of the last renewal. A reader lists the names whose hash has not
+expired; a worker killed hard drops out within three periods, one that stops cleanly at once.
+
+Every time here is Redis's (TIME, and the hash's expiry), as the leases' are (lease.py): each
+worker's own clock was used, so a worker 45 s behind was never listed and one an hour ahead
+stayed listed an hour after it died. The reader needs no clock at all (the viewer role may not
+run TIME), only which hashes Redis has not expired.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import logging
 import os
 import socket
 import threading
-import time
 
 import redis
 
@@ -37,12 +41,14 @@ class Presence:
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
             "concurrency": str(concurrency or ""),
-            "started_at": repr(time.time()),
+            "started_at": "",
         }
         self.stop = threading.Event()
 
     def renew(self) -> None:
-        now = time.time()
+        seconds, micros = self.r.time()  # Redis's clock, not this host's
+        now = seconds + micros / 1e6
+        self.info["started_at"] = self.info["started_at"] or repr(now)
         entry = dict(self.info)
         entry["seen_at"] = repr(now)
         with self.r.pipeline(transaction=False) as p:
@@ -78,13 +84,13 @@ class Presence:
         return t
 
 
-def live(r: redis.Redis, now: float | None = None) -> list[dict]:
-    """The workers renewed within FORGET_AFTER seconds, by name (name, host, pid, concurrency,
-    started_at, seen_at): one ZRANGEBYSCORE, one pipelined read of their hashes."""
-    now = time.time() if now is None else now
+def live(r: redis.Redis) -> list[dict]:
+    """The workers whose entry has not expired (renewed within their three periods, by Redis's
+    clock), by name (name, host, pid, concurrency, started_at, seen_at): one ZRANGE of the
+    registry (as large as the live pool: each renewal sweeps out the dead), one pipelined read
+    of their hashes."""
     names = [
-        n.decode() if isinstance(n, bytes) else str(n)
-        for n in r.zrangebyscore(keys.workers(), now - FORGET_AFTER, "+inf")
+        n.decode() if isinstance(n, bytes) else str(n) for n in r.zrange(keys.workers(), 0, -1)
     ]
     with r.pipeline(transaction=False) as p:
         for n in names:
@@ -92,7 +98,9 @@ def live(r: redis.Redis, now: float | None = None) -> list[dict]:
         rows = p.execute()
     out: list[dict] = []
     for n, h in zip(names, rows, strict=True):
-        d = {k.decode(): v.decode() for k, v in h.items()}  # empty: expired since the ZRANGE
+        if not h:  # expired: not renewed for three periods (or gone since the ZRANGE)
+            continue
+        d = {k.decode(): v.decode() for k, v in h.items()}
         out.append(
             {
                 "name": n,

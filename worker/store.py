@@ -76,14 +76,24 @@ INT_FIELDS = (
 
 
 def redact(url: str) -> str:
-    """The URL with everything between '//' and the last '@' (user and password) masked: right
-    even for passwords holding '/', '#', '?' or '@', which a URL parser splits elsewhere. The one
-    rule for every message and log line that names a Redis URL."""
+    """The URL with its secrets masked: everything between '//' and the last '@' (user and
+    password; right even for passwords holding '/', '#', '?' or '@', which a URL parser splits
+    elsewhere), and the value of every query parameter whose name, decoded as redis-py decodes
+    it, holds "pass" (`?password=`, `&Pass%77ord=`). The one rule for every message and log line
+    that names a Redis URL."""
+    from urllib.parse import unquote_plus
+
     head, sep, rest = url.partition("//")
     at = rest.rfind("@")
-    if not sep or at < 0:
-        return url
-    return f"{head}//***@{rest[at + 1 :]}"
+    if sep and at >= 0:
+        rest = "***@" + rest[at + 1 :]
+    path, q, query = rest.partition("?")
+    if q:
+        query = "&".join(
+            f"{k}=***" if "pass" in unquote_plus(k).lower() and eq else k + eq + v
+            for k, eq, v in (p.partition("=") for p in query.split("&"))
+        )
+    return head + sep + path + q + query
 
 
 def connect(url: str) -> redis.Redis:

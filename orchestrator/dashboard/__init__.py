@@ -3,25 +3,32 @@ loss curves, samples and workers in the browser, updated live by short polling (
 
     views.py     what each page shows, as dicts (the JSON twins), read through JobStore and
                  orchestrator.leaderboard: the command line's data path, no other
-    app.py       the Flask app built by create_app(store, url, password): routes, auth, errors
+    app.py       the Flask app built by create_app(store, url, password, ...): routes, errors
+    guard.py     the Host allow-list and the token (who may read it)
     templates/   Jinja templates, autoescaped
     static/      dashboard.js and .css (ours), uPlot (vendored, MIT; see static/VENDORED.md)
 
 Flask and waitress are the optional extra charrnn[dashboard]; without them the command says what
-to install. Loopback by default; any other address needs a password and serves HTTP basic auth.
+to install. Loopback by default, with a token made at each start (guard.py); any other address
+needs a password and serves HTTP basic auth. Either way only the Host names allowed are answered.
 """
 
 from __future__ import annotations
 
 import gc
 import ipaddress
+import os
+import secrets
 import sys
 import threading
 import webbrowser
+from urllib.parse import urlencode
 
 from ..jobs import BadInput
 
 PASSWORD_ENV = "CHARRNN_DASHBOARD_PASSWORD"
+TOKEN_ENV = "CHARRNN_DASHBOARD_TOKEN"
+HOSTS_ENV = "CHARRNN_DASHBOARD_HOSTS"
 MISSING = (
     "dashboard needs Flask and waitress, the optional extra charrnn[dashboard]: "
     "pip install flask waitress (or, in a clone, pip install '.[dashboard]')"
@@ -57,14 +64,24 @@ def check_bind(host: str, password: str | None) -> None:
         )
 
 
+def make_token(host: str, password: str | None) -> str | None:
+    """On loopback without a password: the token every request must show (guard.py), made at
+    each start unless CHARRNN_DASHBOARD_TOKEN sets one (as JUPYTER_TOKEN does)."""
+    if password or not is_loopback(host):
+        return None
+    return os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+
+
 def serve(
     url: str,
     host: str = "127.0.0.1",
     port: int = 8265,
     password: str | None = None,
     open_browser: bool = False,
+    hosts: tuple[str, ...] = (),
 ) -> None:
-    """Serve the dashboard until interrupted. BadInput for a missing extra or an unsafe bind."""
+    """Serve the dashboard until interrupted. BadInput for a missing extra or an unsafe bind.
+    `hosts`: Host names answered besides loopback's and `host` (guard.py)."""
     check_installed()
     password = password or None
     check_bind(host, password)
@@ -74,13 +91,17 @@ def serve(
 
     from .app import create_app
 
-    app = create_app(JobStore(connect(url)), url, password)
+    token = make_token(host, password)
+    hosts = (*hosts, *os.environ.get(HOSTS_ENV, "").split(","))
+    app = create_app(JobStore(connect(url)), url, password, token, host, hosts)
     try:
         server = create_server(app, host=host, port=port, threads=THREADS, ident="charrnn")
     except OSError as e:
         raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{server.effective_port}/"
+    if token:  # the address to open, as Jupyter prints it; the token is this run's secret
+        address += "?" + urlencode({"token": token})
     print(
         f"dashboard on {address} (read only{', basic auth' if password else ''}); Ctrl-C stops it",
         file=sys.stderr,

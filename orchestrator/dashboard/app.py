@@ -29,7 +29,7 @@ from flask.json.provider import DefaultJSONProvider
 from worker.errors import InvalidJobId, NoCheckpoint, NoSuchJob
 from worker.store import JobStore, Status, redact
 
-from . import views
+from . import guard, views
 
 POLL_MS = {"jobs": 3000, "job": 1000, "sweeps": 5000, "sweep": 2000, "workers": 3000}
 """How often each page fetches its JSON twin. A job page polls fastest: a new sample should show
@@ -69,6 +69,23 @@ class NotFound(Exception):
     """An unknown route, id or checkpoint: a 404 page, never a traceback."""
 
 
+class BadRequest(Exception):
+    """A query parameter the page cannot take (an offset that is not a number): 400."""
+
+
+MAX_OFFSET = 10**12
+"""Past any real index, and far inside the 64-bit range Redis's ZREVRANGE takes."""
+
+
+def count_arg(name: str) -> int:
+    """`?offset=` and the like: ASCII digits alone ('²' passes str.isdigit, not int), at most
+    MAX_OFFSET."""
+    raw = request.args.get(name, "0")
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_OFFSET):
+        raise BadRequest(f"bad {name} {raw[:40]!r}: a whole number from 0 to {MAX_OFFSET}")
+    return int(raw)
+
+
 def json_url(offset: str, query: dict[str, str]) -> str:
     """The jobs page's JSON twin, with the same filters."""
     from urllib.parse import urlencode
@@ -76,14 +93,31 @@ def json_url(offset: str, query: dict[str, str]) -> str:
     return "/jobs.json?" + urlencode({"offset": offset, **query})
 
 
-def create_app(store: JobStore, url: str, password: str | None = None) -> Flask:
+def create_app(
+    store: JobStore,
+    url: str,
+    password: str | None = None,
+    token: str | None = None,
+    bind: str = "127.0.0.1",
+    hosts: tuple[str, ...] = (),
+) -> Flask:
     """The app over one job store. `url` is shown (redacted) when Redis is unreachable. With a
-    password every request needs HTTP basic auth (any user name, that password)."""
+    password every request needs HTTP basic auth (any user name, that password); with a token,
+    the token (guard.py). Only the Host names of guard.allowed_hosts(bind, hosts) are answered."""
     app = Flask(__name__)
     app.json = StrictJSON(app)
     app.jinja_env.filters["fmt"] = fmt
     app.jinja_env.filters["when"] = when
-    app.config.update(CHARRNN_STORE=store, CHARRNN_WHERE=redact(url), CHARRNN_PASSWORD=password)
+    app.config.update(
+        CHARRNN_STORE=store,
+        CHARRNN_WHERE=redact(url),
+        CHARRNN_PASSWORD=password,
+        CHARRNN_TOKEN=token,
+        CHARRNN_BIND=bind,
+        CHARRNN_HOSTS=guard.allowed_hosts(bind, hosts),
+    )
+    app.before_request(guard.check_host)
+    app.before_request(guard.check_token)
     app.before_request(auth)
     app.after_request(headers)
     for rule, endpoint, view in ROUTES:
@@ -169,31 +203,35 @@ def index():
 def jobs_list():
     status = request.args.get("status") or None
     if status not in (None, *[s.value for s in Status]):
-        raise NotFound(f"no such status {status!r}")
+        raise BadRequest(f"no such status {str(status)[:40]!r}")
     tag = request.args.get("tag") or None
-    offset = request.args.get("offset", "0")
-    if not offset.isdigit():
-        raise NotFound(f"bad offset {offset[:40]!r}")
-    data = views.jobs_page(store(), status, tag, int(offset))
+    offset = count_arg("offset")
+    data = views.jobs_page(store(), status, tag, offset)
     if wants_json():
         return jsonify(data)
     q = {k: v for k, v in (("status", status), ("tag", tag)) if v}
     return page(
-        "jobs.html", "jobs", data, json_url(offset, q), statuses=[s.value for s in Status], query=q
+        "jobs.html",
+        "jobs",
+        data,
+        json_url(str(offset), q),
+        statuses=[s.value for s in Status],
+        query=q,
     )
 
 
 def job(raw):
     job_id, as_json = split(raw)
+    if as_json:  # a live page asks for what is new since its last poll (views.job_view)
+        since = count_arg("samples_since"), count_arg("history_since")
+        return jsonify(views.job_view(store(), job_id, *since))
     data = views.job_view(store(), job_id)
-    if as_json:
-        return jsonify(data)
     return page(
         "job.html",
         "job",
         data,
         url_for("job", raw=data["job"]["job_id"] + ".json"),
-        boot={k: data[k] for k in ("curves", "samples_written", "finished")},
+        boot={k: data[k] for k in ("curves", "samples_written", "history_rows", "finished")},
     )
 
 
@@ -288,15 +326,33 @@ def internal(e):
     return failure(500, "internal error; the dashboard's log has the details", "Internal error")
 
 
-def unreachable(e):
+def bad_request(e):
+    return failure(400, str(e), "Bad request")
+
+
+def redis_failed(e):
+    """Told apart, as the command line tells them (orchestrator/edge.py): Redis down or
+    loading (503, the page retries by itself), Redis refusing this dashboard's user (a wrong
+    password, or NOPERM: the operator's to fix, 503 too), anything else Redis answered (500)."""
     reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
     where = current_app.config["CHARRNN_WHERE"]
-    return failure(
-        503,
-        f"Redis unreachable at {where}: {reason}. This page retries by itself.",
-        "Redis unreachable",
-        retry=True,
-    )
+    if isinstance(e, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+        return failure(503, f"Redis at {where} refused the password: {reason}", "Redis refused")
+    if isinstance(e, redis.exceptions.NoPermissionError):
+        return failure(
+            503,
+            f"Redis at {where} refused this dashboard's user: {reason}. The dashboard needs "
+            "the viewer role's read rights (see the security section).",
+            "Redis refused",
+        )
+    if isinstance(e, (redis.ConnectionError, redis.TimeoutError)):
+        return failure(
+            503,
+            f"Redis unreachable at {where}: {reason}. This page retries by itself.",
+            "Redis unreachable",
+            retry=True,
+        )
+    return failure(500, f"Redis at {where} answered with an error: {reason}", "Redis error")
 
 
 HANDLERS = (
@@ -304,7 +360,8 @@ HANDLERS = (
     ((404, 405), no_route),
     ((views.BadCheckpoint,), bad_checkpoint),
     ((500,), internal),
-    ((redis.RedisError,), unreachable),
+    ((BadRequest,), bad_request),
+    ((redis.RedisError,), redis_failed),
 )
 
 

@@ -17,6 +17,7 @@ from charrnn.errors import CharRNNError
 from worker import presence
 from worker.errors import NoCheckpoint
 from worker.store import JobStore, Status, validate_job_id
+from worker.training import MAX_HISTORY, MAX_SAMPLES
 
 from .. import jobs, leaderboard
 
@@ -80,13 +81,28 @@ def jobs_page(
     }
 
 
-def job_view(store: JobStore, job_id: str) -> dict:
+def job_view(store: JobStore, job_id: str, samples_since: int = 0, history_since: int = 0) -> dict:
     """A job page: its row, spec, loss curves against characters seen (as `orchestrator plot`
-    draws them), samples in order, events, and its checkpoints. NoSuchJob or InvalidJobId."""
+    draws them), samples in order, events, and its checkpoints. NoSuchJob or InvalidJobId.
+
+    A live page polls this every second: with `samples_since` (the samples written it holds)
+    and `history_since` (the history rows it holds) it gets only what is new, and the two
+    `*_since` fields of the answer say where its lists start (0: whole, start over). Ten kept
+    samples of 100,000 characters made each poll 12 MB; now a poll carries the new ones alone."""
     job = store.get(validate_job_id(job_id))
     job_id = job["job_id"]
     history = store.history(job_id)
+    written = store.sample_count(job_id)
+    # the history list is trimmed at MAX_HISTORY rows, with no count of rows written: once full,
+    # a row's index moves, so a full list is sent whole
+    if not 0 < history_since <= len(history) < MAX_HISTORY:
+        history_since = 0
+    if not 0 < samples_since <= written:
+        samples_since = 0
     return {
+        "samples_since": samples_since,
+        "history_since": history_since,
+        "samples_kept": MAX_SAMPLES,
         "job": {
             **job_row(job),
             "restarts": job["restarts"],
@@ -94,14 +110,23 @@ def job_view(store: JobStore, job_id: str) -> dict:
             "learning_rate": job["learning_rate"],
         },
         "spec": job["spec"].to_dict(),
-        "curves": leaderboard.curves(job, history),
+        "curves": leaderboard.curves(job, history[history_since:]),
         "history_rows": len(history),
-        "samples": store.samples(job_id),
-        "samples_written": store.sample_count(job_id),
+        "samples": new_samples(store, job_id, samples_since, written),
+        "samples_written": written,
         "events": store.events(job_id),
         "checkpoint_iteration": store.checkpoint_iteration(job_id),
         "finished": jobs.is_terminal(job),
     }
+
+
+def new_samples(store: JobStore, job_id: str, since: int, written: int) -> list[dict]:
+    """The samples kept from the `since`-th written on, up to the `written`-th (read before:
+    one written meanwhile comes with the next poll, not twice)."""
+    if since >= written:
+        return []
+    rows = store.samples(job_id, start=since)
+    return rows[: written - since] if since else rows
 
 
 def verified_checkpoint(store: JobStore, job_id: str, which: str) -> tuple[bytes, int]:

@@ -64,11 +64,12 @@
   }
 
   // --- polling --------------------------------------------------------------------------------
+  // `url`: a string, or a function called at each tick (a job page asks for what is new)
   function poll(url, every, render) {
     let stopped = false;
     async function tick() {
       try {
-        const r = await fetch(url, {cache: "no-store", credentials: "same-origin",
+        const r = await fetch(typeof url === "function" ? url() : url, {cache: "no-store", credentials: "same-origin",
                                     headers: {"Accept": "application/json"}});
         let data = null;
         try { data = await r.json(); } catch (e) { data = null; }
@@ -107,12 +108,25 @@
 
   // --- one job --------------------------------------------------------------------------------
   let lossChart = null;
+  // what the page holds: the twin is asked for what came after (views.job_view), and a poll's
+  // curves and samples are appended to these
+  const held = {curves: null, rows: 0, samples: 0};
+  function jobUrl() {
+    return jsonUrl + "?samples_since=" + held.samples + "&history_since=" + held.rows;
+  }
+  function addCurves(d) {
+    const c = d.curves;
+    if (d.history_since === 0 || !held.curves) held.curves = c;
+    else for (const k of ["train_chars", "train_loss", "val_chars", "val_loss"]) held.curves[k].push(...c[k]);
+    held.rows = d.history_rows;
+    return held.curves;
+  }
   function lossData(c) {
     return uPlot.join([table(c.train_chars, c.train_loss), table(c.val_chars, c.val_loss)]);
   }
-  function drawLoss(d) {
+  function drawLoss(curves) {
     const fig = document.getElementById("loss-chart");
-    const data = lossData(d.curves);
+    const data = lossData(curves);
     if (!lossChart) {
       lossChart = new uPlot({
         width: width(fig), height: 320,
@@ -130,7 +144,6 @@
     fig.dataset.points = lossChart.data[1].filter(v => v !== null).length +
                          lossChart.data[2].filter(v => v !== null).length;
   }
-  let samplesShown = -1;
   function renderJob(d) {
     const j = d.job;
     const f = (name) => document.querySelector('[data-field="' + name + '"]');
@@ -148,14 +161,22 @@
     set("checkpoint_iteration", d.checkpoint_iteration === null ? "none yet"
                                 : "iteration " + d.checkpoint_iteration);
     document.getElementById("history-rows").textContent = d.history_rows;
-    drawLoss(d);
-    if (d.samples_written !== samplesShown) {
-      samplesShown = d.samples_written;
+    drawLoss(addCurves(d));
+    if (d.samples_written !== held.samples) {
       document.getElementById("samples-count").textContent = d.samples_written;
       const box = document.getElementById("samples");
-      box.replaceChildren(...(d.samples.length ? d.samples.map(s =>
+      const figs = d.samples.map(s =>
         el("figure", {class: "sample"}, el("figcaption", {}, "iteration " + s.iteration),
-           el("pre", {}, s.text))) : [el("p", {class: "empty"}, "no samples yet")]));
+           el("pre", {}, s.text)));
+      if (d.samples_since === 0) box.replaceChildren(...figs);
+      else {
+        box.querySelectorAll("p.empty").forEach(n => n.remove());
+        box.append(...figs);
+        const shown = box.querySelectorAll("figure.sample");   // the store keeps the newest only
+        for (let i = 0; i < shown.length - d.samples_kept; i++) shown[i].remove();
+      }
+      if (!box.children.length) box.append(el("p", {class: "empty"}, "no samples yet"));
+      held.samples = d.samples_written;
       box.scrollTop = box.scrollHeight;      // the newest, at the bottom, in view
     }
     replaceRows(document.querySelector("#events tbody"), d.events.map(e => {
@@ -313,11 +334,13 @@
   if (page === "sweeps") poll(jsonUrl, pollMs, renderSweeps);
   if (page === "workers") poll(jsonUrl, pollMs, renderWorkers);
   if (page === "job") {
-    drawLoss(initial);
-    samplesShown = initial.samples_written;
+    held.curves = initial.curves;
+    held.rows = initial.history_rows;
+    held.samples = initial.samples_written;
+    drawLoss(held.curves);
     const box = document.getElementById("samples");
     box.scrollTop = box.scrollHeight;
-    if (!initial.finished) poll(jsonUrl, pollMs, renderJob);
+    if (!initial.finished) poll(jobUrl, pollMs, renderJob);
   }
   if (page === "sweep") {
     drawScatters(initial);
