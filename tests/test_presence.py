@@ -85,6 +85,7 @@ def test_presence_keeps_redis_time_not_the_workers_clocks(stack):
     """Issue 20, item 9: a worker 45 s behind was never listed, one an hour ahead stayed listed
     after it died (and its renewals swept every other worker out). Real workers, their clocks
     skewed by libfaketime; the reader's clock is this process's."""
+    assert LIBFAKETIME, "faketime is not installed (apt-get install faketime)"
     server, worker = stack
     r = server.client()
     host = socket.gethostname()
