@@ -14,6 +14,7 @@ from test_charrnn_cli import assert_user_error, charrnn
 from charrnn import budget, checkpoint, recipes
 from charrnn.config import Config
 from charrnn.errors import ConfigError
+
 from textgen import pseudo_english
 
 TEXT = pseudo_english(3000, seed=3)
@@ -54,9 +55,12 @@ def test_minutes_buy_the_largest_run_that_fits():
     cfg = Config(hidden_size=8, num_layers=1, seq_length=10, sample_every=50)
     b = budget.iterations_for_minutes(cfg, TEXT, 0.5, clock=ticking(0.01))
     left = budget.MARGIN * (30.0 - (b.probe_seconds - 0.01))  # less the last reading
-    cost = lambda n: budget.run_seconds(
-        cfg, n, b.seconds_per_step, b.seconds_per_eval, b.seconds_per_sample
-    )  # noqa: E731
+
+    def cost(n):
+        return budget.run_seconds(
+            cfg, n, b.seconds_per_step, b.seconds_per_eval, b.seconds_per_sample
+        )
+
     assert cost(b.iterations) <= left + 1e-9
     assert cost(b.iterations + 1) > left - 0.05  # no room for one more, to a reading or two
     assert b.iterations > 100
