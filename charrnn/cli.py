@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import checkpoint
+from . import checkpoint, recipes
+from .budget import iterations_for_minutes
 from .config import Config
 from .data import read_corpus
 from .errors import CharRNNError, DivergedError
@@ -48,6 +49,26 @@ def hyperparameter_options(f: F) -> F:
     """Every Config field as an option (generated from Config; the orchestrator's submit and
     sweep use the same generator)."""
     return config_options()(f)
+
+
+def recipe_options(f: F) -> F:
+    """--recipe and --minutes, shared with `orchestrator submit`."""
+    f = click.option(
+        "--minutes",
+        type=click.FloatRange(min=0, min_open=True, max=10**6),
+        default=None,
+        help="train for this budget of wall-clock minutes: the iterations are set from a "
+        "short timed probe and recorded, so the run is exact and its schedule ends with "
+        "the budget",
+    )(f)
+    return click.option(
+        "--recipe",
+        type=click.Choice(list(recipes.RECIPES)),
+        default=None,
+        help="start from a measured recipe (explicit options override its values; its "
+        "budget applies unless --iterations, --epochs or --minutes is given): "
+        + recipes.help_text(),
+    )(f)
 
 
 def config_from_options(kw: dict[str, Any]) -> Config:
@@ -148,17 +169,24 @@ class ConsoleHooks(Hooks):
     "dropout, val-fraction) is refused",
 )
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with the results on stdout")
+@recipe_options
 def train(
     corpus: str,
     checkpoint_path: str | None,
     checkpoint_every: int,
     resume_path: str | None,
     as_json: bool,
+    recipe: str | None,
+    minutes: float | None,
     **hyper: Any,
 ) -> None:
     """Train a model on a corpus by sequential online learning."""
     check_checkpoint_path(checkpoint_path, checkpoint_every)
-    trainer = make_trainer(corpus, resume_path, hyper)
+    if resume_path and (recipe or minutes is not None):
+        raise Failure(
+            "--recipe and --minutes start a run; to continue one, --resume with --iterations"
+        )
+    trainer = make_trainer(corpus, resume_path, hyper, recipe, minutes)
     t0, start_iteration = time.perf_counter(), trainer.iteration
     if run_with_progress(trainer, checkpoint_path, checkpoint_every, as_json) == "stopped":
         where = ""
@@ -199,13 +227,20 @@ def check_checkpoint_path(checkpoint_path: str | None, checkpoint_every: int) ->
             )
 
 
-def make_trainer(corpus: str, resume_path: str | None, hyper: dict[str, Any]) -> Trainer:
-    """A fresh trainer, or the checkpoint's with the options given (those a resume may change;
+def make_trainer(
+    corpus: str,
+    resume_path: str | None,
+    hyper: dict[str, Any],
+    recipe: str | None = None,
+    minutes: float | None = None,
+) -> Trainer:
+    """A fresh trainer (a recipe's values under the options given, for a budget in minutes
+    when one is asked), or the checkpoint's with the options given (those a resume may change;
     the checkpoint refuses the others)."""
     try:
         text = read_corpus(corpus)
         if not resume_path:
-            return Trainer(config_from_options(hyper), text)
+            return Trainer(budgeted_config(text, recipe, minutes, given(hyper)), text)
         ck = checkpoint.load(resume_path)
         changed = given(hyper)
         saved = ck.config.to_dict()
@@ -215,6 +250,28 @@ def make_trainer(corpus: str, resume_path: str | None, hyper: dict[str, Any]) ->
         return ck.trainer(text, Config.from_dict({**saved, **changed}))
     except CharRNNError as e:
         raise Failure(str(e)) from None
+
+
+def budgeted_config(
+    text: str, recipe: str | None, minutes: float | None, options: dict[str, Any]
+) -> Config:
+    """The config a run is made with: the recipe's values, the options over them, and a budget
+    in minutes (given, or the recipe's) turned into iterations by a timed probe. The config
+    records the iterations, so it reproduces the same bits whatever the machine."""
+    if minutes is not None and (options.get("iterations") or options.get("epochs")):
+        raise Failure("give --minutes, --iterations or --epochs, not two of them")
+    config = Config.from_dict(recipes.expand(recipe, options))
+    budget_minutes = recipes.minutes_for(recipe, options, minutes)
+    if budget_minutes is None:
+        return config
+    budget = iterations_for_minutes(config, text, budget_minutes)
+    click.echo(
+        f"budget: {budget_minutes:g} min -> {budget.iterations} iterations "
+        f"({budget.seconds_per_step * 1000:.3g} ms a step, measured for "
+        f"{budget.probe_seconds:.1f} s)",
+        err=True,
+    )
+    return config.replace(iterations=budget.iterations, epochs=None)
 
 
 def run_with_progress(
