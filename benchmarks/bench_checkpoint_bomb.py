@@ -108,7 +108,9 @@ def main() -> None:
             with open(path, "wb") as f:
                 f.write(raw)
             peak, outcome = peak_load(path)
-            print(f"{label:7} file {len(raw) / 1e6:6.2f} MB  peak RSS {peak / 1e6:7.1f} MB  {outcome}")
+            print(
+                f"{label:7} file {len(raw) / 1e6:6.2f} MB  peak RSS {peak / 1e6:7.1f} MB  {outcome}"
+            )
 
 
 if __name__ == "__main__":
