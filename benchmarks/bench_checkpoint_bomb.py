@@ -1,11 +1,16 @@
-"""Peak memory of loading a checkpoint decompression bomb (issue 20, item 2), beside an honest
-checkpoint as the baseline, each load in a fresh process (peak RSS, ru_maxrss).
+"""Peak memory of loading a checkpoint decompression bomb (issue 20, item 2), beside honest
+checkpoints, each load in a fresh process (its peak RSS, VmHWM): a tiny one (the interpreter and
+NumPy alone) and a large one (its arrays, to see what a load costs beyond them).
 
 The bomb is a real checkpoint whose metadata claims hidden 8192 and batch 4096 and whose `theta`
 member is that many zeros, deflated: about 0.5 MB of file for 540 MB of array. It is refused
 either way (its sha256 cannot match); what matters is what it cost before that.
 
-    python benchmarks/bench_checkpoint_bomb.py [--hidden 8192] [--batch 4096]
+    python benchmarks/bench_checkpoint_bomb.py [--hidden 8192] [--batch 4096] [--large 2048]
+        [--code DIR]
+
+--code runs the loads with the charrnn package found in DIR (say, an older commit's tree from
+`git archive COMMIT charrnn | tar -x -C DIR`), for a before/after on the same machine.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ CONFIG = Config(hidden_size=8, num_layers=1, seq_length=10, iterations=20, eval_
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
 
-def honest() -> bytes:
-    """A small real checkpoint."""
+def honest(hidden: int | None = None) -> bytes:
+    """A real checkpoint: a small one trained 5 steps, or a fresh 2-layer one of `hidden`."""
+    if hidden:
+        return checkpoint.to_bytes(Trainer(CONFIG.replace(hidden_size=hidden, num_layers=2), TEXT))
     t = Trainer(CONFIG, TEXT)
     t.run(until=5)
     return checkpoint.to_bytes(t)
@@ -75,22 +82,31 @@ def checkpoint_npy(a: np.ndarray) -> bytes:
     return b.getvalue()
 
 
-LOAD = """
-import resource, sys
+PEAK = """
+def peak_rss():  # this program's own peak: ru_maxrss would count the parent's RSS at the fork
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+"""
+LOAD = (
+    PEAK
+    + """
+import sys
 from charrnn import CharRNNError, checkpoint
 try:
     checkpoint.load(sys.argv[1])
     outcome = "loaded"
 except CharRNNError as e:
     outcome = str(e)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, outcome)
+print(peak_rss(), outcome)
 """
+)
 
 
-def peak_load(path: str) -> tuple[int, str]:
-    """(peak RSS in bytes, outcome) of `checkpoint.load(path)` in a fresh process."""
+def peak_load(path: str, code: str = REPO) -> tuple[int, str]:
+    """(peak RSS in bytes, outcome) of `checkpoint.load(path)` in a fresh process, with the
+    charrnn package in `code`."""
     p = subprocess.run(
-        [sys.executable, "-c", LOAD, path], capture_output=True, text=True, cwd=REPO, check=True
+        [sys.executable, "-c", LOAD, path], capture_output=True, text=True, cwd=code, check=True
     )
     peak, outcome = p.stdout.split(" ", 1)
     return int(peak), outcome.strip()
@@ -100,17 +116,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, default=8192)
     ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--large", type=int, default=2048, help="hidden size of the large one")
+    ap.add_argument("--code", default=REPO, help="the folder holding the charrnn to measure")
     args = ap.parse_args()
     good = honest()
+    rows = (
+        ("tiny", good),
+        ("bomb", bomb(good, args.hidden, args.batch)),
+        ("large", honest(args.large)),
+    )
     with tempfile.TemporaryDirectory() as d:
-        for label, raw in (("honest", good), ("bomb", bomb(good, args.hidden, args.batch))):
+        for label, raw in rows:
             path = os.path.join(d, f"{label}.npz")
             with open(path, "wb") as f:
                 f.write(raw)
-            peak, outcome = peak_load(path)
-            print(
-                f"{label:7} file {len(raw) / 1e6:6.2f} MB  peak RSS {peak / 1e6:7.1f} MB  {outcome}"
-            )
+            peak, outcome = peak_load(path, args.code)
+            size, peak_mb = len(raw) / 1e6, peak / 1e6
+            print(f"{label:6} file {size:7.2f} MB  peak RSS {peak_mb:7.1f} MB  {outcome[:150]}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _header(f: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     major, _ = np.lib.format.read_magic(f)
     if major == 1:
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, NPY_HEADER_MAX)
-    elif major in (2, 3):
+    elif major == 2:
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, NPY_HEADER_MAX)
     else:
         raise ArchiveError(f"{name}: .npy format version {major} is not supported")

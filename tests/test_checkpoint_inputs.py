@@ -20,7 +20,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -28,7 +27,7 @@ from base64 import b64encode
 
 import numpy as np
 import pytest
-from bench_checkpoint_bomb import bomb, checkpoint_npy, honest, peak_load
+from bench_checkpoint_bomb import PEAK, bomb, checkpoint_npy, honest, peak_load
 
 from charrnn import CheckpointError, checkpoint
 from worker import keys
@@ -72,22 +71,32 @@ def stored(r, job_id: str, raw: bytes, which: str = "latest") -> None:
     )
 
 
-def run_measured(args: list[str], env: dict, timeout: float = 60) -> tuple[int, str, int]:
-    """(exit code, stderr, peak RSS in bytes) of a command: its own peak, from wait4."""
-    with tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                p.kill()
-                raise AssertionError(f"{args} did not end within {timeout} s")
-            time.sleep(0.05)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return p.returncode, err.read(), usage.ru_maxrss * 1024
+MEASURED = (
+    PEAK
+    + """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def report():
+    with open(out, "w") as f:
+        f.write(str(peak_rss()))
+atexit.register(report)
+runpy.run_module("orchestrator.cli", run_name="__main__", alter_sys=True)
+"""
+)
+
+
+def orchestrator_measured(args: list[str], env: dict) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in bytes) of `orchestrator ARGS`, the peak its own."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        p = subprocess.run(
+            [sys.executable, "-c", MEASURED, peak.name, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+        )
+        return p.returncode, p.stderr, int(peak.read())
 
 
 def vm_hwm(pid: int) -> int:
@@ -224,7 +233,7 @@ def test_commands_and_dashboard_refuse_a_stored_bomb_in_bounded_memory(
         (["sample", job], POOL_LIMIT),
         (["checkpoint", job, "-o", str(out)], POOL_LIMIT),
     ):
-        code, err, peak = run_measured(cli + args, dict(env, **limit))
+        code, err, peak = orchestrator_measured(args, dict(env, **limit))
         assert code == 2, err
         line = one_error_line(err)
         assert "needs about 1.26 GiB" in line and "refused before decompressing" in line
