@@ -228,13 +228,16 @@ class Checkpoint:
 
 
 def load(
-    source: str | bytes, name: str | None = None, max_bytes: int | None = None, limit: str = ""
+    source: str | bytes,
+    name: str | None = None,
+    max_bytes: int | None = None,
+    limit_name: str = "",
 ) -> Checkpoint:
     """Read and verify a checkpoint from a path (a regular file) or from the bytes of one.
 
     Nothing past the metadata is decompressed unless the footprint of the config it claims
     (footprint.footprint(...).checkpoint_bytes, so any array a config adds counts) is within
-    `max_bytes` when given (`limit` names that setting in the message), and within EXPANSION
+    `max_bytes` when given (`limit_name` names that setting in the message), and within EXPANSION
     times the file's own size: arrays the library wrote are stored, not deflated, so a claim far
     beyond the file is a decompression bomb. Each array is then streamed into one of exactly the
     shape the config gives (archive.read_member): peak memory is the arrays, plus the bytes
@@ -247,7 +250,7 @@ def load(
             if max_bytes is not None and max_bytes < bound:
                 bound, why = (
                     max_bytes,
-                    f"the limit of {_size(max_bytes)}" + (f" ({limit})" if limit else ""),
+                    f"the limit of {_size(max_bytes)}" + (f" ({limit_name})" if limit_name else ""),
                 )
             else:
                 why = f"{_size(bound)} ({EXPANSION} times the file's size)"

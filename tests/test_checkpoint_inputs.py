@@ -153,7 +153,7 @@ def test_a_bomb_is_refused_before_decompressing_and_costs_nothing(tmp_path, good
 def test_a_limit_refuses_a_config_above_it_before_decompressing(good):
     need = len(good)  # the footprint is at least the arrays the file holds
     with pytest.raises(CheckpointError) as e:
-        checkpoint.load(good, "ck", max_bytes=need // 2, limit="SOME_SETTING")
+        checkpoint.load(good, "ck", max_bytes=need // 2, limit_name="SOME_SETTING")
     msg = str(e.value)
     assert "above the limit of" in msg and "(SOME_SETTING)" in msg
     assert "refused before decompressing" in msg and msg.startswith("ck: ")

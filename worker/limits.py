@@ -41,5 +41,8 @@ def load_checkpoint(raw: bytes, name: str) -> checkpoint.Checkpoint:
     sample` and `checkpoint` and the dashboard read, so that no record can make them inflate
     more than a job of this pool may write. CheckpointError otherwise."""
     return checkpoint.load(
-        raw, name, max_bytes=settings.MAX_CHECKPOINT_BYTES, limit="CHARRNN_MAX_CHECKPOINT_BYTES"
+        raw,
+        name,
+        max_bytes=settings.MAX_CHECKPOINT_BYTES,
+        limit_name="CHARRNN_MAX_CHECKPOINT_BYTES",
     )
