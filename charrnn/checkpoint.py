@@ -12,9 +12,11 @@ generators' states, and a sha256 over all of it.
 Version 1 (vanilla cell, one stream, Adagrad: `theta`, `mem`, `h` (L, H), the smoothed loss per
 window and the rate used) still loads, samples and resumes.
 
-Loaded with allow_pickle=False, each member's declared size checked against what its shape
-needs before anything is decompressed; anything unexpected is a CheckpointError, never a crash
-inside NumPy or a decompression bomb.
+Loaded with no pickle, from regular files only, and refused before any array is decompressed
+when the config in its metadata needs more bytes than the caller's limit or far more than the
+file itself holds; each array is then streamed into one of exactly the shape that config gives
+(charrnn.archive). Anything unexpected is a CheckpointError, never a crash inside NumPy, a hang
+on a FIFO or a decompression bomb.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import math
 import os
 import tempfile
 import zipfile
-from typing import Any, TypedDict
+from typing import IO, Any, TypedDict
 
 import numpy as np
 
+from . import archive
 from .config import FIELDS, RESUMABLE, Config, flag
 from .data import Vocab
 from .errors import CharRNNError, CheckpointError, CorpusError
+from .footprint import footprint
 from .model import param_count, torch_state_dict, views
 from .sampling import sample_from
 from .trainer import OPTIMIZER_STATES, Trainer
@@ -44,13 +48,19 @@ ARRAYS = {1: ("theta", "mem", "h"), 2: ("theta", "opt", "h", "c")}
 META_MAX_BYTES = 16 << 20
 """The metadata (config, vocabulary, generator states) is a few KB; a vocabulary of every
 Unicode code point as JSON is under 10 MB."""
-NPY_HEADER_MAX = 4096
+EXPANSION = 16
+"""How many times its file's size a checkpoint's config may claim. np.savez stores members, so
+the arrays of a file the library wrote are at most its size; float weights deflated by other
+tools shrink a little, zeros (a fresh optimizer state) a lot. Deflated zeros shrink a
+thousandfold: a claim far beyond the file is a decompression bomb."""
+EXPANSION_SLACK = 1 << 20
+"""Plus this, for the footprint's own slack (footprint.checkpoint_bytes) on tiny models."""
 
 
 def _digest(meta: dict[str, Any], *arrays: np.ndarray) -> str:
     d = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for a in arrays:
-        d.update(np.ascontiguousarray(a).tobytes())
+        d.update(np.ascontiguousarray(a).data)  # the bytes as tobytes() gives them, without a copy
     return d.hexdigest()
 
 
@@ -99,6 +109,10 @@ def save(trainer: Trainer, path: str) -> None:
 
 
 def write_bytes(raw: bytes, path: str) -> None:
+    """Atomically, as save. A path that is there and not a regular file (a FIFO, a device, a
+    directory) is refused: the rename would replace it (even /dev/null, as root)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise CheckpointError(f"cannot write checkpoint {path}: it is not a regular file")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".tmp")
@@ -213,21 +227,34 @@ class Checkpoint:
         return t
 
 
-def load(source: str | bytes, name: str | None = None) -> Checkpoint:
-    """Read and verify a checkpoint from a path or from the bytes of one."""
+def load(
+    source: str | bytes,
+    name: str | None = None,
+    max_bytes: int | None = None,
+    limit_name: str = "",
+) -> Checkpoint:
+    """Read and verify a checkpoint from a path (a regular file) or from the bytes of one.
+
+    Nothing past the metadata is decompressed unless the footprint of the config it claims
+    (footprint.footprint(...).checkpoint_bytes, so any array a config adds counts) is within
+    `max_bytes` when given (`limit_name` names that setting in the message), and within EXPANSION
+    times the file's own size: arrays the library wrote are stored, not deflated, so a claim far
+    beyond the file is a decompression bomb. Each array is then streamed into one of exactly the
+    shape the config gives (archive.read_member): peak memory is the arrays, plus the bytes
+    when given bytes."""
     name = name or (source if isinstance(source, str) else "checkpoint")
-    if isinstance(source, str):
-        try:
-            with open(source, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint file not found: {source}") from None
-        except OSError as e:
-            raise CheckpointError(f"cannot read checkpoint {source}: {e.strerror}") from None
-    else:
-        raw = source
+    f, size = _open(source) if isinstance(source, str) else (io.BytesIO(source), len(source))
     try:
-        return _verify(_read_archive(raw, name), name)
+        with f:
+            bound = EXPANSION * size + EXPANSION_SLACK
+            if max_bytes is not None and max_bytes < bound:
+                bound, why = (
+                    max_bytes,
+                    f"the limit of {_size(max_bytes)}" + (f" ({limit_name})" if limit_name else ""),
+                )
+            else:
+                why = f"{_size(bound)} ({EXPANSION} times the file's size)"
+            return _verify(_read_archive(f, name, bound, why), name)
     except CheckpointError:
         raise
     except CharRNNError as e:
@@ -238,6 +265,21 @@ def load(source: str | bytes, name: str | None = None) -> Checkpoint:
         ) from None
 
 
+def _open(path: str) -> tuple[IO[bytes], int]:
+    try:
+        return archive.open_regular(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {path}") from None
+    except archive.ArchiveError as e:
+        raise CheckpointError(f"checkpoint {path} {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
 class Archive(TypedDict):
     """An .npz read by _read_archive: its parsed metadata, format version and arrays."""
 
@@ -246,22 +288,18 @@ class Archive(TypedDict):
     arrays: dict[str, np.ndarray]
 
 
-def _read_archive(raw: bytes, name: str) -> Archive:
-    """The arrays of an .npz, each member's declared size checked before it is decompressed."""
-    if not raw.startswith(b"PK"):
+def _read_archive(f: IO[bytes], name: str, bound: int, why: str) -> Archive:
+    """The arrays of an .npz, refused before any is decompressed if the config in its metadata
+    needs more than `bound` bytes (`why` says what the bound is)."""
+    if f.read(2) != b"PK":
         raise CheckpointError(f"{name} is not a charrnn checkpoint (not an .npz archive)")
+    f.seek(0)
     try:
-        z = zipfile.ZipFile(io.BytesIO(raw))
-        infos = {i.filename: i for i in z.infolist()}
-        if "meta.npy" not in infos:
+        z = zipfile.ZipFile(f)
+        members = {i.filename for i in z.infolist()}
+        if "meta.npy" not in members:
             raise CheckpointError(f"{name} is not a charrnn checkpoint (missing meta)")
-        if infos["meta.npy"].file_size > META_MAX_BYTES:
-            raise CheckpointError(
-                f"{name}: metadata declares {infos['meta.npy'].file_size} bytes; refused"
-            )
-        meta_arr = _member(z, "meta.npy")
-        if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
-            raise CheckpointError(f"{name}: metadata is not a byte array")
+        meta_arr = archive.read_member(z, "meta.npy", None, np.dtype(np.uint8), META_MAX_BYTES)
         meta = json.loads(meta_arr.tobytes().decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{name} is not a charrnn checkpoint")
@@ -272,30 +310,29 @@ def _read_archive(raw: bytes, name: str) -> Archive:
                 f"{' and '.join(map(str, READS))}"
             )
         expected = _expected_shapes(meta, version)
-        missing = sorted(set(ARRAYS[version]) - {k[:-4] for k in infos})
+        missing = sorted(set(ARRAYS[version]) - {k[:-4] for k in members})
         if missing:
             raise CheckpointError(
                 f"{name} is not a charrnn checkpoint (missing {', '.join(missing)})"
             )
+        need = _needs(meta, expected)
+        if need > bound:
+            raise CheckpointError(
+                f"{name}: its config (hidden {meta['config'].get('hidden_size')}, batch "
+                f"{meta['config'].get('batch_size')}) needs about {_size(need)}, above {why}; "
+                f"refused before decompressing"
+            )
         arrays = {"meta": meta_arr}
+        dtype = np.dtype(Config.from_dict(meta["config"]).dtype)
         for key in ARRAYS[version]:
-            shape, itemsize = expected[key]
-            bound = int(np.prod(shape)) * itemsize + NPY_HEADER_MAX
-            if infos[key + ".npy"].file_size > bound:
-                raise CheckpointError(
-                    f"{name}: {key} declares {infos[key + '.npy'].file_size} "
-                    f"bytes where its shape needs at most {bound}; refused"
-                )
-            arrays[key] = _member(z, key + ".npy")
+            arrays[key] = archive.read_member(z, key + ".npy", expected[key][0], dtype, 0)
         return {"meta": meta, "version": version, "arrays": arrays}
     except CheckpointError:
         raise
     except CharRNNError as e:
         raise CheckpointError(f"{name}: {e}") from None
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise CheckpointError(f"{name} holds a pickled object array; refused") from None
-        raise CheckpointError(f"{name} is not a readable checkpoint: {e}") from None
+    except archive.ArchiveError as e:
+        raise CheckpointError(f"{name}: {e}") from None
     except (
         Exception
     ) as e:  # zipfile.BadZipFile, EOFError, OSError, zlib.error: truncated or foreign
@@ -304,9 +341,11 @@ def _read_archive(raw: bytes, name: str) -> Archive:
         ) from None
 
 
-def _member(z: zipfile.ZipFile, member: str) -> np.ndarray:
-    with z.open(member) as f:
-        return np.lib.format.read_array(f, allow_pickle=False)
+def _needs(meta: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], int]]) -> int:
+    """Bytes the metadata's config claims: its footprint, or the arrays' sum if more."""
+    config = Config.from_dict(meta["config"])
+    arrays = sum(math.prod(shape) * item for shape, item in expected.values())
+    return max(footprint(config, len(meta["vocab"])).checkpoint_bytes, arrays)
 
 
 def _expected_shapes(meta: dict[str, Any], version: int) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -347,7 +386,7 @@ def _verify(archive: Archive, name: str) -> Checkpoint:
                 f"{key} has shape {arr.shape} and dtype {arr.dtype}, expected "
                 f"{shape} and {config.dtype}"
             )
-        if not np.isfinite(arr).all():
+        if not _finite(arr):
             raise CheckpointError(f"{key} holds non-finite values")
     for key in ("iteration", "pointer", "last_char"):
         if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
@@ -366,6 +405,14 @@ def _verify(archive: Archive, name: str) -> Checkpoint:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         raise CheckpointError("rollback scale out of range")
     return Checkpoint(meta, a["theta"], a["opt"], a["h"], a["c"])
+
+
+def _finite(a: np.ndarray) -> bool:
+    """np.isfinite(a).all() a block at a time: its boolean array alone would be 1/8 of a."""
+    flat = a.reshape(-1)
+    return all(
+        np.isfinite(flat[i : i + archive.CHUNK]).all() for i in range(0, flat.size, archive.CHUNK)
+    )
 
 
 def _from_v1(meta: dict[str, Any], config: Config, a: dict[str, np.ndarray]) -> Checkpoint:

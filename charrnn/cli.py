@@ -225,6 +225,8 @@ def check_checkpoint_path(checkpoint_path: str | None, checkpoint_every: int) ->
                     else f"no such directory {folder}"
                 )
             )
+        if os.path.exists(checkpoint_path) and not os.path.isfile(checkpoint_path):
+            raise Failure(f"cannot write checkpoint {checkpoint_path}: it is not a regular file")
 
 
 def make_trainer(
@@ -367,7 +369,7 @@ def sample_options(f: F) -> F:
 
 
 def sample_text(
-    raw_or_path: str | bytes,
+    source: str | bytes | checkpoint.Checkpoint,
     length: int,
     temperature: float,
     top_k: int | None,
@@ -376,9 +378,9 @@ def sample_text(
     argmax: bool,
     name: str | None = None,
 ) -> str:
-    """The text `charrnn sample` prints for a checkpoint (path or bytes) and options."""
+    """The text `charrnn sample` prints for a checkpoint (path, bytes or loaded) and options."""
     try:
-        ck = checkpoint.load(raw_or_path, name)
+        ck = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.load(source, name)
         return ck.sample(
             length=length,
             temperature=temperature,

@@ -286,12 +286,8 @@ def checkpoint(c: Ctx, job_id, output, best):
 @pass_ctx
 def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
     """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
-    raw, _ = views.checkpoint(c.store(), job_id, best)
-    click.echo(
-        sample_text(
-            raw, length, temperature, top_k, prime, seed, argmax, name="the job's checkpoint"
-        )
-    )
+    _, ck = views.checkpoint(c.store(), job_id, best)  # loaded under the pool's limit
+    click.echo(sample_text(ck, length, temperature, top_k, prime, seed, argmax))
 
 
 @cli.command()

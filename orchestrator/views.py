@@ -4,8 +4,8 @@ once, in `resolve`."""
 
 from __future__ import annotations
 
-from charrnn import checkpoint as ckpt
 from worker.errors import NoCheckpoint
+from worker.limits import load_checkpoint
 from worker.store import JobStore
 
 from . import jobs, leaderboard
@@ -91,4 +91,4 @@ def checkpoint(store: JobStore, job_id: str, best: bool):
     """(bytes, loaded checkpoint) of a job's latest or best checkpoint, verified."""
     which = "best" if best else "latest"
     raw, _ = store.checkpoint(store.get(job_id)["job_id"], which)
-    return raw, ckpt.load(raw, name=f"the job's {which} checkpoint")
+    return raw, load_checkpoint(raw, f"the job's {which} checkpoint")

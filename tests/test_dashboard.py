@@ -270,7 +270,7 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
             assert raw == open(out, "rb").read()
     r.hset(keys.checkpoint(ids[0], "best"), "sha256", "0" * 64)  # a corrupted record
     status, raw, _ = dash.get(f"/job/{ids[0]}/checkpoint/best")
-    assert status == 500 and b"does not match its stored sha256" in raw
+    assert status == 422 and b"does not match its stored sha256" in raw
 
 
 @pytest.mark.browser

@@ -6,7 +6,7 @@ whose limits were lowered since, still cannot take a worker down)."""
 
 from __future__ import annotations
 
-from charrnn import Config
+from charrnn import Config, checkpoint
 from charrnn.footprint import Footprint, footprint
 
 from . import settings
@@ -33,3 +33,16 @@ def check_fits(cfg: Config, vocab_size: int, corpus_chars: int) -> Footprint:
             f"(CHARRNN_MAX_CHECKPOINT_BYTES)"
         )
     return f
+
+
+def load_checkpoint(raw: bytes, name: str) -> checkpoint.Checkpoint:
+    """A stored checkpoint, verified, refused before any array is decompressed if the config in
+    it needs more than the pool's checkpoint limit: what the worker's restore, `orchestrator
+    sample` and `checkpoint` and the dashboard read, so that no record can make them inflate
+    more than a job of this pool may write. CheckpointError otherwise."""
+    return checkpoint.load(
+        raw,
+        name,
+        max_bytes=settings.MAX_CHECKPOINT_BYTES,
+        limit_name="CHARRNN_MAX_CHECKPOINT_BYTES",
+    )

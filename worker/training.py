@@ -27,7 +27,7 @@ from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 from . import asha, keys, settings, space
 from .errors import JobTooLarge, LostLease, NoSuchJob, StoreFull
 from .lease import Lease, retrying
-from .limits import check_fits
+from .limits import check_fits, load_checkpoint
 from .spec import JobSpec
 from .store import JobStore, Status, event, status_moves, validate_job_id
 
@@ -293,7 +293,7 @@ def restore(store: JobStore, job_id: str, cfg: Config, text: str) -> tuple[Train
         try:
             if hashlib.sha256(raw).hexdigest() != sha:
                 raise CheckpointError("stored sha256 does not match its bytes")
-            ck = checkpoint.load(raw, name=f"{which} checkpoint")
+            ck = load_checkpoint(raw, f"{which} checkpoint")
             return ck.trainer(text, cfg), notes
         except CharRNNError as e:
             notes.append(event("checkpoint_corrupt", which=which, error=str(e)[:300]))

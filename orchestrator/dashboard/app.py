@@ -319,7 +319,9 @@ def no_route(e):
 
 
 def bad_checkpoint(e):
-    return failure(500, str(e), "Checkpoint refused")
+    # a stored record that does not verify, or is above the pool's limit: refused, as any bad
+    # input is (the standards: HTTP 4xx), not a fault of the dashboard's
+    return failure(422, str(e), "Checkpoint refused")
 
 
 def internal(e):

@@ -12,10 +12,10 @@ import hashlib
 import math
 from collections import Counter
 
-from charrnn import checkpoint as ckpt
 from charrnn.errors import CharRNNError
 from worker import presence
 from worker.errors import NoCheckpoint
+from worker.limits import load_checkpoint
 from worker.store import JobStore, Status, validate_job_id
 from worker.training import MAX_HISTORY, MAX_SAMPLES
 
@@ -140,7 +140,7 @@ def verified_checkpoint(store: JobStore, job_id: str, which: str) -> tuple[bytes
             f"job {job_id}'s {which} checkpoint does not match its stored sha256; not served"
         )
     try:
-        ck = ckpt.load(raw, name=f"the job's {which} checkpoint")
+        ck = load_checkpoint(raw, f"the job's {which} checkpoint")
     except CharRNNError as e:
         raise BadCheckpoint(str(e)) from None
     return raw, ck.iteration
