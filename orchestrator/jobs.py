@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from charrnn import Config, read_corpus
 from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
-from worker import keys, settings
+from worker import broker, keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
 from worker.lease import retrying
 from worker.limits import check_fits
-from worker.reaper import message_id
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import TERMINAL, JobStore, Status, new_job_id
+
+log = logging.getLogger("charrnn.orchestrator")
 
 STATUS_FIELDS = (
     "job_id",
@@ -101,16 +103,12 @@ def submit_sweep(
 def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | None = None):
     """Take back a submit that could not finish (Redis refused a write, full, or went away):
     messages still in the queue, then the records, then corpora no job uses. Deleting frees
-    memory, so a full store accepts all of it. Best effort: a message a worker already took
-    finds no record and is dropped with a log line; if Redis is gone, the reaper re-sends a
-    record left without its message."""
-    r = store.r
+    memory, so a full store accepts all of it. A message a worker already took finds no record
+    and is dropped with a log line. If this fails too (Redis gone), the first error is still the
+    one raised, and this one is said on stderr: a record left without its message is re-sent by
+    the reaper, or removed with `delete`."""
     try:
-        withdraw = set(job_ids)
-        for q in keys.broker_queues(QUEUE):
-            for raw in r.lrange(q, 0, -1):
-                if message_id(raw) in withdraw:
-                    r.lrem(q, 0, raw)  # type: ignore[arg-type]  # bytes as read: they must match
+        broker.withdraw(store.r, job_ids, QUEUE)
         if sweep_id is not None and store.kind(sweep_id) == "sweep":
             store.delete_sweep(sweep_id)
         for job_id in job_ids:
@@ -118,8 +116,14 @@ def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | N
                 store.delete(job_id)
         for sha in shas:
             store.collect(sha)
-    except Exception:  # noqa: BLE001 - the first error is the one to report
-        pass
+    except Exception as e:  # noqa: BLE001 - the submit's own error is the one raised
+        log.warning(
+            "warning: could not take back the submit (%s: %s); %s may stay in the store: "
+            "the reaper re-sends a queued job without a message, `delete` removes it",
+            type(e).__name__,
+            e,
+            ", ".join(job_ids) if len(job_ids) <= 3 else f"{len(job_ids)} jobs",
+        )
 
 
 def _enqueue(app, job_id: str) -> None:
