@@ -86,29 +86,41 @@ def submit_sweep(
         )
         for corpus, cfg, total in points
     ]
+    sending, uploaded = False, set()
     try:
         for text in texts.values():
-            store.put_corpus(text)
+            sha, new = store.put_corpus(text)
+            if new:
+                uploaded.add(sha)
         store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
         app = client_app(url)
+        sending = True
         for job_id, _ in job_specs:
             _enqueue(app, job_id)
     except Exception:
         # a store that filled up part way (or went away): the sweep is stored whole or not at all
-        _undo(store, [j for j, _ in job_specs], set(shas.values()), sweep_id)
+        _undo(store, [j for j, _ in job_specs], uploaded, sweep_id, sending)
         raise
     return sweep_id, [j for j, _ in job_specs]
 
 
-def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | None = None):
+def _undo(
+    store: JobStore,
+    job_ids: list[str],
+    shas: set[str],
+    sweep_id: str | None = None,
+    sending: bool = True,
+):
     """Take back a submit that could not finish (Redis refused a write, full, or went away):
-    messages still in the queue, then the records, then corpora no job uses. Deleting frees
+    messages still in the queue (if it had begun `sending` them), then the records, then the
+    corpora it uploaded (`shas`) if no job uses them. Deleting frees
     memory, so a full store accepts all of it. A message a worker already took finds no record
     and is dropped with a log line. If this fails too (Redis gone), the first error is still the
     one raised, and this one is said on stderr: a record left without its message is re-sent by
     the reaper, or removed with `delete`."""
     try:
-        broker.withdraw(store.r, job_ids, QUEUE)
+        if sending:
+            broker.withdraw(store.r, job_ids, QUEUE)
         if sweep_id is not None and store.kind(sweep_id) == "sweep":
             store.delete_sweep(sweep_id)
         for job_id in job_ids:
@@ -161,12 +173,14 @@ def submit(
         tags=JobSpec.check_user_tags(tags),
         checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
     )
+    sending = False
     try:
         store.create(job_id, spec)
+        sending = True
         _enqueue(client_app(url), job_id)
     except Exception:
         # never a record without its message (a full store refused the message, say)
-        _undo(store, [job_id], {sha})
+        _undo(store, [job_id], {sha} if uploaded else set(), sending=sending)
         raise
     return job_id, uploaded
 

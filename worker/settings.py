@@ -20,14 +20,14 @@ EXIT_BAD_SETTING = 2
 """A worker's exit code for a bad setting: bad input, as the orchestrator's exit code 2."""
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, what: str = "a number of seconds") -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise BadSetting(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise BadSetting(f"{name} must be {what}, got {raw!r}") from None
     if not value > 0:
         raise BadSetting(f"{name} must be positive, got {raw!r}")
     return value
@@ -123,10 +123,14 @@ _READERS: dict[str, Callable[[], float]] = {
     "PRESENCE_SECONDS": lambda: _float("CHARRNN_PRESENCE_SECONDS", 10.0),
     "STORE_RETRY_SECONDS": lambda: _float("CHARRNN_STORE_RETRY_SECONDS", 120.0),
     "STORE_FULL_RETRY_SECONDS": lambda: _float("CHARRNN_STORE_FULL_RETRY_SECONDS", 10.0),
-    "MAX_CORPUS_BYTES": lambda: int(_float("CHARRNN_MAX_CORPUS_BYTES", 64 * 1024 * 1024)),
-    "MAX_JOB_BYTES": lambda: int(_float("CHARRNN_MAX_JOB_BYTES", 4 * 1024**3)),
-    "MAX_CHECKPOINT_BYTES": lambda: int(_float("CHARRNN_MAX_CHECKPOINT_BYTES", 256 * 1024**2)),
-    "MAX_ATTEMPTS": lambda: int(_float("CHARRNN_MAX_ATTEMPTS", 5)),
+    "MAX_CORPUS_BYTES": lambda: int(
+        _float("CHARRNN_MAX_CORPUS_BYTES", 64 * 1024 * 1024, "a number")
+    ),
+    "MAX_JOB_BYTES": lambda: int(_float("CHARRNN_MAX_JOB_BYTES", 4 * 1024**3, "a number")),
+    "MAX_CHECKPOINT_BYTES": lambda: int(
+        _float("CHARRNN_MAX_CHECKPOINT_BYTES", 256 * 1024**2, "a number")
+    ),
+    "MAX_ATTEMPTS": lambda: int(_float("CHARRNN_MAX_ATTEMPTS", 5, "a number")),
     "CONNECT_TIMEOUT": lambda: _float("CHARRNN_CONNECT_TIMEOUT", 3.0),
     "SOCKET_TIMEOUT": lambda: _float("CHARRNN_SOCKET_TIMEOUT", 20.0),
 }
