@@ -108,3 +108,20 @@ def test_our_task_message_passes_the_check():
     # on another queue (a client's control replies) only kombu's envelope is checked
     assert broker.problem(task_message(ID, task="os.system"), "x.reply.celery.pidbox") is None
     assert "not a kombu message" in broker.problem(b"[1,2]", "x.reply.celery.pidbox")
+
+
+@pytest.mark.slow
+def test_a_raw_control_message_is_skipped_and_the_next_job_runs(stack, corpus_file):
+    """The same on Celery's control channel (a pub/sub channel the orchestrator may PUBLISH
+    on): nothing to keep, as nothing waits there, but the worker goes on."""
+    server, worker = stack
+    r = server.client()
+    w = worker("a").start()
+    for raw in RAW_ITEMS:
+        r.publish("/0.celery.pidbox", raw)
+    job_id = submit(server.url(), corpus_file, **TINY_JOB)
+    wait_status(r, job_id, "succeeded", timeout=120)
+    assert w.proc.poll() is None, "the worker exited"
+    log = open(w.log).read()
+    assert "Unrecoverable error" not in log
+    assert "channel celery.pidbox: not a kombu message (a JSON list); skipped" in log

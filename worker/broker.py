@@ -17,7 +17,9 @@ made kombu's BRPOP reader raise, and Celery end the worker ("Unrecoverable error
 screens each item BRPOP takes off a queue before kombu decodes it: anything that is not a kombu
 message, and, on our queue, anything that is not one of our task messages, is logged and set
 aside in keys.DEAD_LETTERS (at most DEAD_LETTER_CAP items, each cut to DEAD_LETTER_ITEM_CHARS),
-and the worker goes on consuming.
+and the worker goes on consuming. A message published on a pub/sub channel (Celery's control
+commands and events) that is not a kombu message with a JSON body is logged and skipped: kombu
+decodes its JSON itself, and then ended the worker on `[1,2]` just the same.
 """
 
 from __future__ import annotations
@@ -130,6 +132,20 @@ def problem(item: str | bytes, queue: str) -> str | None:
     return _task(message, body)
 
 
+def fanout_problem(message: object) -> str | None:
+    """Why a message kombu read off a pub/sub channel (Celery's control commands and events,
+    already decoded from JSON) cannot be delivered, or None: kombu's envelope and a JSON body,
+    which is all Celery sends there."""
+    body, why = _envelope(message)
+    if why:
+        return why
+    try:
+        kombu_json.loads(body.decode(errors="replace"))
+    except (ValueError, TypeError, RecursionError):
+        return "body is not JSON"
+    return None
+
+
 def _envelope(message: object) -> tuple[bytes, str | None]:
     """(body, None) for the dict kombu's Message is built from, or (b"", why not)."""
     if not isinstance(message, dict):
@@ -239,6 +255,15 @@ class Channel(kombu_redis.Channel):
             log.error("queue %s: %s; dropped (%s): %r", queue, why, type(e).__name__, shown)
             return
         log.error("queue %s: %s; set aside in %s: %r", queue, why, keys.DEAD_LETTERS, shown)
+
+    def _deliver_fanout_message(self, message, exchange):
+        """A control command or event with a problem (PUBLISH needs no queue: the orchestrator
+        and Flower may send one) is skipped with a log line: nothing waits there to keep."""
+        why = fanout_problem(message)
+        if why is None:
+            return super()._deliver_fanout_message(message, exchange)
+        log.error("channel %s: %s; skipped: %.200r", exchange, why, message)
+        return False
 
 
 class Transport(kombu_redis.Transport):
