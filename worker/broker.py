@@ -174,21 +174,45 @@ def _task(message: dict, body: bytes) -> str | None:
         return f"not our task ({str(headers.get('task'))[:80]!r})"
     if message.get("content-type") != "application/json":
         return f"content type {str(message.get('content-type'))[:80]!r}, not JSON"
-    try:
-        args, kwargs, embed = json.loads(body)
+    try:  # as Celery decodes it
+        args, kwargs, embed = kombu_json.loads(body)
     except (ValueError, TypeError, RecursionError):
         return "body is not Celery's JSON [args, kwargs, options]"
     if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], str)):
         return "args are not [job id]"
-    if kwargs or not isinstance(kwargs, dict) or not isinstance(embed, dict):
-        return "unexpected kwargs or options"
+    if kwargs or not isinstance(kwargs, dict) or not isinstance(embed, dict) or any(embed.values()):
+        return "unexpected kwargs or options"  # no callbacks, chains or chords: we send none
     try:
         uuid.UUID(args[0])
     except ValueError:
         return "args are not [job id]"
     if headers.get("id") != args[0]:
         return "task id and job id differ"
+    unexpected = [k for k, ok in HEADERS.items() if k in headers and not ok(headers[k])]
+    if unexpected:
+        return f"unexpected headers: {', '.join(sorted(unexpected))}"
     return None
+
+
+def _none_or(*types: type):
+    return lambda v: v is None or (type(v) in types)
+
+
+HEADERS = {
+    **dict.fromkeys(
+        ("eta", "expires", "shadow", "group", "group_index", "parent_id", "stamped_headers"),
+        lambda v: v is None,
+    ),
+    "timelimit": lambda v: v in (None, [None, None]),
+    "retries": _none_or(int),
+    "replaced_task_nesting": _none_or(int),
+    "ignore_result": _none_or(bool),
+    "stamps": lambda v: v in (None, {}),
+    **dict.fromkeys(("root_id", "argsrepr", "kwargsrepr", "origin", "lang"), _none_or(str)),
+}
+"""The headers Celery interprets, and what our senders (the orchestrator, the reaper) put there:
+no ETA, expiry, time limit, group or stamp. Celery parses some of them as the message arrives,
+outside its own error handling (a malformed `expires`)."""
 
 
 def dead_letter(r: redis.Redis, item: str | bytes, queue: str, reason: str) -> None:

@@ -74,7 +74,7 @@ return 1
 )
 
 PAGE = 500
-"""Jobs per pipeline, and messages per LRANGE, in one scan."""
+"""Jobs per pipeline in one scan."""
 
 
 class Reaper:
