@@ -211,8 +211,9 @@ HEADERS = {
     **dict.fromkeys(("root_id", "argsrepr", "kwargsrepr", "origin", "lang"), _none_or(str)),
 }
 """The headers Celery interprets, and what our senders (the orchestrator, the reaper) put there:
-no ETA, expiry, time limit, group or stamp. Celery parses some of them as the message arrives,
-outside its own error handling (a malformed `expires`)."""
+no ETA, expiry, time limit, group or stamp. Celery would drop a malformed ETA or expiry with a
+log line; a well-formed one would hold a job's message in a worker's memory until then, or
+revoke it. Either way the message is not ours, and is kept for the operator instead."""
 
 
 def dead_letter(r: redis.Redis, item: str | bytes, queue: str, reason: str) -> None:
