@@ -3,7 +3,7 @@ place where domain errors become a line on stderr and an exit code (`Group.invok
 
 Exit codes: 0 success; 1 a job failed or was cancelled (submit --wait, sweep --wait, watch); 2
 usage or bad input (options, corpus, hyperparameter, search space, id syntax, Redis URL, prime,
-checkpoint file); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
+checkpoint file, a malformed CHARRNN_* setting); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
 embedded stack running; 5 the job has no checkpoint or sample yet; 6 permission denied: the Redis
 user may not do this (a viewer's submit, cancel, delete; worker/acl.py has the users' rules); 7
 the store is full (Redis at its maxmemory refused the write; nothing of it was kept).
@@ -26,6 +26,7 @@ from worker.errors import (
     StoreFull,
     Unreachable,
 )
+from worker.settings import BadSetting
 from worker.store import JobStore, connect, redact
 
 from . import embedded, render
@@ -62,7 +63,7 @@ class Fail(click.ClickException):
 ERRORS: tuple[tuple[tuple[type, ...], int], ...] = (
     ((NoSuchJob,), EXIT_UNKNOWN_JOB),
     ((NoSuchCorpus,), EXIT_UNKNOWN_JOB),
-    ((InvalidJobId, CorpusTooLarge, JobTooLarge, CharRNNError, BadInput), EXIT_USAGE),
+    ((InvalidJobId, CorpusTooLarge, JobTooLarge, CharRNNError, BadInput, BadSetting), EXIT_USAGE),
     ((NoCheckpoint,), EXIT_NOT_YET),
     ((StoreFull,), EXIT_STORE_FULL),
     ((Unreachable, embedded.EmbeddedError, NoStack), EXIT_UNREACHABLE),

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from charrnn import Config, read_corpus
 from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
-from worker import keys, settings
+from worker import broker, keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
 from worker.lease import retrying
 from worker.limits import check_fits
-from worker.reaper import message_id
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
 from worker.store import TERMINAL, JobStore, Status, new_job_id
+
+log = logging.getLogger("charrnn.orchestrator")
 
 STATUS_FIELDS = (
     "job_id",
@@ -84,33 +86,41 @@ def submit_sweep(
         )
         for corpus, cfg, total in points
     ]
+    sending, uploaded = False, set()
     try:
         for text in texts.values():
-            store.put_corpus(text)
+            sha, new = store.put_corpus(text)
+            if new:
+                uploaded.add(sha)
         store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tags)
         app = client_app(url)
+        sending = True
         for job_id, _ in job_specs:
             _enqueue(app, job_id)
     except Exception:
         # a store that filled up part way (or went away): the sweep is stored whole or not at all
-        _undo(store, [j for j, _ in job_specs], set(shas.values()), sweep_id)
+        _undo(store, [j for j, _ in job_specs], uploaded, sweep_id, sending)
         raise
     return sweep_id, [j for j, _ in job_specs]
 
 
-def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | None = None):
+def _undo(
+    store: JobStore,
+    job_ids: list[str],
+    shas: set[str],
+    sweep_id: str | None = None,
+    sending: bool = True,
+):
     """Take back a submit that could not finish (Redis refused a write, full, or went away):
-    messages still in the queue, then the records, then corpora no job uses. Deleting frees
-    memory, so a full store accepts all of it. Best effort: a message a worker already took
-    finds no record and is dropped with a log line; if Redis is gone, the reaper re-sends a
-    record left without its message."""
-    r = store.r
+    messages still in the queue (if it had begun `sending` them), then the records, then the
+    corpora it uploaded (`shas`) if no job uses them. Deleting frees
+    memory, so a full store accepts all of it. A message a worker already took finds no record
+    and is dropped with a log line. If this fails too (Redis gone), the first error is still the
+    one raised, and this one is said on stderr: a record left without its message is re-sent by
+    the reaper, or removed with `delete`."""
     try:
-        withdraw = set(job_ids)
-        for q in keys.broker_queues(QUEUE):
-            for raw in r.lrange(q, 0, -1):
-                if message_id(raw) in withdraw:
-                    r.lrem(q, 0, raw)  # type: ignore[arg-type]  # bytes as read: they must match
+        if sending:
+            broker.withdraw(store.r, job_ids, QUEUE)
         if sweep_id is not None and store.kind(sweep_id) == "sweep":
             store.delete_sweep(sweep_id)
         for job_id in job_ids:
@@ -118,8 +128,14 @@ def _undo(store: JobStore, job_ids: list[str], shas: set[str], sweep_id: str | N
                 store.delete(job_id)
         for sha in shas:
             store.collect(sha)
-    except Exception:  # noqa: BLE001 - the first error is the one to report
-        pass
+    except Exception as e:  # noqa: BLE001 - the submit's own error is the one raised
+        log.warning(
+            "warning: could not take back the submit (%s: %s); %s may stay in the store: "
+            "the reaper re-sends a queued job without a message, `delete` removes it",
+            type(e).__name__,
+            e,
+            ", ".join(job_ids) if len(job_ids) <= 3 else f"{len(job_ids)} jobs",
+        )
 
 
 def _enqueue(app, job_id: str) -> None:
@@ -157,12 +173,14 @@ def submit(
         tags=JobSpec.check_user_tags(tags),
         checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
     )
+    sending = False
     try:
         store.create(job_id, spec)
+        sending = True
         _enqueue(client_app(url), job_id)
     except Exception:
         # never a record without its message (a full store refused the message, say)
-        _undo(store, [job_id], {sha})
+        _undo(store, [job_id], {sha} if uploaded else set(), sending=sending)
         raise
     return job_id, uploaded
 

@@ -18,7 +18,8 @@ import time
 from celery.signals import worker_process_init
 
 from charrnn.errors import DivergedError
-from worker import app, training  # noqa: F401 - `app` is what `celery -A fault_worker` runs
+from worker import training
+from worker.celery import app  # noqa: F401 - `app` is what `celery -A fault_worker` runs
 
 _at, _, _mode = os.environ.get("CHARRNN_TEST_DIVERGE_AT", "").partition(":")
 

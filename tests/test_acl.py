@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 import redis
 
-from worker import acl, keys
+from worker import acl, broker, keys
 
 from conftest import (
     REPO,
@@ -216,6 +216,22 @@ def test_no_role_can_flush_reconfigure_or_stop_redis(users, admin, role):
     assert admin.get(keys.corpus("canary")) == b"still here" and admin.ping()
     assert {(u, reason) for u, reason, _ in refusals(admin)} == {(role, "command")}
     admin.delete(keys.corpus("canary"))
+
+
+@pytest.mark.parametrize("role", ["worker", "orchestrator", "flower"])
+def test_each_consuming_role_may_set_an_item_aside_and_the_viewer_read_it(users, admin, role):
+    """Every role whose kombu consumer reads a queue (a worker its queue, the orchestrator and
+    Flower their control replies) keeps a raw item in the dead-letter list, and nothing more;
+    an operator reads it as the viewer."""
+    server, _ = users
+    admin.delete(keys.DEAD_LETTERS)
+    client = redis.Redis.from_url(server.url(user=role), socket_timeout=10)
+    broker.dead_letter(client, b"not json {", "charrnn", "a test")
+    viewer = redis.Redis.from_url(server.url(user="viewer"), socket_timeout=10)
+    [entry] = viewer.lrange(keys.DEAD_LETTERS, 0, -1)
+    assert json.loads(entry)["item"] == "not json {"
+    assert not refusals(admin)
+    admin.delete(keys.DEAD_LETTERS)
 
 
 def test_the_viewer_writes_nothing_and_publishes_no_control_command(users, admin):

@@ -488,6 +488,9 @@ def test_pickled_message_is_rejected(stack, corpus, tmp_path, report):
     job = submit(server.url(), corpus, **dict(SPEC, iterations=500))  # the worker lives on
     assert wait_status(r, job) == "succeeded"
     assert not marker.exists()
+    # set aside by the transport before Celery sees it (worker/broker.py), with the reason
+    [letter] = [json.loads(x) for x in r.lrange(keys.DEAD_LETTERS, 0, -1)]
+    assert letter["reason"] == "content type 'application/x-python-serialize', not JSON"
     report(r, [job], 1, "a pickled message pushed into the queue (rejected, never run)")
 
 

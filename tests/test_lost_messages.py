@@ -9,7 +9,8 @@ import time
 import pytest
 
 from worker import keys, settings
-from worker.reaper import Reaper, message_id
+from worker.broker import message_id
+from worker.reaper import Reaper
 from worker.store import JobStore, Status, status_moves
 
 from conftest import (

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import redis
 
-from . import keys
-from .app import QUEUE
+from . import broker, keys
+from .broker import QUEUE
 
 EXIT_DENIED = 6
 """The exit code of a command or worker whose Redis user may not do what it was asked (for the
@@ -108,27 +108,29 @@ to what INFO tells."""
 UNDO_SUBMIT = ("lrem",)
 """A submit or sweep that a full store refused partway takes back the task messages it had
 already queued (orchestrator/jobs.py)."""
+DEAD_LETTER = ("lpush", "ltrim")
+"""Setting aside a raw item taken off a queue (broker.py): every role whose kombu consumer reads
+a queue (a worker its queue, the orchestrator and Flower their control replies) keeps it in the
+capped dead-letter list."""
 PUBLISH = ("publish",)
 """Celery's control (pidbox) and events are fanout exchanges: Redis pub/sub channels."""
 SUBSCRIBE = ("subscribe", "psubscribe", "unsubscribe", "punsubscribe")
 """Receiving them: a worker its control commands and its peers' events, Flower every event."""
 
 # Keys, as glob patterns. The queue's messages wait in `charrnn` and, by priority, in
-# `charrnn\x06\x16{3,6,9}` (keys.py): `charrnn??[369]` names those and no key of the store (all
+# `charrnn\x06\x16{3,6,9}` (broker.py): `charrnn??[369]` names those and no key of the store (all
 # longer), without writing control characters into an ACL file.
 QUEUES = (
     QUEUE,
-    QUEUE
-    + "?" * len(keys.BROKER_PRIORITY_SEP)
-    + "["
-    + "".join(map(str, keys.BROKER_PRIORITY_STEPS))
-    + "]",
+    QUEUE + "?" * len(broker.SEP) + "[" + "".join(map(str, broker.PRIORITY_STEPS)) + "]",
 )
 STORE = (f"{keys.PREFIX}*",)
 BINDINGS = ("_kombu.binding*",)
 """kombu's exchange bindings: `_kombu.binding.{exchange}`, `..._permanent.*`, `..._deadlines`."""
-UNACKED = (f"{keys.BROKER_UNACKED}*",)
+UNACKED = (f"{broker.UNACKED}*",)
 """`unacked`, `unacked_index`, `unacked_mutex`."""
+DEAD_LETTERS = (keys.DEAD_LETTERS,)
+"""The dead-letter list, for a role without the whole store (Flower)."""
 PIDBOX = ("*.celery.pidbox*",)
 """Each worker's control queue `{node}.celery.pidbox` and clients' reply queues
 `{uuid}.reply.celery.pidbox` (with their priority lists)."""
@@ -189,6 +191,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + SCRIPTS
                 + SERVER_STATS
                 + BROKER
+                + DEAD_LETTER
                 + PUBLISH
                 + SUBSCRIBE,
                 QUEUES + STORE + BINDINGS + UNACKED + PIDBOX + EVENT_QUEUES,
@@ -204,6 +207,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + SCRIPTS
                 + SERVER_STATS
                 + UNDO_SUBMIT
+                + DEAD_LETTER
                 + BROKER
                 + PUBLISH,
                 QUEUES + STORE + BINDINGS + UNACKED + REPLIES,
@@ -219,8 +223,8 @@ def roles(db: int = 0) -> dict[str, Role]:
             Role(
                 "flower",
                 "REDIS_FLOWER_PASSWORD",
-                CONNECTION + TRANSACTIONS + SCRIPTS + BROKER + PUBLISH + SUBSCRIBE,
-                QUEUES + BINDINGS + UNACKED + REPLIES + EVENT_QUEUES,
+                CONNECTION + TRANSACTIONS + SCRIPTS + BROKER + DEAD_LETTER + PUBLISH + SUBSCRIBE,
+                QUEUES + BINDINGS + UNACKED + REPLIES + EVENT_QUEUES + DEAD_LETTERS,
                 (control, *events),
             ),
         )

@@ -1,4 +1,5 @@
-"""The Celery app and its configuration for long, resumable training jobs."""
+"""The configuration of our Celery apps for long, resumable training jobs, and the apps a client
+(the orchestrator) sends with. The workers' own app is built in worker/celery.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ import ssl
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
-from . import settings
+from . import broker, settings
+from .broker import QUEUE, TASK_NAME
 
-TASK_NAME = "charrnn.train"
-"""The one stable task name; messages carry only a job id."""
-
-QUEUE = "charrnn"
-"""The queue workers consume and the orchestrator sends to."""
+__all__ = ["QUEUE", "TASK_NAME", "client_app", "make_app"]
 
 
 def celery_url(url: str) -> str:
@@ -39,9 +38,9 @@ def broker_ssl(url: str) -> dict | None:
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
-class CeleryConfig:
-    broker_connection_retry_on_startup = True
-    broker_transport_options = {
+def transport_options() -> dict:
+    """kombu's Redis transport options, from the settings (read here, when an app is made)."""
+    return {
         "visibility_timeout": settings.VISIBILITY_TIMEOUT,
         "socket_connect_timeout": settings.CONNECT_TIMEOUT,
         # sweep for abandoned (unacked, older than the visibility timeout) messages often
@@ -49,6 +48,17 @@ class CeleryConfig:
         "unacked_restore_interval": max(1, min(10, int(settings.VISIBILITY_TIMEOUT // 2))),
         "unacked_restore_throttle": 1,
     }
+
+
+class BrokerAMQP(AMQP):
+    """Celery's messaging with our kombu connection: its Redis transport sets aside a raw
+    item in a queue instead of ending the worker (worker/broker.py)."""
+
+    Connection = broker.Connection
+
+
+class CeleryConfig:
+    broker_connection_retry_on_startup = True
     # JSON only: a pickled message in the broker would run code on every worker
     accept_content = ["json"]
     task_serializer = "json"
@@ -82,8 +92,9 @@ class CeleryConfig:
 def make_app(url: str, include: tuple[str, ...] = (), current: bool = False) -> Celery:
     """A Celery app configured for charrnn, on the broker at `url` (`current`: the process's
     default app, as the workers' is)."""
-    celery = Celery("charrnn", set_as_current=current)
+    celery = Celery("charrnn", set_as_current=current, amqp=BrokerAMQP)
     celery.config_from_object(CeleryConfig)
+    celery.conf.broker_transport_options = transport_options()
     celery.conf.broker_url = celery_url(url)
     if broker_ssl(url):
         celery.conf.broker_use_ssl = broker_ssl(url)
@@ -95,7 +106,3 @@ def make_app(url: str, include: tuple[str, ...] = (), current: bool = False) -> 
 def client_app(url: str) -> Celery:
     """The app a client (the orchestrator) sends tasks and control commands with, one per URL."""
     return make_app(url)
-
-
-app = make_app(settings.broker_url(), include=("worker.tasks",), current=True)
-"""The workers' app (`celery -A worker worker`), on CHARRNN_REDIS_URL."""

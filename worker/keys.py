@@ -28,14 +28,15 @@
     charrnn:workers                  zset    worker names, scored by when each last said it lives
     charrnn:worker:{name}            hash    a worker's host, pid, concurrency, start time;
                                              expires unless renewed (see presence.py)
+    charrnn:dead_letters             list    JSON {"at", "queue", "reason", "item"}: items taken
+                                             off a queue that were not our task messages, newest
+                                             first, at most broker.DEAD_LETTER_CAP
 
 A job of a sweep carries `sweep_id` in its record and the tag `sweep:{id}`.
 
-Celery's Redis transport (kombu) keeps its own keys beside ours, in the same database; the
-reaper reads them to tell a waiting message from a lost one:
-
-    {queue}, {queue}\x06\x16{3,6,9}  list  messages waiting, one list per priority step
-    unacked                          hash  delivery tag -> JSON [message, exchange, routing key]
+Celery's Redis transport (kombu) keeps its own keys beside ours, in the same database (the
+queue `charrnn`, `unacked`, `_kombu.binding.*`): worker/broker.py is the one module that knows
+their layout.
 """
 
 PREFIX = "charrnn:"
@@ -159,13 +160,4 @@ def corpus(sha256: str) -> str:
     return f"{PREFIX}corpus:{sha256}"
 
 
-BROKER_PRIORITY_SEP, BROKER_PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
-"""kombu's Redis transport: a queue's messages of priority p > 0 wait in `{queue}{sep}{p}`."""
-
-BROKER_UNACKED = "unacked"
-"""kombu's hash of delivered, not yet acknowledged messages (its `unacked_key` default)."""
-
-
-def broker_queues(queue: str) -> list[str]:
-    """The lists a queue's waiting messages are in, one per priority step."""
-    return [queue] + [f"{queue}{BROKER_PRIORITY_SEP}{p}" for p in BROKER_PRIORITY_STEPS]
+DEAD_LETTERS = f"{PREFIX}dead_letters"

@@ -19,7 +19,7 @@ many is harmless: it steps aside or finds the job finished.
 A `queued` job can lose its message too (the submitting client died between storing the job and
 sending it; someone cleared the broker's keys). Each scan also reads the `queued` jobs older than
 REAP_SECONDS and the ids of every message the broker holds (the queue's lists and the unacked
-hash, see keys.py); a queued job whose id is in neither on two scans in a row, with the same
+hash, see broker.py); a queued job whose id is in neither on two scans in a row, with the same
 delivery count, is re-sent, claimed in Lua the same way (status still queued, deliveries
 unchanged, not already re-sent for them). So every job in the store either has a message, runs,
 or has ended.
@@ -27,7 +27,6 @@ or has ended.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -38,7 +37,8 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from . import keys, settings, space
-from .app import QUEUE
+from .broker import QUEUE
+from .broker import message_ids as broker_message_ids
 from .store import JobStore, Status, as_text, event
 
 log = logging.getLogger("charrnn.reaper")
@@ -74,19 +74,7 @@ return 1
 )
 
 PAGE = 500
-"""Jobs per pipeline, and messages per LRANGE, in one scan."""
-
-
-def message_id(raw: bytes | str) -> str | None:
-    """The task id (our job id) of a message as kombu stores it: the message JSON in a queue's
-    list, [message, exchange, routing key] in the unacked hash. None for anything else."""
-    try:
-        msg = json.loads(raw)
-        if isinstance(msg, list):
-            msg = msg[0]
-        return str(msg["headers"]["id"])
-    except (ValueError, TypeError, KeyError, IndexError):
-        return None
+"""Jobs per pipeline in one scan."""
 
 
 class Reaper:
@@ -179,22 +167,9 @@ class Reaper:
         self.remember("running", seen)
         return sent
 
-    def message_ids(self) -> set[str | None]:
-        """The job ids of every message the broker holds: waiting in the queue's lists, or
-        delivered and not yet acknowledged."""
-        r = self.store.r
-        ids: set[str | None] = set()
-        for q in keys.broker_queues(self.queue):
-            start = 0
-            while True:
-                page = r.lrange(q, start, start + PAGE - 1)
-                ids.update(message_id(raw) for raw in page)
-                if len(page) < PAGE:
-                    break
-                start += PAGE
-        ids.update(message_id(raw) for _, raw in r.hscan_iter(keys.BROKER_UNACKED, count=PAGE))
-        ids.discard(None)
-        return ids
+    def message_ids(self) -> set[str]:
+        """The job ids of every message the broker holds for our queue (broker.py)."""
+        return broker_message_ids(self.store.r, self.queue)
 
     def scan_queued(self) -> list[str]:
         """Queued jobs (older than one scan period) whose message is gone. Returns the ids

@@ -18,7 +18,8 @@ from celery.signals import (
 )
 
 from . import acl, serverconf
-from .app import QUEUE, TASK_NAME, app
+from .broker import QUEUE, TASK_NAME
+from .celery import app
 from .presence import Presence
 from .reaper import Reaper
 from .store import JobStore, connect
