@@ -28,7 +28,12 @@ from .store import _num
 
 log = logging.getLogger("charrnn.presence")
 
-FORGET_AFTER = 3 * settings.PRESENCE_SECONDS
+
+def forget_after() -> float:
+    """Seconds without a renewal after which a worker is gone: three periods. A function, not a
+    constant, so a malformed CHARRNN_PRESENCE_SECONDS is an error where it is used (one line),
+    never at import (the dashboard imports this module)."""
+    return 3 * settings.PRESENCE_SECONDS
 
 
 class Presence:
@@ -53,10 +58,10 @@ class Presence:
         entry["seen_at"] = repr(now)
         with self.r.pipeline(transaction=False) as p:
             p.hset(keys.worker(self.name), mapping=entry)
-            p.expire(keys.worker(self.name), int(FORGET_AFTER) + 1)
+            p.expire(keys.worker(self.name), int(forget_after()) + 1)
             p.zadd(keys.workers(), {self.name: now})
             # the registry stays as large as the live pool: whoever renews sweeps out the dead
-            p.zremrangebyscore(keys.workers(), "-inf", now - FORGET_AFTER)
+            p.zremrangebyscore(keys.workers(), "-inf", now - forget_after())
             p.execute()
 
     def forget(self) -> None:
