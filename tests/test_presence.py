@@ -29,7 +29,7 @@ def skewed(offset: str) -> dict:
 
 
 def names(r) -> list[str]:
-    # the reader's window is this process's FORGET_AFTER (30 s by default): read with the
+    # the reader's window is this process's forget_after() (30 s by default): read with the
     # workers' own period instead
     cutoff = time.time() - 3 * float(FAST["CHARRNN_PRESENCE_SECONDS"])
     return sorted(n.decode() for n in r.zrangebyscore(keys.workers(), cutoff, "+inf"))
@@ -67,7 +67,7 @@ def test_idle_workers_are_listed_and_leave_when_stopped_or_killed(stack):
 def test_a_renewal_sweeps_out_entries_of_dead_workers(redis_server):
     r = redis_server.client()
     r.delete(keys.workers())
-    r.zadd(keys.workers(), {"dead@nowhere": time.time() - 10 * presence.FORGET_AFTER})
+    r.zadd(keys.workers(), {"dead@nowhere": time.time() - 10 * presence.forget_after()})
     p = presence.Presence(r, "alive@here", 2)
     p.renew()
     assert [w["name"] for w in presence.live(r)] == ["alive@here"]
