@@ -152,3 +152,21 @@ def test_every_url_form_gets_the_transport_that_screens_items(url):
         assert isinstance(conn.transport, broker.Transport)
         assert conn.transport.Channel is broker.Channel
     assert celery_url(url).split("://")[0] in ("redis", "rediss", "redis+socket")
+
+
+def test_a_password_in_the_query_reaches_kombu_in_the_netloc():
+    """redis-py reads ?password=; kombu failed on it ('multiple values for keyword argument
+    password'), so a worker could not start from such a URL."""
+    from kombu.utils.url import url_to_parts
+
+    from worker.app import celery_url
+
+    url = celery_url("redis://h:6379/0?password=s%40c%2Fret&socket_timeout=3")
+    parts = url_to_parts(url)
+    assert parts.password == "s@c/ret" and parts.hostname == "h" and parts.port == 6379
+    assert "password=" not in url and "socket_timeout=3" in url
+    user = celery_url("redis://h/1?username=worker&password=pw")
+    assert url_to_parts(user).username == "worker" and url_to_parts(user).password == "pw"
+    sock = celery_url("unix:///run/r.sock?db=2&password=pw")
+    assert sock.startswith("redis+socket://:pw@/run/r.sock") and "virtual_host=2" in sock
+    assert celery_url("redis://:pw@h:6379/0") == "redis://:pw@h:6379/0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 from celery.app.amqp import AMQP
@@ -16,10 +16,28 @@ from .broker import QUEUE, TASK_NAME
 __all__ = ["QUEUE", "TASK_NAME", "client_app", "make_app"]
 
 
+def credentials_in_netloc(url: str) -> str:
+    """redis-py takes the user and password from the query too (?password=...), kombu only from
+    the netloc, and with both it fails ('got multiple values for keyword argument
+    password'): the same URL for both, with the query's credentials moved into the netloc."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = {k: v for k, v in query if k in ("username", "password")}
+    if not given:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = given.get("username", unquote(parts.username or ""))
+    password = given.get("password", unquote(parts.password or ""))
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    rest = urlencode([(k, v) for k, v in query if k not in given])
+    return urlunsplit((parts.scheme, netloc, parts.path, rest, parts.fragment))
+
+
 def celery_url(url: str) -> str:
     """redis-py spells a unix socket unix://[:pw@]/path?db=N, Celery's Redis transport
     redis+socket://[:pw@]/path?virtual_host=N: one CHARRNN_REDIS_URL serves both (the
     embedded stack listens on a socket only its user can open)."""
+    url = credentials_in_netloc(url)
     if not url.startswith("unix://"):
         return url
     parts = urlsplit(url)
