@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import signal
+import subprocess
 
 import pytest
 import redis
@@ -17,7 +20,17 @@ import redis
 from worker import acl, keys, scripts
 from worker.reaper import message_id
 
-from conftest import RedisServer, Worker, job_field, run_cli, submit, wait_for, wait_status
+from conftest import (
+    REPO,
+    RedisServer,
+    Worker,
+    free_port,
+    job_field,
+    run_cli,
+    submit,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +166,61 @@ def refusals(admin) -> list[tuple[str, str]]:
     """(user, what) of each command Redis refused, but CLIENT SETINFO (redis-py ignores that
     refusal: Redis before 7.2 has no such subcommand)."""
     return [(e["username"], e["object"]) for e in admin.acl_log(200) if e["object"] != "client"]
+
+
+def compose_redis() -> dict:
+    import yaml
+
+    return yaml.safe_load(open(os.path.join(REPO, "docker-compose.yml")))["services"]["redis"]
+
+
+def test_the_compose_file_holds_the_scripts():
+    """The redis service loads its copies (its image has no Python): they must be these.
+    After a change to a script: `python -m worker.scripts --compose`, and the rules
+    (`python -m worker.acl --rules ROLE`), which name each script's digest."""
+    env = compose_redis()["environment"]
+    held = {k[4:].lower(): v.replace("$$", "$") for k, v in env.items() if k.startswith("LUA_")}
+    assert held == scripts.bodies()
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN), reason="needs Debian's redis-server and redis-cli")
+def test_the_compose_set_up_loads_the_scripts_before_the_roles_log_in(tmp_path):
+    """The redis service's own command, run by sh with a real redis-server (compose's `$$` as
+    `$`, its files in a folder of the test's, a port of its own): once it says ready, the roles
+    run the scripts and nothing else."""
+    service = compose_redis()
+    port = free_port()
+    passwords = {r: secrets.token_hex(16) for r in ROLES}
+    env = {k: str(v) for k, v in service["environment"].items()}
+    env = {k: v.replace("$$", "$") for k, v in env.items() if not v.startswith("${")}
+    env.update(PATH=os.environ["PATH"], REDIS_PASSWORD=secrets.token_hex(16), REDIS_MAXMEMORY="0")
+    env.update(REDIS_EXTRA_ARGS=f"--port {port} --bind 127.0.0.1 --dir {tmp_path}")
+    for role in ROLES:
+        env[f"REDIS_{role.upper()}_USER"], env[f"REDIS_{role.upper()}_PASSWORD"] = (
+            role,
+            passwords[role],
+        )
+    command = service["command"][2].replace("$$", "$").replace("/tmp/", f"{tmp_path}/")
+    command = command.replace("docker-entrypoint.sh redis-server", DEBIAN)  # as redis:7
+    (tmp_path / "bin").mkdir()  # its redis-cli, on the port of this server
+    (tmp_path / "bin" / "redis-cli").write_text(f'#!/bin/sh\nexec /usr/bin/redis-cli -p {port} "$@"\n')
+    (tmp_path / "bin" / "redis-cli").chmod(0o755)
+    env["PATH"] = f"{tmp_path}/bin:{env['PATH']}"
+    proc = subprocess.Popen(["sh", "-c", command], env=env, start_new_session=True)
+    try:
+        wait_for(lambda: (tmp_path / "ready").exists() or proc.poll() is not None, timeout=30)
+        assert proc.poll() is None and (tmp_path / "ready").exists()
+        admin = redis.Redis(port=port, password=env["REDIS_PASSWORD"], socket_timeout=10)
+        assert scripts.missing(admin) == []
+        url = f"redis://orchestrator:{passwords['orchestrator']}@127.0.0.1:{port}/0"
+        orchestrator = redis.Redis.from_url(url, socket_timeout=3)
+        collect = scripts.Script(orchestrator, scripts.bodies()["collect_corpus"])
+        assert collect([keys.corpus_jobs("x"), keys.corpus("x")]) is not None
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            orchestrator.eval("return 1", 0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the service's stop: redis-server exits too
+        proc.wait(30)
+    with pytest.raises(redis.ConnectionError):  # the trap stopped redis-server with it
+        redis.Redis(port=port, socket_connect_timeout=1).ping()

@@ -81,9 +81,10 @@ Role.scripts), loaded by the set-up as the admin; SCRIPT EXISTS is how redis-py 
 a pipeline's scripts. No EVAL, SCRIPT LOAD, FLUSH or KILL, FUNCTION or FCALL: a script of a
 role's own could hang Redis (BUSY for every client) or reach the Lua interpreter's bugs. Every
 command a script calls is checked against the role's rules too."""
-KOMBU_SCRIPTS = ("kombu_refresh_binding", "kombu_sweep_bindings")
+KOMBU_SCRIPTS = ("kombu_refresh_binding", "kombu_sweep_bindings", "redis_lock_release")
 """kombu's Redis transport keeps expiring queues' bindings (Celery's control and event queues)
-alive, and sweeps stale ones, with these."""
+alive, and sweeps stale ones, with these; it releases the lock it restores unacknowledged
+messages under with redis-py's."""
 TRAINER_SCRIPTS = ("acquire", "fenced", "decide", "claim", "claim_queued")
 """The lease and fenced writes (lease.py), ASHA's rung decisions (asha.py), the reaper's claims
 (reaper.py)."""

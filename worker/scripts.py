@@ -12,7 +12,8 @@ and the compose file's redis service do it themselves).
 
 The script bodies stay beside the code that calls them; SOURCES names where each one is, and
 kombu's own two (the Redis transport refreshes and sweeps exchange bindings with them) are here
-too, since the workers, the orchestrator and Flower run them under the same rules.
+too, since the workers, the orchestrator and Flower run them under the same rules, and so is
+redis-py's lock release, which kombu runs.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ SOURCES = {
     "collect_corpus": ("worker.store", "COLLECT_CORPUS"),
     "kombu_refresh_binding": ("kombu.transport.redis", "REFRESH_BINDING"),
     "kombu_sweep_bindings": ("kombu.transport.redis", "SWEEP_BINDINGS"),
+    "redis_lock_release": ("redis.lock", "Lock.LUA_RELEASE_SCRIPT"),
 }
-"""name: (module, attribute) of each script's body."""
+"""name: (module, attribute) of each script's body. redis-py's lock release: kombu's Redis
+transport takes a lock while it restores unacknowledged messages."""
 
 
 class NotLoaded(redis.ConnectionError):
@@ -60,7 +63,9 @@ def bodies() -> dict[str, str]:
     this one)."""
     out = {}
     for name, (module, attribute) in SOURCES.items():
-        body = getattr(importlib.import_module(module), attribute, None)
+        body = functools.reduce(
+            lambda o, a: getattr(o, a, None), attribute.split("."), importlib.import_module(module)
+        )
         if body is not None:  # a kombu without binding scripts runs none
             out[name] = body
     return out
@@ -113,6 +118,21 @@ class Script:
             ) from None
 
 
+def compose_environment() -> str:
+    """The scripts as the compose file's redis service holds them (its image has no Python):
+    one variable LUA_<NAME> each, a YAML literal block, indented for the service's
+    `environment`; tests/test_scripts_acl.py checks the copies."""
+    import yaml
+
+    out = []
+    for name, body in bodies().items():
+        assert "$" not in body, "compose would read $ as a variable: write it $$"
+        text = yaml.safe_dump({"x": body}, default_style="|", width=1000)
+        text = text.replace('"x":', f"LUA_{name.upper()}:", 1)
+        out += ["      " + line if line else "" for line in text.splitlines()]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import acl, settings
     from .store import redact
@@ -123,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         "name the admin (the default user): after every start of redis-server.",
     )
     parser.add_argument("--check", action="store_true", help="only say which are missing")
+    parser.add_argument(
+        "--compose", action="store_true", help="print the compose file's LUA_* copies"
+    )
     args = parser.parse_args(argv)
+    if args.compose:
+        sys.stdout.write(compose_environment())
+        return 0
     url = settings.broker_url()
     r = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
