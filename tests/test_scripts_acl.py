@@ -204,7 +204,9 @@ def test_the_compose_set_up_loads_the_scripts_before_the_roles_log_in(tmp_path):
     command = service["command"][2].replace("$$", "$").replace("/tmp/", f"{tmp_path}/")
     command = command.replace("docker-entrypoint.sh redis-server", DEBIAN)  # as redis:7
     (tmp_path / "bin").mkdir()  # its redis-cli, on the port of this server
-    (tmp_path / "bin" / "redis-cli").write_text(f'#!/bin/sh\nexec /usr/bin/redis-cli -p {port} "$@"\n')
+    (tmp_path / "bin" / "redis-cli").write_text(
+        f'#!/bin/sh\nexec /usr/bin/redis-cli -p {port} "$@"\n'
+    )
     (tmp_path / "bin" / "redis-cli").chmod(0o755)
     env["PATH"] = f"{tmp_path}/bin:{env['PATH']}"
     proc = subprocess.Popen(["sh", "-c", command], env=env, start_new_session=True)

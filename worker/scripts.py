@@ -67,12 +67,12 @@ def digest(body: str) -> str:
 def bodies() -> dict[str, str]:
     """{name: body} of every script (imported on first use: the modules holding them import
     this one)."""
-    out = {}
+    out: dict[str, str] = {}
     for name, (module, attribute) in SOURCES.items():
-        body = functools.reduce(
-            lambda o, a: getattr(o, a, None), attribute.split("."), importlib.import_module(module)
-        )
-        if body is not None:  # a kombu without binding scripts runs none
+        body: object = importlib.import_module(module)
+        for part in attribute.split("."):
+            body = getattr(body, part, None)
+        if isinstance(body, str):  # a kombu without binding scripts runs none
             out[name] = body
     return out
 
@@ -94,7 +94,7 @@ def missing(r: redis.Redis) -> list[str]:
     """The names of the scripts Redis does not hold (SCRIPT EXISTS, which every role may run)."""
     names = list(bodies())
     held = r.script_exists(*[digest(bodies()[n]) for n in names])
-    return [n for n, ok in zip(names, held) if not ok]
+    return [n for n, ok in zip(names, held, strict=True) if not ok]
 
 
 class Script:
@@ -154,16 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(compose_environment())
         return 0
     url = settings.broker_url()
-    r = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
-        gone = missing(r) if args.check else load(r) and []
-    except redis.RedisError as e:
+        r = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        gone = missing(r) if args.check else [] if load(r) else list(bodies())
+    except (redis.RedisError, ValueError) as e:
         if acl.is_denied(e):
             user = acl.user_of(url)
             print(f"error: permission denied: Redis user '{user}' may not load scripts "
                   "(the admin, the default user, may)", file=sys.stderr)  # fmt: skip
             return acl.EXIT_DENIED
-        print(f"error: Redis at {redact(url)}: {str(e).splitlines()[0]}", file=sys.stderr)
+        reason = (str(e) or type(e).__name__).splitlines()[0]
+        print(f"error: Redis at {redact(url)}: {reason}", file=sys.stderr)
         return 4
     if gone:
         print(f"missing: {' '.join(gone)}")
