@@ -187,8 +187,8 @@ def compose_redis() -> dict:
 
 def test_the_compose_file_holds_the_scripts():
     """The redis service loads its copies (its image has no Python): they must be these.
-    After a change to a script: `python -m worker.scripts --compose`, and the rules
-    (`python -m worker.acl --rules ROLE`), which name each script's digest."""
+    After a change to a script, `python scripts/sync-compose-acl.py` rewrites them and the
+    rules, which name each script's digest."""
     env = compose_redis()["environment"]
     held = {k[4:].lower(): v.replace("$$", "$") for k, v in env.items() if k.startswith("LUA_")}
     assert held == scripts.bodies()
