@@ -12,7 +12,9 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
+import sys
 
 import pytest
 import redis
@@ -256,3 +258,49 @@ def test_a_worker_on_a_redis_without_the_scripts_exits_with_one_line(tmp_path):
         assert "Traceback" not in p.stderr
     finally:
         server.stop(kill=True)
+
+
+@pytest.mark.slow
+def test_flower_under_its_role_sees_the_workers_and_tasks(tmp_path, corpus_file):
+    """Flower (the monitoring extra) as the flower user: it follows the events and asks the
+    workers over the control channel, which runs kombu's binding scripts, and Redis refuses it
+    nothing."""
+    pytest.importorskip("flower", reason="pip install -e '.[monitoring]'")
+    import urllib.request
+
+    server = RedisServer(str(tmp_path / "redis"), users=ROLES).start()
+    worker = Worker(server.url(user="worker"), "fw", str(tmp_path))
+    port = free_port()
+    env = dict(
+        os.environ, CHARRNN_REDIS_URL=server.url(user="flower"), FLOWER_UNAUTHENTICATED_API="1"
+    )
+    command = ["-m", "celery", "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1"]
+    with open(tmp_path / "flower.log", "wb") as log:
+        flower = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=log,
+                                  stderr=log, start_new_session=True)  # fmt: skip
+
+    def get(page: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=30) as r:
+            return json.loads(r.read())
+
+    try:
+        worker.start()
+        wait_for(lambda: fetched(get, "/api/tasks") is not None, timeout=120, poll=0.5)
+        job = submit(server.url(user="orchestrator"), corpus_file, hidden_size=8, iterations=300)
+        assert wait_status(server.client(), job, timeout=180) == "succeeded"
+        wait_for(lambda: job in (fetched(get, "/api/tasks") or {}), timeout=60, poll=0.5)
+        assert list(get("/api/workers?refresh=1")) == [f"fw@{socket.gethostname()}"]
+        assert refusals(server.client()) == []
+    finally:
+        flower.terminate()
+        flower.wait(30)
+        worker.stop()
+        server.stop(kill=True)
+
+
+def fetched(get, page: str):
+    """A page of Flower's API, or None while it is not up yet."""
+    try:
+        return get(page)
+    except OSError:
+        return None
