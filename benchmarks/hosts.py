@@ -515,6 +515,9 @@ class RedisOnHost:
         while True:
             try:
                 if self.client().ping():
+                    from worker import scripts
+
+                    scripts.load(self.client())  # at every start, as the admin (worker/scripts.py)
                     return self
             except Exception:  # noqa: BLE001 - not up yet
                 if self.proc.poll() is not None or time.monotonic() > deadline:

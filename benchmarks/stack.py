@@ -87,12 +87,13 @@ class RedisServer:
         os.makedirs(self.folder, exist_ok=True)
         conf = os.path.join(self.folder, "redis.conf")
         auth = f"requirepass {self.password}"
-        if self.passwords:
+        users = os.path.join(self.folder, "users.acl")
+        if self.passwords:  # the roles log in once the scripts are loaded (worker/scripts.py)
             from worker import acl
 
-            auth = f"aclfile {os.path.join(self.folder, 'users.acl')}"
-            with open(os.path.join(self.folder, "users.acl"), "w") as f:
-                f.write(acl.acl_file(self.passwords, self.password))
+            auth = f"aclfile {users}"
+            with open(users, "w") as f:
+                f.write(acl.acl_file(self.passwords, self.password, on=False))
         with open(conf, "w") as f:
             f.write(
                 f"port {self.port}\nbind 127.0.0.1\n{auth}\n"
@@ -106,7 +107,13 @@ class RedisServer:
         )
         if not self._wait():
             raise StackError("redis-server did not start")
-        self.client().ping()
+        from worker import scripts
+
+        scripts.load(self.client())  # at every start: Redis keeps no script across a restart
+        if self.passwords:
+            with open(users, "w") as f:
+                f.write(acl.acl_file(self.passwords, self.password))
+            self.client().execute_command("ACL", "LOAD")
         return self
 
     def _wait(self) -> bool:

@@ -32,6 +32,8 @@ import time
 
 import redis
 
+from worker import scripts
+
 HOME_ENV = "CHARRNN_HOME"
 STATE_FILE = "embedded.json"
 LOCK_FILE = "embedded.lock"
@@ -269,6 +271,12 @@ def _apply_settings(url: str) -> None:
         r.config_set(name, value)
 
 
+def _load_scripts(url: str) -> None:
+    """The pool's Lua scripts, at every start (Redis keeps none across a restart). Here the one
+    user is the admin, who could load them on first use too; loaded now, no first call waits."""
+    scripts.load(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5))
+
+
 def _wait_ping(url: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
     deadline = time.monotonic() + seconds
     while not _ping(url):
@@ -293,6 +301,7 @@ def _start_redis() -> dict:
     st = read_state() or {}
     if st.get("url") and _ping(st["url"]):  # only our server knows its password
         _apply_settings(st["url"])
+        _load_scripts(st["url"])
         return st
     if _ours(st, st.get("redis_pid")):
         # ours and alive: never a second server on the same append-only file, even while this
@@ -336,6 +345,7 @@ def _start_redis() -> dict:
         proc.kill()  # never leave a server the state file does not name
         proc.wait()
         raise EmbeddedError(f"embedded redis-server did not start; see {data}/redis.log")
+    _load_scripts(url)
     # recorded once it answers: redis-server has set its process title by then
     st = {"url": url, "redis_pid": proc.pid, "workers": [], "home": root, "identities": {}}
     _remember(st, proc.pid)

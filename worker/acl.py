@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import redis
 
-from . import broker, keys
+from . import broker, keys, scripts
 from .broker import QUEUE
 
 EXIT_DENIED = 6
@@ -75,9 +75,21 @@ capped lists, checkpoints rotated in place."""
 PRESENCE = ("expire", "zremrangebyscore")
 """A worker's entry in the registry of live workers (presence.py): it expires unless renewed,
 and the names of workers gone quiet are dropped."""
-SCRIPTS = ("eval", "evalsha", "script|load", "script|exists")
-"""Lua: our fenced writes and kombu's own scripts. Every command a script calls is checked
-against the same rules (no SCRIPT FLUSH or KILL)."""
+SCRIPTS = ("script|exists",)
+"""Lua: a role runs only the scripts of worker/scripts.py, by digest (`+evalsha|<sha1>`, see
+Role.scripts), loaded by the set-up as the admin; SCRIPT EXISTS is how redis-py checks before
+a pipeline's scripts. No EVAL, SCRIPT LOAD, FLUSH or KILL, FUNCTION or FCALL: a script of a
+role's own could hang Redis (BUSY for every client) or reach the Lua interpreter's bugs. Every
+command a script calls is checked against the role's rules too."""
+KOMBU_SCRIPTS = ("kombu_refresh_binding", "kombu_sweep_bindings", "redis_lock_release")
+"""kombu's Redis transport keeps expiring queues' bindings (Celery's control and event queues)
+alive, and sweeps stale ones, with these; it releases the lock it restores unacknowledged
+messages under with redis-py's."""
+TRAINER_SCRIPTS = ("acquire", "fenced", "decide", "claim", "claim_queued")
+"""The lease and fenced writes (lease.py), ASHA's rung decisions (asha.py), the reaper's claims
+(reaper.py)."""
+STORE_SCRIPTS = ("remove", "collect_corpus")
+"""delete and prune (store.py)."""
 BROKER = (
     "lpush",
     "brpop",
@@ -163,13 +175,15 @@ class Role:
     commands: tuple[str, ...]
     keys: tuple[str, ...]
     channels: tuple[str, ...]
+    scripts: tuple[str, ...] = ()  # names in worker/scripts.py, run by EVALSHA of their digest
 
     def rules(self) -> str:
         """The ACL rules after `reset on #password`: keys, channels, then commands. (Redis 6.2's
         `reset` leaves every channel allowed: `resetchannels` first.)"""
         parts = ["resetchannels"] + [f"~{k}" for k in self.keys]
         parts += [f"&{c}" for c in self.channels]
-        parts += [f"+{c}" for c in sorted(set(self.commands))]
+        evalsha = [f"evalsha|{sha}" for sha in scripts.digests(self.scripts)]
+        parts += [f"+{c}" for c in sorted(set(self.commands + tuple(evalsha)))]
         return " ".join(parts)
 
 
@@ -196,6 +210,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + SUBSCRIBE,
                 QUEUES + STORE + BINDINGS + UNACKED + PIDBOX + EVENT_QUEUES,
                 (control, *events),
+                TRAINER_SCRIPTS + KOMBU_SCRIPTS,
             ),
             Role(
                 "orchestrator",
@@ -212,6 +227,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 + PUBLISH,
                 QUEUES + STORE + BINDINGS + UNACKED + REPLIES,
                 (control, task_events(db)),
+                STORE_SCRIPTS + KOMBU_SCRIPTS,
             ),
             Role(
                 "viewer",
@@ -226,6 +242,7 @@ def roles(db: int = 0) -> dict[str, Role]:
                 CONNECTION + TRANSACTIONS + SCRIPTS + BROKER + DEAD_LETTER + PUBLISH + SUBSCRIBE,
                 QUEUES + BINDINGS + UNACKED + REPLIES + EVENT_QUEUES + DEAD_LETTERS,
                 (control, *events),
+                KOMBU_SCRIPTS,
             ),
         )
     }
@@ -257,13 +274,15 @@ def digest(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_file(passwords: dict[str, str], admin: str | None, db: int = 0) -> str:
+def acl_file(passwords: dict[str, str], admin: str | None, db: int = 0, on: bool = True) -> str:
     """An ACL file: the `default` user (every right with the admin password, or off without
-    one: left out, it would be on with no password) and one user per role given a password."""
+    one: left out, it would be on with no password) and one user per role given a password.
+    `on=False`: the roles may not log in yet (a set-up loads the scripts first, then ACL LOAD
+    of the file with them on)."""
     lines = [f"user default on #{digest(admin)} ~* &* +@all" if admin else "user default off"]
-    defined = roles(db)
+    defined, state = roles(db), "on" if on else "off"
     for name, password in passwords.items():
-        lines.append(f"user {name} reset on #{digest(password)} {defined[name].rules()}")
+        lines.append(f"user {name} reset {state} #{digest(password)} {defined[name].rules()}")
     return "\n".join(lines) + "\n"
 
 
@@ -304,9 +323,15 @@ def user_of(url: str) -> str:
 
 def probe(r: redis.Redis, queue: str = QUEUE) -> None:
     """Raise NoPermissionError unless this connection may do what a worker does first: read its
-    queue and write the job store. Writes nothing: DEL of a key that never exists."""
+    queue and write the job store. Writes nothing: DEL of a key that never exists. Then
+    scripts.NotLoaded if Redis lacks the pool's Lua scripts and this user may not load them."""
     r.llen(queue)
     r.delete(f"{keys.PREFIX}acl-probe")
+    if scripts.missing(r):
+        try:
+            scripts.load(r)  # the admin (the embedded stack's one user) may
+        except redis.exceptions.NoPermissionError:
+            raise scripts.NotLoaded(scripts.NOT_LOADED) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 
-from . import keys
+from . import keys, scripts
 from .errors import LostLease
 from .lease import Lease, retrying
 from .spec import RungPlan
@@ -60,7 +60,7 @@ def default_rungs(
 def decide(lease: Lease, rungs: RungPlan, milestone: int, job_id: str, val_loss: float) -> dict:
     """Record the job's loss at a rung and return the decision {"continue", "rank", "reached",
     "keep", "val_loss", "iteration"}. LostLease when another trainer holds the job."""
-    script = lease.r.register_script(DECIDE)
+    script = scripts.Script(lease.r, DECIDE)
     raw = retrying(
         script,
         [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from . import keys, settings, space
+from . import keys, scripts, settings, space
 from .errors import LostLease
 from .store import TERMINAL
 
@@ -104,8 +104,8 @@ class Lease:
         self.token: str | None = None
         self.attempts = 0  # deliveries since the job's last checkpoint, this one included
         self.writes = 0
-        self._acquire = r.register_script(ACQUIRE)
-        self._fenced = r.register_script(FENCED)
+        self._acquire = scripts.Script(r, ACQUIRE)
+        self._fenced = scripts.Script(r, FENCED)
         self.wait_for_space: Callable[[str, int], space.Wait] | None = None
         """Set by the trainer: how to wait when the store is full (space.Wait); without it a
         write the store refuses raises."""

@@ -36,7 +36,7 @@ import uuid
 import redis
 from redis.typing import EncodableT, FieldT
 
-from . import keys, settings, space
+from . import keys, scripts, settings, space
 from .broker import QUEUE
 from .broker import message_ids as broker_message_ids
 from .store import JobStore, Status, as_text, event
@@ -81,8 +81,8 @@ class Reaper:
     def __init__(self, store: JobStore, resend, host: str, queue: str = QUEUE):
         """resend(job_id) puts one task message for the job on the queue."""
         self.store, self.resend, self.host, self.queue = store, resend, host, queue
-        self.claim = store.r.register_script(CLAIM)
-        self.claim_queued = store.r.register_script(CLAIM_QUEUED)
+        self.claim = scripts.Script(store.r, CLAIM)
+        self.claim_queued = scripts.Script(store.r, CLAIM_QUEUED)
         self.name = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # whose turn it is
         self.stop = threading.Event()
 

@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from charrnn.data import corpus_sha256
 
-from . import keys, settings
+from . import keys, scripts, settings
 from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob, Unreachable
 from .spec import JobSpec
 
@@ -375,8 +375,7 @@ class JobStore:
         self, member: str, delete: list[str], zsets: list[str], sets: tuple[str, ...] = ()
     ) -> None:
         """Delete keys and remove `member` from indexes, atomically (REMOVE: works when full)."""
-        self.r.eval(REMOVE, len(delete) + len(zsets) + len(sets), *delete, *zsets, *sets,
-                    member, len(delete), len(zsets))  # fmt: skip
+        scripts.Script(self.r, REMOVE)([*delete, *zsets, *sets], [member, len(delete), len(zsets)])
 
     def get(self, job_id: str) -> dict:
         job_id = validate_job_id(job_id)
@@ -588,7 +587,7 @@ class JobStore:
         """Remove a corpus no job refers to any more (a corpus is up to CHARRNN_MAX_CORPUS_BYTES
         and would otherwise stay forever). Atomic against a concurrent submit of the same text,
         which watches the corpus key (`_transaction`)."""
-        self.r.eval(COLLECT_CORPUS, 2, keys.corpus_jobs(sha), keys.corpus(sha))
+        scripts.Script(self.r, COLLECT_CORPUS)([keys.corpus_jobs(sha), keys.corpus(sha)])
 
     def prune(self, older_than_seconds: float, dry_run: bool = False) -> builtins.list[str]:
         """Delete finished jobs (succeeded, failed, cancelled, stopped) that finished before now

@@ -17,7 +17,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from . import acl, serverconf
+from . import acl, scripts, serverconf
 from .broker import QUEUE, TASK_NAME
 from .celery import app
 from .presence import Presence
@@ -85,6 +85,9 @@ def _check_permissions(**_):
     url = app.conf.broker_url
     try:
         acl.probe(connect(url))
+    except scripts.NotLoaded as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(acl.EXIT_DENIED) from None
     except redis.RedisError as e:
         if not acl.is_denied(e):
             return  # unreachable or starting: Celery retries the broker connection itself
