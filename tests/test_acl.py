@@ -130,6 +130,7 @@ def one_denial(p, user: str, what: str) -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_path, corpus_file):
     server, worker = users
     job = submit(server.url(user="orchestrator"), corpus_file, **TINY_JOB)
@@ -174,6 +175,7 @@ def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_pat
     assert refusals(admin) == [], "Redis refused a command the worker, orchestrator or viewer needs"
 
 
+@pytest.mark.slow
 def test_the_viewer_changes_nothing(users, admin, corpus_file):
     server, worker = users
     orchestrator, viewer = server.url(user="orchestrator"), server.url(user="viewer")
@@ -204,6 +206,7 @@ def test_the_viewer_changes_nothing(users, admin, corpus_file):
     assert {u for u, _, _ in refusals(admin)} == {"viewer"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 def test_no_role_can_flush_reconfigure_or_stop_redis(users, admin, role):
     server, _ = users
@@ -217,6 +220,7 @@ def test_no_role_can_flush_reconfigure_or_stop_redis(users, admin, role):
     admin.delete(keys.corpus("canary"))
 
 
+@pytest.mark.slow
 def test_the_viewer_writes_nothing_and_publishes_no_control_command(users, admin):
     viewer = redis.Redis.from_url(users[0].url(user="viewer"), socket_timeout=10)
     for command in (
@@ -230,6 +234,7 @@ def test_the_viewer_writes_nothing_and_publishes_no_control_command(users, admin
             viewer.execute_command(*command)
 
 
+@pytest.mark.slow
 def test_a_worker_under_the_viewer_user_exits_with_one_line(users, tmp_path):
     server, _ = users
     w = Worker(server.url(user="viewer"), "aclv", str(tmp_path))
@@ -292,6 +297,7 @@ def test_the_compose_file_grants_what_worker_acl_defines():
     assert "REDIS_FLOWER_USER" in compose["services"]["flower"]["environment"]["CHARRNN_REDIS_URL"]
 
 
+@pytest.mark.slow
 def test_a_refused_write_is_mapped_once(users):
     """Denied inside MULTI/EXEC (a queued command refused, the transaction aborted) reads as
     permission denied too, not as 'unreachable'."""

@@ -14,6 +14,7 @@ from conftest import run_cli, submit, wait_status
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_a_job_that_evaluates_and_samples_every_iteration_stays_bounded(
     pool, r, redis_server, corpus_file
 ):
@@ -48,6 +49,7 @@ def test_a_job_that_evaluates_and_samples_every_iteration_stays_bounded(
     assert [s["iteration"] for s in later] == list(range(2951, 3001))
 
 
+@pytest.mark.slow
 def test_a_corpus_is_collected_with_its_last_job(pool, r, redis_server, corpus_file, tmp_path):
     url = redis_server.url()
     a = submit(url, corpus_file, iterations=50, hidden_size=8, eval_every=0)
@@ -105,6 +107,7 @@ def test_a_sweep_cannot_ask_for_an_unbounded_rung_plan(r, redis_server, corpus_f
     assert r.zcard(keys.jobs_by_time()) == 0 and r.zcard(keys.sweeps_by_time()) == 0
 
 
+@pytest.mark.slow
 def test_a_short_fast_job_still_draws_a_curve(pool, r, redis_server, corpus_file):
     """Issue 14: history was written with progress, about once a second, so a job of a second or
     two had two or three points, and one validation point (at its end: the evaluation interval

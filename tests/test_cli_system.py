@@ -26,6 +26,7 @@ def one_error_line(p, code):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_file):
     """A name like '[/oops]' used to crash `list` (rich markup); escape sequences in a name or a
     sample must not reach the terminal."""
@@ -46,6 +47,7 @@ def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_fil
     assert [j["name"] for j in listed] == ["[/oops]"]  # JSON keeps the text as given
 
 
+@pytest.mark.slow
 def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     job = submit(url, corpus_file, **dict(TINY_JOB, eval_every=30))
@@ -60,6 +62,7 @@ def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server,
     assert res.count("loss/char ") >= 5
 
 
+@pytest.mark.slow
 def test_progress_is_whole_lines_without_a_terminal(pool, r, redis_server, corpus_file):
     p = run_cli(
         "submit",
@@ -103,6 +106,7 @@ def test_prune_needs_a_positive_age_with_a_unit(redis_server, age, word):
     assert word in line
 
 
+@pytest.mark.slow
 def test_prune_dry_run_deletes_nothing(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     job = submit(url, corpus_file, **dict(TINY_JOB, iterations=30))
@@ -170,6 +174,7 @@ def test_malformed_redis_url_is_bad_input(url):
     assert "bad Redis URL" in line
 
 
+@pytest.mark.slow
 def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file):
     home = tmp_path / "home"
     env = {"CHARRNN_HOME": str(home)}

@@ -175,6 +175,7 @@ def page_errors(browser) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     pool, r, redis_server, corpus_file, dash, browser
@@ -241,6 +242,7 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     assert status == 500 and b"does not match its stored sha256" in raw
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_job_page_chart_grows_and_samples_appear_without_a_reload(
     pool, r, redis_server, corpus_file, dash, browser
@@ -305,6 +307,7 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(
         wait_status(r, job_id, ENDED)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_sweep_page_ranks_its_jobs_as_compare_does(
     pool, r, redis_server, corpus_file, dash, browser
@@ -364,6 +367,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
     assert sid in text(browser, "#sweeps-table")
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(
     pool, r, redis_server, tmp_path, dash, browser
@@ -599,6 +603,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     assert not page_errors(browser)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_workers_page_lists_idle_workers_and_what_each_runs(
     pool, r, redis_server, corpus_file, dash, browser

@@ -16,7 +16,7 @@ from orchestrator import embedded
 
 from conftest import REPO, free_port, run_cli, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = [
     "--hidden-size",

@@ -32,7 +32,7 @@ from conftest import (
     wait_status,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 SPEC = dict(
     hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7

@@ -95,6 +95,7 @@ def assert_alive_and_serving(r, url, corpus_file, workers):
     assert wait_status(r, job, timeout=60) == "succeeded"
 
 
+@pytest.mark.slow
 def test_the_worker_refuses_a_job_too_large_before_allocating(stack, corpus_file):
     """Two workers; a client that bypasses submit's checks enqueues HUGE. The first worker to
     take it fails it with the size and the limit; neither dies; a normal job then succeeds."""
@@ -127,6 +128,7 @@ class LimitedWorker(Worker):
         return super().popen(log, preexec_fn=limit)
 
 
+@pytest.mark.slow
 def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path):
     """The reproduction itself: limits raised so the checks pass, address space capped so the
     allocation fails in NumPy. Both workers survive, the job fails with the reason, the next
@@ -157,6 +159,7 @@ def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path
             w.stop()
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_file):
     """The OOM killer's pattern, with real signals: the pool child running the job is SIGKILLed
     before it writes a checkpoint, delivery after delivery. After CHARRNN_MAX_ATTEMPTS the job
@@ -195,6 +198,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_f
     assert_alive_and_serving(r, server.url(), corpus_file, [w])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
     """A job killed after it checkpointed is not counted toward giving up: long jobs survive
     any number of worker restarts."""
@@ -219,6 +223,7 @@ def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
     assert int(job_field(r, job, "deliveries")) == 2
 
 
+@pytest.mark.slow
 def test_a_store_that_refuses_every_write_stops_the_job_without_looping(stack, corpus_file):
     """Reproduced: a write Redis refused (out of memory) left the job running, the reaper re-sent
     it and it retrained, five restarts in 45 seconds. A store that refuses every write cannot

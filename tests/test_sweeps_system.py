@@ -56,6 +56,7 @@ def wait_all(r, job_ids, timeout=180):
         wait_status(r, j, ENDED, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     out = sweep(
@@ -113,6 +114,7 @@ def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
     assert run_cli("status", sid, url=url).returncode == 3
 
 
+@pytest.mark.slow
 def test_random_sweep_with_a_seed_gives_the_same_points_twice(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     args = [
@@ -158,6 +160,7 @@ def _decisions(r, sid, milestone):
     return JobStore(r).rung_decisions(sid, milestone)
 
 
+@pytest.mark.slow
 def test_asha_stops_the_bad_configurations_across_two_workers(
     pool, r, redis_server, corpus_file, tmp_path
 ):
@@ -261,6 +264,7 @@ def _pixels_of(img, hex_color):
     return int(np.all(np.abs(img[..., :3] - rgb) < 0.02, axis=-1).sum())
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png_with_one_line_per_job(pool, r, redis_server, corpus_file, tmp_path):
     pytest.importorskip("matplotlib", reason="the [plot] extra; .ci/run installs it with [test]")
     import matplotlib.image
@@ -315,6 +319,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(redis_server, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     out = sweep(
@@ -356,6 +361,7 @@ def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file):
     assert not any(r.exists(keys.job(j)) for j in ids)
 
 
+@pytest.mark.slow
 def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     p = run_cli(
@@ -382,6 +388,7 @@ def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file
     assert "2 succeeded" in p.stderr and all(j in p.stderr for j in ids)
 
 
+@pytest.mark.slow
 def test_bad_sweeps_enqueue_nothing(pool, r, redis_server, corpus_file, tmp_path):
     url = redis_server.url()
     before = r.zcard(keys.jobs_by_time())
