@@ -10,6 +10,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import json
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +83,17 @@ def assert_matches_reference(r, job_id, text, hyper):
     theta, mem = reference_state(text, hyper)
     assert np.array_equal(ck.theta, theta), "final parameters differ from an uninterrupted run"
     assert np.array_equal(ck.mem, mem), "final Adagrad memories differ from an uninterrupted run"
+
+
+def run_cli_without(module: str, *argv: str, env: dict) -> subprocess.CompletedProcess:
+    """The orchestrator command as a machine without `module` (an optional extra) runs it."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['orchestrator', *{list(argv)!r}];"
+        "from orchestrator.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
 
 
 def events(r, job_id) -> list[dict]:

@@ -159,24 +159,29 @@ def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path
             w.stop()
 
 
+@pytest.fixture
+def dying_worker(stack, corpus_file):
+    """dying_worker(max_attempts, checkpoint_every, **hyper) -> (server, worker, r, job): one
+    worker that gives up on a job after max_attempts deliveries without a checkpoint and gets a
+    hard-killed job back within seconds, and a job on it that neither evaluates nor samples."""
+    server, worker = stack
+
+    def start(max_attempts: int, checkpoint_every: int, **hyper):
+        env = dict(CHARRNN_MAX_ATTEMPTS=str(max_attempts), CHARRNN_VISIBILITY_TIMEOUT="3")
+        w = worker("a", **env).start()
+        every = ("--checkpoint-every", str(checkpoint_every))
+        job = submit(server.url(), corpus_file, *every, eval_every=0, sample_every=0, **hyper)
+        return server, w, server.client(), job
+
+    return start
+
+
 @pytest.mark.slow
-def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_file):
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(dying_worker, corpus_file):
     """The OOM killer's pattern, with real signals: the pool child running the job is SIGKILLed
     before it writes a checkpoint, delivery after delivery. After CHARRNN_MAX_ATTEMPTS the job
     fails with the reason instead of looping, and the worker still serves."""
-    server, worker = stack
-    w = worker("a", CHARRNN_MAX_ATTEMPTS="2", CHARRNN_VISIBILITY_TIMEOUT="3").start()
-    r = server.client()
-    job = submit(
-        server.url(),
-        corpus_file,
-        "--checkpoint-every",
-        "1000000",
-        iterations=1000000,
-        hidden_size=32,
-        eval_every=0,
-        sample_every=0,
-    )
+    server, w, r, job = dying_worker(2, 1000000, iterations=1000000, hidden_size=32)
     for attempt in (1, 2):
         wait_for(
             lambda attempt=attempt: (
@@ -199,22 +204,10 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_f
 
 
 @pytest.mark.slow
-def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
+def test_a_checkpoint_resets_the_attempts(dying_worker):
     """A job killed after it checkpointed is not counted toward giving up: long jobs survive
     any number of worker restarts."""
-    server, worker = stack
-    w = worker("a", CHARRNN_MAX_ATTEMPTS="1", CHARRNN_VISIBILITY_TIMEOUT="3").start()
-    r = server.client()
-    job = submit(
-        server.url(),
-        corpus_file,
-        "--checkpoint-every",
-        "200",
-        iterations=3000,
-        hidden_size=16,
-        eval_every=0,
-        sample_every=0,
-    )
+    _, w, r, job = dying_worker(1, 200, iterations=3000, hidden_size=16)
     wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=60, what="a checkpoint")
     assert job_field(r, job, "attempts") == "0"
     for child in w.children():

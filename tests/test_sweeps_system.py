@@ -7,8 +7,6 @@ import io
 import itertools
 import json
 import math
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,7 +18,14 @@ from worker import asha, keys
 from worker.spec import JobSpec, RungPlan
 from worker.store import JobStore
 
-from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
+from conftest import (
+    assert_matches_reference,
+    job_field,
+    run_cli,
+    run_cli_without,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -300,19 +305,9 @@ def test_plot_writes_a_png_with_one_line_per_job(pool, r, redis_server, corpus_f
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(redis_server, tmp_path):
-    code = (
-        "import sys; sys.modules['matplotlib'] = None; sys.argv = ['orchestrator', 'plot', "
-        f"'{'0' * 8}-0000-4000-8000-{'0' * 12}', '-o', '{tmp_path}/x.png']; "
-        "from orchestrator.cli import main; main()"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"CHARRNN_REDIS_URL": redis_server.url(), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
+    job = f"{'0' * 8}-0000-4000-8000-{'0' * 12}"
+    env = {"CHARRNN_REDIS_URL": redis_server.url(), "PATH": "/usr/bin:/bin"}
+    p = run_cli_without("matplotlib", "plot", job, "-o", f"{tmp_path}/x.png", env=env)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "pip install" in p.stderr
     assert "charrnn[plot]" in p.stderr and "Traceback" not in p.stderr
