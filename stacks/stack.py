@@ -251,10 +251,13 @@ def run_cli(
     return p
 
 
+def options(**hyper) -> list[str]:
+    """Command-line options from keywords: options(hidden_size=16) is ["--hidden-size", "16"]."""
+    return [part for k, v in hyper.items() for part in ("--" + k.replace("_", "-"), str(v))]
+
+
 def submit(url, corpus_path, *extra, **hyper) -> str:
-    args = ["submit", "--corpus", str(corpus_path), "--json", *extra]
-    for k, v in hyper.items():
-        args += ["--" + k.replace("_", "-"), str(v)]
+    args = ["submit", "--corpus", str(corpus_path), "--json", *extra, *options(**hyper)]
     p = run_cli(*args, url=url, check=True)
     return json.loads(p.stdout)["job_id"]
 

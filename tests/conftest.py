@@ -26,6 +26,7 @@ from stack import Worker as Worker
 from stack import free_port as free_port
 from stack import job_field as job_field
 from stack import make_corpus as make_corpus
+from stack import options as options
 from stack import reference_state as reference_state
 from stack import run_cli as run_cli
 from stack import submit as submit

@@ -13,7 +13,7 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, TINY_JOB, free_port, run_cli, submit, wait_status
+from conftest import REPO, TINY_JOB, free_port, options, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +69,7 @@ def test_progress_is_whole_lines_without_a_terminal(pool, r, redis_server, corpu
         "--corpus",
         str(corpus_file),
         "--wait",
-        "--hidden-size",
-        "8",
-        "--num-layers",
-        "1",
-        "--iterations",
-        "20000",
-        "--eval-every",
-        "0",
-        "--sample-every",
-        "0",
+        *options(hidden_size=8, num_layers=1, iterations=20000, eval_every=0, sample_every=0),
         url=redis_server.url(),
         timeout=120,
     )
@@ -208,10 +199,7 @@ def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file
             "submit",
             "--corpus",
             str(corpus_file),
-            "--hidden-size",
-            "8",
-            "--iterations",
-            "20",
+            *options(hidden_size=8, iterations=20),
             env=env,
             timeout=120,
         )
