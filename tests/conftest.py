@@ -65,6 +65,15 @@ TINY_JOB = dict(
 and the store around a job, not of its training."""
 
 
+LONG_JOB = dict(
+    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
+)
+LONG_JOB_EVERY = 2000
+"""A job long enough to be interrupted mid-run, checkpointed every LONG_JOB_EVERY iterations
+(`--checkpoint-every`): for the fault and hosts tests, which compare it with an uninterrupted
+run."""
+
+
 def wait_iteration(r, job_id, at_least: int, timeout=60):
     return wait_for(
         lambda: int(job_field(r, job_id, "iteration") or 0) >= at_least,

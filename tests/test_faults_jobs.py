@@ -21,6 +21,8 @@ import pytest
 from worker import keys
 
 from conftest import (
+    LONG_JOB,
+    LONG_JOB_EVERY,
     assert_matches_reference,
     events,
     job_field,
@@ -34,10 +36,7 @@ from conftest import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SPEC = dict(
-    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
-)
-EVERY = 2000
+SPEC, EVERY = LONG_JOB, LONG_JOB_EVERY
 CKPT = ("--checkpoint-every", str(EVERY))
 FAST = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}  # a hard-killed job comes back within seconds
 

@@ -18,6 +18,8 @@ from orchestrator.embedded import redis_server_binary
 from worker import keys
 
 from conftest import (
+    LONG_JOB,
+    LONG_JOB_EVERY,
     REPO,
     HostWorker,
     assert_matches_reference,
@@ -31,10 +33,7 @@ from conftest import (
 
 pytestmark = pytest.mark.hosts
 
-SPEC = dict(
-    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
-)
-EVERY = 2000
+SPEC, EVERY = LONG_JOB, LONG_JOB_EVERY
 
 
 def cli(host: hosts.Host, url: str, *args, timeout: float = 60):
