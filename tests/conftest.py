@@ -95,6 +95,13 @@ def assert_matches_reference(r, job_id, text, hyper):
     assert np.array_equal(ck.mem, mem), "final Adagrad memories differ from an uninterrupted run"
 
 
+def cli_submit(corpus, *flags, url=None, env=None, timeout=60, check=False, **hyper):
+    """`orchestrator submit --corpus CORPUS FLAGS --hyper-parameter VALUE...` as a user runs it:
+    the CompletedProcess, for the tests that read its output and exit code."""
+    args = ["submit", "--corpus", str(corpus), *flags, *options(**hyper)]
+    return run_cli(*args, url=url, env=env, timeout=timeout, check=check)
+
+
 def run_cli_without(module: str, *argv: str, env: dict) -> subprocess.CompletedProcess:
     """The orchestrator command as a machine without `module` (an optional extra) runs it."""
     code = (

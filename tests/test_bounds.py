@@ -9,7 +9,7 @@ import pytest
 from worker import keys
 from worker.training import MAX_EVENTS, MAX_HISTORY, MAX_SAMPLES
 
-from conftest import run_cli, submit, wait_status
+from conftest import cli_submit, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,8 @@ def test_a_corpus_is_collected_with_its_last_job(pool, r, redis_server, corpus_f
     assert not r.exists(corpus_key) and not list(r.scan_iter(keys.PREFIX + "corpus*"))
     # and the same text submitted again is uploaded again, and trains
     c = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--iterations",
             "50",
             "--hidden-size",

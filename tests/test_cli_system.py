@@ -13,7 +13,7 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, TINY_JOB, free_port, options, run_cli, submit, wait_status
+from conftest import REPO, TINY_JOB, cli_submit, free_port, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +64,14 @@ def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server,
 
 @pytest.mark.slow
 def test_progress_is_whole_lines_without_a_terminal(pool, r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--wait",
-        *options(hidden_size=8, num_layers=1, iterations=20000, eval_every=0, sample_every=0),
+        hidden_size=8,
+        num_layers=1,
+        iterations=20000,
+        eval_every=0,
+        sample_every=0,
         url=redis_server.url(),
         timeout=120,
     )
@@ -175,10 +177,8 @@ def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file
             assert "no embedded stack" in line and "orchestrator up" in line, (cmd, line)
         assert not (home / "embedded.json").exists()  # nothing was started
         assert "no embedded stack running" in run_cli("down", env=env, check=True).stdout
-        p = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        p = cli_submit(
+            corpus_file,
             "--hidden-size",
             "8",
             "--iterations",
@@ -195,11 +195,10 @@ def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file
             and "started the embedded stack" in started[0]
             and "orchestrator down" in started[0]
         ), p.stderr
-        again = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
-            *options(hidden_size=8, iterations=20),
+        again = cli_submit(
+            corpus_file,
+            hidden_size=8,
+            iterations=20,
             env=env,
             timeout=120,
         )

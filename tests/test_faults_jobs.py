@@ -24,6 +24,7 @@ from conftest import (
     LONG_JOB,
     LONG_JOB_EVERY,
     assert_matches_reference,
+    cli_submit,
     events,
     job_field,
     make_corpus,
@@ -383,10 +384,8 @@ def test_real_divergence_fails_after_three_rollbacks(stack, corpus, report):
         expected="failed",
     )
     assert fig["interruptions"] == 3 and fig["max_recomputed"] <= EVERY
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus),
+    p = cli_submit(
+        corpus,
         "--wait",
         "--iterations",
         "12000",

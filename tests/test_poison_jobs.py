@@ -20,7 +20,7 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, Worker, job_field, run_cli, submit, wait_for, wait_status
+from conftest import REPO, Worker, cli_submit, job_field, run_cli, submit, wait_for, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,8 @@ def test_a_job_too_large_for_the_pool_is_refused_at_submit(r, redis_server, corp
     assert "CHARRNN_MAX_JOB_BYTES" in line
     # the limit is the operator's: lowered, a small job is refused too; raised, HUGE's
     # checkpoint limit is the next to say no
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--hidden-size",
         "64",
         url=redis_server.url(),

@@ -15,10 +15,10 @@ from worker import keys
 from conftest import (
     REPO,
     assert_matches_reference,
+    cli_submit,
     events,
     free_port,
     job_field,
-    options,
     run_cli,
     submit,
     wait_for,
@@ -86,12 +86,13 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
 
 @pytest.mark.slow
 def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--wait",
-        *options(hidden_size=16, num_layers=1, iterations=200, sample_every=100),
+        hidden_size=16,
+        num_layers=1,
+        iterations=200,
+        sample_every=100,
         url=redis_server.url(),
         timeout=90,
     )
@@ -204,23 +205,21 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
 def test_corpus_uploaded_once(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     a = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--json",
-            *options(iterations=50, hidden_size=8),
+            iterations=50,
+            hidden_size=8,
             url=url,
             check=True,
         ).stdout
     )
     b = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--json",
-            *options(iterations=60, hidden_size=8),
+            iterations=60,
+            hidden_size=8,
             url=url,
             check=True,
         ).stdout
@@ -262,10 +261,8 @@ def test_non_utf8_corpus(r, redis_server, tmp_path):
 
 
 def test_corpus_above_size_limit(r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         url=redis_server.url(),
         env={"CHARRNN_MAX_CORPUS_BYTES": "1000"},
     )
@@ -370,13 +367,13 @@ def test_embedded_stack_from_nothing(tmp_path, corpus_file):
     try:
         p = run_cli("up", "--workers", "1", env=env, check=True)
         assert "***" in p.stdout
-        p = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        p = cli_submit(
+            corpus_file,
             "--json",
             "--wait",
-            *options(hidden_size=16, num_layers=1, iterations=200),
+            hidden_size=16,
+            num_layers=1,
+            iterations=200,
             env=env,
             timeout=120,
         )
