@@ -207,6 +207,15 @@ class Worker:
                 pass
 
 
+def start_together(workers, timeout: float = 30) -> list:
+    """Start every worker at once, so that their start-ups overlap, and return them (in order)
+    once all are ready."""
+    ws = [w.start(wait=False) for w in workers]
+    for w in ws:
+        w.wait_ready(timeout=timeout)
+    return ws
+
+
 class HostWorker(Worker):
     """A Worker started inside a host of the namespace harness (hosts.Host): the same command
     line, run with `ip netns exec`, killed with the process that started it."""

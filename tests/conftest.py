@@ -29,6 +29,7 @@ from stack import make_corpus as make_corpus
 from stack import options as options
 from stack import reference_state as reference_state
 from stack import run_cli as run_cli
+from stack import start_together as start_together
 from stack import submit as submit
 from stack import wait_for as wait_for
 from stack import wait_status as wait_status
@@ -138,9 +139,7 @@ def r(redis_server):
 def pool(redis_server, tmp_path_factory):
     """Two session workers for the integration tests."""
     folder = str(tmp_path_factory.mktemp("workers"))
-    ws = [Worker(redis_server.url(), f"it{i}", folder).start(wait=False) for i in (1, 2)]
-    for w in ws:
-        w.wait_ready()
+    ws = start_together(Worker(redis_server.url(), f"it{i}", folder) for i in (1, 2))
     yield ws
     for w in ws:
         w.stop()

@@ -26,6 +26,7 @@ from conftest import (
     events,
     job_field,
     make_corpus,
+    start_together,
     wait_for,
     wait_iteration,
     wait_status,
@@ -133,9 +134,7 @@ def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
     ).start()
     url = redis.url()
     cap = net.capture(os.path.join(short_tmp, "bridge.pcap"))
-    workers = [HostWorker(h, url, short_tmp).start(wait=False) for h in (b, c)]
-    for w in workers:
-        w.wait_ready()
+    workers = start_together(HostWorker(h, url, short_tmp) for h in (b, c))
     marker = "MARKER" + secrets.token_hex(8)
     text = make_corpus(seed=5) + f" {marker} " + make_corpus(seed=6)
     corpus = os.path.join(short_tmp, "corpus.txt")
@@ -309,11 +308,9 @@ def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
     assert p.returncode == 0, p.stderr
     rtt = float(p.stdout)
     assert 0.39 <= rtt < 5, f"a round trip through the bad link took {rtt:.3f} s"
-    workers = [
-        HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5).start(wait=False) for h in (b, c)
-    ]
-    for w in workers:
-        w.wait_ready(timeout=120)
+    workers = start_together(
+        (HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5) for h in (b, c)), timeout=120
+    )
     text = make_corpus(seed=17)
     corpus = os.path.join(short_tmp, "corpus.txt")
     with open(corpus, "w") as f:
