@@ -52,6 +52,12 @@ def sweep(url, *args, check=True, timeout=120):
     return p
 
 
+@pytest.fixture
+def sweep_corpus(redis_server, corpus_file):
+    """sweep_corpus(*args) is sweep(URL, "--corpus", CORPUS, *args) on the session's Redis."""
+    return lambda *args, **kw: sweep(redis_server.url(), "--corpus", str(corpus_file), *args, **kw)
+
+
 def hypers(r, job_ids):
     return [json.loads(job_field(r, j, "spec"))["hyper"] for j in job_ids]
 
@@ -62,12 +68,9 @@ def wait_all(r, job_ids, timeout=180):
 
 
 @pytest.mark.slow
-def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
+def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file, sweep_corpus):
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "hidden_size=8,16",
         "--grid",
@@ -167,7 +170,7 @@ def _decisions(r, sid, milestone):
 
 @pytest.mark.slow
 def test_asha_stops_the_bad_configurations_across_two_workers(
-    pool, r, redis_server, corpus_file, tmp_path
+    pool, r, redis_server, corpus_file, sweep_corpus, tmp_path
 ):
     """A learning rate of 1e-6 learns nothing: at the first rung every such job is behind the
     good ones (which start first), and is stopped there with its checkpoint. Every decision
@@ -175,10 +178,7 @@ def test_asha_stops_the_bad_configurations_across_two_workers(
     matches the stored losses; a job that went through every rung ends bit-identical to an
     uninterrupted run."""
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "learning_rate=0.05,0.000001",
         "--grid",
@@ -270,15 +270,14 @@ def _pixels_of(img, hex_color):
 
 
 @pytest.mark.slow
-def test_plot_writes_a_png_with_one_line_per_job(pool, r, redis_server, corpus_file, tmp_path):
+def test_plot_writes_a_png_with_one_line_per_job(
+    pool, r, redis_server, corpus_file, sweep_corpus, tmp_path
+):
     pytest.importorskip("matplotlib", reason="the [plot] extra; .ci/run installs it with [test]")
     import matplotlib.image
 
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "learning_rate=0.05,0.02,0.005",
         *TINY,
@@ -315,12 +314,9 @@ def test_plot_without_matplotlib_says_how_to_install_it(redis_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file):
+def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file, sweep_corpus):
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "seed=1,2,3,4",
         "--num-layers",
