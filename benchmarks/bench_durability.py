@@ -22,6 +22,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 
@@ -31,7 +32,10 @@ from worker import keys
 from worker.spec import DEFAULT_CHECKPOINT_EVERY
 from worker.store import JobStore, connect
 
-# benchmarks/ is sys.path[0] when this file runs as a script
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import RedisServer, Worker, make_corpus, submit, wait_status
 
 PRODUCTION = {"CHARRNN_LEASE_SECONDS": "30", "CHARRNN_VISIBILITY_TIMEOUT": "3600"}

@@ -21,12 +21,16 @@ os.environ.update({"CHARRNN_LEASE_SECONDS": "30", "CHARRNN_VISIBILITY_TIMEOUT": 
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
 from worker import keys
 
-# benchmarks/ is sys.path[0] when this file runs as a script
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import RedisServer, Worker, run_cli, wait_status
 
 GRID = ["--grid", "learning_rate=0.05,0.02,0.005,0.001,0.0002", "--grid", "hidden_size=64,128"]

@@ -30,12 +30,16 @@ os.environ.update(PRODUCTION)
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 
 from worker import keys
 
-# benchmarks/ is sys.path[0] when this file runs as a script
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import RedisServer, Worker, make_corpus, run_cli, submit, wait_status
 
 POLL = 0.25

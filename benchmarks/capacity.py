@@ -68,6 +68,10 @@ from worker.reaper import Reaper
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec
 from worker.store import JobStore, connect, new_job_id
 
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import RedisServer, Worker, make_corpus
 
 JOB_SECONDS = 3600.0

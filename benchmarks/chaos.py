@@ -44,6 +44,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 import hosts
 from chaos_figures import KINDS, job_facts, render, summarise
 

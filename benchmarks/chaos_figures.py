@@ -15,13 +15,19 @@ the workers' logs, how many deliveries of it returned `succeeded`. A job is
 """
 
 import json
+import os
 import re
+import sys
 from collections import Counter
 
 from charrnn import checkpoint
 from worker import keys
 from worker.store import TERMINAL, Status
 
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import reference_state
 
 KINDS = (

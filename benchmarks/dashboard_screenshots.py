@@ -22,6 +22,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
+# the stack's processes: stacks/ (shared with tests/), beside this script's own folder
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacks")
+)
 from stack import (  # noqa: E402
     DASHBOARD_TOKEN,
     RedisServer,

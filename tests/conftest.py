@@ -9,12 +9,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import json
 import random
+import re
+import subprocess
+import sys
 
 import pytest
 
 from worker import keys
 
-# the processes of the stack (benchmarks/stack.py, shared with the benchmarks); the tests
+# the processes of the stack (stacks/stack.py, shared with the benchmarks); the tests
 # import them from here, hence the explicit re-exports
 from stack import REPO as REPO
 from stack import HostWorker as HostWorker
@@ -23,11 +26,32 @@ from stack import Worker as Worker
 from stack import free_port as free_port
 from stack import job_field as job_field
 from stack import make_corpus as make_corpus
+from stack import options as options
 from stack import reference_state as reference_state
 from stack import run_cli as run_cli
+from stack import start_together as start_together
 from stack import submit as submit
 from stack import wait_for as wait_for
 from stack import wait_status as wait_status
+
+OPT_IN = ("compose", "hosts", "browser")
+"""Markers of runs that need root, containers or Debian packages: run only when asked for."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the OPT_IN tests unless the run's -m expression names their marker. pyproject's
+    addopts deselects them with its own -m, but a -m on the command line replaces that one, so
+    the fast tier's `-m "not slow"` would otherwise pull them in; `-m browser`, `-m hosts` and
+    `-m compose` (as .ci/run calls them) name theirs and still run them."""
+    named = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
+    unasked = [m for m in OPT_IN if m not in named]
+    keep, drop = [], []
+    for item in items:
+        (drop if any(item.get_closest_marker(m) for m in unasked) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 TINY_JOB = dict(
     hidden_size=8,
@@ -40,6 +64,15 @@ TINY_JOB = dict(
 )
 """A job of a second or two that evaluates and samples three times: for tests of the commands
 and the store around a job, not of its training."""
+
+
+LONG_JOB = dict(
+    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
+)
+LONG_JOB_EVERY = 2000
+"""A job long enough to be interrupted mid-run, checkpointed every LONG_JOB_EVERY iterations
+(`--checkpoint-every`): for the fault and hosts tests, which compare it with an uninterrupted
+run."""
 
 
 def wait_iteration(r, job_id, at_least: int, timeout=60):
@@ -61,6 +94,24 @@ def assert_matches_reference(r, job_id, text, hyper):
     theta, mem = reference_state(text, hyper)
     assert np.array_equal(ck.theta, theta), "final parameters differ from an uninterrupted run"
     assert np.array_equal(ck.mem, mem), "final Adagrad memories differ from an uninterrupted run"
+
+
+def cli_submit(corpus, *flags, url=None, env=None, timeout=60, check=False, **hyper):
+    """`orchestrator submit --corpus CORPUS FLAGS --hyper-parameter VALUE...` as a user runs it:
+    the CompletedProcess, for the tests that read its output and exit code."""
+    args = ["submit", "--corpus", str(corpus), *flags, *options(**hyper)]
+    return run_cli(*args, url=url, env=env, timeout=timeout, check=check)
+
+
+def run_cli_without(module: str, *argv: str, env: dict) -> subprocess.CompletedProcess:
+    """The orchestrator command as a machine without `module` (an optional extra) runs it."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['orchestrator', *{list(argv)!r}];"
+        "from orchestrator.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
 
 
 def events(r, job_id) -> list[dict]:
@@ -88,9 +139,7 @@ def r(redis_server):
 def pool(redis_server, tmp_path_factory):
     """Two session workers for the integration tests."""
     folder = str(tmp_path_factory.mktemp("workers"))
-    ws = [Worker(redis_server.url(), f"it{i}", folder).start(wait=False) for i in (1, 2)]
-    for w in ws:
-        w.wait_ready()
+    ws = start_together(Worker(redis_server.url(), f"it{i}", folder) for i in (1, 2))
     yield ws
     for w in ws:
         w.stop()

@@ -131,6 +131,7 @@ def one_denial(p, user: str, what: str) -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_path, corpus_file):
     server, worker = users
     job = submit(server.url(user="orchestrator"), corpus_file, **TINY_JOB)
@@ -175,6 +176,7 @@ def test_a_job_runs_with_the_worker_and_orchestrator_users(users, admin, tmp_pat
     assert refusals(admin) == [], "Redis refused a command the worker, orchestrator or viewer needs"
 
 
+@pytest.mark.slow
 def test_the_viewer_changes_nothing(users, admin, corpus_file):
     server, worker = users
     orchestrator, viewer = server.url(user="orchestrator"), server.url(user="viewer")
@@ -205,6 +207,7 @@ def test_the_viewer_changes_nothing(users, admin, corpus_file):
     assert {u for u, _, _ in refusals(admin)} == {"viewer"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 def test_no_role_can_flush_reconfigure_or_stop_redis(users, admin, role):
     server, _ = users
@@ -234,6 +237,7 @@ def test_each_consuming_role_may_set_an_item_aside_and_the_viewer_read_it(users,
     admin.delete(keys.DEAD_LETTERS)
 
 
+@pytest.mark.slow
 def test_the_viewer_writes_nothing_and_publishes_no_control_command(users, admin):
     viewer = redis.Redis.from_url(users[0].url(user="viewer"), socket_timeout=10)
     for command in (
@@ -247,6 +251,7 @@ def test_the_viewer_writes_nothing_and_publishes_no_control_command(users, admin
             viewer.execute_command(*command)
 
 
+@pytest.mark.slow
 def test_a_worker_under_the_viewer_user_exits_with_one_line(users, tmp_path):
     server, _ = users
     w = Worker(server.url(user="viewer"), "aclv", str(tmp_path))
@@ -309,6 +314,7 @@ def test_the_compose_file_grants_what_worker_acl_defines():
     assert "REDIS_FLOWER_USER" in compose["services"]["flower"]["environment"]["CHARRNN_REDIS_URL"]
 
 
+@pytest.mark.slow
 def test_a_refused_write_is_mapped_once(users):
     """Denied inside MULTI/EXEC (a queued command refused, the transaction aborted) reads as
     permission denied too, not as 'unreachable'."""

@@ -9,11 +9,12 @@ import pytest
 from worker import keys
 from worker.training import MAX_EVENTS, MAX_HISTORY, MAX_SAMPLES
 
-from conftest import run_cli, submit, wait_status
+from conftest import cli_submit, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_a_job_that_evaluates_and_samples_every_iteration_stays_bounded(
     pool, r, redis_server, corpus_file
 ):
@@ -48,6 +49,7 @@ def test_a_job_that_evaluates_and_samples_every_iteration_stays_bounded(
     assert [s["iteration"] for s in later] == list(range(2951, 3001))
 
 
+@pytest.mark.slow
 def test_a_corpus_is_collected_with_its_last_job(pool, r, redis_server, corpus_file, tmp_path):
     url = redis_server.url()
     a = submit(url, corpus_file, iterations=50, hidden_size=8, eval_every=0)
@@ -61,10 +63,8 @@ def test_a_corpus_is_collected_with_its_last_job(pool, r, redis_server, corpus_f
     assert not r.exists(corpus_key) and not list(r.scan_iter(keys.PREFIX + "corpus*"))
     # and the same text submitted again is uploaded again, and trains
     c = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--iterations",
             "50",
             "--hidden-size",
@@ -105,6 +105,7 @@ def test_a_sweep_cannot_ask_for_an_unbounded_rung_plan(r, redis_server, corpus_f
     assert r.zcard(keys.jobs_by_time()) == 0 and r.zcard(keys.sweeps_by_time()) == 0
 
 
+@pytest.mark.slow
 def test_a_short_fast_job_still_draws_a_curve(pool, r, redis_server, corpus_file):
     """Issue 14: history was written with progress, about once a second, so a job of a second or
     two had two or three points, and one validation point (at its end: the evaluation interval

@@ -9,11 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from chaos_figures import KINDS
 
 from conftest import REPO
 
-pytestmark = pytest.mark.hosts
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 
 def test_two_minutes_of_chaos_lose_duplicate_and_change_nothing(tmp_path):
@@ -29,7 +28,10 @@ def test_two_minutes_of_chaos_lose_duplicate_and_change_nothing(tmp_path):
     print(p.stdout)
     assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-3000:]}\n{p.stdout[-3000:]}"
     fig = json.loads(out.read_text())
-    assert not [k for k in KINDS if fig["kinds"][k]["injected"] < 1], fig["kinds"]
+    # the soak reports a row for each of its seven kinds (benchmarks/chaos_figures.py's KINDS; the
+    # tests import nothing from benchmarks/)
+    assert len(fig["kinds"]) == 7, fig["kinds"]
+    assert not [k for k, row in fig["kinds"].items() if row["injected"] < 1], fig["kinds"]
     t = fig["total"]
     assert (t["lost"], t["failed"], t["duplicates"], t["mismatches"]) == (0, 0, 0, 0), t
     assert t["jobs"] >= 10 and t["completed"] == t["identical"] == t["jobs"], t

@@ -49,14 +49,23 @@ with open(out + ".json", "w") as f:
 
 
 def run_child(
-    tmp_path, mode, cfg: Config, corpus, ckpt="ckpt.npz", out="out.npz", *extra, env=None
+    tmp_path,
+    mode,
+    cfg: Config,
+    corpus,
+    ckpt="ckpt.npz",
+    out="out.npz",
+    *extra,
+    env=None,
+    script=CHILD,
 ):
+    """Run `script` (a child trainer) in a fresh process; its arrays and its JSON line."""
     out = str(tmp_path / out)
     r = subprocess.run(
         [
             sys.executable,
             "-c",
-            CHILD,
+            script,
             mode,
             json.dumps(cfg.to_dict()),
             str(corpus),
@@ -303,29 +312,7 @@ with open(out + ".json", "w") as f:
 
 
 def run_opt_child(tmp_path, mode, cfg, corpus, out, *extra):
-    out = str(tmp_path / out)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHILD_OPT,
-            mode,
-            json.dumps(cfg.to_dict()),
-            str(corpus),
-            str(tmp_path / "ckpt.npz"),
-            out,
-            *map(str, extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
-    with np.load(out) as z:
-        arrays = {k: z[k] for k in z.files}
-    with open(out + ".json") as f:
-        return arrays, json.load(f)
+    return run_child(tmp_path, mode, cfg, corpus, "ckpt.npz", out, *extra, script=CHILD_OPT)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

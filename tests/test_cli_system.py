@@ -13,7 +13,7 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, TINY_JOB, free_port, run_cli, submit, wait_status
+from conftest import REPO, TINY_JOB, cli_submit, free_port, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,7 @@ def one_error_line(p, code):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_file):
     """A name like '[/oops]' used to crash `list` (rich markup); escape sequences in a name or a
     sample must not reach the terminal."""
@@ -46,6 +47,7 @@ def test_names_tags_and_samples_are_plain_text(pool, r, redis_server, corpus_fil
     assert [j["name"] for j in listed] == ["[/oops]"]  # JSON keeps the text as given
 
 
+@pytest.mark.slow
 def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     job = submit(url, corpus_file, **dict(TINY_JOB, eval_every=30))
@@ -60,22 +62,16 @@ def test_losses_per_char_and_which_history_rows_are_shown(pool, r, redis_server,
     assert res.count("loss/char ") >= 5
 
 
+@pytest.mark.slow
 def test_progress_is_whole_lines_without_a_terminal(pool, r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--wait",
-        "--hidden-size",
-        "8",
-        "--num-layers",
-        "1",
-        "--iterations",
-        "20000",
-        "--eval-every",
-        "0",
-        "--sample-every",
-        "0",
+        hidden_size=8,
+        num_layers=1,
+        iterations=20000,
+        eval_every=0,
+        sample_every=0,
         url=redis_server.url(),
         timeout=120,
     )
@@ -103,6 +99,7 @@ def test_prune_needs_a_positive_age_with_a_unit(redis_server, age, word):
     assert word in line
 
 
+@pytest.mark.slow
 def test_prune_dry_run_deletes_nothing(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     job = submit(url, corpus_file, **dict(TINY_JOB, iterations=30))
@@ -186,6 +183,7 @@ def test_malformed_redis_url_is_bad_input(url):
     assert "bad Redis URL" in line
 
 
+@pytest.mark.slow
 def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file):
     home = tmp_path / "home"
     env = {"CHARRNN_HOME": str(home)}
@@ -195,10 +193,8 @@ def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file
             assert "no embedded stack" in line and "orchestrator up" in line, (cmd, line)
         assert not (home / "embedded.json").exists()  # nothing was started
         assert "no embedded stack running" in run_cli("down", env=env, check=True).stdout
-        p = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        p = cli_submit(
+            corpus_file,
             "--hidden-size",
             "8",
             "--iterations",
@@ -215,14 +211,10 @@ def test_read_only_commands_never_start_the_embedded_stack(tmp_path, corpus_file
             and "started the embedded stack" in started[0]
             and "orchestrator down" in started[0]
         ), p.stderr
-        again = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
-            "--hidden-size",
-            "8",
-            "--iterations",
-            "20",
+        again = cli_submit(
+            corpus_file,
+            hidden_size=8,
+            iterations=20,
             env=env,
             timeout=120,
         )

@@ -584,6 +584,7 @@ def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_worker_pool_runs_in_containers(tmp_path, containers):
     compose, engine, setup_timings = containers
     started = time.monotonic()

@@ -23,6 +23,7 @@ from conftest import (
     free_port,
     make_corpus,
     run_cli,
+    run_cli_without,
     submit,
     wait_for,
     wait_status,
@@ -207,6 +208,7 @@ def page_errors(browser) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     pool, r, redis_server, corpus_file, dash, browser
@@ -273,6 +275,7 @@ def test_jobs_table_lists_the_submitted_jobs_and_updates_them_live(
     assert status == 422 and b"does not match its stored sha256" in raw
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_job_page_chart_grows_and_samples_appear_without_a_reload(
     pool, r, redis_server, corpus_file, dash, browser
@@ -337,6 +340,7 @@ def test_job_page_chart_grows_and_samples_appear_without_a_reload(
         wait_status(r, job_id, ENDED)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_sweep_page_ranks_its_jobs_as_compare_does(
     pool, r, redis_server, corpus_file, dash, browser
@@ -396,6 +400,7 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
     assert sid in text(browser, "#sweeps-table")
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_markup_in_samples_and_names_shows_as_text_and_runs_nothing(
     pool, r, redis_server, tmp_path, dash, browser
@@ -530,18 +535,8 @@ def test_redis_down_the_page_says_so_and_recovers(tmp_path, browser):
 
 
 def test_without_the_extra_the_command_says_what_to_install(redis_server):
-    code = (
-        "import sys; sys.modules['flask'] = None; sys.argv = ['orchestrator', 'dashboard'];"
-        "from orchestrator.cli import main; main()"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ, CHARRNN_REDIS_URL=redis_server.url()),
-        timeout=60,
-    )
+    env = dict(os.environ, CHARRNN_REDIS_URL=redis_server.url())
+    p = run_cli_without("flask", "dashboard", env=env)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "pip install" in p.stderr
 
@@ -636,6 +631,7 @@ def test_a_diverged_loss_is_valid_json_and_shows_on_the_live_page(r, dash, brows
     assert not page_errors(browser)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_workers_page_lists_idle_workers_and_what_each_runs(
     pool, r, redis_server, corpus_file, dash, browser

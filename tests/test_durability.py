@@ -79,6 +79,7 @@ def replies_before_fsync(trace: str) -> tuple[int, list[str]]:
     return aof_writes, early
 
 
+@pytest.mark.slow
 def test_every_acknowledged_write_is_fsynced_before_the_reply(home, corpus_file, tmp_path):
     path, env = home
     run_cli("up", "--workers", "1", env=env, check=True, timeout=180)
@@ -121,6 +122,7 @@ def test_the_check_sees_replies_sent_before_their_fsync(tmp_path):
     assert writes >= 1 and len(early) >= 1, (writes, early)
 
 
+@pytest.mark.slow
 def test_a_sigkill_of_redis_loses_no_acknowledged_job(home, corpus_file):
     path, env = home
     env = dict(env, CHARRNN_VISIBILITY_TIMEOUT="5")

@@ -14,9 +14,9 @@ import pytest
 
 from orchestrator import embedded
 
-from conftest import REPO, free_port, run_cli, wait_for
+from conftest import REPO, cli_submit, free_port, run_cli, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = [
     "--hidden-size",
@@ -186,10 +186,8 @@ def assert_private(home):
 
 
 def run_job(home, corpus_file) -> dict:
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--json",
         "--wait",
         *TINY,

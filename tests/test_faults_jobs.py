@@ -21,23 +21,24 @@ import pytest
 from worker import keys
 
 from conftest import (
+    LONG_JOB,
+    LONG_JOB_EVERY,
     assert_matches_reference,
+    cli_submit,
     events,
     job_field,
     make_corpus,
     run_cli,
+    start_together,
     submit,
     wait_for,
     wait_iteration,
     wait_status,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SPEC = dict(
-    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
-)
-EVERY = 2000
+SPEC, EVERY = LONG_JOB, LONG_JOB_EVERY
 CKPT = ("--checkpoint-every", str(EVERY))
 FAST = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}  # a hard-killed job comes back within seconds
 
@@ -111,9 +112,7 @@ def test_sigterm_checkpoints_and_requeues(stack, corpus, report):
 
 def test_same_job_delivered_twice_at_once(stack, corpus, report):
     server, worker = stack
-    ws = [worker(n).start(wait=False) for n in ("a", "b")]
-    for w in ws:
-        w.wait_ready()
+    start_together(worker(n) for n in ("a", "b"))
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **SPEC)
     from worker.app import QUEUE, TASK_NAME, client_app
@@ -135,9 +134,7 @@ def test_same_job_delivered_twice_at_once(stack, corpus, report):
 def test_visibility_timeout_shorter_than_job(stack, corpus, report):
     server, worker = stack
     env = {"CHARRNN_VISIBILITY_TIMEOUT": "2"}
-    ws = [worker(n, **env).start(wait=False) for n in ("a", "b")]
-    for w in ws:
-        w.wait_ready()
+    start_together(worker(n, **env) for n in ("a", "b"))
     r = server.client()
     job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=80000))
     assert wait_status(r, job, timeout=120) == "succeeded"
@@ -157,9 +154,7 @@ def test_holder_killed_after_its_redelivered_copy_stepped_aside(stack, corpus, r
     # longer than lease + 1 s (how long a copy watches the lease before stepping aside), so the
     # copy is acked before it could be redelivered once more
     env = {"CHARRNN_VISIBILITY_TIMEOUT": "5"}
-    ws = [worker(n, **env).start(wait=False) for n in ("a", "b")]
-    for w in ws:
-        w.wait_ready()
+    ws = start_together(worker(n, **env) for n in ("a", "b"))
     r = server.client()
     spec = dict(SPEC, iterations=150000)
     job = submit(server.url(), corpus, *CKPT, **spec)
@@ -219,9 +214,7 @@ def test_stale_trainer_frozen_past_its_lease_is_fenced_off(stack, corpus, report
     token, and when the stale trainer wakes its first write is refused and it stops without
     touching the job."""
     server, worker = stack
-    ws = {n: worker(n).start(wait=False) for n in ("a", "b")}
-    for w in ws.values():
-        w.wait_ready()
+    ws = {w.name: w for w in start_together(worker(n) for n in ("a", "b"))}
     r = server.client()
     spec = dict(SPEC, iterations=60000)
     job = submit(server.url(), corpus, *CKPT, **spec)
@@ -384,10 +377,8 @@ def test_real_divergence_fails_after_three_rollbacks(stack, corpus, report):
         expected="failed",
     )
     assert fig["interruptions"] == 3 and fig["max_recomputed"] <= EVERY
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus),
+    p = cli_submit(
+        corpus,
         "--wait",
         "--iterations",
         "12000",
@@ -407,9 +398,7 @@ def test_real_divergence_fails_after_three_rollbacks(stack, corpus, report):
 
 def test_two_hundred_jobs_on_two_workers(stack, corpus, report):
     server, worker = stack
-    ws = [worker(n).start(wait=False) for n in ("a", "b")]
-    for w in ws:
-        w.wait_ready()
+    start_together(worker(n) for n in ("a", "b"))
     r = server.client()
     p = run_cli(
         "sweep",
@@ -537,9 +526,7 @@ def test_asha_sweep_survives_a_kill_just_after_a_rung(stack, corpus, report):
     bad configurations are stopped; every job that finished is bit-identical to a run without
     early stopping and without the kill."""
     server, worker = stack
-    ws = {n: worker(n, **FAST).start(wait=False) for n in ("a", "b")}
-    for w in ws.values():
-        w.wait_ready()
+    ws = {w.name: w for w in start_together(worker(n, **FAST) for n in ("a", "b"))}
     r = server.client()
     rung = 6000
     p = run_cli(

@@ -21,7 +21,7 @@ from conftest import (
     wait_status,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 EXIT_STORE_FULL = 7
 FILL = "test:fill"

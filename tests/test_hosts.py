@@ -1,5 +1,5 @@
 """Issue 13: workers on other hosts, for real. Each host is a network namespace with its own
-address on a private bridge (benchmarks/hosts.py): Redis on host A, workers on B and C, the
+address on a private bridge (stacks/hosts.py): Redis on host A, workers on B and C, the
 orchestrator command line on D. Every byte between them crosses the bridge, none loopback; the
 test reads the store over Redis's unix socket. Run with `pytest -m hosts` (root: namespaces).
 """
@@ -18,12 +18,15 @@ from orchestrator.embedded import redis_server_binary
 from worker import keys
 
 from conftest import (
+    LONG_JOB,
+    LONG_JOB_EVERY,
     REPO,
     HostWorker,
     assert_matches_reference,
     events,
     job_field,
     make_corpus,
+    start_together,
     wait_for,
     wait_iteration,
     wait_status,
@@ -31,10 +34,7 @@ from conftest import (
 
 pytestmark = pytest.mark.hosts
 
-SPEC = dict(
-    hidden_size=32, num_layers=1, iterations=40000, eval_every=10000, sample_every=10000, seed=7
-)
-EVERY = 2000
+SPEC, EVERY = LONG_JOB, LONG_JOB_EVERY
 
 
 def cli(host: hosts.Host, url: str, *args, timeout: float = 60):
@@ -120,6 +120,7 @@ def test_harness_hosts_reach_each_other_over_the_bridge_only(net):
     )
 
 
+@pytest.mark.slow
 def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
     """Redis serves TLS only (port 0, tls-port; a CA and server certificate made now with
     openssl). Workers on B and C and the orchestrator on D connect with
@@ -133,9 +134,7 @@ def test_a_job_completes_over_tls_and_nothing_crosses_in_clear(net, short_tmp):
     ).start()
     url = redis.url()
     cap = net.capture(os.path.join(short_tmp, "bridge.pcap"))
-    workers = [HostWorker(h, url, short_tmp).start(wait=False) for h in (b, c)]
-    for w in workers:
-        w.wait_ready()
+    workers = start_together(HostWorker(h, url, short_tmp) for h in (b, c))
     marker = "MARKER" + secrets.token_hex(8)
     text = make_corpus(seed=5) + f" {marker} " + make_corpus(seed=6)
     corpus = os.path.join(short_tmp, "corpus.txt")
@@ -166,6 +165,7 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_wrong_ca_and_plain_redis_are_refused_clearly(net, short_tmp):
     """A worker given a CA that did not sign the server's certificate is refused: its log says
     CERTIFICATE_VERIFY_FAILED in one line (each time it tries again). The orchestrator with that
@@ -206,6 +206,7 @@ def test_wrong_ca_and_plain_redis_are_refused_clearly(net, short_tmp):
     print("cli, plain to TLS:", line)
 
 
+@pytest.mark.slow
 def test_partitioned_worker_is_taken_over_and_fenced_off_when_healed(net, short_tmp, report):
     """Host B's cable is pulled mid-job: its lease expires, the reaper on C re-sends the job and
     C resumes it from the last checkpoint under a new fencing token. When the link is healed,
@@ -288,6 +289,7 @@ print((time.monotonic() - t0) / 3)
 """
 
 
+@pytest.mark.slow
 def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
     """Workers reach Redis over a bad link: 200 ms each way (this kernel has no netem, so a TCP
     relay on a fifth host holds every byte 200 ms in each direction; the workers connect through
@@ -306,11 +308,9 @@ def test_bad_link_jobs_complete_and_progress_reaches_the_store(net, short_tmp):
     assert p.returncode == 0, p.stderr
     rtt = float(p.stdout)
     assert 0.39 <= rtt < 5, f"a round trip through the bad link took {rtt:.3f} s"
-    workers = [
-        HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5).start(wait=False) for h in (b, c)
-    ]
-    for w in workers:
-        w.wait_ready(timeout=120)
+    workers = start_together(
+        (HostWorker(h, slow, short_tmp, CHARRNN_LEASE_SECONDS=5) for h in (b, c)), timeout=120
+    )
     text = make_corpus(seed=17)
     corpus = os.path.join(short_tmp, "corpus.txt")
     with open(corpus, "w") as f:

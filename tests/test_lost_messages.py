@@ -24,7 +24,7 @@ from conftest import (
     wait_status,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 SPEC = dict(
     hidden_size=16, num_layers=1, iterations=3000, eval_every=1000, sample_every=1000, seed=5

@@ -20,7 +20,7 @@ import pytest
 
 from worker import keys
 
-from conftest import REPO, Worker, job_field, run_cli, submit, wait_for, wait_status
+from conftest import REPO, Worker, cli_submit, job_field, run_cli, submit, wait_for, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,8 @@ def test_a_job_too_large_for_the_pool_is_refused_at_submit(r, redis_server, corp
     assert "CHARRNN_MAX_JOB_BYTES" in line
     # the limit is the operator's: lowered, a small job is refused too; raised, HUGE's
     # checkpoint limit is the next to say no
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--hidden-size",
         "64",
         url=redis_server.url(),
@@ -95,6 +93,7 @@ def assert_alive_and_serving(r, url, corpus_file, workers):
     assert wait_status(r, job, timeout=60) == "succeeded"
 
 
+@pytest.mark.slow
 def test_the_worker_refuses_a_job_too_large_before_allocating(stack, corpus_file):
     """Two workers; a client that bypasses submit's checks enqueues HUGE. The first worker to
     take it fails it with the size and the limit; neither dies; a normal job then succeeds."""
@@ -127,6 +126,7 @@ class LimitedWorker(Worker):
         return super().popen(log, preexec_fn=limit)
 
 
+@pytest.mark.slow
 def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path):
     """The reproduction itself: limits raised so the checks pass, address space capped so the
     allocation fails in NumPy. Both workers survive, the job fails with the reason, the next
@@ -157,23 +157,29 @@ def test_a_memory_error_fails_the_job_and_no_worker(stack, corpus_file, tmp_path
             w.stop()
 
 
-def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_file):
+@pytest.fixture
+def dying_worker(stack, corpus_file):
+    """dying_worker(max_attempts, checkpoint_every, **hyper) -> (server, worker, r, job): one
+    worker that gives up on a job after max_attempts deliveries without a checkpoint and gets a
+    hard-killed job back within seconds, and a job on it that neither evaluates nor samples."""
+    server, worker = stack
+
+    def start(max_attempts: int, checkpoint_every: int, **hyper):
+        env = dict(CHARRNN_MAX_ATTEMPTS=str(max_attempts), CHARRNN_VISIBILITY_TIMEOUT="3")
+        w = worker("a", **env).start()
+        every = ("--checkpoint-every", str(checkpoint_every))
+        job = submit(server.url(), corpus_file, *every, eval_every=0, sample_every=0, **hyper)
+        return server, w, server.client(), job
+
+    return start
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(dying_worker, corpus_file):
     """The OOM killer's pattern, with real signals: the pool child running the job is SIGKILLed
     before it writes a checkpoint, delivery after delivery. After CHARRNN_MAX_ATTEMPTS the job
     fails with the reason instead of looping, and the worker still serves."""
-    server, worker = stack
-    w = worker("a", CHARRNN_MAX_ATTEMPTS="2", CHARRNN_VISIBILITY_TIMEOUT="3").start()
-    r = server.client()
-    job = submit(
-        server.url(),
-        corpus_file,
-        "--checkpoint-every",
-        "1000000",
-        iterations=1000000,
-        hidden_size=32,
-        eval_every=0,
-        sample_every=0,
-    )
+    server, w, r, job = dying_worker(2, 1000000, iterations=1000000, hidden_size=32)
     for attempt in (1, 2):
         wait_for(
             lambda attempt=attempt: (
@@ -195,22 +201,11 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(stack, corpus_f
     assert_alive_and_serving(r, server.url(), corpus_file, [w])
 
 
-def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
+@pytest.mark.slow
+def test_a_checkpoint_resets_the_attempts(dying_worker):
     """A job killed after it checkpointed is not counted toward giving up: long jobs survive
     any number of worker restarts."""
-    server, worker = stack
-    w = worker("a", CHARRNN_MAX_ATTEMPTS="1", CHARRNN_VISIBILITY_TIMEOUT="3").start()
-    r = server.client()
-    job = submit(
-        server.url(),
-        corpus_file,
-        "--checkpoint-every",
-        "200",
-        iterations=3000,
-        hidden_size=16,
-        eval_every=0,
-        sample_every=0,
-    )
+    _, w, r, job = dying_worker(1, 200, iterations=3000, hidden_size=16)
     wait_for(lambda: r.exists(keys.checkpoint(job, "latest")), timeout=60, what="a checkpoint")
     assert job_field(r, job, "attempts") == "0"
     for child in w.children():
@@ -219,6 +214,7 @@ def test_a_checkpoint_resets_the_attempts(stack, corpus_file):
     assert int(job_field(r, job, "deliveries")) == 2
 
 
+@pytest.mark.slow
 def test_a_store_that_refuses_every_write_stops_the_job_without_looping(stack, corpus_file):
     """Reproduced: a write Redis refused (out of memory) left the job running, the reaper re-sent
     it and it retrained, five restarts in 45 seconds. A store that refuses every write cannot

@@ -35,6 +35,7 @@ def names(r) -> list[str]:
     return sorted(n.decode() for n in r.zrangebyscore(keys.workers(), cutoff, "+inf"))
 
 
+@pytest.mark.slow
 def test_idle_workers_are_listed_and_leave_when_stopped_or_killed(stack):
     server, worker = stack
     r = server.client()

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from worker import acl, keys, scripts
-from worker.reaper import message_id
+from worker.broker import message_id
 from worker.store import JobStore
 
 from conftest import (

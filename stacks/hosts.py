@@ -20,9 +20,9 @@ Cleanup holds when the test is killed: every process started in a host gets SIGK
 test process dies (PR_SET_PDEATHSIG) and runs in a session of its own (killed as a group at
 close); SIGTERM becomes KeyboardInterrupt while a Network is open, so pytest's teardown runs; and
 each new Network first removes the namespaces of earlier runs whose process is gone (names carry
-the owner's pid). `python benchmarks/hosts.py cleanup` does that sweep alone, for CI.
+the owner's pid). `python stacks/hosts.py cleanup` does that sweep alone, for CI.
 
-Shared by the hosts tests (tests/test_hosts.py; pytest puts benchmarks/ on the path, as for
+Shared by the hosts tests (tests/test_hosts.py; pytest puts stacks/ on the path, as for
 stack.py) and the chaos soak (benchmarks/chaos.py), so it needs neither pytest nor tests/.
 """
 
@@ -597,4 +597,4 @@ if __name__ == "__main__":
         a = sys.argv[2:]
         run_relay(a[0], int(a[1]), a[2], int(a[3]), float(a[4]))
     else:
-        sys.exit("usage: python benchmarks/hosts.py cleanup | relay ADDR PORT TARGET PORT SECONDS")
+        sys.exit("usage: python stacks/hosts.py cleanup | relay ADDR PORT TARGET PORT SECONDS")
