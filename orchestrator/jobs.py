@@ -9,6 +9,7 @@ from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
 from worker import keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
+from worker.job import message_headers
 from worker.lease import retrying
 from worker.limits import check_fits
 from worker.reaper import message_id
@@ -29,6 +30,7 @@ STATUS_FIELDS = (
     "finished_at",
     "error",
     "waiting",
+    "unreadable",
 )
 
 
@@ -128,6 +130,7 @@ def _enqueue(app, job_id: str) -> None:
         args=[job_id],
         task_id=job_id,
         queue=QUEUE,
+        headers=message_headers(),
         retry=True,
         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
