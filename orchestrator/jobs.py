@@ -21,7 +21,8 @@ STATUS_FIELDS = (
     "status",
     "iteration",
     "iterations",
-    "smooth_loss",
+    "smooth_loss",  # train_loss under its first name, kept for its readers
+    "train_loss",
     "val_loss",
     "chars_per_second",
     "worker",

@@ -132,8 +132,13 @@ def test_a_newer_record_takes_no_command_down(r, redis_server):
     assert rows[other]["unreadable"] is None
     p = run_cli("status", FUTURE_ID, "--json", url=url)
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "queued", p.stderr
+    p = run_cli("status", FUTURE_ID, url=url)
+    assert p.returncode == 0 and "needs a newer charrnn" in p.stdout, p.stderr
+    p = run_cli("results", FUTURE_ID, "--json", url=url)
+    assert p.returncode == 0 and json.loads(p.stdout)["spec"]["hyper"]["future_knob"] == 3
     page = dashboard_views.jobs_page(JobStore(r))
     assert {j["job_id"] for j in page["jobs"]} == {FUTURE_ID, other}
+    assert dashboard_views.job_view(JobStore(r), FUTURE_ID)["spec"]["hyper"]["future_knob"] == 3
     p = run_cli("cancel", FUTURE_ID, url=url)
     assert p.returncode == 0 and job_field(r, FUTURE_ID, "status") == "cancelled", p.stderr
     assert job_field(r, FUTURE_ID, "future_field") == "kept"  # written back untouched

@@ -188,6 +188,10 @@ class StoredSpec:
         return v if isinstance(v, int) and not isinstance(v, bool) else None
 
     @property
+    def rungs(self) -> None:
+        return None  # a reader draws no rungs of a spec it cannot read
+
+    @property
     def config(self) -> Config | None:
         hyper = self.raw.get("hyper")
         if not isinstance(hyper, dict):
@@ -337,12 +341,12 @@ def status_moves(job_id: str, new: Status, score: float | None) -> list[tuple[st
 
 
 def metrics(job_id: str, s: Mapping[str, Any]) -> tuple:
-    """The metric fields from a trainer's stats(): its `smooth_loss` there is the debiased one."""
+    """The metric fields from a trainer's stats()."""
     return hset(
         job_id,
         iteration=s["iteration"],
         iterations=s["iterations"],
-        train_loss=s["smooth_loss"],
+        train_loss=s["train_loss"],
         val_loss=s["val_loss"],
         best_val_loss=s["best_val_loss"],
         chars_per_second=s["chars_per_second"],

@@ -231,14 +231,12 @@ def train_with_rollbacks(
 ) -> tuple[Outcome, dict | None, Trainer]:
     """Train to an ending. The divergence policy: roll back to the last good checkpoint and halve
     the learning rate, up to MAX_ROLLBACKS times, then fail with "diverged"."""
-    rollbacks, spec = job.rollbacks, job.spec
-    assert isinstance(spec, JobSpec)
+    rollbacks = job.rollbacks
     while True:
         try:
             return (*train_through_rungs(lease, job, trainer, hooks, host), trainer)
         except DivergedError as e:
             rollbacks += 1
-            failing_scale, diverged_at = trainer.rollback_scale, trainer.iteration
             if rollbacks > MAX_ROLLBACKS:
                 error = f"diverged after {MAX_ROLLBACKS} rollbacks: {e}"
                 finish(
@@ -251,25 +249,38 @@ def train_with_rollbacks(
                     more={"rollbacks": rollbacks},
                 )
                 return Outcome.FAILED, None, trainer
-            trainer, notes = restore(store, job.job_id, spec.config, text)
-            # half the rate that failed (the checkpoint may predate an earlier halving)
-            trainer.rollback_scale = failing_scale
-            trainer.halve_learning_rate()
-            lease.write(
-                [record.hset(job.job_id, rollbacks=rollbacks, learning_rate=trainer.learning_rate)]
-                + push_events(
-                    job.job_id,
-                    *notes,
-                    event(
-                        "diverged_rollback",
-                        host=host,
-                        error=str(e),
-                        iteration=trainer.iteration,
-                        diverged_at=diverged_at,
-                        learning_rate=trainer.learning_rate,
-                    ),
-                )
-            )
+            trainer = roll_back(store, lease, job, trainer, text, host, e, rollbacks)
+
+
+def roll_back(
+    store: JobStore,
+    lease: Lease,
+    job: Job,
+    diverged: Trainer,
+    text: str,
+    host: str,
+    e: DivergedError,
+    rollbacks: int,
+) -> Trainer:
+    """The trainer at the last good checkpoint, at half the learning rate that failed (the
+    checkpoint may predate an earlier halving), and the rollback recorded."""
+    assert isinstance(job.spec, JobSpec)
+    trainer, notes = restore(store, job.job_id, job.spec.config, text)
+    trainer.rollback_scale = diverged.rollback_scale
+    trainer.halve_learning_rate()
+    rolled = event(
+        "diverged_rollback",
+        host=host,
+        error=str(e),
+        iteration=trainer.iteration,
+        diverged_at=diverged.iteration,
+        learning_rate=trainer.learning_rate,
+    )
+    lease.write(
+        [record.hset(job.job_id, rollbacks=rollbacks, learning_rate=trainer.learning_rate)]
+        + push_events(job.job_id, *notes, rolled)
+    )
+    return trainer
 
 
 def train_through_rungs(
