@@ -20,8 +20,8 @@ from orchestrator.dashboard import views as dashboard_views
 from orchestrator.jobs import _enqueue
 from worker import job as record
 from worker import keys, lease, reaper
-from worker.app import client_app
-from worker.job import RECORD_SCHEMA, Job, StoredSpec
+from worker.app import QUEUE, TASK_NAME, client_app
+from worker.job import RECORD_SCHEMA, SCHEMA_HEADER, Job, StoredSpec
 from worker.spec import JobSpec
 from worker.store import JobStore
 
@@ -174,3 +174,29 @@ def test_a_worker_fails_a_newer_job_once_with_the_reason_and_runs_the_next(
     assert [e["event"] for e in events(r, FUTURE_ID)] == ["failed"]
     assert job_field(r, FUTURE_ID, "future_field") == "kept"
     wait_for(lambda: job_field(r, FUTURE_ID, "status") == "failed", 1, what="still failed")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_message_of_a_newer_schema_fails_its_job_once_with_the_reason(
+    r, redis_server, pool, corpus_file
+):
+    """The version travels in a header (an older worker ignores it); a worker that reads an
+    older one fails the job, and the next job runs."""
+    url = redis_server.url()
+    sha, _ = JobStore(r).put_corpus(corpus_file.read_text())
+    rec = dict(future(FUTURE_ID, schema=None, corpus_sha256=sha))
+    rec["spec"] = json.dumps(
+        dict(json.loads(rec["spec"]), hyper=json.loads(TODAY["spec"])["hyper"])
+    )
+    store_raw(r, rec)
+    r.sadd(keys.corpus_jobs(sha), FUTURE_ID)
+    client_app(url).send_task(
+        TASK_NAME, args=[FUTURE_ID], task_id=FUTURE_ID, queue=QUEUE, headers={SCHEMA_HEADER: 2}
+    )
+    assert wait_status(r, FUTURE_ID, timeout=120) == "failed"
+    error = job_field(r, FUTURE_ID, "error")
+    assert "message schema 2" in error and "reads up to 1" in error, error
+    after = submit(url, corpus_file, **TINY_JOB)
+    assert wait_status(r, after, timeout=120) == "succeeded"
+    assert job_field(r, FUTURE_ID, "deliveries") == "1"
