@@ -25,8 +25,9 @@ from .outputs import JobOutputs, as_bytes, as_text
 from .spec import JobSpec
 from .sweep_records import SweepRecords
 
-__all__ = [  # the job record's names, re-exported for the modules that import them from here
-    "TERMINAL", "Status", "event", "new_job_id", "status_moves", "validate_job_id", "as_bytes",
+__all__ = [  # the store's, and the job record's re-exported for the modules importing them here
+    "JobStore", "connect", "redact", "as_text", "as_bytes",
+    "TERMINAL", "Status", "event", "new_job_id", "status_moves", "validate_job_id",
 ]  # fmt: skip
 
 # KEYS: the corpus's job set, the corpus. Deletes the corpus when no job refers to it.
@@ -189,7 +190,9 @@ class JobStore(SweepRecords, JobOutputs):
         raw = self.r.hgetall(keys.job(job_id))
         if not raw:
             raise NoSuchJob(f"no job with id {job_id}")
-        return Job.restore(raw)
+        job = Job.restore(raw)
+        job.job_id = job.job_id or job_id  # the key says whose it is, should the field be lost
+        return job
 
     def list(
         self, status: str | None = None, tag: str | None = None, limit: int = 20
