@@ -116,6 +116,16 @@ def test_a_newer_record_reads_with_what_can_be_read_and_says_which_version():
     assert job.name == "today" and job.iterations == 300 and job.extra == {"future_field": "kept"}
 
 
+@pytest.mark.parametrize(
+    "spec",
+    ["", "not json {", "[1, 2]", json.dumps({"early_stop": {"reduction_factor": "x"}})],
+)
+def test_a_spec_that_does_not_read_is_said_never_raised(spec):
+    job = Job.restore(dict(TODAY, spec=spec))
+    assert job.unreadable and job.unreadable.startswith("its spec cannot be read")
+    assert isinstance(job.spec, StoredSpec) and job.status == "succeeded"
+
+
 # --- a real redis-server: the commands and the dashboard's page ------------------------------
 FUTURE_ID = "0f0f0f0f-0000-4000-8000-000000000001"
 

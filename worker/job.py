@@ -309,7 +309,7 @@ def read_spec(raw: str) -> tuple[JobSpec | StoredSpec, str | None]:
     """(the spec, None) or (what could be read of it, why the rest could not)."""
     try:
         return JobSpec.from_json(raw), None
-    except CharRNNError as e:
+    except Exception as e:  # noqa: BLE001 - whatever a stored spec holds harms its own job only
         try:
             d = json.loads(raw)
         except ValueError:
