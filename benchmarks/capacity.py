@@ -62,6 +62,7 @@ from typing import Any
 from charrnn import Config
 from orchestrator.dashboard import views
 from orchestrator.dashboard.app import POLL_MS
+from worker import hooks as job_hooks
 from worker import keys, settings, training
 from worker.lease import Lease
 from worker.reaper import Reaper
@@ -119,6 +120,7 @@ class SimTrainer:
             "iteration": self.iteration,
             "iterations": self.total_iterations,
             "smooth_loss": self.smooth_loss,
+            "train_loss": self.train_loss,
             "val_loss": self.val_loss,
             "best_val_loss": self.best_val_loss,
             "chars_per_second": 40000.0,
@@ -238,7 +240,7 @@ def drive(url, share, plan: Plan, sha, seed, sync: Sync) -> None:
     try:
         raise_fd_limit(len(share) + 64)
         rng = random.Random(seed)
-        training.checkpoint = FixedCheckpoint(rng.randbytes(plan.checkpoint_bytes))
+        job_hooks.checkpoint = FixedCheckpoint(rng.randbytes(plan.checkpoint_bytes))
         sample = make_corpus(seed=seed, words=60)[: Config().sample_length]
         spec = JobSpec(
             corpus_sha256=sha,
@@ -254,10 +256,10 @@ def drive(url, share, plan: Plan, sha, seed, sync: Sync) -> None:
             lease = Lease(store.r, job_id, f"sim-{i}")
             got = lease.acquire()
             assert got.kind == "acquired", got
-            job = store.get(job_id)
+            job = store.job(job_id)
             t = SimTrainer(plan.total_iterations, plan.per_second, 0.0)
             training.begin(store, lease, job, t, [], f"sim-{i}")
-            sims.append((training.JobHooks(store.get(job_id), lease), t))
+            sims.append((training.JobHooks(store.job(job_id), lease), t))
     except Exception as e:  # noqa: BLE001 - the parent says it in one line
         sync.ready.put(f"load process could not set up its workers: {type(e).__name__}: {e}")
         return

@@ -356,7 +356,8 @@ class Trainer:
             "iteration": self.iteration,
             "iterations": self.total_iterations,
             "chars": self.iteration * cfg.seq_length * cfg.batch_size,
-            "smooth_loss": self.train_loss,
+            "smooth_loss": self.train_loss,  # the debiased one: train_loss, its first name
+            "train_loss": self.train_loss,
             "val_loss": self.val_loss,
             "val_bits_per_char": None if self.val_loss is None else self.val_loss / math.log(2),
             "best_val_loss": self.best_val_loss,

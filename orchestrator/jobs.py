@@ -10,6 +10,7 @@ from charrnn.data import corpus_sha256, prepare
 from charrnn.trainer import Trainer
 from worker import broker, keys, settings
 from worker.app import QUEUE, TASK_NAME, client_app
+from worker.job import message_headers
 from worker.lease import retrying
 from worker.limits import check_fits
 from worker.spec import DEFAULT_CHECKPOINT_EVERY, JobSpec, RungPlan
@@ -22,7 +23,8 @@ STATUS_FIELDS = (
     "status",
     "iteration",
     "iterations",
-    "smooth_loss",
+    "smooth_loss",  # train_loss under its first name, kept for its readers
+    "train_loss",
     "val_loss",
     "chars_per_second",
     "worker",
@@ -31,6 +33,7 @@ STATUS_FIELDS = (
     "finished_at",
     "error",
     "waiting",
+    "unreadable",
 )
 
 
@@ -144,6 +147,7 @@ def _enqueue(app, job_id: str) -> None:
         args=[job_id],
         task_id=job_id,
         queue=QUEUE,
+        headers=message_headers(),
         retry=True,
         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )

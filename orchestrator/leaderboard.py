@@ -54,14 +54,18 @@ def varying(jobs: list[dict]) -> list[str]:
     def values(name):
         if name == "corpus":
             return {j["spec"].corpus for j in jobs}
-        return {json.dumps(getattr(j["spec"].config, name)) for j in jobs}
+        return {json.dumps(getattr(j["spec"].config, name, None)) for j in jobs}
 
     return [n for n in ("corpus",) + FIELDS if len(values(n)) > 1]
 
 
 def params(job: dict, names: list[str]) -> dict:
     return {
-        n: (corpus_label(job["spec"].corpus) if n == "corpus" else getattr(job["spec"].config, n))
+        n: (
+            corpus_label(job["spec"].corpus)
+            if n == "corpus"
+            else getattr(job["spec"].config, n, None)
+        )
         for n in names
     }
 

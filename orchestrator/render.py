@@ -43,6 +43,8 @@ def fmt(v, digits: int = 4) -> str:
 def status(job: dict) -> str:
     """A job's status for tables and the progress bar: a running job that waits for space in a
     full store says so (`status JOB` shows the whole line)."""
+    if job.get("unreadable"):  # a record of a newer version (worker/job.py): status says why
+        return f"{job['status']} (needs a newer version)"
     return f"{job['status']} (waiting: store full)" if job.get("waiting") else job["status"]
 
 
@@ -73,7 +75,9 @@ def job_fields(job: dict, names) -> list[tuple[str, object]]:
     """(label, value) of a job's fields for people: the training loss per character, labelled
     so, in place of the stored smoothed loss."""
     return [
-        ("loss/char", job["smooth_loss"]) if k == "smooth_loss" else (k, job.get(k)) for k in names
+        ("loss/char", job["smooth_loss"]) if k == "smooth_loss" else (k, job.get(k))
+        for k in names
+        if k != "unreadable" or job.get(k)  # said only of a record this version cannot read
     ]
 
 

@@ -66,6 +66,7 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
         "iteration",
         "iterations",
         "smooth_loss",
+        "train_loss",  # the same value, named for what it is (the debiased moving average)
         "val_loss",
         "chars_per_second",
         "worker",
@@ -74,6 +75,7 @@ def test_submit_to_results_end_to_end(pool, r, redis_server, corpus_file):
         "finished_at",
         "error",
         "waiting",  # what a job waits for (a full store), None when it does not
+        "unreadable",  # what this version cannot read of the record (worker/job.py), or None
     }
     assert st["worker"].startswith("it") and st["chars_per_second"] > 0
     assert st["waiting"] is None

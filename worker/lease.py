@@ -17,7 +17,7 @@ import redis
 
 from . import keys, scripts, settings, space
 from .errors import LostLease
-from .store import TERMINAL
+from .job import TERMINAL
 
 # KEYS: job, lease, fence. ARGV: lease_ms, holder. Returns {kind, value[, attempts]}.
 # A delivery that acquires counts in `deliveries` (all of them) and `attempts` (those since the

@@ -36,10 +36,12 @@ import uuid
 import redis
 from redis.typing import EncodableT, FieldT
 
+from . import job as record
 from . import keys, scripts, settings, space
 from .broker import QUEUE
 from .broker import message_ids as broker_message_ids
-from .store import JobStore, Status, as_text, event
+from .job import Status, event
+from .store import JobStore, as_text
 
 log = logging.getLogger("charrnn.reaper")
 
@@ -129,7 +131,7 @@ class Reaper:
                 for job_id in page:
                     p.exists(keys.lease(job_id))
                     p.get(keys.fence(job_id))
-                    p.hget(keys.job(job_id), "iteration")
+                    p.hget(keys.job(job_id), record.field_name("iteration"))
                 rows = p.execute()
             for i, job_id in enumerate(page):
                 held, token, iteration = rows[3 * i : 3 * i + 3]
@@ -187,7 +189,7 @@ class Reaper:
             page = ids[start : start + PAGE]
             with r.pipeline(transaction=False) as p:
                 for job_id in page:
-                    p.hget(keys.job(job_id), "deliveries")
+                    p.hget(keys.job(job_id), record.field_name("deliveries"))
                 rows = p.execute()
             for job_id, deliveries in zip(page, rows, strict=True):
                 deliveries = (deliveries or b"0").decode()

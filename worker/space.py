@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from . import keys, settings
+from . import job as record
+from . import settings
 from .errors import StoreFull
-from .store import event
+from .job import event
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -118,7 +119,7 @@ class Wait:
         refused write's own arguments can keep Redis over its limit for a second or so)."""
         if self.noted:
             return []
-        return [("HSET", keys.job(self.lease.job_id), "waiting", self.line)] + self.push_events(
+        return [record.hset(self.lease.job_id, waiting=self.line)] + self.push_events(
             self.lease.job_id, event("store_full", reason=self.line)
         )
 
@@ -151,6 +152,6 @@ class Wait:
         log.info("job %s: the store took the write after %.0f s", self.lease.job_id, waited)
         if self.noted:
             self.lease.try_write(
-                [("HSET", keys.job(self.lease.job_id), "waiting", "")]
+                [record.hset(self.lease.job_id, waiting=None)]
                 + self.push_events(self.lease.job_id, event("store_space", waited=round(waited, 1)))
             )

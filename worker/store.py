@@ -8,10 +8,7 @@ trainer's writes). Results never expire; `delete` and `prune` remove them.
 from __future__ import annotations
 
 import builtins
-import json
 import time
-import uuid
-from enum import Enum
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
@@ -20,9 +17,18 @@ from redis.retry import Retry
 
 from charrnn.data import corpus_sha256
 
+from . import job as record
 from . import keys, scripts, settings
-from .errors import CorpusTooLarge, InvalidJobId, NoCheckpoint, NoSuchCorpus, NoSuchJob, Unreachable
+from .errors import CorpusTooLarge, NoSuchCorpus, NoSuchJob, Unreachable
+from .job import TERMINAL, Job, Status, event, new_job_id, status_moves, validate_job_id
+from .outputs import JobOutputs, as_bytes, as_text
 from .spec import JobSpec
+from .sweep_records import SweepRecords
+
+__all__ = [  # the store's, and the job record's re-exported for the modules importing them here
+    "JobStore", "connect", "redact", "as_text", "as_bytes",
+    "TERMINAL", "Status", "event", "new_job_id", "status_moves", "validate_job_id",
+]  # fmt: skip
 
 # KEYS: the corpus's job set, the corpus. Deletes the corpus when no job refers to it.
 COLLECT_CORPUS = """
@@ -44,35 +50,14 @@ return 1
 """
 
 
-class Status(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    STOPPED = "stopped"  # stopped early by its sweep's scheduler (ASHA); keeps its checkpoint
-
-
-TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
-FLOAT_FIELDS = (
-    "smooth_loss",
-    "val_loss",
-    "best_val_loss",
-    "chars_per_second",
-    "learning_rate",
-    "submitted_at",
-    "started_at",
-    "finished_at",
-)
-INT_FIELDS = (
-    "iteration",
-    "iterations",
-    "restarts",
-    "rollbacks",
-    "deliveries",
-    "attempts",
-    "samples_written",
-)
+def _num(v: str | None, kind):
+    """A number from a stored field, None when empty or malformed (presence.py reads with it)."""
+    if v in ("", None):
+        return None
+    try:
+        return kind(v)
+    except ValueError:
+        return None
 
 
 def redact(url: str) -> str:
@@ -114,82 +99,9 @@ def connect(url: str) -> redis.Redis:
         raise Unreachable(f"bad Redis URL {redact(url)}: {e}") from None
 
 
-def validate_job_id(job_id: str) -> str:
-    """The canonical form of a job id, or InvalidJobId: ids go into keys only once checked."""
-    try:
-        return str(uuid.UUID(str(job_id)))
-    except ValueError:
-        raise InvalidJobId(f"not a job id: {str(job_id)[:80]!r} (job ids are UUIDs)") from None
+class JobStore(SweepRecords, JobOutputs):
+    """The job store: corpora and job records here; sweeps and a job's outputs in the mixins."""
 
-
-def new_job_id() -> str:
-    return str(uuid.uuid4())
-
-
-def status_moves(job_id: str, new: Status, score: float) -> list[tuple[str, ...]]:
-    """Commands that move a job into one status index and out of the others."""
-    ops: list[tuple[str, ...]] = [
-        ("ZREM", keys.status_index(s.value), job_id) for s in Status if s != new
-    ]
-    ops.append(("ZADD", keys.status_index(new.value), repr(score), job_id))
-    return ops
-
-
-def event(name: str, **fields) -> str:
-    return json.dumps({"t": time.time(), "event": name, **fields})
-
-
-def as_text(v: object) -> str:
-    """A Redis string reply as text. redis-py types replies as bytes or str (it depends on
-    decode_responses, off for this store: bytes); anything else is a bug, said at once."""
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, str):
-        return v
-    raise TypeError(f"expected a Redis string reply, got {type(v).__name__}")
-
-
-def as_bytes(v: object) -> bytes:
-    """A Redis string reply as the bytes stored (checkpoints): see as_text."""
-    if isinstance(v, bytes):
-        return v
-    raise TypeError(f"expected a Redis bytes reply, got {type(v).__name__}")
-
-
-def _num(v: str | None, kind):
-    if v in ("", None):
-        return None
-    try:
-        return kind(v)
-    except ValueError:
-        return None
-
-
-def decode_job(raw: dict) -> dict:
-    d = {k.decode(): v.decode() for k, v in raw.items()}
-    job = {
-        "job_id": d.get("job_id"),
-        "name": d.get("name") or None,
-        "tags": json.loads(d.get("tags") or "[]"),
-        "status": d.get("status"),
-        "spec": JobSpec.from_json(d["spec"]),
-        "worker": d.get("worker") or None,
-        "error": d.get("error") or None,
-        # why a running job is not training now ("store full: ... waiting for space"), or None
-        "waiting": d.get("waiting") or None,
-        "sweep_id": d.get("sweep_id") or None,
-        "cancel_requested": d.get("cancel_requested") == "1",
-    }
-    for f in FLOAT_FIELDS:
-        job[f] = _num(d.get(f), float)
-    for f in INT_FIELDS:
-        job[f] = _num(d.get(f), int)
-    job["restarts"] = job["restarts"] or 0
-    job["rollbacks"] = job["rollbacks"] or 0
-    return job
-
-
-class JobStore:
     def __init__(self, r: redis.Redis):
         self.r = r
 
@@ -246,21 +158,7 @@ class JobStore:
 
     @staticmethod
     def _create(p, job_id: str, spec: JobSpec, now: float) -> None:
-        record = {
-            "job_id": job_id,
-            "name": spec.name or "",
-            "tags": json.dumps(list(spec.tags)),
-            "spec": spec.to_json(),
-            "status": Status.QUEUED.value,
-            "submitted_at": repr(now),
-            "iteration": 0,
-            "restarts": 0,
-            "rollbacks": 0,
-            "cancel_requested": "0",
-            "sweep_id": spec.sweep_id or "",
-            "iterations": spec.total_iterations,
-        }
-        p.hset(keys.job(job_id), mapping=record)
+        p.hset(keys.job(job_id), mapping=Job.new(job_id, spec, now).to_mapping())
         p.zadd(keys.jobs_by_time(), {job_id: now})
         p.zadd(keys.status_index(Status.QUEUED.value), {job_id: now})
         for tag in spec.tags:
@@ -268,62 +166,13 @@ class JobStore:
         p.sadd(keys.corpus_jobs(spec.corpus_sha256), job_id)
         p.rpush(keys.events(job_id), event("submitted"))
 
-    # --- sweeps -------------------------------------------------------------------------------
-    def create_sweep(
-        self,
-        sweep_id: str,
-        name: str | None,
-        spec: dict,
-        jobs: list[tuple[str, JobSpec]],
-        tags: tuple[str, ...] = (),
-    ) -> None:
-        """The sweep record and every job of it (job id, job spec, each tagged `sweep:{id}`
-        already), in one transaction: a sweep is stored whole or not at all."""
-        now = time.time()
-
-        def queue(p):
-            p.hset(
-                keys.sweep(sweep_id),
-                mapping={
-                    "sweep_id": sweep_id,
-                    "name": name or "",
-                    "spec": json.dumps(spec, sort_keys=True),
-                    "n_jobs": len(jobs),
-                    "created_at": repr(now),
-                    "tags": json.dumps(list(tags)),
-                },
-            )
-            p.zadd(keys.sweeps_by_time(), {sweep_id: now})
-            for job_id, job_spec in jobs:
-                self._create(p, job_id, job_spec, now)
-            if jobs:
-                p.rpush(keys.sweep_jobs(sweep_id), *[j for j, _ in jobs])
-
-        self._transaction([s.corpus_sha256 for _, s in jobs], queue)
-
-    def get_sweep(self, sweep_id: str) -> dict:
-        sweep_id = validate_job_id(sweep_id)
-        raw = self.r.hgetall(keys.sweep(sweep_id))
-        if not raw:
-            raise NoSuchJob(f"no sweep with id {sweep_id}")
-        d = {as_text(k): as_text(v) for k, v in raw.items()}
-        return {
-            "sweep_id": d["sweep_id"],
-            "name": d.get("name") or None,
-            "spec": json.loads(d.get("spec") or "{}"),
-            "n_jobs": int(d.get("n_jobs") or 0),
-            "created_at": float(d["created_at"]),
-            "tags": json.loads(d.get("tags") or "[]"),
-            "job_ids": [as_text(j) for j in self.r.lrange(keys.sweep_jobs(sweep_id), 0, -1)],
-        }
-
     def jobs(self, job_ids: list[str]) -> list[dict]:
         """Many job records in one round trip, in the order given; deleted jobs are left out."""
         with self.r.pipeline(transaction=False) as p:
             for j in job_ids:
                 p.hgetall(keys.job(j))
             rows = p.execute()
-        return [decode_job(raw) for raw in rows if raw]
+        return [Job.restore(raw).view() for raw in rows if raw]
 
     def kind(self, some_id: str) -> str | None:
         """ "sweep", "job", or None: sweeps and jobs share the id space (UUIDs)."""
@@ -334,43 +183,6 @@ class JobStore:
             is_sweep, is_job = p.execute()
         return "sweep" if is_sweep else "job" if is_job else None
 
-    def list_sweeps(self, limit: int = 20) -> list[dict]:
-        ids = [as_text(i) for i in self.r.zrevrange(keys.sweeps_by_time(), 0, limit - 1)]
-        out = []
-        for i in ids:
-            try:
-                out.append(self.get_sweep(i))
-            except NoSuchJob:
-                continue
-        return out
-
-    def rung_decisions(self, sweep_id: str, milestone: int) -> dict[str, dict]:
-        raw = self.r.hgetall(keys.rung_decisions(sweep_id, milestone))
-        return {as_text(k): json.loads(v) for k, v in raw.items()}
-
-    def delete_sweep(self, sweep_id: str) -> list[str]:
-        """Remove a sweep, its rung records and every job of it. Returns the job ids deleted."""
-        sw = self.get_sweep(sweep_id)
-        gone = []
-        for job_id in sw["job_ids"]:
-            try:
-                self.delete(job_id)
-                gone.append(job_id)
-            except NoSuchJob:
-                continue
-        rungs = (sw["spec"].get("early_stop") or {}).get("rungs") or []
-        self._remove(
-            sweep_id,
-            [
-                keys.sweep(sweep_id),
-                keys.sweep_jobs(sweep_id),
-                *[keys.rung(sweep_id, m) for m in rungs],
-                *[keys.rung_decisions(sweep_id, m) for m in rungs],
-            ],
-            zsets=[keys.sweeps_by_time()],
-        )
-        return gone
-
     def _remove(
         self, member: str, delete: list[str], zsets: list[str], sets: tuple[str, ...] = ()
     ) -> None:
@@ -378,64 +190,18 @@ class JobStore:
         scripts.Script(self.r, REMOVE)([*delete, *zsets, *sets], [member, len(delete), len(zsets)])
 
     def get(self, job_id: str) -> dict:
+        """A job's record as the readers take it (Job.view)."""
+        return self.job(job_id).view()
+
+    def job(self, job_id: str) -> Job:
+        """A job's record, typed; what this version cannot read of it is said in `unreadable`."""
         job_id = validate_job_id(job_id)
         raw = self.r.hgetall(keys.job(job_id))
         if not raw:
             raise NoSuchJob(f"no job with id {job_id}")
-        return decode_job(raw)
-
-    def history(self, job_id: str) -> list[list]:
-        return [json.loads(x) for x in self.r.lrange(keys.history(job_id), 0, -1)]
-
-    def samples(self, job_id: str, last: bool = False, start: int = 0) -> list[dict]:
-        """The samples kept (the newest MAX_SAMPLES), only the last, or those from the
-        `start`-th ever written on (`sample_count` is the number written so far)."""
-        if last or not start:
-            rows = self.r.lrange(keys.samples(job_id), -1 if last else 0, -1)
-        else:
-            with self.r.pipeline(transaction=True) as p:
-                p.hget(keys.job(job_id), "samples_written")
-                p.lrange(keys.samples(job_id), 0, -1)
-                written, rows = p.execute()
-            dropped = int(written or len(rows)) - len(rows)  # trimmed from the front
-            rows = rows[max(0, start - dropped) :]
-        return [json.loads(x) for x in rows]
-
-    def sample_count(self, job_id: str) -> int:
-        """Samples written so far, including those trimmed away."""
-        with self.r.pipeline(transaction=False) as p:
-            p.hget(keys.job(job_id), "samples_written")
-            p.llen(keys.samples(job_id))
-            written, n = p.execute()
-        return int(written or n)
-
-    def events(self, job_id: str) -> list[dict]:
-        return [json.loads(x) for x in self.r.lrange(keys.events(job_id), 0, -1)]
-
-    def note_stepped_aside(self, job_id: str) -> None:
-        """A duplicate delivery found a live trainer and left (counted for the fault report)."""
-        self.r.incr(keys.stepped_aside(job_id))
-
-    def checkpoint_record(self, job_id: str, which: str) -> tuple[bytes, str] | None:
-        """(bytes, stored sha256) of a checkpoint, unverified, or None: for the worker, which
-        verifies it and falls back."""
-        raw = self.r.hmget(keys.checkpoint(job_id, which), "data", "sha256")
-        return None if raw[0] is None or raw[1] is None else (as_bytes(raw[0]), as_text(raw[1]))
-
-    def checkpoint_iteration(self, job_id: str) -> int | None:
-        raw = self.r.hget(keys.checkpoint(job_id, "latest"), "iteration")
-        return None if raw is None else int(raw)
-
-    def checkpoint(self, job_id: str, which: str = "latest") -> tuple[bytes, dict]:
-        """(bytes of the .npz, {"sha256", "iteration"}) or NoCheckpoint."""
-        self.get(job_id)
-        raw = self.r.hgetall(keys.checkpoint(job_id, which))
-        if not raw:
-            raise NoCheckpoint(f"job {job_id} has no {which} checkpoint yet")
-        return as_bytes(raw[b"data"]), {
-            "sha256": as_text(raw[b"sha256"]),
-            "iteration": int(raw[b"iteration"]),
-        }
+        job = Job.restore(raw)
+        job.job_id = job.job_id or job_id  # the key says whose it is, should the field be lost
+        return job
 
     def list(
         self, status: str | None = None, tag: str | None = None, limit: int = 20
@@ -513,22 +279,8 @@ class JobStore:
         without decoding their records."""
         with self.r.pipeline(transaction=False) as p:
             for j in job_ids:
-                p.hget(keys.job(j), "status")
+                p.hget(keys.job(j), record.field_name("status"))
             return [None if s is None else as_text(s) for s in p.execute()]
-
-    def last_samples(self, job_ids: builtins.list[str]) -> builtins.list[dict | None]:
-        """Each job's newest sample (or None), one round trip."""
-        with self.r.pipeline(transaction=False) as p:
-            for j in job_ids:
-                p.lindex(keys.samples(j), -1)
-            return [json.loads(r) if r else None for r in p.execute()]
-
-    def histories(self, job_ids: builtins.list[str]) -> builtins.list[builtins.list[builtins.list]]:
-        """Each job's loss history, one round trip."""
-        with self.r.pipeline(transaction=False) as p:
-            for j in job_ids:
-                p.lrange(keys.history(j), 0, -1)
-            return [[json.loads(x) for x in rows] for rows in p.execute()]
 
     def cancel(self, job_id: str) -> str:
         """A queued job becomes cancelled at once (it will never start); a running one is asked to
@@ -539,27 +291,19 @@ class JobStore:
             while True:
                 try:
                     p.watch(key)
-                    status, submitted = p.hmget(key, "status", "submitted_at")
-                    if status is None:
+                    raw = p.hgetall(key)
+                    if not raw:
                         raise NoSuchJob(f"no job with id {job_id}")
-                    status = as_text(status)
+                    job = Job.restore(raw)
+                    status = job.status
                     p.multi()
                     if status == Status.QUEUED.value:
-                        now = time.time()
-                        p.hset(
-                            key,
-                            mapping={
-                                "status": Status.CANCELLED.value,
-                                "finished_at": repr(now),
-                                "cancel_requested": "1",
-                            },
-                        )
-                        for op in status_moves(job_id, Status.CANCELLED, float(as_text(submitted))):
+                        for op in record.cancel_queued(job_id, time.time(), job.submitted_at):
                             p.execute_command(*op)
                         p.rpush(keys.events(job_id), event("cancelled", while_status="queued"))
                         status = Status.CANCELLED.value
                     elif status == Status.RUNNING.value:
-                        p.hset(key, "cancel_requested", "1")
+                        p.execute_command(*record.hset(job_id, cancel_requested=True))
                         p.rpush(keys.events(job_id), event("cancel_requested"))
                     p.execute()
                     return status
@@ -569,19 +313,21 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Remove a job and everything it produced (a running trainer's next write is refused,
         since its fencing token is gone, and it stops)."""
-        job = self.get(job_id)
-        sha = job["spec"].corpus_sha256
+        job_id = validate_job_id(job_id)
+        job = self.job(job_id)
+        sha = job.spec.corpus_sha256  # "" when a record's spec is unreadable to the last byte
         self._remove(
-            job["job_id"],
-            keys.job_keys(job["job_id"]),
+            job_id,
+            keys.job_keys(job_id),
             zsets=[
                 keys.jobs_by_time(),
                 *[keys.status_index(s.value) for s in Status],
-                *[keys.tag_index(tag) for tag in job["tags"]],
+                *[keys.tag_index(tag) for tag in job.tags],
             ],
-            sets=(keys.corpus_jobs(sha),),
+            sets=(keys.corpus_jobs(sha),) if sha else (),
         )
-        self.collect(sha)
+        if sha:
+            self.collect(sha)
 
     def collect(self, sha: str) -> None:
         """Remove a corpus no job refers to any more (a corpus is up to CHARRNN_MAX_CORPUS_BYTES

@@ -20,6 +20,7 @@ from celery.signals import (
 from . import acl, scripts, serverconf
 from .broker import QUEUE, TASK_NAME
 from .celery import app
+from .job import SCHEMA_HEADER, message_headers
 from .presence import Presence
 from .reaper import Reaper
 from .store import JobStore, connect
@@ -44,7 +45,8 @@ def train(self, job_id: str) -> str:
     # the pool process's main thread, each time a job starts
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = run_job(store(), job_id, self.request.hostname or "worker")
+        host = self.request.hostname or "worker"
+        outcome = run_job(store(), job_id, host, self.request.get(SCHEMA_HEADER))
     except MemoryError:
         # run_job fails the job itself when its arrays do not fit; this is the last line, for an
         # allocation outside that (the record, the corpus). A MemoryError escaping a task makes
@@ -74,7 +76,14 @@ def resend(job_id: str) -> None:
     """One more task message for a job, as the orchestrator sends it, on a connection of its own
     (the reaper runs in a thread of the worker's main process, beside its consumer)."""
     with app.connection_for_write() as conn:
-        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, connection=conn)
+        app.send_task(
+            TASK_NAME,
+            args=[job_id],
+            task_id=job_id,
+            queue=QUEUE,
+            connection=conn,
+            headers=message_headers(),
+        )
 
 
 @worker_init.connect

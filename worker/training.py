@@ -11,187 +11,48 @@ calls `run_job`; charrnn knows nothing of Redis or Celery.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
-import threading
 import time
-from enum import Enum
 
 import redis
 
-from charrnn import Config, Hooks, Trainer, checkpoint
+from charrnn import Config, Trainer
 from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
-from . import asha, keys, settings, space
+from . import asha, settings, space
+from . import job as record
+from .endings import Outcome, end, fail, finish, requeue, stopped_waiting
 from .errors import JobTooLarge, LostLease, NoSuchJob, StoreFull
+from .hooks import MAX_EVENTS, MAX_HISTORY, MAX_SAMPLES, SHUTDOWN, JobHooks, guard, push_events
+from .job import MESSAGE_SCHEMA, Job, Status, event, validate_job_id
 from .lease import Lease, retrying
 from .limits import check_fits, load_checkpoint
 from .spec import JobSpec
-from .store import JobStore, Status, event, status_moves, validate_job_id
+from .store import JobStore
+
+__all__ = [  # for the task, the tests and the benchmarks, which import them from here
+    "MAX_EVENTS", "MAX_HISTORY", "MAX_SAMPLES", "SHUTDOWN", "Outcome", "guard", "requeue",
+]  # fmt: skip
 
 log = logging.getLogger("charrnn.worker")
 
 MAX_ROLLBACKS = 3
 """Divergence rollbacks (each halves the learning rate) before a job fails with "diverged"."""
 
-EXPLODE_FACTOR = 10.0
-"""A smoothed training loss above this many times that of guessing uniformly (ln V nats per
-character) is an exploding loss, treated like a non-finite one. Training starts at 1x and a model
-that learns only goes down; a learning rate so large that Adagrad's first steps blow the weights
-up lands hundreds of times above it (1e3 gives ~200x) while staying finite, so the trainer's own
-non-finite check never fires."""
-
-HISTORY_POINTS = 500
-"""Roughly how many loss-history rows a job keeps (one per 1/500 of its iterations)."""
-
-MAX_HISTORY, MAX_SAMPLES, MAX_EVENTS = 2 * HISTORY_POINTS, 100, 1000
-"""Hard caps on a job's lists (the newest kept): whatever its eval, sample and checkpoint
-intervals, and however often it is resumed, a job's record stays bounded."""
-
-SHUTDOWN = threading.Event()
-"""Set in a pool process when its worker is shutting down (SIGTERM): checkpoint and give back."""
-
-
-class Outcome(str, Enum):
-    """How one delivery ended (the task's return value; the job's status is in the store)."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EARLY_STOPPED = "early_stopped"  # ASHA stopped it at a rung: status `stopped`
-    REQUEUED = "requeued"  # the worker is shutting down: checkpointed, given back
-    STEPPED_ASIDE = "stepped_aside"  # a live trainer holds the job; this copy is redundant
-    LOST_LEASE = "lost_lease"  # another trainer took the job over; this one stopped
-    ALREADY_ENDED = "already_ended"  # the job had ended before this delivery
-    MISSING = "missing"  # no such job (deleted): the message is dropped
-
-
-def push(key: str, item: str, keep: int) -> list[tuple]:
-    """Append to a bounded list: the ops of one fenced write."""
-    return [("RPUSH", key, item), ("LTRIM", key, -keep, -1)]
-
-
-def push_events(job_id: str, *items: str) -> list[tuple]:
-    return [op for e in items for op in push(keys.events(job_id), e, MAX_EVENTS)]
-
-
-class JobHooks(Hooks):
-    """Progress, samples and checkpoints to the store, each a fenced write; cancellation and
-    shutdown checked at every progress write and checkpoint. Tests install a subclass through
-    `HOOKS` (a fault to inject); production code never branches on a test's wish."""
-
-    progress_seconds = settings.HEARTBEAT_SECONDS
-
-    def __init__(self, job: dict, lease: Lease):
-        self.job_id, self.lease = job["job_id"], lease
-        self.cancel = False
-        self.last_ckpt_iteration = -1
-        self.last_eval_iteration = -1
-        self.best_ckpt_val = job["best_val_loss"]
-        self.history_every = max(1, (job["spec"].total_iterations or 1) // HISTORY_POINTS)
-        # a history row at least every 1/HISTORY_POINTS of the run, however fast it trains: a
-        # job of a few seconds still draws a curve (its writes stay bounded by HISTORY_POINTS)
-        self.progress_every = self.history_every
-        self.last_history = {"progress": -1, "eval": -1}
-
-    def metrics(self, t: Trainer) -> tuple:
-        """The job record's metric fields, one HSET."""
-        s = t.stats()
-        fields = {
-            "iteration": s["iteration"],
-            "iterations": s["iterations"],
-            "smooth_loss": repr(s["smooth_loss"]),
-            "val_loss": "" if s["val_loss"] is None else repr(s["val_loss"]),
-            "best_val_loss": "" if s["best_val_loss"] is None else repr(s["best_val_loss"]),
-            "chars_per_second": repr(s["chars_per_second"]),
-            "learning_rate": repr(s["learning_rate"]),
-        }
-        return ("HSET", keys.job(self.job_id), *[x for kv in fields.items() for x in kv])
-
-    def _history(self, t: Trainer, evaluation: bool = False) -> list[tuple]:
-        """A history row, at most one per 1/HISTORY_POINTS of the run for progress and as many
-        again for evaluations (and always at the end): a curve needs a few hundred points, and
-        an eval every iteration must not make thousands."""
-        kind = "eval" if evaluation else "progress"
-        if (
-            t.iteration - self.last_history[kind] < self.history_every
-            and t.iteration != t.total_iterations
-        ):
-            return []
-        self.last_history[kind] = t.iteration
-        return push(
-            keys.history(self.job_id),
-            json.dumps([t.iteration, t.train_loss, t.val_loss]),
-            MAX_HISTORY,
-        )
-
-    def on_progress(self, t: Trainer) -> None:
-        guard(t)
-        self.cancel = self.lease.write([self.metrics(t)] + self._history(t))
-
-    def on_eval(self, t: Trainer, val_loss: float | None) -> None:
-        guard(t)
-        self.last_eval_iteration = t.iteration
-        self.cancel = self.lease.write([self.metrics(t)] + self._history(t, evaluation=True))
-
-    def on_sample(self, t: Trainer, text: str) -> None:
-        row = json.dumps({"iteration": t.iteration, "text": text})
-        self.cancel = self.lease.write(
-            push(keys.samples(self.job_id), row, MAX_SAMPLES)
-            + [("HINCRBY", keys.job(self.job_id), "samples_written", 1)]
-        )
-
-    def on_checkpoint(self, t: Trainer) -> None:
-        guard(t)  # an exploded model is never stored
-        raw = checkpoint.to_bytes(t)  # refuses non-finite weights
-        sha = hashlib.sha256(raw).hexdigest()
-        latest, previous = (
-            keys.checkpoint(self.job_id, "latest"),
-            keys.checkpoint(self.job_id, "previous"),
-        )
-        ops = [
-            ("RENAMEIFEXISTS", latest, previous),
-            ("HSET", latest, "data", raw, "sha256", sha, "iteration", t.iteration),
-            self.metrics(t),
-            ("HSET", keys.job(self.job_id), "attempts", 0),
-        ]
-        if t.val_loss is not None and (
-            self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val
-        ):
-            self.best_ckpt_val = t.val_loss
-            ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
-        self.cancel = self.lease.write(ops, what=f"checkpoint of {space.megabytes(len(raw))}")
-        self.last_ckpt_iteration = t.iteration
-
-    def checkpoint_if_needed(self, t: Trainer) -> None:
-        if self.last_ckpt_iteration != t.iteration:
-            self.on_checkpoint(t)
-
-    def should_stop(self, t: Trainer) -> bool:
-        return self.cancel or SHUTDOWN.is_set()
-
-
 HOOKS: type[JobHooks] = JobHooks
 """The hooks class a delivery trains with; the fault suite's worker module replaces it."""
 
 
-def guard(t: Trainer) -> None:
-    """DivergedError when the smoothed loss is not finite or has exploded (EXPLODE_FACTOR)."""
-    uniform = max(math.log(t.vocab.size), 1.0)  # nats/char, as smooth_loss
-    if not math.isfinite(t.smooth_loss) or t.smooth_loss > EXPLODE_FACTOR * uniform:
-        raise DivergedError(
-            f"diverged: smoothed loss {t.smooth_loss:.4g} at iteration "
-            f"{t.iteration} is above {EXPLODE_FACTOR:g}x that of uniform guessing"
-        )
-
-
 # --- the delivery, from message to ending ----------------------------------------------------
-def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
-    """Run one delivery of a job to its end (or step aside), and say how it ended. The error
-    triage: bad input and bugs fail the job; an unreachable Redis is not the job's fault (the
-    exception leaves, the lease expires, another delivery resumes it)."""
+def run_job(store: JobStore, job_id: str, host: str, message_schema: int | None = None) -> Outcome:
+    """Run one delivery of a job to its end (or step aside), and say how it ended.
+
+    A job this worker cannot read (its record or message from a newer version: job.py) fails
+    once, with the version it needs, rather than waiting for a newer worker: the rolling upgrade
+    order (workers first) means no such job reaches an old worker unless that order was broken,
+    and a job left waiting would be re-sent every REAP_SECONDS forever where no newer worker
+    runs; a failed job is seen at once, and submitted again once the pool is upgraded."""
     job_id = validate_job_id(job_id)
     lease = Lease(store.r, job_id, host)
     lease.wait_for_space = lambda what, nbytes: space.Wait(
@@ -200,7 +61,39 @@ def run_job(store: JobStore, job_id: str, host: str) -> Outcome:
     early = take_lease(store, lease)
     if early is not None:
         return early
-    job = retrying(store.get, job_id)
+    try:
+        job = read(store, job_id)
+    except NoSuchJob:
+        log.warning("job %s is not in the store (deleted?); dropping the message", job_id)
+        return Outcome.MISSING
+    if (message_schema or 1) > MESSAGE_SCHEMA:
+        job.unreadable = job.unreadable or (
+            f"sent with message schema {message_schema}; this worker reads up to "
+            f"{MESSAGE_SCHEMA}: it needs a newer charrnn"
+        )
+    if job.unreadable:
+        return fail(lease, job, host, f"this worker cannot run the job: {job.unreadable}")
+    return triage(store, lease, job, host)
+
+
+def read(store: JobStore, job_id: str) -> Job:
+    """The job's record. Reading never fails for what a record holds (job.py); should it fail
+    all the same, the job still gets its one failure instead of endless redelivery."""
+    try:
+        return retrying(store.job, job_id)
+    except (NoSuchJob, redis.RedisError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a record that cannot be read is this job's alone
+        log.exception("job %s: its record cannot be read", job_id)
+        why = f"its record cannot be read ({type(e).__name__}: {e})"
+        return Job(job_id, Status.RUNNING.value, record.StoredSpec({}), unreadable=why)
+
+
+def triage(store: JobStore, lease: Lease, job: Job, host: str) -> Outcome:
+    """Deliver the job and sort what went wrong: bad input and bugs fail the job; an
+    unreachable Redis is not the job's fault (the exception leaves, the lease expires, another
+    delivery resumes it)."""
+    job_id = job.job_id
     try:
         return _deliver(store, lease, job, host)
     except LostLease:
@@ -258,7 +151,7 @@ def take_lease(store: JobStore, lease: Lease) -> Outcome | None:
         time.sleep(min(0.25, settings.LEASE_SECONDS / 4))
 
 
-def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
+def _deliver(store: JobStore, lease: Lease, job: Job, host: str) -> Outcome:
     if lease.attempts > settings.MAX_ATTEMPTS:
         return fail(
             lease,
@@ -268,13 +161,14 @@ def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
             f"checkpoint (the worker process died under the job each time: out of "
             f"memory?); CHARRNN_MAX_ATTEMPTS is {settings.MAX_ATTEMPTS}",
         )
-    spec: JobSpec = job["spec"]
+    spec = job.spec
+    assert isinstance(spec, JobSpec)  # run_job fails a job whose spec cannot be read
     text = retrying(store.get_corpus, spec.corpus_sha256)
-    if job["cancel_requested"]:
+    if job.cancel_requested:
         return finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
     # before anything of the job is allocated: a job too large for this pool fails here
     check_fits(spec.config, Vocab.from_text(text).size, len(text))
-    trainer, notes = restore(store, job["job_id"], spec.config, text)
+    trainer, notes = restore(store, job.job_id, spec.config, text)
     hooks = HOOKS(job, lease)
     hooks.cancel = begin(store, lease, job, trainer, notes, host)
     outcome, decision, trainer = train_with_rollbacks(store, lease, job, trainer, text, hooks, host)
@@ -301,41 +195,23 @@ def restore(store: JobStore, job_id: str, cfg: Config, text: str) -> tuple[Train
 
 
 def begin(
-    store: JobStore, lease: Lease, job: dict, trainer: Trainer, notes: list[str], host: str
+    store: JobStore, lease: Lease, job: Job, trainer: Trainer, notes: list[str], host: str
 ) -> bool:
     """The start transition: running on this host, started or resumed. Returns the cancel flag."""
-    job_id, now = job["job_id"], time.time()
-    resumed = trainer.iteration > 0 or job["started_at"] is not None
-    ops: list[tuple] = [
-        (
-            "HSET",
-            keys.job(job_id),
-            "status",
-            Status.RUNNING.value,
-            "worker",
-            host,
-            "started_at",
-            repr(job["started_at"] or now),
-            "iterations",
-            trainer.total_iterations,
-            "iteration",
-            trainer.iteration,
-            "waiting",
-            "",
-        )
-    ]
-    ops += status_moves(job_id, Status.RUNNING, job["submitted_at"])
+    job_id, now = job.job_id, time.time()
+    resumed = trainer.iteration > 0 or job.started_at is not None
+    ops = record.start(job, host, now, trainer.iteration, trainer.total_iterations)
     ops += push_events(job_id, *notes)
     if resumed:
         latest = retrying(store.checkpoint_iteration, job_id)
-        ops.append(("HINCRBY", keys.job(job_id), "restarts", 1))
+        ops.append(record.hincrby(job_id, "restarts"))
         ops += push_events(
             job_id,
             event(
                 "resumed",
                 host=host,
                 iteration=trainer.iteration,
-                last_reported=job["iteration"] or 0,
+                last_reported=job.iteration or 0,
                 latest_checkpoint=latest,
             ),
         )
@@ -347,7 +223,7 @@ def begin(
 def train_with_rollbacks(
     store: JobStore,
     lease: Lease,
-    job: dict,
+    job: Job,
     trainer: Trainer,
     text: str,
     hooks: JobHooks,
@@ -355,13 +231,12 @@ def train_with_rollbacks(
 ) -> tuple[Outcome, dict | None, Trainer]:
     """Train to an ending. The divergence policy: roll back to the last good checkpoint and halve
     the learning rate, up to MAX_ROLLBACKS times, then fail with "diverged"."""
-    rollbacks = job["rollbacks"]
+    rollbacks = job.rollbacks
     while True:
         try:
             return (*train_through_rungs(lease, job, trainer, hooks, host), trainer)
         except DivergedError as e:
             rollbacks += 1
-            failing_scale, diverged_at = trainer.rollback_scale, trainer.iteration
             if rollbacks > MAX_ROLLBACKS:
                 error = f"diverged after {MAX_ROLLBACKS} rollbacks: {e}"
                 finish(
@@ -371,47 +246,52 @@ def train_with_rollbacks(
                     trainer,
                     [event("failed", host=host, error=f"diverged: {e}")],
                     error=error,
-                    extra=("rollbacks", rollbacks),
+                    more={"rollbacks": rollbacks},
                 )
                 return Outcome.FAILED, None, trainer
-            trainer, notes = restore(store, job["job_id"], job["spec"].config, text)
-            # half the rate that failed (the checkpoint may predate an earlier halving)
-            trainer.rollback_scale = failing_scale
-            trainer.halve_learning_rate()
-            lease.write(
-                [
-                    (
-                        "HSET",
-                        keys.job(job["job_id"]),
-                        "rollbacks",
-                        rollbacks,
-                        "learning_rate",
-                        repr(trainer.learning_rate),
-                    )
-                ]
-                + push_events(
-                    job["job_id"],
-                    *notes,
-                    event(
-                        "diverged_rollback",
-                        host=host,
-                        error=str(e),
-                        iteration=trainer.iteration,
-                        diverged_at=diverged_at,
-                        learning_rate=trainer.learning_rate,
-                    ),
-                )
-            )
+            trainer = roll_back(store, lease, job, trainer, text, host, e, rollbacks)
+
+
+def roll_back(
+    store: JobStore,
+    lease: Lease,
+    job: Job,
+    diverged: Trainer,
+    text: str,
+    host: str,
+    e: DivergedError,
+    rollbacks: int,
+) -> Trainer:
+    """The trainer at the last good checkpoint, at half the learning rate that failed (the
+    checkpoint may predate an earlier halving), and the rollback recorded."""
+    assert isinstance(job.spec, JobSpec)
+    trainer, notes = restore(store, job.job_id, job.spec.config, text)
+    trainer.rollback_scale = diverged.rollback_scale
+    trainer.halve_learning_rate()
+    rolled = event(
+        "diverged_rollback",
+        host=host,
+        error=str(e),
+        iteration=trainer.iteration,
+        diverged_at=diverged.iteration,
+        learning_rate=trainer.learning_rate,
+    )
+    lease.write(
+        [record.hset(job.job_id, rollbacks=rollbacks, learning_rate=trainer.learning_rate)]
+        + push_events(job.job_id, *notes, rolled)
+    )
+    return trainer
 
 
 def train_through_rungs(
-    lease: Lease, job: dict, trainer: Trainer, hooks: JobHooks, host: str
+    lease: Lease, job: Job, trainer: Trainer, hooks: JobHooks, host: str
 ) -> tuple[Outcome, dict | None]:
     """Train to the end, pausing at each ASHA rung for the sweep's decision. SUCCEEDED (trained
     to the end), EARLY_STOPPED with the decision that stopped it, or REQUEUED when interrupted
     (cancel or shutdown: `end` tells which). The rungs change nothing in the weights: a job that continues
     through them ends bit-identical to the same job without early stopping."""
-    spec: JobSpec = job["spec"]
+    spec = job.spec
+    assert isinstance(spec, JobSpec)
     every = spec.checkpoint_every
     if hooks.should_stop(trainer):
         return Outcome.REQUEUED, None
@@ -433,128 +313,3 @@ def train_through_rungs(
     if trainer.run(hooks, checkpoint_every=every) == "stopped":
         return Outcome.REQUEUED, None
     return Outcome.SUCCEEDED, None
-
-
-def end(
-    lease: Lease,
-    job: dict,
-    trainer: Trainer,
-    hooks: JobHooks,
-    outcome: Outcome,
-    decision: dict | None,
-    host: str,
-) -> Outcome:
-    """Every ending keeps a checkpoint where the trainer stands (unless the model diverged since
-    the last one: that one stays the latest), then moves the job to its status."""
-    if outcome == Outcome.FAILED:
-        return outcome
-    try:
-        hooks.checkpoint_if_needed(trainer)
-    except DivergedError:
-        if outcome != Outcome.REQUEUED:
-            raise
-    if outcome == Outcome.SUCCEEDED:
-        return finish(
-            lease,
-            job,
-            Status.SUCCEEDED,
-            trainer,
-            [event("finished", host=host, iteration=trainer.iteration)],
-        )
-    if outcome == Outcome.EARLY_STOPPED:
-        finish(
-            lease,
-            job,
-            Status.STOPPED,
-            trainer,
-            [event("early_stopped", host=host, scheduler="asha", **(decision or {}))],
-        )
-        return Outcome.EARLY_STOPPED
-    if hooks.cancel:
-        return finish(
-            lease,
-            job,
-            Status.CANCELLED,
-            trainer,
-            [event("cancelled", host=host, iteration=trainer.iteration)],
-        )
-    return requeue(lease, job, trainer.iteration, host)
-
-
-def requeue(lease: Lease, job: dict, iteration: int | None, host: str) -> Outcome:
-    """The worker is shutting down: the job goes back to `queued` (the task then gives its
-    message back to the broker) and the lease is released for the next worker at once."""
-    job_id = job["job_id"]
-    ops: list[tuple] = [
-        ("HSET", keys.job(job_id), "status", Status.QUEUED.value, "worker", "", "waiting", "")
-    ]
-    ops += status_moves(job_id, Status.QUEUED, job["submitted_at"])
-    ops += push_events(
-        job_id,
-        event("interrupted", host=host, iteration=iteration, reason="worker shutting down"),
-    )
-    lease.write_and_release(ops)
-    return Outcome.REQUEUED
-
-
-def stopped_waiting(lease: Lease, job: dict, host: str, e: StoreFull) -> Outcome:
-    """Cancelled, or the worker shutting down, while the store was full: the job ends cancelled
-    or goes back to the queue, from its last stored checkpoint (what was trained since could
-    not be stored). These last writes are small; if even they are refused, the error leaves and
-    the reaper revives the job once the store takes writes again."""
-    lease.wait_for_space = None
-    stored = lease.r.hget(keys.checkpoint(job["job_id"], "latest"), "iteration")
-    iteration = None if stored is None else int(stored)
-    if e.cancelled:
-        return finish(
-            lease,
-            job,
-            Status.CANCELLED,
-            None,
-            [event("cancelled", host=host, iteration=iteration, reason=str(e))],
-        )
-    return requeue(lease, job, iteration, host)
-
-
-def fail(lease: Lease, job: dict, host: str, error: str) -> Outcome:
-    try:
-        return finish(
-            lease, job, Status.FAILED, None, [event("failed", host=host, error=error)], error=error
-        )
-    except LostLease:
-        return Outcome.LOST_LEASE
-
-
-def finish(
-    lease: Lease,
-    job: dict,
-    status: Status,
-    trainer: Trainer | None,
-    events: list[str],
-    error: str | None = None,
-    extra: tuple = (),
-) -> Outcome:
-    """The job's last write: its terminal status, times, final metrics and events; the lease
-    is released with it."""
-    job_id = job["job_id"]
-    ops = [
-        (
-            "HSET",
-            keys.job(job_id),
-            "status",
-            status.value,
-            "finished_at",
-            repr(time.time()),
-            "error",
-            error or "",
-            "waiting",
-            "",
-            *extra,
-        )
-    ]
-    if trainer is not None:
-        ops.append(JobHooks(job, lease).metrics(trainer))
-    ops += status_moves(job_id, status, job["submitted_at"])
-    ops += push_events(job_id, *events)
-    lease.write_and_release(ops)
-    return Outcome(status.value) if status != Status.STOPPED else Outcome.EARLY_STOPPED
