@@ -17,7 +17,7 @@ from charrnn.options import given
 from worker import settings
 from worker.store import Status
 
-from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, views
+from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, tables, views
 from . import workers as live_workers
 from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
 from .jobs import BadInput
@@ -26,6 +26,7 @@ from .params import (
     ids_argument,
     job_argument,
     json_option,
+    long_option,
     submit_options,
     sweep_hyper_options,
 )
@@ -153,9 +154,12 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
     is_flag=True,
     help="Show the sweep's table until every job has ended; exit 1 if any failed or was cancelled.",
 )
+@long_option
 @json_option
 @pass_ctx
-def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_json, **options):
+def sweep(
+    c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, long_ids, as_json, **options
+):
     """Run a search space: a grid and/or random draws, on one or more corpora, with optional
     early stopping (ASHA). Prints `sweep ID`, then `job ID` for each point.
 
@@ -177,7 +181,7 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
         if as_json:
             render.echo_json({"sweep_id": sweep_id, "job_ids": ids})
         return EXIT_OK
-    rows = follow.sweep(c.store(), c.store().get_sweep(sweep_id), quiet=as_json)
+    rows = follow.sweep(c.store(), c.store().get_sweep(sweep_id), quiet=as_json, long=long_ids)
     if as_json:
         render.echo_json(
             {"sweep_id": sweep_id, "job_ids": ids, "jobs": [jobs.status_view(j) for j in rows]}
@@ -187,16 +191,18 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
 
 @cli.command()
 @id_argument
+@long_option
 @json_option
 @pass_ctx
-def status(c: Ctx, some_id, as_json):
+def status(c: Ctx, some_id, long_ids, as_json):
     """A job's status and latest metrics, or a sweep's table of jobs."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep" and as_json:
         render.echo_json(views.sweep_view(store, obj))
     elif kind == "sweep":
-        render.console().print(render.sweep_table(obj, store.jobs(obj["job_ids"])))
+        con = render.console()
+        con.print(tables.sweep_table(obj, store.jobs(obj["job_ids"]), con.width, long_ids))
     elif as_json:
         render.echo_json(jobs.status_view(obj))
     else:
@@ -207,15 +213,17 @@ def status(c: Ctx, some_id, as_json):
 @click.option("--status", "status_", type=click.Choice([s.value for s in Status]), default=None)
 @click.option("--tag", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@long_option
 @json_option
 @pass_ctx
-def list_(c: Ctx, status_, tag, limit, as_json):
+def list_(c: Ctx, status_, tag, limit, long_ids, as_json):
     """Jobs, newest first."""
     rows = c.store().list(status=status_, tag=tag, limit=limit)
     if as_json:
         render.echo_json(views.list_view(rows))
     else:
-        render.console().print(render.list_table(rows))
+        con = render.console()
+        con.print(tables.list_table(rows, con.width, long_ids))
 
 
 @cli.command()
@@ -296,14 +304,15 @@ def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best
 
 @cli.command()
 @id_argument
+@long_option
 @pass_ctx
-def watch(c: Ctx, some_id):
+def watch(c: Ctx, some_id, long_ids):
     """Live progress of a job, or a sweep's live table, until it ends; exit 1 if a job failed or
     was cancelled."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep":
-        return exit_code(follow.sweep(store, obj, stderr=False))
+        return exit_code(follow.sweep(store, obj, stderr=False, long=long_ids))
     return exit_code([follow.job_to_end(store, obj["job_id"])])
 
 
@@ -331,9 +340,10 @@ def cancel(c: Ctx, some_id, as_json):
 @cli.command()
 @ids_argument
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (one row per job).")
+@long_option
 @json_option
 @pass_ctx
-def compare(c: Ctx, ids, as_csv, as_json):
+def compare(c: Ctx, ids, as_csv, long_ids, as_json):
     """A leaderboard of sweeps' and jobs' runs, best validation loss first, with what varies."""
     if as_csv and as_json:
         raise BadInput("give --json or --csv, not both")
@@ -344,7 +354,8 @@ def compare(c: Ctx, ids, as_csv, as_json):
     elif as_csv:
         render.compare_csv(names, rows)
     else:
-        render.console().print(render.compare_table(names, rows))
+        con = render.console()
+        con.print(tables.compare_table(names, rows, con.width, long_ids))
 
 
 @cli.command()
