@@ -9,6 +9,8 @@ leaderboard, jobs). Exit codes: see `edge`.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from charrnn import checkpoint as ckpt
@@ -40,6 +42,7 @@ def exit_code(rows: list[dict]) -> int:
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn", prog_name="orchestrator")
 @click.option(
     "--redis-url",
     envvar=settings.REDIS_URL_ENV,
@@ -69,7 +72,7 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
             click.echo(job_id)
         return EXIT_OK
     if not as_json:
-        click.echo(f"job {job_id}", err=True)
+        click.echo(job_id)  # on stdout, as without --wait: `id=$(... | head -1)` works with both
     return exit_code([follow.job_to_end(c.store(), job_id, as_json)])
 
 
@@ -275,16 +278,24 @@ def samples(c: Ctx, job_id, last, as_json):
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the .npz (a file `charrnn sample --checkpoint` reads).",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Where to write the .npz (a file `charrnn sample --checkpoint` reads); - for stdout.",
 )
 @click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
 @pass_ctx
 def checkpoint(c: Ctx, job_id, output, best):
     """Download a job's latest (or best) checkpoint, verified."""
+    if output == "-" and sys.stdout.isatty():
+        raise BadInput("not writing a binary checkpoint to a terminal: redirect stdout (> x.npz)")
     raw, ck = views.checkpoint(c.store(), job_id, best)
-    ckpt.write_bytes(raw, output)
-    click.echo(f"wrote {output} (iteration {ck.iteration})", err=True)
+    if output == "-":
+        sys.stdout.buffer.write(raw)
+        sys.stdout.flush()
+    else:
+        ckpt.write_bytes(raw, output)
+    click.echo(
+        f"wrote {'stdout' if output == '-' else output} (iteration {ck.iteration})", err=True
+    )
 
 
 @cli.command()
@@ -494,7 +505,9 @@ def dashboard(c: Ctx, host, port, password, open_browser):
 
     web.check_installed()  # a missing extra or an unsafe bind before any connection
     web.check_bind(host, password)
-    web.serve(c.url(), host, port, password, open_browser)
+    # with the embedded stack, a `down` while the dashboard runs leaves it this to say
+    hint = None if c.given_url else "if the embedded stack is down, start it with `orchestrator up`"
+    web.serve(c.url(), host, port, password, open_browser, hint)
 
 
 def main():

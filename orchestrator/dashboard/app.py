@@ -289,11 +289,13 @@ def internal(e):
 
 
 def unreachable(e):
-    reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    reason = (str(e).splitlines() or [type(e).__name__])[0][:300].rstrip(". ")
     where = current_app.config["CHARRNN_WHERE"]
+    hint = current_app.config.get("CHARRNN_DOWN_HINT")
     return failure(
         503,
-        f"Redis unreachable at {where}: {reason}. This page retries by itself.",
+        f"Redis unreachable at {where}: {reason}{'; ' + hint if hint else ''}. "
+        f"This page retries by itself.",
         "Redis unreachable",
         retry=True,
     )
