@@ -25,7 +25,9 @@ def _expand(ctx: click.Context, text: str, kinds: tuple[str, ...]) -> str:
     some_id = shortid.parse(text)
     if shortid.is_whole(some_id):
         return some_id
-    return shortid.expand(ctx.find_object(Ctx).store().r, some_id, kinds)
+    c = ctx.find_object(Ctx)
+    assert c is not None  # the root group made it
+    return shortid.expand(c.store().r, some_id, kinds)
 
 
 def job_argument(fn):

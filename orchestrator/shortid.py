@@ -46,8 +46,8 @@ def parse(text: str) -> str:
         if len(t) <= 36 and _PREFIX.fullmatch(t) and len(t.replace("-", "")) >= MIN_PREFIX:
             return t
         raise InvalidJobId(
-            f"not a job or sweep id: {str(text)[:80]!r} (give its id, or a unique prefix of "
-            f"at least {MIN_PREFIX} of its characters)"
+            f"not a job id: {str(text)[:80]!r} (job and sweep ids are UUIDs; any unique "
+            f"prefix of at least {MIN_PREFIX} of their characters names one too)"
         ) from None
 
 

@@ -8,6 +8,7 @@ next, as `ps` and Docker do: a narrow terminal shows fewer columns, each one who
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 
@@ -40,17 +41,10 @@ def fitted(cols: list[Col], rows: list[list[str]], width: int | None, **kw):
         table = _build([cols[i] for i in keep], [[r[i] for i in keep] for r in rows], **kw)
         if width is None or len(keep) == 1:
             return table
-        probe = Console(width=width, file=_Null())
+        probe = Console(width=width, file=io.StringIO())  # measures; prints nothing
         if Measurement.get(probe, probe.options, table).minimum <= width:
             return table
         keep.remove(min(keep, key=lambda i: cols[i].priority))
-
-
-class _Null:
-    def write(self, s: str) -> int:
-        return len(s)
-
-    def flush(self) -> None: ...
 
 
 def _build(cols: list[Col], rows: list[list[str]], **kw):

@@ -105,7 +105,7 @@ def test_unique_prefixes_name_jobs_and_sweeps_everywhere(finished, r, tmp_path):
     assert miss.returncode == 3 and "no job with an id starting" in miss.stderr, miss.stderr
     for bad in ("abc", "xyz12345"):
         q = run_cli("results", bad, url="redis://127.0.0.1:1/0")
-        assert q.returncode == 2 and q.stderr.startswith("error: not a job or sweep id"), q.stderr
+        assert q.returncode == 2 and q.stderr.startswith("error: not a job id"), q.stderr
 
 
 def test_an_ambiguous_prefix_lists_its_matches(r, redis_server):
