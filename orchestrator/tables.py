@@ -32,41 +32,56 @@ class Col:
 
 def fitted(cols: list[Col], rows: list[list[str]], width: int | None, **kw):
     """A rich Table of the columns of highest priority that fit in width, every cell whole
-    (free text cut with an ellipsis); all columns when width is None."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
+    (free text cut with an ellipsis); all columns when width is None. Every column's width is
+    set here, so rich never has to shrink one (it would cut numbers to `2.…`)."""
     keep = list(range(len(cols)))
     while True:
-        table = _build([cols[i] for i in keep], [[r[i] for i in keep] for r in rows], **kw)
-        if width is None or len(keep) == 1:
-            return table
-        probe = Console(width=width, file=io.StringIO())  # measures; prints nothing
-        if Measurement.get(probe, probe.options, table).minimum <= width:
-            return table
+        sub, cells = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
+        natural = [_natural(c, [r[k] for r in cells]) for k, c in enumerate(sub)]
+        if width is None:
+            return _build(sub, cells, natural, **kw)
+        widths = [min(n, FREE_MIN) if c.free else n for c, n in zip(sub, natural, strict=True)]
+        spare = width - _measure(_build(sub, cells, widths, **kw), width)
+        if spare >= 0 or len(keep) == 1:
+            # what is left goes to the free-text columns, the most important first
+            for k in sorted(range(len(sub)), key=lambda k: -sub[k].priority):
+                grow = max(0, min(spare, natural[k] - widths[k]))
+                widths[k] += grow
+                spare -= grow
+            return _build(sub, cells, widths, **kw)
         keep.remove(min(keep, key=lambda i: cols[i].priority))
 
 
-def _build(cols: list[Col], rows: list[list[str]], **kw):
+def _natural(c: Col, cells: list[str]) -> int:
+    from rich.cells import cell_len
+
+    n = max([cell_len(c.header)] + [cell_len(x) for x in cells])
+    return n if c.max_width is None else min(n, c.max_width)
+
+
+def _measure(table, width: int) -> int:
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    probe = Console(width=max(width, 1000), file=io.StringIO())  # measures; prints nothing
+    return Measurement.get(probe, probe.options, table).maximum
+
+
+def _build(cols: list[Col], rows: list[list[str]], widths: list[int], **kw):
     from rich import box
     from rich.table import Column, Table
     from rich.text import Text
 
-    columns = []
-    for i, c in enumerate(cols):
-        natural = max([len(c.header)] + [len(r[i]) for r in rows])
-        if c.max_width is not None:
-            natural = min(natural, c.max_width)
-        columns.append(
-            Column(
-                c.header,
-                justify="right" if c.right else "left",
-                no_wrap=True,
-                overflow="ellipsis" if c.free else "fold",
-                min_width=min(natural, FREE_MIN) if c.free else natural,
-                max_width=c.max_width,
-            )
+    columns = [
+        Column(
+            c.header,
+            justify="right" if c.right else "left",
+            no_wrap=True,
+            overflow="ellipsis" if c.free else "fold",
+            width=w,
         )
+        for c, w in zip(cols, widths, strict=True)
+    ]
     t = Table(
         *columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, **kw
     )

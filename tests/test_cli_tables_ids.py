@@ -65,6 +65,8 @@ def test_tables_at_80_columns_keep_every_number_whole(finished):
         for number in shown[args[0]]:
             assert number in text, (args, number, text)  # whole, not `2.…`
         assert "0.…" not in text and "1.…" not in text and "2.…" not in text, text
+    code, text = run_at("compare", sweep, url=url)
+    assert [line.split()[0] for line in text.splitlines()[2:6]] == ["1", "2", "3", "4"], text
     code, text = run_at("list", url=url)
     assert "succeeded" in text and job[:8] in text and "iteration" in text
     # --long: the whole ids, columns dropped to make room rather than cut
@@ -124,3 +126,35 @@ def test_an_ambiguous_prefix_lists_its_matches(r, redis_server):
     # a job-only command looks among jobs only
     q = run_cli("results", "abcd9", url=url)
     assert q.returncode == 3 and "no job with an id starting abcd9" in q.stderr, q.stderr
+
+
+def test_columns_drop_by_priority_and_numbers_stay_whole():
+    """The fitting itself, at several widths: lines never wider than the console, numbers and
+    ids never cut, free text cut with an ellipsis, the lowest priority left out first."""
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.tables import Col, fitted
+
+    cols = [
+        Col("job", 100),
+        Col("best val", 90, right=True),
+        Col("name", 50, free=True),
+        Col("chars/s", 20, right=True),
+        Col("submitted", 10),
+    ]
+    rows = [["8b7d895c", "2.421534", "a-very-long-name-indeed-for-a-job", "123456", "12-05 15:05"]]
+    seen, texts = {}, {}
+    for width in (30, 40, 50, 60, 200):
+        out = io.StringIO()
+        Console(file=out, width=width).print(fitted(cols, rows, width))
+        text = out.getvalue()
+        assert all(len(line.rstrip()) <= width for line in text.splitlines()), (width, text)
+        assert "8b7d895c" in text and "2.421534" in text, (width, text)
+        seen[width] = [c.header for c in cols if c.header in text]
+        texts[width] = text
+    assert seen[30] == ["job", "best val", "name"]  # name cut to 8, the rest left out
+    assert seen[40] == ["job", "best val", "name", "chars/s"]
+    assert seen[200] == [c.header for c in cols]
+    assert "a-very-lo…" in texts[30] and "a-very-long-name-indeed-for-a-job" in texts[200]
