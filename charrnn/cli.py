@@ -25,6 +25,7 @@ from .config import Config
 from .data import read_corpus
 from .errors import CharRNNError, DivergedError
 from .options import F, config_options, given
+from .sampling import MAX_LENGTH
 from .trainer import Hooks, Trainer
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ def run(group: click.Group, prog_name: str) -> None:
     (`error: ...`) with its exit code, never a traceback or a multi-line usage block."""
     try:
         code = group.main(prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        e.show()  # the bare command: its usage text, as click prints it, not squashed in a line
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         message = " ".join(e.format_message().split())
         click.echo(f"error: {message}", err=True)
@@ -350,7 +354,13 @@ def sample_options(f: F) -> F:
     """Options shared with `orchestrator sample`, so both print the same text."""
     for o in reversed(
         [
-            click.option("--length", type=int, default=500, show_default=True),
+            click.option(
+                "--length",
+                type=click.IntRange(0, MAX_LENGTH),
+                default=500,
+                show_default=True,
+                help=f"characters to draw (at most {MAX_LENGTH:,})",
+            ),
             click.option("--temperature", type=float, default=1.0, show_default=True),
             click.option(
                 "--top-k", type=int, default=None, help="sample among the k likeliest only"
@@ -360,7 +370,7 @@ def sample_options(f: F) -> F:
                 default=None,
                 help="text the model reads first (starts from a zero state)",
             ),
-            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
             click.option("--argmax", is_flag=True, help="always take the likeliest character"),
         ]
     ):

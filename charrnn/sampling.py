@@ -15,10 +15,16 @@ from .config import Config
 from .data import Vocab
 from .errors import ConfigError, PrimeError
 
+MAX_LENGTH = 100_000
+"""Characters one call draws at most: one step per character, so a few seconds of a small
+model's time; a mistyped length (1e8) would print nothing for hours."""
+
 
 def check_options(length: int, temperature: float, top_k: int | None) -> None:
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ConfigError(f"length must be a non-negative integer, got {length!r}")
+    if length > MAX_LENGTH:
+        raise ConfigError(f"length must be at most {MAX_LENGTH:,} characters, got {length:,}")
     if not (isinstance(temperature, (int, float)) and temperature > 0 and np.isfinite(temperature)):
         raise ConfigError(f"temperature must be positive, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

@@ -9,6 +9,8 @@ leaderboard, jobs). Exit codes: see `edge`.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from charrnn import checkpoint as ckpt
@@ -17,7 +19,7 @@ from charrnn.options import given
 from worker import settings
 from worker.store import Status
 
-from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, views
+from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, tables, views
 from . import workers as live_workers
 from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
 from .jobs import BadInput
@@ -26,6 +28,7 @@ from .params import (
     ids_argument,
     job_argument,
     json_option,
+    long_option,
     submit_options,
     sweep_hyper_options,
 )
@@ -39,6 +42,7 @@ def exit_code(rows: list[dict]) -> int:
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn", prog_name="orchestrator")
 @click.option(
     "--redis-url",
     envvar=settings.REDIS_URL_ENV,
@@ -68,7 +72,7 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
             click.echo(job_id)
         return EXIT_OK
     if not as_json:
-        click.echo(f"job {job_id}", err=True)
+        click.echo(job_id)  # on stdout, as without --wait: `id=$(... | head -1)` works with both
     return exit_code([follow.job_to_end(c.store(), job_id, as_json)])
 
 
@@ -153,9 +157,12 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
     is_flag=True,
     help="Show the sweep's table until every job has ended; exit 1 if any failed or was cancelled.",
 )
+@long_option
 @json_option
 @pass_ctx
-def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_json, **options):
+def sweep(
+    c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, long_ids, as_json, **options
+):
     """Run a search space: a grid and/or random draws, on one or more corpora, with optional
     early stopping (ASHA). Prints `sweep ID`, then `job ID` for each point.
 
@@ -177,7 +184,7 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
         if as_json:
             render.echo_json({"sweep_id": sweep_id, "job_ids": ids})
         return EXIT_OK
-    rows = follow.sweep(c.store(), c.store().get_sweep(sweep_id), quiet=as_json)
+    rows = follow.sweep(c.store(), c.store().get_sweep(sweep_id), quiet=as_json, long=long_ids)
     if as_json:
         render.echo_json(
             {"sweep_id": sweep_id, "job_ids": ids, "jobs": [jobs.status_view(j) for j in rows]}
@@ -187,16 +194,18 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
 
 @cli.command()
 @id_argument
+@long_option
 @json_option
 @pass_ctx
-def status(c: Ctx, some_id, as_json):
+def status(c: Ctx, some_id, long_ids, as_json):
     """A job's status and latest metrics, or a sweep's table of jobs."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep" and as_json:
         render.echo_json(views.sweep_view(store, obj))
     elif kind == "sweep":
-        render.console().print(render.sweep_table(obj, store.jobs(obj["job_ids"])))
+        con = render.console()
+        con.print(tables.sweep_table(obj, store.jobs(obj["job_ids"]), con.width, long_ids))
     elif as_json:
         render.echo_json(jobs.status_view(obj))
     else:
@@ -207,15 +216,17 @@ def status(c: Ctx, some_id, as_json):
 @click.option("--status", "status_", type=click.Choice([s.value for s in Status]), default=None)
 @click.option("--tag", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@long_option
 @json_option
 @pass_ctx
-def list_(c: Ctx, status_, tag, limit, as_json):
+def list_(c: Ctx, status_, tag, limit, long_ids, as_json):
     """Jobs, newest first."""
     rows = c.store().list(status=status_, tag=tag, limit=limit)
     if as_json:
         render.echo_json(views.list_view(rows))
     else:
-        render.console().print(render.list_table(rows))
+        con = render.console()
+        con.print(tables.list_table(rows, con.width, long_ids))
 
 
 @cli.command()
@@ -267,16 +278,24 @@ def samples(c: Ctx, job_id, last, as_json):
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the .npz (a file `charrnn sample --checkpoint` reads).",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Where to write the .npz (a file `charrnn sample --checkpoint` reads); - for stdout.",
 )
 @click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
 @pass_ctx
 def checkpoint(c: Ctx, job_id, output, best):
     """Download a job's latest (or best) checkpoint, verified."""
+    if output == "-" and sys.stdout.isatty():
+        raise BadInput("not writing a binary checkpoint to a terminal: redirect stdout (> x.npz)")
     raw, ck = views.checkpoint(c.store(), job_id, best)
-    ckpt.write_bytes(raw, output)
-    click.echo(f"wrote {output} (iteration {ck.iteration})", err=True)
+    if output == "-":
+        sys.stdout.buffer.write(raw)
+        sys.stdout.flush()
+    else:
+        ckpt.write_bytes(raw, output)
+    click.echo(
+        f"wrote {'stdout' if output == '-' else output} (iteration {ck.iteration})", err=True
+    )
 
 
 @cli.command()
@@ -292,14 +311,15 @@ def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best
 
 @cli.command()
 @id_argument
+@long_option
 @pass_ctx
-def watch(c: Ctx, some_id):
+def watch(c: Ctx, some_id, long_ids):
     """Live progress of a job, or a sweep's live table, until it ends; exit 1 if a job failed or
     was cancelled."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep":
-        return exit_code(follow.sweep(store, obj, stderr=False))
+        return exit_code(follow.sweep(store, obj, stderr=False, long=long_ids))
     return exit_code([follow.job_to_end(store, obj["job_id"])])
 
 
@@ -327,9 +347,10 @@ def cancel(c: Ctx, some_id, as_json):
 @cli.command()
 @ids_argument
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (one row per job).")
+@long_option
 @json_option
 @pass_ctx
-def compare(c: Ctx, ids, as_csv, as_json):
+def compare(c: Ctx, ids, as_csv, long_ids, as_json):
     """A leaderboard of sweeps' and jobs' runs, best validation loss first, with what varies."""
     if as_csv and as_json:
         raise BadInput("give --json or --csv, not both")
@@ -340,7 +361,8 @@ def compare(c: Ctx, ids, as_csv, as_json):
     elif as_csv:
         render.compare_csv(names, rows)
     else:
-        render.console().print(render.compare_table(names, rows))
+        con = render.console()
+        con.print(tables.compare_table(names, rows, con.width, long_ids))
 
 
 @cli.command()
@@ -487,7 +509,9 @@ def dashboard(c: Ctx, host, port, password, allow_hosts, open_browser):
 
     web.check_installed()  # a missing extra or an unsafe bind before any connection
     web.check_bind(host, password)
-    web.serve(c.url(), host, port, password, open_browser, allow_hosts)
+    # with the embedded stack, a `down` while the dashboard runs leaves it this to say
+    hint = None if c.given_url else "if the embedded stack is down, start it with `orchestrator up`"
+    web.serve(c.url(), host, port, password, open_browser, allow_hosts, hint)
 
 
 def main():

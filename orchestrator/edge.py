@@ -6,7 +6,8 @@ usage or bad input (options, corpus, hyperparameter, search space, id syntax, Re
 checkpoint file, a malformed CHARRNN_* setting); 3 unknown job or sweep id; 4 Redis unreachable, refused the password, or no
 embedded stack running; 5 the job has no checkpoint or sample yet; 6 permission denied: the Redis
 user may not do this (a viewer's submit, cancel, delete; worker/acl.py has the users' rules); 7
-the store is full (Redis at its maxmemory refused the write; nothing of it was kept).
+the store is full (Redis at its maxmemory refused the write; nothing of it was kept); 130 Ctrl-C
+(while following a job or sweep: it goes on running, and the line says how to follow or cancel it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .jobs import BadInput
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNKNOWN_JOB, EXIT_UNREACHABLE, EXIT_NOT_YET = range(6)
 EXIT_DENIED = acl.EXIT_DENIED
 EXIT_STORE_FULL = 7
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 

@@ -4,26 +4,51 @@ file) they print whole lines, never cut to 80 columns."""
 
 from __future__ import annotations
 
+import click
+
 from worker.store import JobStore
 
-from . import jobs, render
+from . import jobs, render, tables
+from .edge import EXIT_INTERRUPTED
 
 
-def sweep(store: JobStore, sw: dict, quiet: bool = False, stderr: bool = True) -> list[dict]:
+def still_running(kind: str, some_id: str) -> click.exceptions.Exit:
+    """Ctrl-C stops the view, never the work: one line saying so, and how to go on."""
+    click.echo(
+        f"interrupted: {kind} {some_id} is still running (Ctrl-C stops only this view); "
+        f"follow it again with `orchestrator watch {some_id}`, or cancel it with "
+        f"`orchestrator cancel {some_id}`",
+        err=True,
+    )
+    return click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def sweep(
+    store: JobStore, sw: dict, quiet: bool = False, stderr: bool = True, long: bool = False
+) -> list[dict]:
     """The sweep's table, updated live until every job has ended (printed once at the end when
     the output is not a terminal); returns the final rows."""
+    try:
+        return _sweep(store, sw, quiet, stderr, long)
+    except KeyboardInterrupt:
+        raise still_running("sweep", sw["sweep_id"]) from None
+
+
+def _sweep(store: JobStore, sw: dict, quiet: bool, stderr: bool, long: bool) -> list[dict]:
     from rich.live import Live
 
     console = render.console(stderr=stderr, quiet=quiet)
     if not console.is_terminal:
         rows = jobs.wait_all(store, sw["job_ids"], lambda rows: None)
-        console.print(render.sweep_table(sw, rows))
+        console.print(tables.sweep_table(sw, rows, console.width, long))
         return rows
     with Live(console=console, refresh_per_second=2) as live:
         return jobs.wait_all(
             store,
             sw["job_ids"],
-            lambda rows: live.update(render.sweep_table(sw, rows), refresh=True),
+            lambda rows: live.update(
+                tables.sweep_table(sw, rows, console.width, long), refresh=True
+            ),
         )
 
 
@@ -71,7 +96,10 @@ def job(store: JobStore, job_id: str, quiet: bool = False) -> dict:
 
 def job_to_end(store: JobStore, job_id: str, as_json: bool = False) -> dict:
     """Follow a job, then print how it ended (JSON or lines); returns the job."""
-    j = job(store, job_id, quiet=as_json)
+    try:
+        j = job(store, job_id, quiet=as_json)
+    except KeyboardInterrupt:
+        raise still_running("job", job_id) from None
     if as_json:
         render.echo_json(jobs.status_view(j))
     else:

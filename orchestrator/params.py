@@ -1,5 +1,6 @@
 """Options and arguments shared by several commands, declared once. Ids are checked here,
-before anything connects: a malformed id is bad input (exit 2) even with Redis down."""
+before anything connects: a malformed id is bad input (exit 2) even with Redis down; a prefix of
+one is resolved here too, once, for every command (shortid)."""
 
 from __future__ import annotations
 
@@ -7,36 +8,55 @@ import click
 
 from charrnn.options import config_options
 from worker.spec import DEFAULT_CHECKPOINT_EVERY
-from worker.store import validate_job_id
 
-from . import sweeps
+from . import shortid, sweeps
+from .edge import Ctx
 from .jobs import BadInput
+
+BOTH = ("job", "sweep")
 
 
 def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON only, on stdout.")(fn)
 
 
-def _id(ctx, param, value):
-    return validate_job_id(value)
+def _expand(ctx: click.Context, text: str, kinds: tuple[str, ...]) -> str:
+    """A whole id as given (no connection), or the one id a prefix starts (shortid.expand)."""
+    some_id = shortid.parse(text)
+    if shortid.is_whole(some_id):
+        return some_id
+    c = ctx.find_object(Ctx)
+    assert c is not None  # the root group made it
+    return shortid.expand(c.store().r, some_id, kinds)
 
 
 def job_argument(fn):
-    return click.argument("job_id", metavar="JOB", callback=_id)(fn)
+    """A job id, or a unique prefix of one (at least shortid.MIN_PREFIX characters)."""
+    return click.argument(
+        "job_id", metavar="JOB", callback=lambda ctx, p, v: _expand(ctx, v, ("job",))
+    )(fn)
 
 
 def id_argument(fn):
-    """A sweep id or a job id (both UUIDs; the store tells which)."""
-    return click.argument("some_id", metavar="SWEEP|JOB", callback=_id)(fn)
+    """A sweep id or a job id (both UUIDs; the store tells which), or a unique prefix of one."""
+    return click.argument(
+        "some_id", metavar="SWEEP|JOB", callback=lambda ctx, p, v: _expand(ctx, v, BOTH)
+    )(fn)
 
 
 def ids_argument(fn):
     def check(ctx, param, values):
         if not values:
             raise BadInput("give at least one sweep or job id")
-        return tuple(validate_job_id(v) for v in values)
+        return tuple(_expand(ctx, v, BOTH) for v in values)
 
     return click.argument("ids", metavar="SWEEP|JOB...", nargs=-1, callback=check)(fn)
+
+
+def long_option(fn):
+    return click.option(
+        "--long", "long_ids", is_flag=True, help="Whole ids in the table (default: 8 characters)."
+    )(fn)
 
 
 def _tags(ctx, param, values):

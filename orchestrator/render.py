@@ -16,8 +16,6 @@ import time
 
 import click
 
-from . import leaderboard
-
 # C0 controls but tab and newline, DEL, C1 controls (ESC, CSI and the rest)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 WIDE = 1000
@@ -113,118 +111,6 @@ def final(job: dict, last_sample: dict | None) -> None:
     click.echo(f"validation loss: {fmt(job['val_loss'])} nats/char")
     if last_sample:
         sample(f"sample (iteration {last_sample['iteration']}):", last_sample["text"])
-
-
-def _table(*columns, **kw):
-    from rich import box
-    from rich.table import Table
-
-    return Table(
-        *columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, **kw
-    )
-
-
-def _text(s):
-    from rich.text import Text
-
-    return Text(plain(s))
-
-
-def _right(name: str, **kw):
-    from rich.table import Column
-
-    return Column(name, justify="right", **kw)
-
-
-def _id_column(name: str = "job"):
-    from rich.table import Column
-
-    return Column(name, no_wrap=True, min_width=36)  # ids are for copying: never cut
-
-
-def list_table(rows: list[dict]):
-    named = any(j["name"] for j in rows)
-    t = _table(
-        _id_column(),
-        *(["name"] if named else []),
-        "status",
-        _right("iteration"),
-        _right("val"),
-        _right("chars/s"),
-        "submitted",
-    )
-    for j in rows:
-        t.add_row(
-            j["job_id"],
-            *([_text(j["name"])] if named else []),
-            status(j),
-            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
-            fmt(j["val_loss"], 3),
-            fmt(j["chars_per_second"], 0),
-            time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])),
-        )
-    return t
-
-
-def sweep_table(sweep: dict, rows: list[dict]):
-    """The sweep as Ray Tune's status table: one row per job, what varies, progress, losses."""
-    names = leaderboard.varying(rows)
-    counts = leaderboard.counts(rows)
-    title = (
-        f"sweep {sweep['sweep_id']}"
-        + (f" ({plain(sweep['name'])})" if sweep["name"] else "")
-        + ": "
-        + ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
-    )
-    t = _table(
-        _id_column(),
-        "status",
-        *[_right(leaderboard.short(n)) for n in names],
-        _right("iteration"),
-        _right("loss/char"),
-        _right("val"),
-        _right("best val"),
-        title=_text(title),
-        title_justify="left",
-    )
-    for j in rows:
-        t.add_row(
-            j["job_id"],
-            status(j),
-            *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
-            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
-            fmt(j["smooth_loss"], 3),
-            fmt(j["val_loss"], 3),
-            fmt(j["best_val_loss"], 3),
-        )
-    return t
-
-
-def compare_table(names: list[str], rows: list[dict]):
-    from rich.table import Column
-
-    t = _table(
-        _right("#"),
-        _id_column(),
-        "status",
-        _right("best val"),
-        *[_right(leaderboard.short(n)) for n in names],
-        _right("iteration"),
-        _right("chars/s"),
-        Column("last sample", no_wrap=True, max_width=40, overflow="ellipsis"),
-    )
-    for r in rows:
-        t.add_row(
-            str(r["rank"]),
-            r["job_id"],
-            r["status"],
-            fmt(r["best_val_loss"], 4),
-            *[_text(leaderboard.fmt_value(v)) for v in r["params"].values()],
-            f"{r['iteration']}/{r['iterations'] or '?'}",
-            fmt(r["chars_per_second"], 0),
-            _text(r["sample"] or ""),
-        )
-    return t
 
 
 def compare_csv(names: list[str], rows: list[dict]) -> None:

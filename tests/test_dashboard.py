@@ -394,6 +394,12 @@ def test_sweep_page_ranks_its_jobs_as_compare_does(
         0.2,
         what="the four loss curves",
     )
+    # each chart has a legend naming its lines by what varies (issue 21: it had none)
+    for chart in ("#curves-train", "#curves-val"):
+        legend = [e.text for e in css(browser, f"{chart} .u-legend .u-series")]
+        assert sorted(t for t in legend if "hidden=" in t) == sorted(
+            f"hidden={h} lr={lr}" for h in (8, 16) for lr in (0.05, 0.005)
+        ), legend
     assert len(css(browser, "#highlight option")) == 5
     assert not page_errors(browser)
     browser.get(dash.link("/sweeps"))

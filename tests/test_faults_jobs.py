@@ -341,7 +341,8 @@ def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus, report):
     server, worker = stack
     worker("a", app="fault_worker", CHARRNN_TEST_DIVERGE_AT="5000").start()
     r = server.client()
-    job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=12000))
+    # evaluations every 1000: the one at 5000 finds a best that the rollback to 4000 undoes
+    job = submit(server.url(), corpus, *CKPT, **dict(SPEC, iterations=12000, eval_every=1000))
     assert wait_status(r, job) == "succeeded"
     roll = [e for e in events(r, job) if e["event"] == "diverged_rollback"]
     assert len(roll) == 1 and roll[0]["iteration"] == 4000 and roll[0]["diverged_at"] == 6000
@@ -350,6 +351,11 @@ def test_divergence_rolls_back_and_halves_learning_rate(stack, corpus, report):
 
     ck = checkpoint.load(r.hget(keys.checkpoint(job, "latest"), "data"))
     assert ck.meta["learning_rate"] == 0.01 and np.isfinite(ck.theta).all()
+    # the best copy agrees with the reported best across the rollback (issue 21): a best found
+    # after the checkpoint rolled back to was dropped with the weights that made it
+    best = checkpoint.load(r.hget(keys.checkpoint(job, "best"), "data"))
+    reported = float(job_field(r, job, "best_val_loss"))
+    assert best.trainer(corpus.read_text()).evaluate() == reported == best.meta["val_loss"]
     fig = report(r, [job], 1, "divergence (injected once): roll back, halve the learning rate")
     assert fig["interruptions"] == 1 and fig["max_recomputed"] <= EVERY
 

@@ -109,7 +109,9 @@ def test_grid_sweep_runs_every_point_once(pool, r, redis_server, corpus_file, sw
     assert st["counts"] == {"succeeded": 4} and st["varying"] == ["hidden_size", "learning_rate"]
     assert [j["job_id"] for j in st["jobs"]] == ids and st["name"] == "grid"
     table = run_cli("status", sid, url=url, check=True).stdout
-    assert all(j in table for j in ids) and "4 succeeded" in table
+    assert all(j[:8] in table and j not in table for j in ids) and "4 succeeded" in table
+    table = run_cli("status", sid, "--long", url=url, check=True).stdout  # whole ids
+    assert all(j in table for j in ids)
     listed = json.loads(run_cli("sweeps", "--json", url=url, check=True).stdout)
     assert listed[0]["sweep_id"] == sid and listed[0]["counts"] == {"succeeded": 4}
     # prune removes the jobs, then the sweep they leave empty
@@ -249,7 +251,8 @@ def test_asha_stops_the_bad_configurations_across_two_workers(
     assert [float(row["best_val_loss"]) for row in rows] == sorted(stored.values())
     assert {row["learning_rate"] for row in rows} == {"0.05", "1e-06"}
     text = run_cli("compare", sid, url=url, check=True).stdout
-    assert text.index(board["jobs"][0]["job_id"]) < text.index(board["jobs"][-1]["job_id"])
+    first, last = board["jobs"][0]["job_id"][:8], board["jobs"][-1]["job_id"][:8]  # short ids
+    assert text.index(first) < text.index(last)
     # the rungs changed nothing in the weights of a job that went through all of them
     finished = [j for j in good if job_field(r, j, "status") == "succeeded"][0]
     hyper = hypers(r, [finished])[0]
@@ -259,6 +262,9 @@ def test_asha_stops_the_bad_configurations_across_two_workers(
     run_cli("checkpoint", bad[0], "-o", str(ck), url=url, check=True)
     assert ck.stat().st_size > 0
     assert run_cli("sample", bad[0], "--length", "20", url=url, check=True).stdout.strip()
+    # and it ended with a sample of the weights it stopped with (issue 21)
+    last = json.loads(run_cli("samples", bad[0], "--last", "--json", url=url, check=True).stdout)
+    assert last[0]["iteration"] == int(job_field(r, bad[0], "iteration"))
 
 
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -376,7 +382,7 @@ def test_sweep_wait_prints_ids_then_the_table(pool, r, redis_server, corpus_file
     sid, *ids = [i for _, i in lines]
     assert len(ids) == 2 and all(r.hget(keys.job(j), "status") == b"succeeded" for j in ids)
     assert r.exists(keys.sweep(sid))
-    assert "2 succeeded" in p.stderr and all(j in p.stderr for j in ids)
+    assert "2 succeeded" in p.stderr and all(j[:8] in p.stderr for j in ids)  # short ids
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ def end(
     except DivergedError:
         if outcome != Outcome.REQUEUED:
             raise
+    if outcome in (Outcome.SUCCEEDED, Outcome.EARLY_STOPPED) or hooks.cancel:
+        hooks.final_sample(trainer)
     if outcome == Outcome.SUCCEEDED:
         return finish(
             lease,

@@ -56,7 +56,10 @@ class JobHooks(Hooks):
         self.cancel = False
         self.last_ckpt_iteration = -1
         self.last_eval_iteration = -1
-        self.best_ckpt_val = job.best_val_loss
+        self.last_sample_iteration = -1
+        # (trainer, iteration, bytes) of an evaluation that set a new best, stored with the next
+        # checkpoint: the best copy holds exactly the weights of best_val_loss, in one write
+        self.best: tuple[Trainer, int, bytes] | None = None
         self.history_every = max(1, (job.spec.total_iterations or 1) // HISTORY_POINTS)
         # a history row at least every 1/HISTORY_POINTS of the run, however fast it trains: a
         # job of a few seconds still draws a curve (its writes stay bounded by HISTORY_POINTS)
@@ -91,9 +94,15 @@ class JobHooks(Hooks):
     def on_eval(self, t: Trainer, val_loss: float | None) -> None:
         guard(t)
         self.last_eval_iteration = t.iteration
+        if val_loss is not None and val_loss == t.best_val_loss:
+            # nanoGPT's rule: keep the weights when an evaluation is a new best. Serialised now
+            # (an evaluation already costs a pass over the held-out text), written with the next
+            # checkpoint: a run evaluating every few steps makes no extra Redis write for it
+            self.best = (t, t.iteration, checkpoint.to_bytes(t))
         self.cancel = self.lease.write([self.metrics(t)] + self._history(t, evaluation=True))
 
     def on_sample(self, t: Trainer, text: str) -> None:
+        self.last_sample_iteration = t.iteration
         row = json.dumps({"iteration": t.iteration, "text": text})
         self.cancel = self.lease.write(
             push(keys.samples(self.job_id), row, MAX_SAMPLES)
@@ -102,6 +111,8 @@ class JobHooks(Hooks):
 
     def on_checkpoint(self, t: Trainer) -> None:
         guard(t)  # an exploded model is never stored
+        best = self.best if self.best is not None and self.best[0] is t else None
+        # anew even after an evaluation at this iteration: a sample drawn since moved its stream
         raw = checkpoint.to_bytes(t)  # refuses non-finite weights
         sha = hashlib.sha256(raw).hexdigest()
         latest, previous = (
@@ -114,13 +125,26 @@ class JobHooks(Hooks):
             self.metrics(t),
             record.hset(self.job_id, attempts=0),
         ]
-        if t.val_loss is not None and (
-            self.best_ckpt_val is None or t.val_loss < self.best_ckpt_val
-        ):
-            self.best_ckpt_val = t.val_loss
-            ops.append(("COPY", latest, keys.checkpoint(self.job_id, "best"), "REPLACE"))
+        if best is not None:
+            # with the checkpoint whose best_val_loss it is, so a resume from it agrees with the
+            # best copy; a best of a trainer since rolled back (a new object) is dropped
+            _, it, data = best
+            to = keys.checkpoint(self.job_id, "best")
+            if it == t.iteration:
+                ops.append(("COPY", latest, to, "REPLACE"))
+            else:
+                sha_best = hashlib.sha256(data).hexdigest()
+                ops.append(("HSET", to, "data", data, "sha256", sha_best, "iteration", it))
         self.cancel = self.lease.write(ops, what=f"checkpoint of {space.megabytes(len(raw))}")
+        self.best = None
         self.last_ckpt_iteration = t.iteration
+
+    def final_sample(self, t: Trainer) -> None:
+        """A job ends with a sample from its final weights, however short the run (drawn after
+        the last checkpoint, so the stored state is that of a run without it)."""
+        stored = self.last_ckpt_iteration == t.iteration  # so the weights are sound
+        if stored and t.iteration > 0 and self.last_sample_iteration != t.iteration:
+            self.on_sample(t, t.sample_during_training())
 
     def checkpoint_if_needed(self, t: Trainer) -> None:
         if self.last_ckpt_iteration != t.iteration:

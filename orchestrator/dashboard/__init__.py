@@ -79,6 +79,7 @@ def serve(
     password: str | None = None,
     open_browser: bool = False,
     hosts: tuple[str, ...] = (),
+    down_hint: str | None = None,
 ) -> None:
     """Serve the dashboard until interrupted. BadInput for a missing extra or an unsafe bind.
     `hosts`: Host names answered besides loopback's and `host` (guard.py)."""
@@ -94,6 +95,7 @@ def serve(
     token = make_token(host, password)
     hosts = (*hosts, *os.environ.get(HOSTS_ENV, "").split(","))
     app = create_app(JobStore(connect(url)), url, password, token, host, hosts)
+    app.config["CHARRNN_DOWN_HINT"] = down_hint  # what the page says to do when Redis is gone
     try:
         server = create_server(app, host=host, port=port, threads=THREADS, ident="charrnn")
     except OSError as e:
@@ -108,7 +110,7 @@ def serve(
         flush=True,
     )
     if open_browser:
-        threading.Timer(0.5, webbrowser.open, [address]).start()
+        threading.Timer(0.5, open_in_browser, [address]).start()
     # Everything imported so far (Flask, Celery, NumPy...) lives as long as the server: out of the
     # collector's sight, a request that decodes a 1,000-job sweep no longer pays for rescanning it.
     gc.freeze()
@@ -118,3 +120,13 @@ def serve(
         pass
     finally:
         server.close()
+
+
+def open_in_browser(address: str) -> None:
+    """--open: the system's browser, or one line saying there is none (a server, ssh)."""
+    try:
+        opened = webbrowser.open(address)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        print(f"no browser to open here: open {address} yourself", file=sys.stderr, flush=True)

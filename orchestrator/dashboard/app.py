@@ -336,7 +336,7 @@ def redis_failed(e):
     """Told apart, as the command line tells them (orchestrator/edge.py): Redis down or
     loading (503, the page retries by itself), Redis refusing this dashboard's user (a wrong
     password, or NOPERM: the operator's to fix, 503 too), anything else Redis answered (500)."""
-    reason = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    reason = (str(e).splitlines() or [type(e).__name__])[0][:300].rstrip(". ")
     where = current_app.config["CHARRNN_WHERE"]
     if isinstance(e, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
         return failure(503, f"Redis at {where} refused the password: {reason}", "Redis refused")
@@ -348,9 +348,11 @@ def redis_failed(e):
             "Redis refused",
         )
     if isinstance(e, (redis.ConnectionError, redis.TimeoutError)):
+        hint = current_app.config.get("CHARRNN_DOWN_HINT")
         return failure(
             503,
-            f"Redis unreachable at {where}: {reason}. This page retries by itself.",
+            f"Redis unreachable at {where}: {reason}{'; ' + hint if hint else ''}. "
+            "This page retries by itself.",
             "Redis unreachable",
             retry=True,
         )

@@ -249,7 +249,7 @@
         label: l.label, stroke: color(i, c.lines.length), width: 1.5, spanGaps: true,
         points: {show: pts}}))];
       const opts = (fig, pts, ylabel) => ({
-        width: width(fig), height: 300, legend: {show: false},
+        width: width(fig), height: 300, legend: {show: true, live: false},
         focus: {alpha: 0.15}, cursor: {focus: {prox: 16}},
         scales: {x: {time: false}}, axes: [{label: "characters seen"}, {label: ylabel}],
         series: series(pts)});
