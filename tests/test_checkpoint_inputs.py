@@ -1,7 +1,7 @@
 """Issue 20, item 2 and the checkpoint part of item 9: no checkpoint file or stored checkpoint can
 make a command, the dashboard or a worker inflate more than a real one's arrays, or hang.
 
-Reproduced first. The decompression bomb (benchmarks/bench_checkpoint_bomb.py builds it in code:
+Reproduced first. The decompression bomb (stacks/checkpoint_bomb.py builds it in code:
 metadata claiming hidden 8192 and batch 4096, theta as deflated zeros, 0.53 MB for 540 MB) made
 `charrnn.checkpoint.load` peak at 1.1 GB of RSS before its sha256 could refuse it, in every
 process that loaded it: `charrnn sample`, `orchestrator sample` and `checkpoint`, the dashboard's
@@ -27,11 +27,11 @@ from base64 import b64encode
 
 import numpy as np
 import pytest
-from bench_checkpoint_bomb import PEAK, bomb, checkpoint_npy, honest, peak_load
 
 from charrnn import CheckpointError, checkpoint
 from worker import keys
 
+from checkpoint_bomb import PEAK, bomb, checkpoint_npy, honest, peak_load
 from conftest import (
     REPO,
     TINY_JOB,
