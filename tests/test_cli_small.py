@@ -15,6 +15,7 @@ import pytest
 from charrnn import Config, Trainer, checkpoint
 
 from conftest import REPO, TINY_JOB, free_port, make_corpus, run_cli, wait_for, wait_status
+from stack import DASHBOARD_AUTH, DASHBOARD_TOKEN
 
 
 def charrnn_cli(*args, timeout=60):
@@ -119,7 +120,7 @@ def test_after_down_the_dashboard_says_to_run_up(tmp_path):
     env = {"CHARRNN_HOME": str(home)}
     run_cli("up", "--workers", "0", env=env, check=True, timeout=120)
     port = free_port()
-    e = dict(os.environ, CHARRNN_HOME=str(home))
+    e = dict(os.environ, CHARRNN_HOME=str(home), CHARRNN_DASHBOARD_TOKEN=DASHBOARD_TOKEN)
     e.pop("CHARRNN_REDIS_URL", None)
     cmd = [sys.executable, "-m", "orchestrator.cli", "dashboard", "--port", str(port)]
     dash = subprocess.Popen(cmd, cwd=REPO, env=e, stderr=subprocess.DEVNULL)
@@ -139,7 +140,8 @@ def test_after_down_the_dashboard_says_to_run_up(tmp_path):
 
 def _get(url):
     try:
-        with urllib.request.urlopen(url, timeout=20) as resp:
+        ask = urllib.request.Request(url, headers=DASHBOARD_AUTH)  # the loopback token
+        with urllib.request.urlopen(ask, timeout=20) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
