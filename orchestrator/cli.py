@@ -58,9 +58,11 @@ def cli(ctx, redis_url):
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 if it failed.")
 @json_option
 @pass_ctx
-def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper):
+def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, recipe, minutes, **hyper):
     """Validate, upload the corpus (once), enqueue a training job; print its id."""
-    job_id, uploaded = launch.submit(c, corpus, given(hyper), checkpoint_every, name, tags)
+    job_id, uploaded = launch.submit(
+        c, corpus, given(hyper), checkpoint_every, name, tags, recipe, minutes
+    )
     if not wait:
         if as_json:
             render.echo_json({"job_id": job_id, "corpus_uploaded": uploaded})

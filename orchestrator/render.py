@@ -73,8 +73,22 @@ def job_fields(job: dict, names) -> list[tuple[str, object]]:
     """(label, value) of a job's fields for people: the training loss per character, labelled
     so, in place of the stored smoothed loss."""
     return [
-        ("loss/char", job["smooth_loss"]) if k == "smooth_loss" else (k, job.get(k)) for k in names
+        ("loss/char", job["smooth_loss"])
+        if k == "smooth_loss"
+        else ("iterations", total(job))
+        if k == "iterations"
+        else (k, job.get(k))
+        for k in names
     ]
+
+
+def total(job: dict) -> object:
+    """A job's length: its iterations, or its budget in minutes until a worker settles it."""
+    if job.get("iterations"):
+        return job["iterations"]
+    spec = job.get("spec")
+    minutes = getattr(spec, "minutes", None)
+    return f"budget {minutes:g} min" if minutes else "?"
 
 
 def history(job: dict, rows: list, shown: int = 5) -> None:
@@ -105,7 +119,7 @@ def final(job: dict, last_sample: dict | None) -> None:
     click.echo(f"status: {job['status']}")
     if job["error"]:
         click.echo(f"error: {plain(job['error'])}")
-    click.echo(f"iterations: {job['iteration']}/{job['iterations']}")
+    click.echo(f"iterations: {job['iteration']}/{total(job)}")
     click.echo(f"validation loss: {fmt(job['val_loss'])} nats/char")
     if last_sample:
         sample(f"sample (iteration {last_sample['iteration']}):", last_sample["text"])
@@ -154,7 +168,7 @@ def list_table(rows: list[dict]):
             j["job_id"],
             *([_text(j["name"])] if named else []),
             status(j),
-            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
+            f"{j['iteration'] or 0}/{total(j)}",
             fmt(j["val_loss"], 3),
             fmt(j["chars_per_second"], 0),
             time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])),
@@ -188,7 +202,7 @@ def sweep_table(sweep: dict, rows: list[dict]):
             j["job_id"],
             status(j),
             *[_text(leaderboard.fmt_value(v)) for v in leaderboard.params(j, names).values()],
-            f"{j['iteration'] or 0}/{j['iterations'] or '?'}",
+            f"{j['iteration'] or 0}/{total(j)}",
             fmt(j["smooth_loss"], 3),
             fmt(j["val_loss"], 3),
             fmt(j["best_val_loss"], 3),

@@ -258,7 +258,7 @@ class JobStore:
             "rollbacks": 0,
             "cancel_requested": "0",
             "sweep_id": spec.sweep_id or "",
-            "iterations": spec.total_iterations,
+            "iterations": spec.total_iterations or "",  # a budget in minutes: set at start
         }
         p.hset(keys.job(job_id), mapping=record)
         p.zadd(keys.jobs_by_time(), {job_id: now})

@@ -24,7 +24,7 @@ from charrnn import Config, Hooks, Trainer, checkpoint
 from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
-from . import asha, keys, settings, space
+from . import asha, budgets, keys, settings, space
 from .errors import JobTooLarge, LostLease, NoSuchJob, StoreFull
 from .lease import Lease, retrying
 from .limits import check_fits
@@ -274,6 +274,8 @@ def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
         return finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
     # before anything of the job is allocated: a job too large for this pool fails here
     check_fits(spec.config, Vocab.from_text(text).size, len(text))
+    job = budgets.settle(lease, job, text, host)  # a budget in minutes becomes iterations once
+    spec = job["spec"]
     trainer, notes = restore(store, job["job_id"], spec.config, text)
     hooks = HOOKS(job, lease)
     hooks.cancel = begin(store, lease, job, trainer, notes, host)

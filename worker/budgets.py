@@ -1,0 +1,81 @@
+"""A job's time budget settled on the pool: `submit --minutes M` stores the minutes, and the
+worker that first starts the job turns them into iterations with its own measured speed
+(charrnn.budget.iterations_for_minutes) and records them in the stored spec with a fenced write.
+From then on the job is exactly the `--iterations N` job: a resume on another worker, faster or
+slower, continues the same run to the same bits, and the cosine ends where the budget does.
+
+A budget with a deadline (a tune's trial) is clipped to what is left of it, read on Redis's
+clock, so a trial that waited in the queue does not run past its tune's end.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from charrnn.budget import iterations_for_minutes
+from charrnn.errors import ConfigError
+
+from . import keys, settings
+from .lease import Lease, retrying
+from .spec import JobSpec
+from .store import event
+
+
+def redis_now(lease: Lease) -> float:
+    """Unix seconds on Redis's clock: the one clock every worker and the tune's creator share."""
+    sec, usec = retrying(lease.r.time)
+    return sec + usec / 1e6
+
+
+def settle(lease: Lease, job: dict, text: str, host: str) -> dict:
+    """The job with its budget settled (unchanged when it has none or it is settled already).
+    ConfigError when the budget does not buy a run (the job fails with that line)."""
+    spec: JobSpec = job["spec"]
+    if not spec.unsettled:
+        return job
+    assert spec.minutes is not None
+    minutes = spec.minutes
+    if spec.deadline is not None:
+        left = (spec.deadline - redis_now(lease)) / 60.0
+        if left <= 0:
+            raise ConfigError("its time was up before it started (the tune had ended)")
+        minutes = min(minutes, left)
+    with _renewing(lease):  # the probe takes seconds; the lease must not lapse meanwhile
+        b = iterations_for_minutes(spec.config, text, minutes)
+    config = spec.config.replace(iterations=b.iterations, epochs=None)
+    rungs = spec.rungs.settled(b.iterations) if spec.rungs is not None else None
+    settled = replace(
+        spec, config=config, total_iterations=b.iterations, budget=b.to_dict(), rungs=rungs
+    )
+    job_id = job["job_id"]
+    lease.write(
+        [("HSET", keys.job(job_id), "spec", settled.to_json(), "iterations", b.iterations)]
+        + [
+            ("RPUSH", keys.events(job_id), event("budget", host=host, **b.to_dict())),
+        ]
+    )
+    return {**job, "spec": settled, "iterations": b.iterations}
+
+
+class _renewing:
+    """Renew the lease from a thread while the main thread probes (it writes nothing then)."""
+
+    def __init__(self, lease: Lease):
+        self.lease, self.stop = lease, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(settings.HEARTBEAT_SECONDS):
+            try:
+                self.lease.write([])
+            except Exception:  # noqa: BLE001 - the settling write after the probe reports it
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
