@@ -18,6 +18,7 @@ from worker import settings
 from worker.store import Status
 
 from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, views
+from . import tune as tune_cmd
 from . import workers as live_workers
 from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
 from .jobs import BadInput
@@ -185,6 +186,63 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
             {"sweep_id": sweep_id, "job_ids": ids, "jobs": [jobs.status_view(j) for j in rows]}
         )
     return exit_code(rows)
+
+
+@cli.command()
+@click.option("-f", "--file", "spec_file", default=None, metavar="PATH",
+              help="A sweep file with `search: tpe`: corpus, fixed, space, budget "
+              "({minutes: M} or {trials: N}), parallel, seed.")  # fmt: skip
+@click.option("--corpus", default=None, help="A UTF-8 text file, or builtin:python-docs.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True, max=10**5), default=None,
+              help="Wall-clock budget: trials start until it is spent.")  # fmt: skip
+@click.option("--trials", type=click.IntRange(min=1, max=10_000), default=None,
+              help="A trial count instead of minutes.")  # fmt: skip
+@click.option("--trial-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="A full trial's budget (default: from --minutes and --parallel; 1 with "
+              "--trials).")  # fmt: skip
+@click.option("--parallel", type=click.IntRange(min=1, max=1000), default=2, show_default=True,
+              help="Trials in flight at once (about the workers free for the tune).")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
+              help="The sampler's seed (default: drawn and recorded).")  # fmt: skip
+@click.option("--name", default=None, help="A name for the tune.")
+@click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable).")
+@click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best.")
+@json_option
+@pass_ctx
+def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, name, tags,
+         wait, as_json):  # fmt: skip
+    """Search hyperparameters with Optuna's TPE on the pool, within a time budget: each trial's
+    point is proposed from the results so far; weak trials stop early (ASHA). Prints the tune's
+    id (a sweep's: status, results, compare, watch take it); the result is the best trial's
+    best checkpoint (`checkpoint JOB --best`).
+
+    \b
+      orchestrator tune --corpus input.txt --minutes 30 --wait
+    """
+    file = tune_cmd.read_tune_file(spec_file, corpus_given=bool(corpus)) if spec_file else None
+    text, spec = tune_cmd.plan(
+        corpus, minutes, trials, trial_minutes, parallel, seed, file, name, tuple(tags)
+    )
+    store = c.store(start=True)
+    tune_id, ids = tune_cmd.create(store, c.url(), text, spec)
+    if not as_json:
+        click.echo(f"tune {tune_id}")
+        click.echo(tune_cmd.summary(spec), err=True)
+    if not wait:
+        if as_json:
+            render.echo_json({"tune_id": tune_id, "sweep_id": tune_id, "job_ids": ids})
+        return EXIT_OK
+    out = tune_cmd.follow(store, c.url(), tune_id, quiet=as_json)
+    if as_json:
+        render.echo_json({"sweep_id": tune_id, **out})
+    elif out["best"] is None:
+        click.echo("no trial ended with a checkpoint", err=True)
+    else:
+        b = out["best"]
+        click.echo(
+            f"best {b['job_id']} val {b['best_val_loss']:.4f} {render.json_line(b['params'])}"
+        )
+    return EXIT_OK if out["best"] is not None else EXIT_JOB_FAILED
 
 
 @cli.command()

@@ -364,6 +364,7 @@ class JobStore:
             [
                 keys.sweep(sweep_id),
                 keys.sweep_jobs(sweep_id),
+                keys.tune_claims(sweep_id),
                 *[keys.rung(sweep_id, m) for m in rungs],
                 *[keys.rung_decisions(sweep_id, m) for m in rungs],
             ],

@@ -1,0 +1,199 @@
+"""`orchestrator tune` (issue 19): trials proposed by Optuna's TPE from the trials in the store,
+no driver process, exactly one next trial per ended trial. Real Redis and real workers for the
+system tests (slow); the proposal is a pure function, tested without either."""
+
+import json
+import time
+
+import pytest
+
+from worker import keys
+from worker import tune as advance
+from worker.spec import JobSpec
+
+from conftest import make_corpus, run_cli, wait_for
+
+SPACE = {
+    "hidden_size": {"choice": [8, 16]},
+    "cell": {"choice": ["rnn", "gru"]},
+    "learning_rate": {"log_uniform": [1e-3, 3e-2]},
+    "num_layers": {"uniform": [1, 2]},
+}
+
+
+def results(n: int, seed: int = 0) -> list[dict]:
+    """n ended trials with made-up losses, proposed as a tune proposes them."""
+    out: list[dict] = []
+    for number in range(n):
+        p = advance.propose(SPACE, seed, number, out)
+        loss = 2.0 + abs(p["learning_rate"] - 0.01) * 10 + (0.1 if p["cell"] == "rnn" else 0)
+        state = "pruned" if number % 3 == 2 else "complete"
+        out.append({"params": p, "state": state, "value": loss if state == "complete" else None,
+                    "rungs": {111111: loss + 0.5}})  # fmt: skip
+    return out
+
+
+def test_same_seed_and_results_give_the_same_proposals():
+    """A pure function: rebuilt from the same trials with the same seed, in any process, the
+    study proposes the same point; the proposals follow the results (and the seed)."""
+    trials = results(12, seed=4)
+    running = [{**trials[-1], "state": "running", "value": None}]
+    a = advance.propose(SPACE, 4, 12, trials[:-1] + running)
+    b = advance.propose(SPACE, 4, 12, json.loads(json.dumps(trials[:-1] + running)))
+    assert a == b
+    assert results(12, seed=4) == trials  # the whole sequence again
+    other = [dict(t, value=(5.0 - t["value"]) if t["value"] else None) for t in trials]
+    assert advance.propose(SPACE, 4, 12, other) != advance.propose(SPACE, 4, 12, trials)
+    assert advance.propose(SPACE, 5, 12, trials) != advance.propose(SPACE, 4, 12, trials)
+
+
+def test_the_default_space_fits_the_corpus_and_the_budget():
+    from orchestrator import tunespace
+
+    space = tunespace.default_space(1_000_000, 5.0)
+    assert space["cell"] == {"choice": ["rnn", "gru", "lstm"]}
+    assert space["learning_rate"]["log_uniform"][0] < space["learning_rate"]["log_uniform"][1]
+    small = tunespace.default_space(10_000, 1.0)
+    b, t = max(small["batch_size"]["choice"]), max(small["seq_length"]["choice"])
+    assert b * t * tunespace.WINDOWS_PER_EPOCH <= 10_000
+    assert tunespace.default_space(100, 1.0) == {}
+    assert tunespace.trial_minutes(30, 2) <= 15 and tunespace.trial_minutes(1, 2) == 0.5
+
+
+# --- bad input: one line, exit 2, nothing stored ----------------------------------------------
+def tune_file(tmp_path, corpus, **extra) -> str:
+    spec = {"search": "tpe", "corpus": str(corpus), "space": SPACE,
+            "fixed": {"seq_length": 16, "batch_size": 4, "eval_every": 50}, **extra}  # fmt: skip
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def assert_refused(p, r, match: str):
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], p.stderr
+    assert not list(r.scan_iter(keys.PREFIX + "sweep*")) and not list(
+        r.scan_iter(keys.PREFIX + "job:*")
+    )
+
+
+def test_bad_input_is_refused_before_anything_is_stored(redis_server, r, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=1))
+    url = redis_server.url()
+    f = tune_file(tmp_path, corpus)
+    assert_refused(run_cli("tune", "-f", f, "--minutes", "0.2", url=url), r, "too short")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("ab")
+    assert_refused(run_cli("tune", "--corpus", str(tiny), "--minutes", "5", url=url), r, "too")
+    big = tune_file(tmp_path, corpus, space={"hidden_size": {"choice": [8, 8192]},
+                                             "num_layers": {"uniform": [1, 16]}})  # fmt: skip
+    assert_refused(run_cli("tune", "-f", big, "--minutes", "5", url=url), r, "limits")
+    assert_refused(run_cli("tune", "-f", f, url=url), r, "budget")
+    blocked = tmp_path / "no_optuna"
+    (blocked / "optuna").mkdir(parents=True)
+    (blocked / "optuna" / "__init__.py").write_text("raise ImportError('no optuna here')\n")
+    import os
+
+    env = {"PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])}
+    assert_refused(run_cli("tune", "-f", f, "--minutes", "5", url=url, env=env), r, "optuna")
+
+
+# --- the system: real Redis, real workers ------------------------------------------------------
+def trials_of(r, tune_id) -> list[str]:
+    return [j.decode() for j in r.lrange(keys.sweep_jobs(tune_id), 0, -1)]
+
+
+def starts(r, job_id) -> int:
+    evs = [json.loads(x)["event"] for x in r.lrange(keys.events(job_id), 0, -1)]
+    return evs.count("started")
+
+
+def assert_each_trial_once(r, tune_id, parallel: int):
+    """Every trial after the first `parallel` was made by exactly one ended trial's claim, and
+    each trial started once (a resume is not a second start)."""
+    ids = trials_of(r, tune_id)
+    claims = {k.decode(): v.decode() for k, v in r.hgetall(keys.tune_claims(tune_id)).items()}
+    made = [v for v in claims.values() if v != "end"]
+    assert sorted(made) == sorted(ids[parallel:]) and len(set(made)) == len(made)
+    assert set(claims) == set(ids)  # every trial advanced once
+    assert all(starts(r, j) == 1 for j in ids)
+
+
+@pytest.mark.slow
+def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
+    """Two workers, a 1.5-minute tune of half-minute trials: it follows to the end, each trial's
+    budget fits in what was left of the tune, and the result is a trial with a best
+    checkpoint, the lowest best held-out loss of them all."""
+    server, worker = stack
+    worker("a").start()
+    worker("b").start()
+    r = server.client()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=2, words=6000))
+    f = tune_file(tmp_path, corpus)
+    p = run_cli("tune", "-f", f, "--minutes", "1.5", "--trial-minutes", "0.5", "--seed", "3",
+                "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    tune_id, best = out["tune_id"], out["best"]
+    sw = json.loads(r.hget(keys.sweep(tune_id), "spec"))
+    deadline = sw["tune"]["deadline"]
+    ids = trials_of(r, tune_id)
+    assert out["trials"] == len(ids) > 2  # trials ended and were followed by new ones
+    for j in ids:
+        spec = JobSpec.from_json(r.hget(keys.job(j), "spec"))
+        created = float(r.hget(keys.job(j), "submitted_at"))
+        assert spec.minutes is not None and created + 60 * spec.minutes <= deadline + 1
+    assert r.exists(keys.checkpoint(best["job_id"], "best"))
+    losses = [float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))]
+    assert best["best_val_loss"] == min(losses)
+    assert_each_trial_once(r, tune_id, 2)
+    status = json.loads(run_cli("status", tune_id, "--json", url=server.url()).stdout)
+    assert len(status["jobs"]) == len(ids)  # the tune's id is a sweep's
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_tune_loses_no_trial(stack, tmp_path):
+    """A tune of six trials; a worker is killed while it trains one. The trial resumes on
+    another worker, the tune still makes exactly six trials, each started once, and each
+    ended trial gave exactly one next."""
+    from orchestrator import tune as tune_cmd
+    from worker.store import JobStore
+
+    server, worker = stack
+    env = {"CHARRNN_VISIBILITY_TIMEOUT": "3"}
+    a = worker("a", **env).start()
+    worker("b", **env).start()
+    r = server.client()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=5, words=6000))
+    f = tune_file(tmp_path, corpus, checkpoint_every=100)
+    p = run_cli("tune", "-f", f, "--trials", "6", "--trial-minutes", "0.5", "--seed", "1",
+                "--json", url=server.url(), check=True)  # fmt: skip
+    tune_id = json.loads(p.stdout)["tune_id"]
+    wait_for(lambda: len(trials_of(r, tune_id)) >= 3, timeout=180, what="a third trial")
+
+    def a_trial_of_a_running() -> bool:
+        return any(
+            (r.hget(keys.job(j), "status") or b"") == b"running"
+            and (r.hget(keys.job(j), "worker") or b"").startswith(b"a@")
+            and int(r.hget(keys.job(j), "iteration") or 0) > 100
+            for j in trials_of(r, tune_id)
+        )
+
+    wait_for(a_trial_of_a_running, timeout=120, what="worker a training a trial")
+    a.kill_all()
+    worker("c", **env).start()
+    store = JobStore(server.client())
+    t0 = time.monotonic()
+    out = tune_cmd.follow(store, server.url(), tune_id, quiet=True)
+    assert time.monotonic() - t0 < 600
+    ids = trials_of(r, tune_id)
+    assert len(ids) == 6 and out["trials"] == 6 and out["best"] is not None
+    statuses = {r.hget(keys.job(j), "status").decode() for j in ids}
+    assert statuses <= {"succeeded", "stopped"}, statuses
+    assert_each_trial_once(r, tune_id, 2)
+    resumed = [j for j in ids if b"resumed" in b"".join(r.lrange(keys.events(j), 0, -1))]
+    assert resumed  # the killed worker's trial came back
