@@ -362,6 +362,9 @@ def watch(c: Ctx, some_id):
     was cancelled."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
+    if kind == "sweep" and tune_cmd.is_tune(obj):
+        out = tune_cmd.follow(store, c.url(), obj["sweep_id"], quiet=False, stderr=False)
+        return EXIT_OK if out["best"] is not None else EXIT_JOB_FAILED
     if kind == "sweep":
         return exit_code(follow.sweep(store, obj, stderr=False))
     return exit_code([follow.job_to_end(store, obj["job_id"])])
@@ -377,6 +380,8 @@ def cancel(c: Ctx, some_id, as_json):
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep":
+        if tune_cmd.is_tune(obj):
+            tune_cmd.cancel(store, obj["sweep_id"])  # first: no trial is added after
         out = control.cancel_sweep(store, obj)
         text = render.cancelled(out)
     else:

@@ -183,7 +183,7 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
         t["deadline"] = now + 60.0 * t["minutes"]
     first = min(t["parallel"], t["trials"] or t["parallel"])
     sweep = {"sweep_id": sweep_id, "spec": spec, "job_ids": []}
-    trials = []
+    trials: list[dict] = []
     for number in range(first):  # each proposed with the ones before it running
         params = advance.propose(spec["space"], t["seed"], number, [
             {"params": p, "state": "running", "value": None, "rungs": {}} for p in trials
@@ -208,25 +208,47 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
     return sweep_id, [j for j, _ in job_specs]
 
 
-def follow(store: JobStore, url: str, sweep_id: str, quiet: bool, poll: float = 1.0) -> dict:
-    """Follow a tune to its end, advancing any ended trial nobody advanced; returns its result
+def is_tune(sw: dict) -> bool:
+    return advance.is_tune(sw)
+
+
+def cancel(store: JobStore, sweep_id: str) -> None:
+    advance.cancel(store, sweep_id)
+
+
+def follow(
+    store: JobStore, url: str, sweep_id: str, quiet: bool, stderr: bool = True, poll: float = 1.0
+) -> dict:
+    """Follow a tune to its end, advancing any ended trial nobody advanced (its worker died
+    between the trial's end and the advance), its trials' table live; returns its result
     {"tune_id", "trials", "best"}."""
+    from rich.live import Live
+
     app = client_app(url)
 
     def send(job_id: str) -> None:
         jobs._enqueue(app, job_id)
 
-    console = render.console(stderr=True, quiet=quiet)
-    shown = -1
-    while True:
+    def step() -> tuple[dict, list[dict], bool]:
         retrying(advance.advance_all, store, sweep_id, send)
         sw = retrying(store.get_sweep, sweep_id)
-        if retrying(advance.finished, store, sw):
-            break
-        if len(sw["job_ids"]) != shown:
-            shown = len(sw["job_ids"])
-            console.print(f"tune {sweep_id}: {shown} trials", highlight=False)
-        time.sleep(poll)
+        return sw, retrying(store.jobs, sw["job_ids"]), retrying(advance.finished, store, sw)
+
+    console = render.console(stderr=stderr, quiet=quiet)
+    sw, rows, done = step()
+    if not console.is_terminal:
+        while not done:
+            time.sleep(poll)
+            sw, rows, done = step()
+        console.print(render.sweep_table(sw, rows))
+        return result(store, sw)
+    with Live(console=console, refresh_per_second=2) as live:
+        while True:
+            live.update(render.sweep_table(sw, rows), refresh=True)
+            if done:
+                break
+            time.sleep(poll)
+            sw, rows, done = step()
     return result(store, sw)
 
 

@@ -149,7 +149,7 @@ class JobSpec:
             raise SpecError(f"not a corpus sha256: {str(self.corpus_sha256)[:80]!r}")
         if not isinstance(self.config, Config):
             raise SpecError("a job spec needs a charrnn Config")
-        lengths = [("checkpoint-every", self.checkpoint_every)]
+        lengths: list[tuple[str, object]] = [("checkpoint-every", self.checkpoint_every)]
         if not self.unsettled:
             lengths.append(("total iterations", self.total_iterations))
         for name, v in lengths:

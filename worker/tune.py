@@ -39,6 +39,8 @@ log = logging.getLogger("charrnn.tune")
 SEARCH = "tpe"
 MIN_TRIAL_SECONDS = 20.0
 """No trial is started with less time left than this: the probe alone takes a few seconds."""
+CANCELLED = "cancel_requested"
+"""A field of the tune's sweep record: set by `cancel`, after which no trial is added."""
 TRIES = 20
 """Transactions retried when another advance of the same tune stored its trial first."""
 
@@ -228,7 +230,8 @@ def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], No
     for _ in range(TRIES):
         with r.pipeline(transaction=True) as p:
             try:
-                p.watch(claims, keys.sweep_jobs(sweep_id))
+                # the sweep's record too: a cancel (its flag) aborts a proposal in flight
+                p.watch(claims, keys.sweep_jobs(sweep_id), keys.sweep(sweep_id))
                 if p.hexists(claims, ended):
                     return None
                 sweep = store.get_sweep(sweep_id)
@@ -236,7 +239,8 @@ def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], No
                 if status is None or as_text(status) not in {s.value for s in TERMINAL}:
                     return None
                 now = redis_now(r)
-                spec = next_spec(store, sweep, now)
+                cancelled = p.hget(keys.sweep(sweep_id), CANCELLED) == b"1"
+                spec = None if cancelled else next_spec(store, sweep, now)
                 new_id = new_job_id() if spec is not None else None
                 p.multi()
                 p.hset(claims, ended, new_id or "end")
@@ -279,6 +283,12 @@ def after_job(store: JobStore, job_id: str, send: Callable[[str], None]) -> str 
     if spec is None or json.loads(spec).get("search") != SEARCH:
         return None
     return advance(store, sweep_id, job_id, send)
+
+
+def cancel(store: JobStore, sweep_id: str) -> None:
+    """No new trial from now on (set before the trials are cancelled: their ends then claim
+    "end")."""
+    store.r.hset(keys.sweep(sweep_id), CANCELLED, "1")
 
 
 def finished(store: JobStore, sweep: dict) -> bool:
