@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from charrnn import checkpoint as ckpt
+from charrnn import recipes
 from charrnn.cli import run, sample_options, sample_text
 from charrnn.options import given
 from worker import settings
@@ -156,9 +157,18 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, recipe, 
     is_flag=True,
     help="Show the sweep's table until every job has ended; exit 1 if any failed or was cancelled.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(list(recipes.RECIPES)),
+    default=None,
+    help="Every point starts from this recipe's values (what the sweep fixes, varies or draws "
+    "wins): " + recipes.help_text(),
+)
 @json_option
 @pass_ctx
-def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_json, **options):
+def sweep(
+    c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_json, recipe, **options
+):
     """Run a search space: a grid and/or random draws, on one or more corpora, with optional
     early stopping (ASHA). Prints `sweep ID`, then `job ID` for each point.
 
@@ -171,7 +181,10 @@ def sweep(c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, as_jso
       orchestrator sweep -f sweep.yaml --wait
     """
     hyper = given(options)  # what is left in options is the search
+    if spec_file and tune_cmd.is_tune_file(spec_file):
+        raise BadInput(f"{spec_file} says `search: tpe`: run it with orchestrator tune -f")
     spec = launch.sweep_spec(spec_file, corpora, hyper, options, name, tags, checkpoint_every)
+    spec = launch.with_recipe(spec, recipe)
     sweep_id, ids = launch.sweep(c, spec)
     if not as_json:
         click.echo("\n".join([f"sweep {sweep_id}", *(f"job {j}" for j in ids)]))

@@ -66,3 +66,15 @@ def sweep(c: Ctx, spec: dict) -> tuple[str, list[str]]:
     texts, points = sweeps.plan(spec)
     store = c.store(start=True)
     return jobs.submit_sweep(store, c.url(), spec, texts, points)
+
+
+def with_recipe(spec: dict, recipe: str | None) -> dict:
+    """The sweep's fixed values over a recipe's: every value the sweep fixes, varies or draws
+    wins; the recipe fills the rest (its budget does not apply: a sweep's points give their
+    length)."""
+    if recipe is None:
+        return spec
+    taken = set(spec["fixed"]) | set(spec.get("grid") or {})
+    taken |= set((spec.get("random") or {}).get("space") or {})
+    values = {k: v for k, v in recipes.recipe(recipe).values.items() if k not in taken}
+    return {**spec, "fixed": {**values, **spec["fixed"]}, "recipe": recipe}

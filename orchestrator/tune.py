@@ -27,6 +27,19 @@ from .sweepfile import check_schema
 TUNE_FILE_KEYS = ("search", "budget", "space", "parallel", "seed")
 
 
+def is_tune_file(path: str) -> bool:
+    """A sweep file that says `search: tpe` (False for anything unreadable: the sweep's own
+    reader says what is wrong with it)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f.read())
+    except Exception:  # noqa: BLE001
+        return False
+    return isinstance(raw, dict) and raw.get("search") == advance.SEARCH
+
+
 def read_tune_file(path: str, corpus_given: bool) -> dict:
     """A sweep file with `search: tpe`: its budget, space, parallel and seed taken out, the
     rest (corpus, fixed, name, tags, checkpoint_every) checked as a sweep file's."""

@@ -98,3 +98,13 @@ def test_a_budgeted_job_resumes_exactly_on_another_worker(stack, tmp_path):
     assert "resumed" in names and names.count("budget") == 1
     assert stored_spec(r, job).total_iterations == n
     assert_matches_reference(r, job, corpus.read_text(), {**SPEC, "iterations": n})
+
+
+def test_a_sweep_recipe_fills_what_the_sweep_leaves():
+    from orchestrator import launch
+
+    spec = {"fixed": {"hidden_size": 32}, "grid": {"learning_rate": [0.01, 0.003]}}
+    out = launch.with_recipe(spec, "2min")
+    assert out["fixed"]["hidden_size"] == 32 and out["fixed"]["cell"] == "gru"
+    assert "learning_rate" not in out["fixed"] and out["recipe"] == "2min"
+    assert launch.with_recipe(spec, None) is spec
