@@ -217,13 +217,15 @@ def sweep(
               help="Trials in flight at once (about the workers free for the tune).")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
               help="The sampler's seed (default: drawn and recorded).")  # fmt: skip
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
+              help="random: the baseline (random search, same space, budget and rungs).")  # fmt: skip
 @click.option("--name", default=None, help="A name for the tune.")
 @click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable).")
 @click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best.")
 @json_option
 @pass_ctx
-def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, name, tags,
-         wait, as_json):  # fmt: skip
+def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, sampler,
+         name, tags, wait, as_json):  # fmt: skip
     """Search hyperparameters with Optuna's TPE on the pool, within a time budget: each trial's
     point is proposed from the results so far; weak trials stop early (ASHA). Prints the tune's
     id (a sweep's: status, results, compare, watch take it); the result is the best trial's
@@ -234,7 +236,7 @@ def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, se
     """
     file = tune_cmd.read_tune_file(spec_file, corpus_given=bool(corpus)) if spec_file else None
     text, spec = tune_cmd.plan(
-        corpus, minutes, trials, trial_minutes, parallel, seed, file, name, tuple(tags)
+        corpus, minutes, trials, trial_minutes, parallel, seed, file, name, tuple(tags), sampler
     )
     store = c.store(start=True)
     tune_id, ids = tune_cmd.create(store, c.url(), text, spec)

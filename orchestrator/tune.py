@@ -76,6 +76,7 @@ def plan(
     file: dict | None,
     name: str | None,
     tags: tuple[str, ...],
+    sampler: str = "tpe",
 ) -> tuple[str, dict]:
     """The tune's text and spec, every point it may propose checked against the corpus and the
     pool's limits (BadInput: one line, nothing stored)."""
@@ -134,6 +135,7 @@ def plan(
             "trials": trials,
             "trial_minutes": trial,
             "parallel": parallel,
+            "sampler": sampler,
             "corpus_sha256": corpus_sha256(text),
         },
     }
@@ -200,7 +202,7 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
     for number in range(first):  # each proposed with the ones before it running
         params = advance.propose(spec["space"], t["seed"], number, [
             {"params": p, "state": "running", "value": None, "rungs": {}} for p in trials
-        ])  # fmt: skip
+        ], t["sampler"])  # fmt: skip
         trials.append(params)
     job_specs = []
     for number, params in enumerate(trials):
@@ -278,6 +280,6 @@ def summary(spec: dict) -> str:
     budget = f"{t['minutes']:g} minutes" if t["minutes"] is not None else f"{t['trials']} trials"
     return (
         f"tune: {budget}, trials of {t['trial_minutes']:g} min, {t['parallel']} at a time, "
-        f"TPE seed {t['seed']}, ASHA at 1/9 and 1/3 of each trial; space "
+        f"{t['sampler'].upper()} seed {t['seed']}, ASHA at 1/9 and 1/3 of each trial; space "
         + json.dumps(spec["space"], separators=(",", ":"))
     )

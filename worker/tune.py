@@ -88,17 +88,28 @@ def sampler_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def propose(space: dict, seed: int, number: int, trials: list[dict]) -> dict[str, Any]:
+SAMPLERS = ("tpe", "random")
+"""tpe, or random: the baseline a tune is measured against (random search with the same
+space, budget and ASHA rungs; benchmarks/bench_tune.py)."""
+
+
+def propose(
+    space: dict, seed: int, number: int, trials: list[dict], sampler_name: str = "tpe"
+) -> dict[str, Any]:
     """Trial `number`'s parameters. `trials` are the tune's trials so far, each
     {"params", "state": complete | pruned | running | fail, "value", "rungs": {step: loss}}."""
     o = optuna()
     dists = distributions(space)
     startup = max(4, min(10, len(dists) + 1))
-    sampler = o.samplers.TPESampler(
-        seed=sampler_seed(seed, number),
-        constant_liar=True,
-        n_startup_trials=startup,
-        multivariate=True,
+    sampler = (
+        o.samplers.RandomSampler(seed=sampler_seed(seed, number))
+        if sampler_name == "random"
+        else o.samplers.TPESampler(
+            seed=sampler_seed(seed, number),
+            constant_liar=True,
+            n_startup_trials=startup,
+            multivariate=True,
+        )
     )
     study = o.create_study(direction="minimize", sampler=sampler)
     states = {
@@ -216,7 +227,8 @@ def next_spec(store: JobStore, sweep: dict, now: float) -> JobSpec | None:
     sha = jobs[0]["spec"].corpus_sha256 if jobs else spec["tune"]["corpus_sha256"]
     if trial_spec(sweep, sha, number, {}, now) is None and spec["space"]:
         return None  # asked before proposing: a proposal costs a study
-    params = propose(spec["space"], int(spec["tune"]["seed"]), number, trials)
+    t = spec["tune"]
+    params = propose(spec["space"], int(t["seed"]), number, trials, t.get("sampler", "tpe"))
     return trial_spec(sweep, sha, number, params, now)
 
 
