@@ -10,9 +10,12 @@ import json
 import secrets
 import time
 
+import redis
+
 from charrnn import Config
 from charrnn.data import corpus_sha256, prepare
 from charrnn.errors import CharRNNError
+from worker import acl
 from worker import tune as advance
 from worker.app import client_app
 from worker.errors import JobTooLarge
@@ -244,8 +247,16 @@ def follow(
     def send(job_id: str) -> None:
         jobs._enqueue(app, job_id)
 
+    may_advance = [True]
+
     def step() -> tuple[dict, list[dict], bool]:
-        retrying(advance.advance_all, store, sweep_id, send)
+        if may_advance[0]:
+            try:
+                retrying(advance.advance_all, store, sweep_id, send)
+            except redis.ResponseError as e:
+                if not acl.is_denied(e):
+                    raise
+                may_advance[0] = False  # the viewer's user: follow, and leave it to the workers
         sw = retrying(store.get_sweep, sweep_id)
         return sw, retrying(store.jobs, sw["job_ids"]), retrying(advance.finished, store, sw)
 

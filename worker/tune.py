@@ -32,7 +32,7 @@ from charrnn import Config
 
 from . import keys
 from .spec import JobSpec, RungPlan
-from .store import TERMINAL, JobStore, Status, as_text
+from .store import TERMINAL, JobStore, Status, as_text, event
 
 log = logging.getLogger("charrnn.tune")
 
@@ -233,9 +233,12 @@ def next_spec(store: JobStore, sweep: dict, now: float) -> JobSpec | None:
 
 
 # --- the advance step: exactly one next trial per ended trial ---------------------------------
-def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], None]) -> str | None:
+def advance(
+    store: JobStore, sweep_id: str, ended: str, send: Callable[[str], None], by: str = "follower"
+) -> str | None:
     """The next trial for the ended trial `ended`, stored and sent, if nobody did it before and
-    the tune has time or trials left. Returns the new trial's id (None: none made now)."""
+    the tune has time or trials left (the ended trial's events say which, and `by` whom).
+    Returns the new trial's id (None: none made now)."""
     from .store import new_job_id
 
     r, claims = store.r, keys.tune_claims(sweep_id)
@@ -244,7 +247,7 @@ def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], No
             try:
                 # the sweep's record too: a cancel (its flag) aborts a proposal in flight
                 p.watch(claims, keys.sweep_jobs(sweep_id), keys.sweep(sweep_id))
-                if p.hexists(claims, ended):
+                if p.hget(claims, ended) is not None:  # (HGET: the roles' read rights)
                     return None
                 sweep = store.get_sweep(sweep_id)
                 status = p.hget(keys.job(ended), "status")
@@ -256,10 +259,11 @@ def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], No
                 new_id = new_job_id() if spec is not None else None
                 p.multi()
                 p.hset(claims, ended, new_id or "end")
+                p.rpush(keys.events(ended), event("tune_next", trial=new_id, by=by))
                 if spec is not None and new_id is not None:
                     JobStore._create(p, new_id, spec, now)
                     p.rpush(keys.sweep_jobs(sweep_id), new_id)
-                    p.hincrby(keys.sweep(sweep_id), "n_jobs", 1)
+                    p.hset(keys.sweep(sweep_id), "n_jobs", len(sweep["job_ids"]) + 1)
                 p.execute()
             except redis.WatchError:
                 continue
@@ -273,19 +277,21 @@ def advance(store: JobStore, sweep_id: str, ended: str, send: Callable[[str], No
     return None
 
 
-def advance_all(store: JobStore, sweep_id: str, send: Callable[[str], None]) -> list[str]:
+def advance_all(
+    store: JobStore, sweep_id: str, send: Callable[[str], None], by: str = "follower"
+) -> list[str]:
     """What a follower does each poll: advance every ended trial nobody advanced (its worker
     died between the trial's end and its advance, or had no Optuna). Returns new trial ids."""
     sweep = store.get_sweep(sweep_id)
-    done = {as_text(k) for k in store.r.hkeys(keys.tune_claims(sweep_id))}
+    done = {as_text(k) for k in store.r.hgetall(keys.tune_claims(sweep_id))}
     ended = [
         j for j, st in zip(sweep["job_ids"], store.statuses(sweep["job_ids"]), strict=True)
         if j not in done and st in {s.value for s in TERMINAL}
     ]  # fmt: skip
-    return [n for n in (advance(store, sweep_id, j, send) for j in ended) if n]
+    return [n for n in (advance(store, sweep_id, j, send, by) for j in ended) if n]
 
 
-def after_job(store: JobStore, job_id: str, send: Callable[[str], None]) -> str | None:
+def after_job(store: JobStore, job_id: str, send: Callable[[str], None], by: str) -> str | None:
     """The worker's hook at a job's end: advance its tune if it is a tune's trial."""
     raw = store.r.hget(keys.job(job_id), "sweep_id")
     if not raw:
@@ -294,7 +300,7 @@ def after_job(store: JobStore, job_id: str, send: Callable[[str], None]) -> str 
     spec = store.r.hget(keys.sweep(sweep_id), "spec")
     if spec is None or json.loads(spec).get("search") != SEARCH:
         return None
-    return advance(store, sweep_id, job_id, send)
+    return advance(store, sweep_id, job_id, send, by)
 
 
 def cancel(store: JobStore, sweep_id: str) -> None:
@@ -308,7 +314,8 @@ def finished(store: JobStore, sweep: dict) -> bool:
     statuses = store.statuses(sweep["job_ids"])
     if any(st not in {s.value for s in TERMINAL} for st in statuses):
         return False
-    return store.r.hlen(keys.tune_claims(sweep["sweep_id"])) >= len(sweep["job_ids"])
+    claims = store.r.hgetall(keys.tune_claims(sweep["sweep_id"]))
+    return all(j.encode() in claims for j in sweep["job_ids"])
 
 
 def best(store: JobStore, sweep: dict) -> dict | None:
