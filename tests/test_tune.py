@@ -201,3 +201,58 @@ def test_a_worker_killed_mid_tune_loses_no_trial(stack, tmp_path):
     assert_each_trial_once(r, tune_id, 2)
     resumed = [j for j in ids if b"resumed" in b"".join(r.lrange(keys.events(j), 0, -1))]
     assert resumed  # the killed worker's trial came back
+
+
+# --- the advance step against a real Redis, no worker: exactly once, and cancel ---------------
+def queued_tune(redis_server, r, tmp_path, *extra) -> tuple[str, list[str]]:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=6))
+    p = run_cli("tune", "-f", tune_file(tmp_path, corpus), "--trials", "9", "--seed", "2",
+                "--json", *extra, url=redis_server.url(), check=True)  # fmt: skip
+    out = json.loads(p.stdout)
+    return out["tune_id"], out["job_ids"]
+
+
+def end_trial(r, job_id: str, loss: float) -> None:
+    """What a worker's last write leaves of a trial that ran to its end (no worker here)."""
+    r.hset(keys.job(job_id), mapping={"status": "succeeded", "best_val_loss": repr(loss)})
+
+
+def test_many_advances_of_one_ended_trial_make_one_trial(redis_server, r, tmp_path):
+    """Eight followers and workers asking at once for the next trial after the same ended
+    trial: one trial is stored, claimed by that trial; the others find the claim."""
+    import threading
+
+    from worker.store import JobStore
+
+    tune_id, first = queued_tune(redis_server, r, tmp_path)
+    end_trial(r, first[0], 1.5)
+    made: list = []
+    sent: list = []
+
+    def ask():
+        made.append(advance.advance(JobStore(redis_server.client()), tune_id, first[0],
+                                    sent.append))  # fmt: skip
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    new = [m for m in made if m]
+    assert len(new) == 1 and sent == new
+    assert trials_of(r, tune_id) == first + new
+    assert r.hget(keys.tune_claims(tune_id), first[0]).decode() == new[0]
+    assert r.hget(keys.job(new[0]), "status") == b"queued"
+
+
+def test_a_cancelled_tune_adds_no_trial(redis_server, r, tmp_path):
+    from worker.store import JobStore
+
+    tune_id, first = queued_tune(redis_server, r, tmp_path)
+    p = run_cli("cancel", tune_id, url=redis_server.url())
+    assert p.returncode == 0, p.stderr
+    assert {r.hget(keys.job(j), "status") for j in first} == {b"cancelled"}
+    assert advance.advance_all(JobStore(r), tune_id, lambda j: None) == []
+    assert trials_of(r, tune_id) == first
+    assert {v for v in r.hgetall(keys.tune_claims(tune_id)).values()} == {b"end"}
