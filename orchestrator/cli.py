@@ -300,7 +300,7 @@ def list_(c: Ctx, status_, tag, limit, as_json):
 def results(c: Ctx, job_id, as_json):
     """Spec, final metrics, loss history, samples and events of a job."""
     store = c.store()
-    job = store.get(job_id)
+    job = store.get(tune_cmd.as_job(store, job_id, False)[0])  # a tune: its best trial
     out = views.results_view(store, job)
     if as_json:
         render.echo_json(out)
@@ -328,6 +328,7 @@ def results(c: Ctx, job_id, as_json):
 @pass_ctx
 def samples(c: Ctx, job_id, last, as_json):
     """Samples a job drew during training."""
+    job_id, _ = tune_cmd.as_job(c.store(), job_id, False)  # a tune: its best trial
     rows = views.samples(c.store(), job_id, last, required=not as_json)
     if as_json:
         render.echo_json(rows)
@@ -348,8 +349,9 @@ def samples(c: Ctx, job_id, last, as_json):
 @click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
 @pass_ctx
 def checkpoint(c: Ctx, job_id, output, best):
-    """Download a job's latest (or best) checkpoint, verified."""
-    raw, ck = views.checkpoint(c.store(), job_id, best)
+    """Download a job's latest (or best) checkpoint, verified; a tune's result (its best
+    trial's best checkpoint) for a tune's id."""
+    raw, ck = views.checkpoint(c.store(), *tune_cmd.as_job(c.store(), job_id, best))
     ckpt.write_bytes(raw, output)
     click.echo(f"wrote {output} (iteration {ck.iteration})", err=True)
 
@@ -360,8 +362,9 @@ def checkpoint(c: Ctx, job_id, output, best):
 @click.option("--best", is_flag=True, help="From the best checkpoint instead of the latest.")
 @pass_ctx
 def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
-    """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
-    raw, _ = views.checkpoint(c.store(), job_id, best)
+    """New text from a job's checkpoint: exactly what `charrnn sample` prints for it (a tune's
+    id: its result, the best trial's best checkpoint)."""
+    raw, _ = views.checkpoint(c.store(), *tune_cmd.as_job(c.store(), job_id, best))
     click.echo(
         sample_text(
             raw, length, temperature, top_k, prime, seed, argmax, name="the job's checkpoint"

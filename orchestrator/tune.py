@@ -18,7 +18,7 @@ from charrnn.errors import CharRNNError
 from worker import acl
 from worker import tune as advance
 from worker.app import client_app
-from worker.errors import JobTooLarge
+from worker.errors import JobTooLarge, NoCheckpoint
 from worker.lease import retrying
 from worker.spec import SpecError
 from worker.store import JobStore, new_job_id
@@ -224,6 +224,20 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
         jobs._undo(store, [j for j, _ in job_specs], {t["corpus_sha256"]}, sweep_id)
         raise
     return sweep_id, [j for j, _ in job_specs]
+
+
+def as_job(store: JobStore, some_id: str, best: bool) -> tuple[str, bool]:
+    """(job id, best) for a command that reads one job: a tune's id stands for its result, the
+    best trial's best checkpoint; any other id is left as it is."""
+    if store.kind(some_id) != "sweep":
+        return some_id, best
+    sw = store.get_sweep(some_id)
+    if not advance.is_tune(sw):
+        return some_id, best
+    b = advance.best(store, sw)
+    if b is None:
+        raise NoCheckpoint(f"tune {some_id} has no trial with a best checkpoint yet")
+    return b["job_id"], True
 
 
 def is_tune(sw: dict) -> bool:

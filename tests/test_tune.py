@@ -152,6 +152,13 @@ def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
     assert_each_trial_once(r, tune_id, 2)
     status = json.loads(run_cli("status", tune_id, "--json", url=server.url()).stdout)
     assert len(status["jobs"]) == len(ids)  # the tune's id is a sweep's
+    # and it stands for its result where one job is read
+    path = tmp_path / "best.npz"
+    run_cli("checkpoint", tune_id, "-o", str(path), url=server.url(), check=True)
+    assert path.read_bytes() == r.hget(keys.checkpoint(best["job_id"], "best"), "data")
+    res = json.loads(run_cli("results", tune_id, "--json", url=server.url(), check=True).stdout)
+    assert res["job_id"] == best["job_id"]
+    assert run_cli("sample", tune_id, "--length", "50", url=server.url(), check=True).stdout
 
 
 @pytest.mark.slow
@@ -256,3 +263,6 @@ def test_a_cancelled_tune_adds_no_trial(redis_server, r, tmp_path):
     assert advance.advance_all(JobStore(r), tune_id, lambda j: None) == []
     assert trials_of(r, tune_id) == first
     assert {v for v in r.hgetall(keys.tune_claims(tune_id)).values()} == {b"end"}
+    p = run_cli("checkpoint", tune_id, "-o", str(tmp_path / "x.npz"), url=redis_server.url())
+    assert p.returncode != 0 and "no trial with a best checkpoint" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
