@@ -15,7 +15,7 @@ import redis
 from charrnn import Config
 from charrnn.data import corpus_sha256, prepare
 from charrnn.errors import CharRNNError
-from worker import acl
+from worker import acl, keys
 from worker import tune as advance
 from worker.app import client_app
 from worker.errors import JobTooLarge, NoCheckpoint
@@ -215,6 +215,7 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
         job_specs.append((new_job_id(), s))
     try:
         store.create_sweep(sweep_id, spec.get("name"), spec, job_specs, tuple(spec["tags"]))
+        store.r.zadd(keys.tunes(), {sweep_id: now})  # live: the reaper advances it too
         app = client_app(url)
         for job_id, _ in job_specs:
             jobs._enqueue(app, job_id)

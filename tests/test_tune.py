@@ -266,3 +266,30 @@ def test_a_cancelled_tune_adds_no_trial(redis_server, r, tmp_path):
     p = run_cli("checkpoint", tune_id, "-o", str(tmp_path / "x.npz"), url=redis_server.url())
     assert p.returncode != 0 and "no trial with a best checkpoint" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_reaper_advances_a_trial_nobody_advanced(stack, tmp_path):
+    """A trial ended with nobody to ask for the next (its worker died right after, no one
+    follows the tune): a worker's reaper asks, once."""
+    server, worker = stack
+    r = server.client()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=6))
+    p = run_cli("tune", "-f", tune_file(tmp_path, corpus), "--trials", "9", "--seed", "2",
+                "--json", url=server.url(), check=True)  # fmt: skip
+    tune_id, first = json.loads(p.stdout)["tune_id"], json.loads(p.stdout)["job_ids"]
+    r.hset(keys.job(first[0]), mapping={"status": "cancelled", "finished_at": repr(time.time())})
+    from worker.app import QUEUE
+    from worker.reaper import message_id
+
+    for q in keys.broker_queues(QUEUE):  # its message gone too: no worker sees it end
+        for raw in r.lrange(q, 0, -1):
+            if message_id(raw) == first[0]:
+                r.lrem(q, 0, raw)
+    worker("a").start()
+    wait_for(lambda: r.hget(keys.tune_claims(tune_id), first[0]), timeout=60, what="an advance")
+    made = [e for e in map(json.loads, r.lrange(keys.events(first[0]), 0, -1))
+            if e["event"] == "tune_next"]  # fmt: skip
+    assert len(made) == 1 and made[0]["by"].startswith("reaper ")
+    assert trials_of(r, tune_id) == first + [made[0]["trial"]]

@@ -368,7 +368,7 @@ class JobStore:
                 *[keys.rung(sweep_id, m) for m in rungs],
                 *[keys.rung_decisions(sweep_id, m) for m in rungs],
             ],
-            zsets=[keys.sweeps_by_time()],
+            zsets=[keys.sweeps_by_time(), keys.tunes()],
         )
         return gone
 

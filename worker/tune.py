@@ -303,6 +303,24 @@ def after_job(store: JobStore, job_id: str, send: Callable[[str], None], by: str
     return advance(store, sweep_id, job_id, send, by)
 
 
+def reap(store: JobStore, send: Callable[[str], None], by: str) -> list[str]:
+    """The reaper's turn: advance every live tune's ended trials that nobody advanced (their
+    worker died after the trial's end, and no follower runs), and forget tunes that are over.
+    So a tune needs no process of ours, not even a follower. Returns new trial ids."""
+    from .errors import NoSuchJob
+
+    made: list[str] = []
+    for raw in store.r.zrange(keys.tunes(), 0, -1):
+        sweep_id = as_text(raw)
+        try:
+            made += advance_all(store, sweep_id, send, by)
+            if finished(store, store.get_sweep(sweep_id)):
+                store.r.zrem(keys.tunes(), sweep_id)
+        except NoSuchJob:  # deleted
+            store.r.zrem(keys.tunes(), sweep_id)
+    return made
+
+
 def cancel(store: JobStore, sweep_id: str) -> None:
     """No new trial from now on (set before the trials are cancelled: their ends then claim
     "end")."""
