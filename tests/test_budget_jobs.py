@@ -108,3 +108,23 @@ def test_a_sweep_recipe_fills_what_the_sweep_leaves():
     assert out["fixed"]["hidden_size"] == 32 and out["fixed"]["cell"] == "gru"
     assert "learning_rate" not in out["fixed"] and out["recipe"] == "2min"
     assert launch.with_recipe(spec, None) is spec
+
+
+@pytest.mark.slow
+def test_a_job_whose_deadline_passed_in_the_queue_is_cancelled_not_failed(stack, tmp_path):
+    """A budget with a deadline (a tune's trial) that a worker reaches only after it: the job
+    ends cancelled with the reason, nothing trained, instead of failing."""
+    import dataclasses
+    import time
+
+    server, worker = stack
+    r = server.client()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=3))
+    job = submit(server.url(), corpus, "--minutes", "1", **SPEC)
+    spec = dataclasses.replace(stored_spec(r, job), deadline=time.time() - 1)
+    r.hset(keys.job(job), "spec", spec.to_json())
+    worker("a").start()
+    assert wait_status(r, job, timeout=60) == "cancelled"
+    [ev] = [e for e in events(r, job) if e["event"] == "cancelled"]
+    assert "deadline" in ev["reason"] and not r.exists(keys.checkpoint(job, "latest"))

@@ -11,15 +11,15 @@ clock, so a trial that waited in the queue does not run past its tune's end.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 from charrnn.budget import iterations_for_minutes
-from charrnn.errors import ConfigError
 
 from . import keys, settings
 from .lease import Lease, retrying
 from .spec import JobSpec
-from .store import event
+from .store import Status, event, status_moves
 
 
 def redis_now(lease: Lease) -> float:
@@ -28,9 +28,11 @@ def redis_now(lease: Lease) -> float:
     return sec + usec / 1e6
 
 
-def settle(lease: Lease, job: dict, text: str, host: str) -> dict:
-    """The job with its budget settled (unchanged when it has none or it is settled already).
-    ConfigError when the budget does not buy a run (the job fails with that line)."""
+def settle(lease: Lease, job: dict, text: str, host: str) -> dict | None:
+    """The job with its budget settled (unchanged when it has none or it is settled already),
+    or None when its deadline passed before it started: it is cancelled here (a tune's trial
+    that waited in the queue past the tune's end; not a failure). ConfigError when the budget
+    does not buy a run (the job fails with that line)."""
     spec: JobSpec = job["spec"]
     if not spec.unsettled:
         return job
@@ -38,8 +40,9 @@ def settle(lease: Lease, job: dict, text: str, host: str) -> dict:
     minutes = spec.minutes
     if spec.deadline is not None:
         left = (spec.deadline - redis_now(lease)) / 60.0
-        if left <= 0:
-            raise ConfigError("its time was up before it started (the tune had ended)")
+        if left * 60 < MIN_SECONDS:
+            _cancel(lease, job, host)
+            return None
         minutes = min(minutes, left)
     with _renewing(lease):  # the probe takes seconds; the lease must not lapse meanwhile
         b = iterations_for_minutes(spec.config, text, minutes)
@@ -56,6 +59,21 @@ def settle(lease: Lease, job: dict, text: str, host: str) -> dict:
         ]
     )
     return {**job, "spec": settled, "iterations": b.iterations}
+
+
+MIN_SECONDS = 5.0
+"""Less time than this left before the deadline: the job does not start (the probe alone
+takes a second or more)."""
+
+
+def _cancel(lease: Lease, job: dict, host: str) -> None:
+    job_id, reason = job["job_id"], "its deadline passed before it started"
+    ops: list[tuple] = [
+        ("HSET", keys.job(job_id), "status", Status.CANCELLED.value, "finished_at",
+         repr(time.time()), "error", "", "waiting", ""),
+        ("RPUSH", keys.events(job_id), event("cancelled", host=host, reason=reason)),
+    ] + status_moves(job_id, Status.CANCELLED, job["submitted_at"])  # fmt: skip
+    lease.write_and_release(ops)
 
 
 class _renewing:

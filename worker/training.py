@@ -274,8 +274,10 @@ def _deliver(store: JobStore, lease: Lease, job: dict, host: str) -> Outcome:
         return finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
     # before anything of the job is allocated: a job too large for this pool fails here
     check_fits(spec.config, Vocab.from_text(text).size, len(text))
-    job = budgets.settle(lease, job, text, host)  # a budget in minutes becomes iterations once
-    spec = job["spec"]
+    settled = budgets.settle(lease, job, text, host)  # a budget in minutes: iterations, once
+    if settled is None:
+        return Outcome.CANCELLED  # its deadline had passed: cancelled, not started
+    job, spec = settled, settled["spec"]
     trainer, notes = restore(store, job["job_id"], spec.config, text)
     hooks = HOOKS(job, lease)
     hooks.cancel = begin(store, lease, job, trainer, notes, host)
