@@ -293,3 +293,40 @@ def test_the_reaper_advances_a_trial_nobody_advanced(stack, tmp_path):
             if e["event"] == "tune_next"]  # fmt: skip
     assert len(made) == 1 and made[0]["by"].startswith("reaper ")
     assert trials_of(r, tune_id) == first + [made[0]["trial"]]
+
+
+@pytest.mark.slow
+def test_a_tune_runs_with_the_roles_own_rights(tmp_path):
+    """A tune under the ACL users of worker/acl.py (orchestrator creates and follows, workers
+    advance, the viewer watches and reads its result): Redis refuses no command, so a tune
+    needs no right beyond the roles' (issue 15's least privilege)."""
+    from conftest import RedisServer, Worker
+
+    server = RedisServer(
+        str(tmp_path / "redis"), users=("worker", "orchestrator", "viewer")
+    ).start()
+    workers = [Worker(server.url(user="worker"), n, str(tmp_path)) for n in ("a", "b")]
+    try:
+        for w in workers:
+            w.start()
+        admin = server.client()
+        admin.execute_command("ACL", "LOG", "RESET")
+        corpus = tmp_path / "c.txt"
+        corpus.write_text(make_corpus(seed=8))
+        p = run_cli("tune", "-f", tune_file(tmp_path, corpus), "--trials", "4", "--trial-minutes",
+                    "0.5", "--seed", "4", "--wait", "--json", url=server.url(user="orchestrator"),
+                    timeout=600)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        tune_id = json.loads(p.stdout)["tune_id"]
+        viewer = server.url(user="viewer")
+        assert run_cli("watch", tune_id, url=viewer).returncode == 0
+        out = tmp_path / "best.npz"
+        assert run_cli("checkpoint", tune_id, "-o", str(out), url=viewer).returncode == 0
+        refused = [(e["username"], e["object"]) for e in admin.acl_log(200)
+                   if e["object"] != "client"]  # fmt: skip
+        assert refused == []
+        assert len(trials_of(admin, tune_id)) == 4
+    finally:
+        for w in workers:
+            w.stop()
+        server.stop(kill=True)
