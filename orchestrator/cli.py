@@ -14,12 +14,14 @@ import sys
 import click
 
 from charrnn import checkpoint as ckpt
+from charrnn import recipes
 from charrnn.cli import run, sample_options, sample_text
 from charrnn.options import given
 from worker import settings
 from worker.store import Status
 
 from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, tables, views
+from . import tune as tune_cmd
 from . import workers as live_workers
 from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
 from .jobs import BadInput
@@ -62,9 +64,11 @@ def cli(ctx, redis_url):
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 if it failed.")
 @json_option
 @pass_ctx
-def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper):
+def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, recipe, minutes, **hyper):
     """Validate, upload the corpus (once), enqueue a training job; print its id."""
-    job_id, uploaded = launch.submit(c, corpus, given(hyper), checkpoint_every, name, tags)
+    job_id, uploaded = launch.submit(
+        c, corpus, given(hyper), checkpoint_every, name, tags, recipe, minutes
+    )
     if not wait:
         if as_json:
             render.echo_json({"job_id": job_id, "corpus_uploaded": uploaded})
@@ -157,11 +161,28 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, **hyper)
     is_flag=True,
     help="Show the sweep's table until every job has ended; exit 1 if any failed or was cancelled.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(list(recipes.RECIPES)),
+    default=None,
+    help="Every point starts from this recipe's values (what the sweep fixes, varies or draws "
+    "wins): " + recipes.help_text(),
+)
 @long_option
 @json_option
 @pass_ctx
 def sweep(
-    c: Ctx, spec_file, corpora, name, tags, checkpoint_every, wait, long_ids, as_json, **options
+    c: Ctx,
+    spec_file,
+    corpora,
+    name,
+    tags,
+    checkpoint_every,
+    wait,
+    long_ids,
+    as_json,
+    recipe,
+    **options,
 ):
     """Run a search space: a grid and/or random draws, on one or more corpora, with optional
     early stopping (ASHA). Prints `sweep ID`, then `job ID` for each point.
@@ -175,7 +196,10 @@ def sweep(
       orchestrator sweep -f sweep.yaml --wait
     """
     hyper = given(options)  # what is left in options is the search
+    if spec_file and tune_cmd.is_tune_file(spec_file):
+        raise BadInput(f"{spec_file} says `search: tpe`: run it with orchestrator tune -f")
     spec = launch.sweep_spec(spec_file, corpora, hyper, options, name, tags, checkpoint_every)
+    spec = launch.with_recipe(spec, recipe)
     sweep_id, ids = launch.sweep(c, spec)
     if not as_json:
         click.echo("\n".join([f"sweep {sweep_id}", *(f"job {j}" for j in ids)]))
@@ -190,6 +214,65 @@ def sweep(
             {"sweep_id": sweep_id, "job_ids": ids, "jobs": [jobs.status_view(j) for j in rows]}
         )
     return exit_code(rows)
+
+
+@cli.command()
+@click.option("-f", "--file", "spec_file", default=None, metavar="PATH",
+              help="A sweep file with `search: tpe`: corpus, fixed, space, budget "
+              "({minutes: M} or {trials: N}), parallel, seed.")  # fmt: skip
+@click.option("--corpus", default=None, help="A UTF-8 text file, or builtin:python-docs.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True, max=10**5), default=None,
+              help="Wall-clock budget: trials start until it is spent.")  # fmt: skip
+@click.option("--trials", type=click.IntRange(min=1, max=10_000), default=None,
+              help="A trial count instead of minutes.")  # fmt: skip
+@click.option("--trial-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="A full trial's budget (default: from --minutes and --parallel; 1 with "
+              "--trials).")  # fmt: skip
+@click.option("--parallel", type=click.IntRange(min=1, max=1000), default=2, show_default=True,
+              help="Trials in flight at once (about the workers free for the tune).")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
+              help="The sampler's seed (default: drawn and recorded).")  # fmt: skip
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
+              help="random: the baseline (random search, same space, budget and rungs).")  # fmt: skip
+@click.option("--name", default=None, help="A name for the tune.")
+@click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable).")
+@click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best.")
+@json_option
+@pass_ctx
+def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, sampler,
+         name, tags, wait, as_json):  # fmt: skip
+    """Search hyperparameters with Optuna's TPE on the pool, within a time budget: each trial's
+    point is proposed from the results so far; weak trials stop early (ASHA). Prints the tune's
+    id (a sweep's: status, results, compare, watch take it); the result is the best trial's
+    best checkpoint (`checkpoint JOB --best`).
+
+    \b
+      orchestrator tune --corpus input.txt --minutes 30 --wait
+    """
+    file = tune_cmd.read_tune_file(spec_file, corpus_given=bool(corpus)) if spec_file else None
+    text, spec = tune_cmd.plan(
+        corpus, minutes, trials, trial_minutes, parallel, seed, file, name, tuple(tags), sampler
+    )
+    store = c.store(start=True)
+    tune_id, ids = tune_cmd.create(store, c.url(), text, spec)
+    if not as_json:
+        click.echo(f"tune {tune_id}")
+        click.echo(tune_cmd.summary(spec), err=True)
+    if not wait:
+        if as_json:
+            render.echo_json({"tune_id": tune_id, "sweep_id": tune_id, "job_ids": ids})
+        return EXIT_OK
+    out = tune_cmd.follow(store, c.url(), tune_id, quiet=as_json)
+    if as_json:
+        render.echo_json({"sweep_id": tune_id, **out})
+    elif out["best"] is None:
+        click.echo("no trial ended with a checkpoint", err=True)
+    else:
+        b = out["best"]
+        click.echo(
+            f"best {b['job_id']} val {b['best_val_loss']:.4f} {render.json_line(b['params'])}"
+        )
+    return EXIT_OK if out["best"] is not None else EXIT_JOB_FAILED
 
 
 @cli.command()
@@ -236,7 +319,7 @@ def list_(c: Ctx, status_, tag, limit, long_ids, as_json):
 def results(c: Ctx, job_id, as_json):
     """Spec, final metrics, loss history, samples and events of a job."""
     store = c.store()
-    job = store.get(job_id)
+    job = store.get(tune_cmd.as_job(store, job_id, False)[0])  # a tune: its best trial
     out = views.results_view(store, job)
     if as_json:
         render.echo_json(out)
@@ -264,6 +347,7 @@ def results(c: Ctx, job_id, as_json):
 @pass_ctx
 def samples(c: Ctx, job_id, last, as_json):
     """Samples a job drew during training."""
+    job_id, _ = tune_cmd.as_job(c.store(), job_id, False)  # a tune: its best trial
     rows = views.samples(c.store(), job_id, last, required=not as_json)
     if as_json:
         render.echo_json(rows)
@@ -284,10 +368,11 @@ def samples(c: Ctx, job_id, last, as_json):
 @click.option("--best", is_flag=True, help="The best checkpoint by validation loss.")
 @pass_ctx
 def checkpoint(c: Ctx, job_id, output, best):
-    """Download a job's latest (or best) checkpoint, verified."""
+    """Download a job's latest (or best) checkpoint, verified; a tune's result (its best
+    trial's best checkpoint) for a tune's id."""
     if output == "-" and sys.stdout.isatty():
         raise BadInput("not writing a binary checkpoint to a terminal: redirect stdout (> x.npz)")
-    raw, ck = views.checkpoint(c.store(), job_id, best)
+    raw, ck = views.checkpoint(c.store(), *tune_cmd.as_job(c.store(), job_id, best))
     if output == "-":
         sys.stdout.buffer.write(raw)
         sys.stdout.flush()
@@ -304,8 +389,10 @@ def checkpoint(c: Ctx, job_id, output, best):
 @click.option("--best", is_flag=True, help="From the best checkpoint instead of the latest.")
 @pass_ctx
 def sample(c: Ctx, job_id, length, temperature, top_k, prime, seed, argmax, best):
-    """New text from a job's checkpoint: exactly what `charrnn sample` prints for it."""
-    _, ck = views.checkpoint(c.store(), job_id, best)  # loaded under the pool's limit
+    """New text from a job's checkpoint: exactly what `charrnn sample` prints for it (a tune's
+    id: its result, the best trial's best checkpoint)."""
+    # loaded under the pool's limit
+    _, ck = views.checkpoint(c.store(), *tune_cmd.as_job(c.store(), job_id, best))
     click.echo(sample_text(ck, length, temperature, top_k, prime, seed, argmax))
 
 
@@ -318,6 +405,9 @@ def watch(c: Ctx, some_id, long_ids):
     was cancelled."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
+    if kind == "sweep" and tune_cmd.is_tune(obj):
+        out = tune_cmd.follow(store, c.url(), obj["sweep_id"], quiet=False, stderr=False)
+        return EXIT_OK if out["best"] is not None else EXIT_JOB_FAILED
     if kind == "sweep":
         return exit_code(follow.sweep(store, obj, stderr=False, long=long_ids))
     return exit_code([follow.job_to_end(store, obj["job_id"])])
@@ -333,6 +423,8 @@ def cancel(c: Ctx, some_id, as_json):
     store = c.store()
     kind, obj = views.resolve(store, some_id)
     if kind == "sweep":
+        if tune_cmd.is_tune(obj):
+            tune_cmd.cancel(store, obj["sweep_id"])  # first: no trial is added after
         out = control.cancel_sweep(store, obj)
         text = render.cancelled(out)
     else:

@@ -159,10 +159,11 @@ def submit(
     corpus: str,
     text: str,
     cfg: Config,
-    total: int,
+    total: int | None,
     checkpoint_every: int | None,
     name: str | None,
     tags: tuple[str, ...],
+    minutes: float | None = None,
 ) -> tuple[str, bool]:
     """Upload the corpus (once per sha256), record the job, enqueue its id.
     Returns (job id, whether the corpus was uploaded)."""
@@ -176,6 +177,7 @@ def submit(
         name=name,
         tags=JobSpec.check_user_tags(tags),
         checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
+        minutes=minutes,
     )
     sending = False
     try:
@@ -190,7 +192,13 @@ def submit(
 
 
 def status_view(job: dict) -> dict:
-    return {k: job.get(k) for k in STATUS_FIELDS}
+    """The status fields, and a job's budget in minutes when it was given one (its iterations
+    are null until a worker settles the budget)."""
+    out = {k: job.get(k) for k in STATUS_FIELDS}
+    spec = job.get("spec")
+    if spec is not None and spec.minutes is not None:
+        out["minutes"] = spec.minutes
+    return out
 
 
 def is_terminal(job: dict) -> bool:

@@ -3,8 +3,11 @@ point is checked (corpus read, Config built) before anything is stored or starte
 
 from __future__ import annotations
 
+from charrnn import recipes
+
 from . import jobs, sweeps
 from .edge import Ctx
+from .jobs import BadInput
 
 
 def submit(
@@ -14,14 +17,22 @@ def submit(
     checkpoint_every: int | None,
     name: str | None,
     tags: tuple[str, ...],
+    recipe: str | None = None,
+    minutes: float | None = None,
 ) -> tuple[str, bool]:
-    """One job from typed hyperparameters (the ones given; Config's defaults for the rest).
-    Returns (job id, whether the corpus was uploaded)."""
+    """One job from typed hyperparameters (a recipe's values under the ones given; Config's
+    defaults for the rest), for a length or a budget in minutes (which the worker that starts
+    it turns into iterations). Returns (job id, whether the corpus was uploaded)."""
+    if minutes is not None and (hyper.get("iterations") or hyper.get("epochs")):
+        raise BadInput("give --minutes, --iterations or --epochs, not two of them")
+    budget = recipes.minutes_for(recipe, hyper, minutes)
+    hyper = recipes.expand(recipe, hyper)
     text, [(cfg, total)] = jobs.validate(corpus, [hyper])
     store = c.store(start=True)
     return jobs.submit(
-        store, c.url(), corpus, text, cfg, total, checkpoint_every, name, tuple(tags)
-    )
+        store, c.url(), corpus, text, cfg, None if budget else total, checkpoint_every, name,
+        tuple(tags), minutes=budget,
+    )  # fmt: skip
 
 
 def sweep_spec(
@@ -55,3 +66,15 @@ def sweep(c: Ctx, spec: dict) -> tuple[str, list[str]]:
     texts, points = sweeps.plan(spec)
     store = c.store(start=True)
     return jobs.submit_sweep(store, c.url(), spec, texts, points)
+
+
+def with_recipe(spec: dict, recipe: str | None) -> dict:
+    """The sweep's fixed values over a recipe's: every value the sweep fixes, varies or draws
+    wins; the recipe fills the rest (its budget does not apply: a sweep's points give their
+    length)."""
+    if recipe is None:
+        return spec
+    taken = set(spec["fixed"]) | set(spec.get("grid") or {})
+    taken |= set((spec.get("random") or {}).get("space") or {})
+    values = {k: v for k, v in recipes.recipe(recipe).values.items() if k not in taken}
+    return {**spec, "fixed": {**values, **spec["fixed"]}, "recipe": recipe}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from charrnn.cli import recipe_options
 from charrnn.options import config_options
 from worker.spec import DEFAULT_CHECKPOINT_EVERY
 
@@ -85,7 +86,7 @@ def job_options(fn):
 
 def submit_options(fn):
     """`orchestrator submit`: a corpus and every hyperparameter of `charrnn train`."""
-    fn = job_options(config_options()(fn))
+    fn = recipe_options(job_options(config_options()(fn)))
     return click.option(
         "--corpus", required=True, help="A UTF-8 text file, or builtin:python-docs."
     )(fn)

@@ -73,10 +73,23 @@ def job_fields(job: dict, names) -> list[tuple[str, object]]:
     """(label, value) of a job's fields for people: the training loss per character, labelled
     so, in place of the stored smoothed loss."""
     return [
-        ("loss/char", job["smooth_loss"]) if k == "smooth_loss" else (k, job.get(k))
+        ("loss/char", job["smooth_loss"])
+        if k == "smooth_loss"
+        else ("iterations", total(job))
+        if k == "iterations"
+        else (k, job.get(k))
         for k in names
         if k != "unreadable" or job.get(k)  # said only of a record this version cannot read
     ]
+
+
+def total(job: dict) -> object:
+    """A job's length: its iterations, or its budget in minutes until a worker settles it."""
+    if job.get("iterations"):
+        return job["iterations"]
+    spec = job.get("spec")
+    minutes = getattr(spec, "minutes", None)
+    return f"budget {minutes:g} min" if minutes else "?"
 
 
 def history(job: dict, rows: list, shown: int = 5) -> None:
@@ -107,7 +120,7 @@ def final(job: dict, last_sample: dict | None) -> None:
     click.echo(f"status: {job['status']}")
     if job["error"]:
         click.echo(f"error: {plain(job['error'])}")
-    click.echo(f"iterations: {job['iteration']}/{job['iterations']}")
+    click.echo(f"iterations: {job['iteration']}/{total(job)}")
     click.echo(f"validation loss: {fmt(job['val_loss'])} nats/char")
     if last_sample:
         sample(f"sample (iteration {last_sample['iteration']}):", last_sample["text"])

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from . import leaderboard
-from .render import fmt, plain, status
+from .render import fmt, plain, status, total
 from .shortid import short
 from .sweeps import corpus_label
 
@@ -105,7 +105,7 @@ def duration(job: dict, now: float | None = None) -> str:
 
 
 def _progress(j: dict) -> str:
-    return f"{j['iteration'] or 0}/{j['iterations'] or '?'}"
+    return f"{j['iteration'] or 0}/{total(j)}"
 
 
 def list_table(rows: list[dict], width: int | None = None, long: bool = False):

@@ -64,8 +64,8 @@ def decide(lease: Lease, rungs: RungPlan, milestone: int, job_id: str, val_loss:
     raw = retrying(
         script,
         [
-            keys.rung(rungs.sweep_id, milestone),
-            keys.rung_decisions(rungs.sweep_id, milestone),
+            keys.rung(rungs.sweep_id, rungs.label(milestone)),
+            keys.rung_decisions(rungs.sweep_id, rungs.label(milestone)),
             keys.fence(job_id),
         ],
         [job_id, repr(float(val_loss)), repr(rungs.reduction_factor), lease.token, milestone],

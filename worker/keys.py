@@ -21,7 +21,9 @@
     charrnn:sweep:{id}:jobs          list    its job ids, in the order of its points
     charrnn:sweep:{id}:rung:{iter}   zset    job ids scored by validation loss at that ASHA rung
     charrnn:sweep:{id}:rung:{iter}:decisions  hash  job id -> JSON decision (continue or stop)
+    charrnn:sweep:{id}:tune:claims   hash    a tune's ended trial -> the trial it gave, or "end"
     charrnn:sweeps                   zset    every sweep id, scored by creation time
+    charrnn:tunes                    zset    tunes not yet over (the reaper advances them)
     charrnn:reaper:turn              string  the reaper whose turn this period is; expires
     charrnn:reaper:sightings:{kind}  hash    job id -> fencing token (running) or deliveries
                                              (queued) when the last scan saw it unattended
@@ -133,6 +135,15 @@ def rung(sweep_id: str, milestone: int) -> str:
 
 def rung_decisions(sweep_id: str, milestone: int) -> str:
     return f"{PREFIX}sweep:{sweep_id}:rung:{int(milestone)}:decisions"
+
+
+def tune_claims(sweep_id: str) -> str:
+    """A tune's advance claims (worker/tune.py): one field per ended trial, set once."""
+    return f"{PREFIX}sweep:{sweep_id}:tune:claims"
+
+
+def tunes() -> str:
+    return f"{PREFIX}tunes"
 
 
 def sweeps_by_time() -> str:

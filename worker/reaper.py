@@ -114,8 +114,20 @@ class Reaper:
             p.execute()
 
     def scan(self) -> list[str]:
-        """One pass over running jobs, then queued ones. Returns the ids re-sent."""
-        return self.scan_running() + self.scan_queued()
+        """One pass over running jobs, then queued ones, then live tunes (a trial that ended
+        with nobody to ask for the next: worker/tune.py). Returns the ids sent."""
+        return self.scan_running() + self.scan_queued() + self.scan_tunes()
+
+    def scan_tunes(self) -> list[str]:
+        from . import tune
+
+        try:
+            return tune.reap(self.store, self.resend, f"reaper {self.host}")
+        except redis.RedisError:
+            raise
+        except Exception:  # noqa: BLE001 - a tune's proposal must not stop the reaper's scans
+            log.exception("reaper: could not advance a tune")
+            return []
 
     def scan_running(self) -> list[str]:
         """Running jobs whose lease is gone. Returns the ids re-sent."""

@@ -43,16 +43,30 @@ class SpecError(CharRNNError):
 
 @dataclass(frozen=True)
 class RungPlan:
-    """ASHA's part of a sweep's job: the sweep whose rungs it reports to, the milestones, eta."""
+    """ASHA's part of a sweep's job: the sweep whose rungs it reports to, the milestones, eta.
+
+    A job with a time budget (a tune's trial) does not know its iterations until a worker
+    settles them: its rungs are `fractions` of its own run, turned into milestones then
+    (`settled`). Its rungs are named in the sweep by those fractions (`label`), so trials of
+    different lengths meet at the same rung: the same share of the same time."""
 
     sweep_id: str
     milestones: tuple[int, ...]
     reduction_factor: float
+    fractions: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        f = self.fractions
+        if f is not None:
+            if not f or len(f) > MAX_RUNGS or list(f) != sorted(set(f)):
+                raise SpecError(f"rung fractions must be 1 to {MAX_RUNGS} increasing, got {f}")
+            if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1
+                   for x in f):  # fmt: skip
+                raise SpecError(f"rung fractions must be in (0, 1), got {list(f)}")
         m = self.milestones
-        if not m or len(m) > MAX_RUNGS:
-            raise SpecError(f"early stopping needs 1 to {MAX_RUNGS} rungs, got {len(m)}")
+        if f is None or m:
+            if not m or len(m) != (len(f) if f is not None else len(m)) or len(m) > MAX_RUNGS:
+                raise SpecError(f"early stopping needs 1 to {MAX_RUNGS} rungs, got {len(m)}")
         if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in m) or list(
             m
         ) != sorted(set(m)):
@@ -62,41 +76,83 @@ class RungPlan:
         if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not low <= eta <= high:
             raise SpecError(f"reduction factor must be in [{low:g}, {high:g}], got {eta!r}")
 
+    def settled(self, total: int) -> RungPlan | None:
+        """The plan of a run of `total` iterations: each fraction's milestone (None when the
+        run is too short for any rung; fractions that fall on the same iteration keep the first)."""
+        if self.fractions is None:
+            return self
+        pairs: dict[int, float] = {}
+        for x in self.fractions:
+            m = max(1, round(x * total))
+            if m < total:
+                pairs.setdefault(m, x)
+        if not pairs:
+            return None
+        return RungPlan(self.sweep_id, tuple(pairs), self.reduction_factor, tuple(pairs.values()))
+
+    def label(self, milestone: int) -> int:
+        """The rung's name in the sweep: its iteration, or its fraction in millionths."""
+        if self.fractions is None:
+            return milestone
+        return fraction_label(self.fractions[self.milestones.index(milestone)])
+
     def ahead(self, iteration: int, total: int) -> list[int]:
         """The rungs still to decide for a job at `iteration` (a rung at the job's very end is
         no decision: the job ends there anyway)."""
         return [m for m in self.milestones if iteration <= m < total]
 
     def to_dict(self) -> dict:
-        return {
+        d: dict[str, Any] = {
             "scheduler": "asha",
             "sweep_id": self.sweep_id,
             "rungs": list(self.milestones),
             "reduction_factor": self.reduction_factor,
         }
+        if self.fractions is not None:
+            d["fractions"] = list(self.fractions)
+        return d
+
+
+def fraction_label(x: float) -> int:
+    return round(x * 1_000_000)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     corpus_sha256: str
     config: Config
-    total_iterations: int  # the windows the job trains in all
+    total_iterations: int | None  # the windows the job trains in all; None: a budget unsettled
     corpus: str = ""  # where the text came from, for people: a path or name
     name: str | None = None
     tags: tuple[str, ...] = ()
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     sweep_id: str | None = None
     rungs: RungPlan | None = field(default=None)
+    minutes: float | None = None
+    """A time budget (`submit --minutes`): the worker that first starts the job turns it into
+    iterations with its own measured speed and records them here (budgets.settle)."""
+    budget: dict | None = None
+    """What that worker measured (charrnn.budget.Budget.to_dict): set once the budget is
+    settled, when config and total_iterations hold the iterations it bought."""
+    deadline: float | None = None
+    """Unix seconds (Redis TIME) the budget may not run past (a tune's end): the minutes are
+    clipped to what is left of it when the budget is settled."""
+
+    @property
+    def unsettled(self) -> bool:
+        """A budget in minutes not yet turned into iterations."""
+        return self.minutes is not None and self.budget is None
 
     def __post_init__(self):
+        self._check_budget()
         if not isinstance(self.corpus_sha256, str) or not _SHA256.fullmatch(self.corpus_sha256):
             raise SpecError(f"not a corpus sha256: {str(self.corpus_sha256)[:80]!r}")
         if not isinstance(self.config, Config):
             raise SpecError("a job spec needs a charrnn Config")
-        for name, v in (
-            ("total iterations", self.total_iterations),
-            ("checkpoint-every", self.checkpoint_every),
-        ):
+        lengths: list[tuple[str, object]] = [("checkpoint-every", self.checkpoint_every)]
+        if not self.unsettled:
+            lengths.append(("total iterations", self.total_iterations))
+        for name, v in lengths:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"{name} must be a positive integer, got {v!r}")
         if self.name is not None and len(self.name) > MAX_NAME_CHARS:
@@ -108,6 +164,22 @@ class JobSpec:
                 raise SpecError(f"a tag must have 1 to {MAX_TAG_CHARS} characters: {tag[:80]!r}")
         if self.rungs is not None and self.rungs.sweep_id != self.sweep_id:
             raise SpecError("early-stopping rungs belong to the job's own sweep")
+
+    def _check_budget(self) -> None:
+        for name, v in (("minutes", self.minutes), ("deadline", self.deadline)):
+            if v is not None and (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v <= 0
+            ):
+                raise SpecError(f"{name} must be a positive number, got {v!r}")
+        if self.budget is not None and self.minutes is None:
+            raise SpecError("a settled budget needs the minutes it was for")
+        if self.budget is not None and not isinstance(self.budget, dict):
+            raise SpecError("a settled budget is an object")
+        if self.unsettled and self.total_iterations is not None:
+            raise SpecError("a job given minutes gets its iterations when it starts, not before")
 
     @staticmethod
     def check_user_tags(tags) -> tuple[str, ...]:
@@ -134,6 +206,9 @@ class JobSpec:
         }
         if self.rungs is not None:
             d["early_stop"] = self.rungs.to_dict()
+        for k in ("minutes", "budget", "deadline"):  # absent when unused: older specs unchanged
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
         return d
 
     def to_json(self) -> str:
@@ -144,7 +219,12 @@ class JobSpec:
         try:
             es = d.get("early_stop")
             rungs = (
-                RungPlan(es["sweep_id"], tuple(es["rungs"]), float(es["reduction_factor"]))
+                RungPlan(
+                    es["sweep_id"],
+                    tuple(es["rungs"]),
+                    float(es["reduction_factor"]),
+                    tuple(es["fractions"]) if es.get("fractions") is not None else None,
+                )
                 if es
                 else None
             )
@@ -160,6 +240,9 @@ class JobSpec:
                 checkpoint_every=d.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY,
                 sweep_id=d.get("sweep_id"),
                 rungs=rungs,
+                minutes=d.get("minutes"),
+                budget=d.get("budget"),
+                deadline=d.get("deadline"),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise SpecError(f"malformed job spec ({type(e).__name__}: {e})") from None

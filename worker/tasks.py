@@ -17,7 +17,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from . import acl, scripts, serverconf
+from . import acl, scripts, serverconf, tune
 from .broker import QUEUE, TASK_NAME
 from .celery import app
 from .job import SCHEMA_HEADER, message_headers
@@ -54,10 +54,22 @@ def train(self, job_id: str) -> str:
         # expires, and the reaper's re-sends count against CHARRNN_MAX_ATTEMPTS.
         log.error("job %s: out of memory outside training; message dropped", job_id)
         return "out_of_memory"
+    _advance_tune(job_id, outcome, self.request.hostname or "worker")
     if outcome == Outcome.REQUEUED:
         # warm shutdown: the checkpoint is written; give the message back to the queue
         raise Reject("worker shutting down; job checkpointed and requeued", requeue=True)
     return outcome.value
+
+
+def _advance_tune(job_id: str, outcome: Outcome, host: str) -> None:
+    """A tune's trial that ended here asks for the tune's next trial (worker/tune.py); a
+    failure is logged, never the task's: a follower of the tune advances it instead."""
+    if outcome in (Outcome.REQUEUED, Outcome.STEPPED_ASIDE, Outcome.LOST_LEASE, Outcome.MISSING):
+        return
+    try:
+        tune.after_job(store(), job_id, resend, host)
+    except Exception:  # noqa: BLE001
+        log.exception("job %s: could not advance its tune", job_id)
 
 
 def _on_sigterm(signum, frame):

@@ -20,7 +20,7 @@ from charrnn import Config, Trainer
 from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, CheckpointError, DivergedError
 
-from . import asha, settings, space
+from . import asha, budgets, settings, space
 from . import job as record
 from .endings import Outcome, end, fail, finish, requeue, stopped_waiting
 from .errors import JobTooLarge, LostLease, NoSuchJob, StoreFull
@@ -168,6 +168,12 @@ def _deliver(store: JobStore, lease: Lease, job: Job, host: str) -> Outcome:
         return finish(lease, job, Status.CANCELLED, None, [event("cancelled", host=host)])
     # before anything of the job is allocated: a job too large for this pool fails here
     check_fits(spec.config, Vocab.from_text(text).size, len(text))
+    settled = budgets.settle(lease, job, text, host)  # a budget in minutes: iterations, once
+    if settled is None:
+        return Outcome.CANCELLED  # its deadline had passed: cancelled, not started
+    job = settled
+    spec = job.spec
+    assert isinstance(spec, JobSpec)
     trainer, notes = restore(store, job.job_id, spec.config, text)
     hooks = HOOKS(job, lease)
     hooks.cancel = begin(store, lease, job, trainer, notes, host)

@@ -162,11 +162,12 @@ def sweep_view(store: JobStore, sweep_id: str) -> dict:
         scatter[n] = pts
     plan = sw["spec"].get("early_stop") or {}
     rungs = []
-    for m in plan.get("rungs") or []:
+    fractions = plan.get("fractions")  # a tune's rungs: shares of each trial's own run
+    for i, m in enumerate(plan.get("rungs") or []):
         dec = store.rung_decisions(sw["sweep_id"], m)
         rungs.append(
             {
-                "iteration": m,
+                "iteration": f"{fractions[i]:.3g} of each trial" if fractions else m,
                 "decisions": sorted(
                     ({"job_id": j, **d} for j, d in dec.items()),
                     key=lambda d: (d.get("rank") or 0, d["job_id"]),
