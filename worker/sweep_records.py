@@ -105,9 +105,10 @@ class SweepRecords:
             [
                 keys.sweep(sweep_id),
                 keys.sweep_jobs(sweep_id),
+                keys.tune_claims(sweep_id),
                 *[keys.rung(sweep_id, m) for m in rungs],
                 *[keys.rung_decisions(sweep_id, m) for m in rungs],
             ],
-            zsets=[keys.sweeps_by_time()],
+            zsets=[keys.sweeps_by_time(), keys.tunes()],
         )
         return gone
