@@ -21,8 +21,8 @@ from worker.store import Status
 
 from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, tables, views
 from . import workers as live_workers
-from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
-from .jobs import BadInput
+from .edge import Ctx, Group, redact
+from .errors import EXIT_JOB_FAILED, EXIT_OK, BadInput
 from .params import (
     id_argument,
     ids_argument,

@@ -7,7 +7,7 @@ import re
 from worker.store import JobStore
 
 from . import jobs
-from .jobs import BadInput
+from .errors import BadInput
 
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

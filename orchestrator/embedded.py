@@ -34,6 +34,8 @@ import redis
 
 from worker import scripts
 
+from .errors import EmbeddedError
+
 HOME_ENV = "CHARRNN_HOME"
 STATE_FILE = "embedded.json"
 LOCK_FILE = "embedded.lock"
@@ -61,10 +63,6 @@ handled as in the compose file's pool: writes refused, trainers waiting for spac
 WORKER_CWD = "/"
 """Workers' working directory: Celery puts it first on sys.path, so it must hold no code anyone
 but root could have written."""
-
-
-class EmbeddedError(Exception):
-    pass
 
 
 def home() -> str:

@@ -11,7 +11,7 @@ from worker.spec import DEFAULT_CHECKPOINT_EVERY
 
 from . import shortid, sweeps
 from .edge import Ctx
-from .jobs import BadInput
+from .errors import BadInput
 
 BOTH = ("job", "sweep")
 

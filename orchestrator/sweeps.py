@@ -42,7 +42,7 @@ from worker import asha
 from worker.spec import SWEEP_TAG_PREFIX, JobSpec
 
 from . import jobs
-from .jobs import BadInput
+from .errors import BadInput
 from .sweepfile import SCHEDULERS, SCHEMA, check_schema, param_name, read_file, schema  # noqa: F401  (sweeps.read_file...)
 
 MAX_POINTS = 1000
