@@ -30,7 +30,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import secrets
 
 import numpy as np
@@ -379,7 +378,3 @@ def plan(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
             )
         es["rungs"] = [int(m) for m in rungs]
     return texts, points
-
-
-def corpus_label(path: str) -> str:
-    return path if path.startswith("builtin:") else os.path.basename(path) or path
