@@ -227,6 +227,11 @@ def _start_redis() -> dict:
         )
     # workers left from a server that is gone would wait for it forever (its password is gone too)
     _stop_workers(st, [w for w in st.get("workers", []) if processes.ours(st, w)])
+    return _new_redis(root, data)
+
+
+def _new_redis(root: str, data: str) -> dict:
+    """Start a redis-server of our own on a private socket with a new password, and record it."""
     password = secrets.token_urlsafe(24)
     sock = os.path.join(data, "redis.sock")  # 600: no other local user can even connect
     conf = os.path.join(data, "redis.conf")
@@ -268,46 +273,11 @@ def start_workers(n: int) -> dict:
         # for Python, a root-owned working directory for Celery's own sys.path entry)
         env = dict(os.environ, CHARRNN_REDIS_URL=st["url"], PYTHONSAFEPATH="1")
         for i in range(len(alive), n):
-            name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
-            log = os.open(
-                os.path.join(logs, f"worker-{i + 1}.log"),
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                0o600,
-            )
-            argv = [
-                sys.executable,
-                "-P",
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "-n",
-                name,
-                "--loglevel",
-                "INFO",
-            ]
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                    cwd=WORKER_CWD,
-                    start_new_session=True,
-                    umask=PRIVATE_UMASK,
-                )
-            finally:
-                os.close(log)
+            pid, argv = _start_worker(i, logs, env)
             # (with the setproctitle package installed, Celery would retitle the worker and down
             # would then find it stale: it is not among our dependencies)
-            if processes.remember(st, proc.pid, argv):
-                alive.append(proc.pid)
+            if processes.remember(st, pid, argv):
+                alive.append(pid)
         st["workers"] = alive
         st["wanted"] = n  # what the next command's start tops the pool up to
         known = st.get("identities") or {}  # forget the gone ones
@@ -316,6 +286,32 @@ def start_workers(n: int) -> dict:
         }
         _write_state(st)
         return st
+
+
+def _start_worker(i: int, logs: str, env: dict) -> tuple[int, list[str]]:
+    """Start the i-th (from 0) local worker, logging to logs/worker-{i + 1}.log: (pid, argv)."""
+    name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
+    log = os.open(
+        os.path.join(logs, f"worker-{i + 1}.log"),
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        0o600,
+    )
+    argv = [sys.executable, "-P", "-m", "celery", "-A", "worker", "worker", "--pool", "prefork"]
+    argv += ["--concurrency", "1", "-n", name, "--loglevel", "INFO"]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=WORKER_CWD,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
+        )
+    finally:
+        os.close(log)
+    return proc.pid, argv
 
 
 def default_workers() -> int:
