@@ -24,6 +24,7 @@ from .budget import iterations_for_minutes
 from .config import Config
 from .data import read_corpus
 from .errors import CharRNNError, DivergedError
+from .exits import EXIT_INTERRUPTED, Failure
 from .options import F, config_options, given
 from .sampling import MAX_LENGTH
 from .trainer import Hooks, Trainer
@@ -31,19 +32,8 @@ from .trainer import Hooks, Trainer
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-EXIT_USAGE = 2  # bad input: options, corpus, checkpoint, prime
 EXIT_DIVERGED = 1  # training stopped on a non-finite loss
-EXIT_INTERRUPTED = 130  # Ctrl-C, after writing the checkpoint
-
-
-class Failure(click.ClickException):
-    """One line on stderr, no traceback."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.exit_code = code  # type: ignore[misc]  # ClassVar in click; ours per instance
+# the others are in exits: EXIT_USAGE (2) bad input, EXIT_INTERRUPTED (130) Ctrl-C after the checkpoint
 
 
 def hyperparameter_options(f: F) -> F:
@@ -92,10 +82,10 @@ def run(group: click.Group, prog_name: str) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

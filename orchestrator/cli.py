@@ -2,9 +2,10 @@
 results by id.
 
 Only the command declarations live here: each parses its options, calls one function, and
-prints. The context object, exit codes and error mapping are in `edge`, human output in `render`
-and `follow`, the work in the modules of its nouns (launch, views, control, workers, sweeps,
-leaderboard, jobs). Exit codes: see `edge`.
+prints. The context object is in `edge`, the errors and their exit codes in `errors`, the long
+option blocks in `params`, human output in `render`, `tables` and `follow`, the work in the
+modules of its nouns (launch, views, control, sweeps, leaderboard, jobs). Exit codes: see
+`errors`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from charrnn.options import given
 from worker import settings
 from worker.store import Status
 
-from . import control, embedded, follow, jobs, launch, leaderboard, render, sweeps, tables, views
+from . import control, embedded, follow, jobs, launch, leaderboard, render, tables, views
 from . import tune as tune_cmd
-from . import workers as live_workers
-from .edge import EXIT_JOB_FAILED, EXIT_OK, Ctx, Group, redact
-from .jobs import BadInput
+from .edge import Ctx, Group, redact
+from .errors import EXIT_JOB_FAILED, EXIT_OK, BadInput
 from .params import (
+    dashboard_options,
     id_argument,
     ids_argument,
     job_argument,
     json_option,
     long_option,
     submit_options,
-    sweep_hyper_options,
+    sweep_options,
+    tune_options,
 )
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -81,81 +83,7 @@ def submit(c: Ctx, corpus, name, tags, checkpoint_every, wait, as_json, recipe, 
 
 
 @cli.command()
-@click.option(
-    "-f",
-    "--file",
-    "spec_file",
-    default=None,
-    metavar="PATH",
-    help="A sweep file (YAML or JSON): corpus, fixed, grid, random, early_stop. "
-    "Options given as well add to it.",
-)
-@click.option(
-    "--corpus",
-    "corpora",
-    multiple=True,
-    help="A UTF-8 text file, or builtin:python-docs (repeatable: every point on each). "
-    "Replaces the sweep file's corpus.",
-)
-@click.option(
-    "--grid",
-    multiple=True,
-    metavar="NAME=V1,V2,...",
-    help="A grid axis, e.g. --grid hidden_size=64,128,256 (repeatable).",
-)
-@click.option(
-    "--random",
-    "samples",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Draw N points from the --uniform/--log-uniform/--choice space (each crossed "
-    "with the grid).",
-)
-@click.option("--uniform", multiple=True, metavar="NAME=LOW,HIGH", help="Uniform on [LOW, HIGH].")
-@click.option(
-    "--log-uniform",
-    multiple=True,
-    metavar="NAME=LOW,HIGH",
-    help="Log-uniform on [LOW, HIGH], e.g. learning_rate=0.001,0.1.",
-)
-@click.option("--choice", multiple=True, metavar="NAME=A,B,...", help="One of the values.")
-@click.option(
-    "--seed",
-    "search_seed",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Seed of the random search (default: drawn, printed and recorded). The "
-    "models' own seed is --model-seed.",
-)
-@click.option(
-    "--early-stop",
-    type=click.Choice(sweeps.SCHEDULERS),
-    default=None,
-    help="asha: asynchronous successive halving across the pool.",
-)
-@click.option(
-    "--rungs",
-    default=None,
-    metavar="ITER,ITER,...",
-    help="ASHA rungs at these iterations (default: from --grace-period).",
-)
-@click.option(
-    "--grace-period",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="ITER",
-    help="ASHA's first rung; the next ones are ETA times further (default: three "
-    "rungs below the longest job).",
-)
-@click.option(
-    "--reduction-factor",
-    type=click.FloatRange(min=1, min_open=True),
-    default=None,
-    metavar="ETA",
-    help="ASHA keeps the top 1/ETA at each rung (default 3).",
-)
-@sweep_hyper_options
+@sweep_options
 @click.option(
     "--wait",
     is_flag=True,
@@ -217,26 +145,7 @@ def sweep(
 
 
 @cli.command()
-@click.option("-f", "--file", "spec_file", default=None, metavar="PATH",
-              help="A sweep file with `search: tpe`: corpus, fixed, space, budget "
-              "({minutes: M} or {trials: N}), parallel, seed.")  # fmt: skip
-@click.option("--corpus", default=None, help="A UTF-8 text file, or builtin:python-docs.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True, max=10**5), default=None,
-              help="Wall-clock budget: trials start until it is spent.")  # fmt: skip
-@click.option("--trials", type=click.IntRange(min=1, max=10_000), default=None,
-              help="A trial count instead of minutes.")  # fmt: skip
-@click.option("--trial-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="A full trial's budget (default: from --minutes and --parallel; 1 with "
-              "--trials).")  # fmt: skip
-@click.option("--parallel", type=click.IntRange(min=1, max=1000), default=2, show_default=True,
-              help="Trials in flight at once (about the workers free for the tune).")  # fmt: skip
-@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
-              help="The sampler's seed (default: drawn and recorded).")  # fmt: skip
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
-              help="random: the baseline (random search, same space, budget and rungs).")  # fmt: skip
-@click.option("--name", default=None, help="A name for the tune.")
-@click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable).")
-@click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best.")
+@tune_options
 @json_option
 @pass_ctx
 def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, sampler,
@@ -323,21 +232,8 @@ def results(c: Ctx, job_id, as_json):
     out = views.results_view(store, job)
     if as_json:
         render.echo_json(out)
-        return
-    render.key_values(
-        render.job_fields(
-            {**out, "spec": job["spec"]},
-            jobs.STATUS_FIELDS + ("best_val_loss", "restarts", "rollbacks", "sweep_id"),
-        )
-    )
-    render.key_values([("spec", render.json_line(out["spec"]["hyper"]))])
-    render.history(job, out["history"])
-    render.events(out["events"])
-    if out["samples"]:
-        render.sample(
-            f"last sample (iteration {out['samples'][-1]['iteration']}):",
-            out["samples"][-1]["text"],
-        )
+    else:
+        render.results(job, out, jobs.STATUS_FIELDS)
 
 
 @cli.command()
@@ -422,14 +318,9 @@ def cancel(c: Ctx, some_id, as_json):
     For a sweep: every job of it that has not ended."""
     store = c.store()
     kind, obj = views.resolve(store, some_id)
-    if kind == "sweep":
-        if tune_cmd.is_tune(obj):
-            tune_cmd.cancel(store, obj["sweep_id"])  # first: no trial is added after
-        out = control.cancel_sweep(store, obj)
-        text = render.cancelled(out)
-    else:
-        st = store.cancel(obj["job_id"])
-        out, text = {"job_id": obj["job_id"], "status": st}, control.cancel_message(st)
+    if kind == "sweep" and tune_cmd.is_tune(obj):
+        tune_cmd.cancel(store, obj["sweep_id"])  # first: no trial is added after
+    out, text = control.cancel(store, kind, obj)
     if as_json:
         render.echo_json(out)
     else:
@@ -500,7 +391,7 @@ def sweeps_(c: Ctx, limit, as_json):
 def workers(c: Ctx, timeout, as_json):
     """Live workers and the job each runs."""
     c.store()  # fail fast, with the usual message, if Redis is unreachable
-    rows = live_workers.active(c.url(), timeout)
+    rows = views.active_workers(c.url(), timeout)
     if as_json:
         render.echo_json({"workers": [{"name": n, "jobs": j} for n, j in rows.items()]})
     else:
@@ -558,41 +449,11 @@ def up(n):
 def down():
     """Stop the embedded stack (running jobs checkpoint and wait in the queue); data is kept."""
     was_up = embedded.running_url() is not None
-    out = embedded.down()
-    click.echo(
-        "embedded stack stopped"
-        if was_up or out.get("workers")
-        else "no embedded stack running; nothing to stop"
-    )
-    if out.get("stale"):
-        click.echo(
-            f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True
-        )
+    render.stack_down(was_up, embedded.down())
 
 
 @cli.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on; anything but loopback needs --password.",
-)
-@click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True)
-@click.option(
-    "--password",
-    envvar="CHARRNN_DASHBOARD_PASSWORD",
-    default=None,
-    help="Ask for this password (HTTP basic auth, any user name); env CHARRNN_DASHBOARD_PASSWORD.",
-)
-@click.option(
-    "--allow-host",
-    "allow_hosts",
-    multiple=True,
-    metavar="NAME",
-    help="Answer requests for this Host name too (repeatable; besides loopback's and --host); "
-    "env CHARRNN_DASHBOARD_HOSTS, comma-separated.",
-)
-@click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
+@dashboard_options
 @pass_ctx
 def dashboard(c: Ctx, host, port, password, allow_hosts, open_browser):
     """A read-only web dashboard: jobs, sweeps, loss curves, samples, workers, live. Needs

@@ -6,8 +6,8 @@ import re
 
 from worker.store import JobStore
 
-from . import jobs
-from .jobs import BadInput
+from . import jobs, render
+from .errors import BadInput
 
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -21,6 +21,16 @@ def cancel_sweep(store: JobStore, sw: dict) -> dict:
         where: dict[str | None, str] = {"running": "cancel_requested", "cancelled": "cancelled"}
         out[where.get(st, "already_ended")].append(j["job_id"])
     return {"sweep_id": sw["sweep_id"], **out}
+
+
+def cancel(store: JobStore, kind: str, obj: dict) -> tuple[dict, str]:
+    """Cancel a job, or every job of a sweep that has not ended: (what --json prints, the line
+    for people)."""
+    if kind == "sweep":
+        out = cancel_sweep(store, obj)
+        return out, render.cancelled(out)
+    st = store.cancel(obj["job_id"])
+    return {"job_id": obj["job_id"], "status": st}, cancel_message(st)
 
 
 def cancel_message(st: str) -> str:

@@ -34,6 +34,9 @@ import redis
 
 from worker import scripts
 
+from . import processes
+from .errors import EmbeddedError
+
 HOME_ENV = "CHARRNN_HOME"
 STATE_FILE = "embedded.json"
 LOCK_FILE = "embedded.lock"
@@ -46,8 +49,6 @@ LOCK_SECONDS = 2 * WORKER_STOP_SECONDS + 2 * REDIS_START_SECONDS
 takes at most about WORKER_STOP_SECONDS plus Redis's shutdown)."""
 PRIVATE_UMASK = 0o077
 """The stack's children (redis-server, workers) create files for their user alone."""
-IDENTITY_SECONDS = 5.0
-"""How long a start waits for a new process's command line to appear in /proc."""
 DURABILITY = "appendonly yes\nappendfsync always"
 """Every write is in the append-only file and fsynced before Redis replies, so what a command
 printed as done (a job id, a checkpoint) survives a power loss, not only a killed process. Not
@@ -61,10 +62,6 @@ handled as in the compose file's pool: writes refused, trainers waiting for spac
 WORKER_CWD = "/"
 """Workers' working directory: Celery puts it first on sys.path, so it must hold no code anyone
 but root could have written."""
-
-
-class EmbeddedError(Exception):
-    pass
 
 
 def home() -> str:
@@ -161,97 +158,6 @@ def _private_dir(path: str) -> str:
     return path
 
 
-# --- process identity: a PID alone may name another process after a reboot -------------------
-
-
-def _identity(pid: int) -> dict | None:
-    """What names a process for good: its PID, start time (clock ticks after boot, /proc/PID/stat
-    field 22) and command line. None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b") ", 1)[1].split()  # the name in (...) may hold spaces
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == b"Z":
-        return None
-    return {
-        "pid": pid,
-        "start": int(fields[19]),  # fields[0] is field 3, the state
-        "cmdline": cmdline.rstrip(b"\0").decode(errors="replace").split("\0"),
-    }
-
-
-def _remember(st: dict, pid: int, argv: list[str] | None = None) -> bool:
-    """Record the identity of a process just started (in the state's `identities`, by PID; the
-    `redis_pid` and `workers` fields stay plain PIDs for the commands that read them). Popen
-    returns as exec begins, before the kernel has set up the new command line, so wait for it."""
-    deadline = time.monotonic() + IDENTITY_SECONDS
-    while True:
-        ident = _identity(pid)
-        settled = ident and ident["cmdline"] != [""] and (argv is None or ident["cmdline"] == argv)
-        if settled or ident is None or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    if settled:
-        st.setdefault("identities", {})[str(pid)] = ident
-    return bool(settled)
-
-
-def _ours(st: dict, pid) -> bool:
-    """Whether a PID of the state file still names the process that was started. A PID with no
-    recorded identity (a state file of earlier versions) cannot be checked, so it is not."""
-    recorded = (st.get("identities") or {}).get(str(pid))
-    return isinstance(pid, int) and recorded is not None and _identity(pid) == recorded
-
-
-def _alive(pid) -> bool:
-    return isinstance(pid, int) and pid > 0 and _identity(pid) is not None
-
-
-def _signal(st: dict, pid: int, sig: int, group: bool = False) -> bool:
-    """Signal the process (or its process group) if it is still the one recorded. A pidfd holds
-    the process while its identity is checked, so its PID cannot go to another in between."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (OSError, TypeError):
-        return False
-    try:
-        if not _ours(st, pid):
-            return False
-        if group:  # no new process gets a PID that is a live process group's ID
-            os.killpg(pid, sig)
-        else:
-            signal.pidfd_send_signal(fd, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _works_in(data: str, pid) -> bool:
-    try:
-        return isinstance(pid, int) and os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(data)
-    except OSError:
-        return False
-
-
-def _strays(data: str, known: list) -> list[int]:
-    """Processes working in the stack's Redis directory that the state file does not name: a
-    redis-server orphaned by an earlier version (two could start at once), still writing the
-    append-only file."""
-    pids = (int(n) for n in os.listdir("/proc") if n.isdigit())
-    return sorted(p for p in pids if p not in known and _works_in(data, p))
-
-
-def _wait_gone(st: dict, pids: list, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while any(_ours(st, p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 # --- the stack --------------------------------------------------------------------------------
 
 
@@ -303,7 +209,7 @@ def _start_redis() -> dict:
         _apply_settings(st["url"])
         _load_scripts(st["url"])
         return st
-    if _ours(st, st.get("redis_pid")):
+    if processes.ours(st, st.get("redis_pid")):
         # ours and alive: never a second server on the same append-only file, even while this
         # one is still loading it
         if _wait_ping(st["url"], REDIS_START_SECONDS):
@@ -312,7 +218,7 @@ def _start_redis() -> dict:
             f"the embedded redis-server (pid {st['redis_pid']}) is running "
             f"but does not answer; see {data}/redis.log"
         )
-    strays = _strays(data, [os.getpid()])
+    strays = processes.strays(data, [os.getpid()])
     if strays:  # never two servers on one append-only file
         raise EmbeddedError(
             f"process(es) {', '.join(map(str, strays))} not started by this stack "
@@ -320,7 +226,12 @@ def _start_redis() -> dict:
             f"first (kill {' '.join(map(str, strays))})"
         )
     # workers left from a server that is gone would wait for it forever (its password is gone too)
-    _stop_workers(st, [w for w in st.get("workers", []) if _ours(st, w)])
+    _stop_workers(st, [w for w in st.get("workers", []) if processes.ours(st, w)])
+    return _new_redis(root, data)
+
+
+def _new_redis(root: str, data: str) -> dict:
+    """Start a redis-server of our own on a private socket with a new password, and record it."""
     password = secrets.token_urlsafe(24)
     sock = os.path.join(data, "redis.sock")  # 600: no other local user can even connect
     conf = os.path.join(data, "redis.conf")
@@ -348,7 +259,7 @@ def _start_redis() -> dict:
     _load_scripts(url)
     # recorded once it answers: redis-server has set its process title by then
     st = {"url": url, "redis_pid": proc.pid, "workers": [], "home": root, "identities": {}}
-    _remember(st, proc.pid)
+    processes.remember(st, proc.pid)
     _write_state(st)
     return st
 
@@ -356,52 +267,17 @@ def _start_redis() -> dict:
 def start_workers(n: int) -> dict:
     with _locked():
         st = _start_redis()
-        alive = [w for w in st.get("workers", []) if _ours(st, w)]
+        alive = [w for w in st.get("workers", []) if processes.ours(st, w)]
         logs = _private_dir(os.path.join(home(), "logs"))
         # the installed package only: no working directory on sys.path (-P and PYTHONSAFEPATH
         # for Python, a root-owned working directory for Celery's own sys.path entry)
         env = dict(os.environ, CHARRNN_REDIS_URL=st["url"], PYTHONSAFEPATH="1")
         for i in range(len(alive), n):
-            name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
-            log = os.open(
-                os.path.join(logs, f"worker-{i + 1}.log"),
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                0o600,
-            )
-            argv = [
-                sys.executable,
-                "-P",
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "-n",
-                name,
-                "--loglevel",
-                "INFO",
-            ]
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                    cwd=WORKER_CWD,
-                    start_new_session=True,
-                    umask=PRIVATE_UMASK,
-                )
-            finally:
-                os.close(log)
+            pid, argv = _start_worker(i, logs, env)
             # (with the setproctitle package installed, Celery would retitle the worker and down
             # would then find it stale: it is not among our dependencies)
-            if _remember(st, proc.pid, argv):
-                alive.append(proc.pid)
+            if processes.remember(st, pid, argv):
+                alive.append(pid)
         st["workers"] = alive
         st["wanted"] = n  # what the next command's start tops the pool up to
         known = st.get("identities") or {}  # forget the gone ones
@@ -410,6 +286,32 @@ def start_workers(n: int) -> dict:
         }
         _write_state(st)
         return st
+
+
+def _start_worker(i: int, logs: str, env: dict) -> tuple[int, list[str]]:
+    """Start the i-th (from 0) local worker, logging to logs/worker-{i + 1}.log: (pid, argv)."""
+    name = f"embedded{i + 1}-{secrets.token_hex(2)}@%h"
+    log = os.open(
+        os.path.join(logs, f"worker-{i + 1}.log"),
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        0o600,
+    )
+    argv = [sys.executable, "-P", "-m", "celery", "-A", "worker", "worker", "--pool", "prefork"]
+    argv += ["--concurrency", "1", "-n", name, "--loglevel", "INFO"]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=WORKER_CWD,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
+        )
+    finally:
+        os.close(log)
+    return proc.pid, argv
 
 
 def default_workers() -> int:
@@ -427,10 +329,10 @@ def _stop_workers(st: dict, workers: list[int]) -> None:
     """Warm shutdown (running jobs checkpoint and go back to the queue), then SIGKILL for each
     worker's whole process group (its pool children)."""
     for w in workers:
-        _signal(st, w, signal.SIGTERM)
-    _wait_gone(st, workers, WORKER_STOP_SECONDS)
+        processes.signal_ours(st, w, signal.SIGTERM)
+    processes.wait_gone(st, workers, WORKER_STOP_SECONDS)
     for w in workers:
-        _signal(st, w, signal.SIGKILL, group=True)
+        processes.signal_ours(st, w, signal.SIGKILL, group=True)
 
 
 def down() -> dict:
@@ -441,10 +343,10 @@ def down() -> dict:
         st = read_state()
         data = os.path.join(home(), "redis")
         if not st:  # an orphan of an earlier version, which no command would otherwise mention
-            return {"stopped": False, "workers": 0, "stale": _strays(data, [os.getpid()])}
+            return {"stopped": False, "workers": 0, "stale": processes.strays(data, [os.getpid()])}
         pids = st.get("workers") or []
-        workers = [w for w in pids if _ours(st, w)]
-        stale = [w for w in pids if w not in workers and _alive(w)]
+        workers = [w for w in pids if processes.ours(st, w)]
+        stale = [w for w in pids if w not in workers and processes.alive(w)]
         _stop_workers(st, workers)
 
         server = st.get("redis_pid")
@@ -458,15 +360,15 @@ def down() -> dict:
             # gone before the lock is released, so a `up` right after finds no stray; a waiting
             # that signals nothing, and so needs no identity (a server of an earlier version)
             deadline = time.monotonic() + 10
-            while _works_in(data, server) and time.monotonic() < deadline:
+            while processes.works_in(data, server) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        # still there 10 s after SHUTDOWN, or it never answered (_ours: an int PID, checked)
-        if isinstance(server, int) and _ours(st, server):
-            _signal(st, server, signal.SIGTERM)
+        # still there 10 s after SHUTDOWN, or it never answered (ours: an int PID, checked)
+        if isinstance(server, int) and processes.ours(st, server):
+            processes.signal_ours(st, server, signal.SIGTERM)
             stopped = True
-        elif _alive(server):
+        elif processes.alive(server):
             stale.append(server)
-        stale += _strays(data, [os.getpid(), server, *pids])
+        stale += processes.strays(data, [os.getpid(), server, *pids])
         st["workers"], st["redis_pid"], st["identities"] = [], None, {}
         _write_state(st)
         return {"stopped": stopped, "workers": len(workers), "stale": sorted(set(stale))}

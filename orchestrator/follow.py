@@ -9,7 +9,7 @@ import click
 from worker.store import JobStore
 
 from . import jobs, render, tables
-from .edge import EXIT_INTERRUPTED
+from .errors import EXIT_INTERRUPTED
 
 
 def still_running(kind: str, some_id: str) -> click.exceptions.Exit:

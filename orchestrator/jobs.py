@@ -37,10 +37,6 @@ STATUS_FIELDS = (
 )
 
 
-class BadInput(ValueError):
-    """A bad hyperparameter value or corpus, found before anything is enqueued."""
-
-
 def validate(corpus: str, hyper_sets: list[dict]) -> tuple[str, list[tuple[Config, int]]]:
     """Read the corpus and check every hyperparameter set against it, as a trainer would.
     Returns (text, [(config, total iterations)]); CharRNNError subclasses on bad input."""

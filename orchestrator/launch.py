@@ -7,7 +7,7 @@ from charrnn import recipes
 
 from . import jobs, sweeps
 from .edge import Ctx
-from .jobs import BadInput
+from .errors import BadInput
 
 
 def submit(

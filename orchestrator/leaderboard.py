@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 
 from charrnn.config import FIELDS
 from worker.errors import NoSuchJob
 from worker.store import JobStore
-
-from .sweeps import corpus_label
 
 
 def resolve(store: JobStore, some_id: str) -> tuple[str, dict]:
@@ -179,3 +178,7 @@ def curves(job: dict, history: list[list]) -> dict:
         "val_chars": [it * T for it in val_x],
         "val_loss": [val[it] for it in val_x],
     }
+
+
+def corpus_label(path: str) -> str:
+    return path if path.startswith("builtin:") else os.path.basename(path) or path

@@ -12,7 +12,7 @@ from worker.spec import DEFAULT_CHECKPOINT_EVERY
 
 from . import shortid, sweeps
 from .edge import Ctx
-from .jobs import BadInput
+from .errors import BadInput
 
 BOTH = ("job", "sweep")
 
@@ -96,3 +96,188 @@ def sweep_hyper_options(fn):
     """`orchestrator sweep`: every hyperparameter, a comma list making a grid axis; the models'
     seed is --model-seed (--seed seeds the search)."""
     return job_options(config_options(grid=True, flags={"seed": "--model-seed"})(fn))
+
+
+SWEEP_OPTIONS = (
+    click.option(
+        "-f",
+        "--file",
+        "spec_file",
+        default=None,
+        metavar="PATH",
+        help="A sweep file (YAML or JSON): corpus, fixed, grid, random, early_stop. "
+        "Options given as well add to it.",
+    ),
+    click.option(
+        "--corpus",
+        "corpora",
+        multiple=True,
+        help="A UTF-8 text file, or builtin:python-docs (repeatable: every point on each). "
+        "Replaces the sweep file's corpus.",
+    ),
+    click.option(
+        "--grid",
+        multiple=True,
+        metavar="NAME=V1,V2,...",
+        help="A grid axis, e.g. --grid hidden_size=64,128,256 (repeatable).",
+    ),
+    click.option(
+        "--random",
+        "samples",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Draw N points from the --uniform/--log-uniform/--choice space (each crossed "
+        "with the grid).",
+    ),
+    click.option(
+        "--uniform", multiple=True, metavar="NAME=LOW,HIGH", help="Uniform on [LOW, HIGH]."
+    ),
+    click.option(
+        "--log-uniform",
+        multiple=True,
+        metavar="NAME=LOW,HIGH",
+        help="Log-uniform on [LOW, HIGH], e.g. learning_rate=0.001,0.1.",
+    ),
+    click.option("--choice", multiple=True, metavar="NAME=A,B,...", help="One of the values."),
+    click.option(
+        "--seed",
+        "search_seed",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Seed of the random search (default: drawn, printed and recorded). The "
+        "models' own seed is --model-seed.",
+    ),
+    click.option(
+        "--early-stop",
+        type=click.Choice(sweeps.SCHEDULERS),
+        default=None,
+        help="asha: asynchronous successive halving across the pool.",
+    ),
+    click.option(
+        "--rungs",
+        default=None,
+        metavar="ITER,ITER,...",
+        help="ASHA rungs at these iterations (default: from --grace-period).",
+    ),
+    click.option(
+        "--grace-period",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="ITER",
+        help="ASHA's first rung; the next ones are ETA times further (default: three "
+        "rungs below the longest job).",
+    ),
+    click.option(
+        "--reduction-factor",
+        type=click.FloatRange(min=1, min_open=True),
+        default=None,
+        metavar="ETA",
+        help="ASHA keeps the top 1/ETA at each rung (default 3).",
+    ),
+)
+"""`orchestrator sweep`'s search: a sweep file, corpora, grid axes, random draws from a space,
+the search's seed and early stopping (ASHA), in the order --help lists them."""
+
+
+def sweep_options(fn):
+    """`orchestrator sweep`: its search (SWEEP_OPTIONS), then every hyperparameter."""
+    fn = sweep_hyper_options(fn)
+    for option in reversed(SWEEP_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+DASHBOARD_OPTIONS = (
+    click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on; anything but loopback needs --password.",
+    ),
+    click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True),
+    click.option(
+        "--password",
+        envvar="CHARRNN_DASHBOARD_PASSWORD",
+        default=None,
+        help="Ask for this password (HTTP basic auth, any user name); env CHARRNN_DASHBOARD_PASSWORD.",
+    ),
+    click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        metavar="NAME",
+        help="Answer requests for this Host name too (repeatable; besides loopback's and --host); "
+        "env CHARRNN_DASHBOARD_HOSTS, comma-separated.",
+    ),
+    click.option("--open", "open_browser", is_flag=True, help="Open it in a browser."),
+)
+"""`orchestrator dashboard`: where it listens, its password, the Host names it answers, --open."""
+
+
+def dashboard_options(fn):
+    for option in reversed(DASHBOARD_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+TUNE_OPTIONS = (
+    click.option(
+        "-f",
+        "--file",
+        "spec_file",
+        default=None,
+        metavar="PATH",
+        help="A sweep file with `search: tpe`: corpus, fixed, space, budget "
+        "({minutes: M} or {trials: N}), parallel, seed.",
+    ),
+    click.option("--corpus", default=None, help="A UTF-8 text file, or builtin:python-docs."),
+    click.option(
+        "--minutes",
+        type=click.FloatRange(min=0, min_open=True, max=10**5),
+        default=None,
+        help="Wall-clock budget: trials start until it is spent.",
+    ),
+    click.option(
+        "--trials",
+        type=click.IntRange(min=1, max=10_000),
+        default=None,
+        help="A trial count instead of minutes.",
+    ),
+    click.option(
+        "--trial-minutes",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="A full trial's budget (default: from --minutes and --parallel; 1 with --trials).",
+    ),
+    click.option(
+        "--parallel",
+        type=click.IntRange(min=1, max=1000),
+        default=2,
+        show_default=True,
+        help="Trials in flight at once (about the workers free for the tune).",
+    ),
+    click.option(
+        "--seed",
+        type=click.IntRange(min=0, max=2**32 - 1),
+        default=None,
+        help="The sampler's seed (default: drawn and recorded).",
+    ),
+    click.option(
+        "--sampler",
+        type=click.Choice(["tpe", "random"]),
+        default="tpe",
+        show_default=True,
+        help="random: the baseline (random search, same space, budget and rungs).",
+    ),
+    click.option("--name", default=None, help="A name for the tune."),
+    click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable)."),
+    click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best."),
+)
+
+
+def tune_options(fn):
+    """`orchestrator tune`: the budget, the sampler and the tune's labels."""
+    for option in reversed(TUNE_OPTIONS):
+        fn = option(fn)
+    return fn

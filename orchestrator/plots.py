@@ -7,7 +7,7 @@ command run without it.
 
 from __future__ import annotations
 
-from .jobs import BadInput
+from .errors import BadInput
 
 MISSING = (
     "plot needs matplotlib, the optional extra charrnn[plot]: pip install matplotlib "

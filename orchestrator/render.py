@@ -115,6 +115,24 @@ def sample(heading: str, text: str) -> None:
     click.echo(plain(text, multiline=True))
 
 
+def results(job: dict, out: dict, status_fields: tuple[str, ...]) -> None:
+    """`results` for people: out is `views.results_view` of the job (its JSON form)."""
+    key_values(
+        job_fields(
+            {**out, "spec": job["spec"]},
+            status_fields + ("best_val_loss", "restarts", "rollbacks", "sweep_id"),
+        )
+    )
+    key_values([("spec", json_line(out["spec"]["hyper"]))])
+    history(job, out["history"])
+    events(out["events"])
+    if out["samples"]:
+        sample(
+            f"last sample (iteration {out['samples'][-1]['iteration']}):",
+            out["samples"][-1]["text"],
+        )
+
+
 def final(job: dict, last_sample: dict | None) -> None:
     """How a followed job ended."""
     click.echo(f"status: {job['status']}")
@@ -205,6 +223,19 @@ def worker_lines(rows: dict[str, list[str]]) -> None:
         click.echo("no live workers")
     for name, job_ids in rows.items():
         click.echo(f"{plain(name)}  {', '.join(job_ids) if job_ids else 'idle'}")
+
+
+def stack_down(was_up: bool, out: dict) -> None:
+    """What `down` says, given whether a stack was up and what `embedded.down` returned."""
+    click.echo(
+        "embedded stack stopped"
+        if was_up or out.get("workers")
+        else "no embedded stack running; nothing to stop"
+    )
+    if out.get("stale"):
+        click.echo(
+            f"left alone stale process id(s) {out['stale']}: no longer the stack's", err=True
+        )
 
 
 def pruned(job_ids: list[str], dry_run: bool) -> None:

@@ -13,7 +13,7 @@ from worker import keys
 from worker.errors import InvalidJobId, NoSuchJob
 from worker.store import as_text, validate_job_id
 
-from .jobs import BadInput
+from .errors import AmbiguousId
 
 SHORT = 8
 """Characters of an id shown in tables (--long or --json for the whole id)."""
@@ -26,10 +26,6 @@ SHOWN_MATCHES = 10
 
 _PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
 INDEXES = {"job": keys.jobs_by_time, "sweep": keys.sweeps_by_time}
-
-
-class AmbiguousId(BadInput):
-    """A prefix that names more than one job or sweep (exit 2, listing them)."""
 
 
 def short(some_id: str | None, long: bool = False) -> str:

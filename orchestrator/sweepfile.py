@@ -12,7 +12,7 @@ from charrnn import Config
 from charrnn.config import FIELDS, flag
 from charrnn.options import Field, fields
 
-from .jobs import BadInput
+from .errors import BadInput
 
 SCHEDULERS = ("asha", "none")
 

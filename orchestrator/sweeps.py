@@ -30,7 +30,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import secrets
 
 import numpy as np
@@ -42,7 +41,7 @@ from worker import asha
 from worker.spec import SWEEP_TAG_PREFIX, JobSpec
 
 from . import jobs
-from .jobs import BadInput
+from .errors import BadInput
 from .sweepfile import SCHEDULERS, SCHEMA, check_schema, param_name, read_file, schema  # noqa: F401  (sweeps.read_file...)
 
 MAX_POINTS = 1000
@@ -379,7 +378,3 @@ def plan(spec: dict) -> tuple[dict[str, str], list[tuple[str, Config, int]]]:
             )
         es["rungs"] = [int(m) for m in rungs]
     return texts, points
-
-
-def corpus_label(path: str) -> str:
-    return path if path.startswith("builtin:") else os.path.basename(path) or path

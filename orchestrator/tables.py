@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from . import leaderboard
 from .render import fmt, plain, status, total
 from .shortid import short
-from .sweeps import corpus_label
 
 FREE_MIN = 8
 """The narrowest a free-text column is cut to before it is left out instead."""
@@ -128,7 +127,7 @@ def list_table(rows: list[dict], width: int | None = None, long: bool = False):
             status(j),
             _progress(j),
             fmt(j["val_loss"], 3),
-            plain(corpus_label(j["spec"].corpus)),
+            plain(leaderboard.corpus_label(j["spec"].corpus)),
             duration(j),
             fmt(j["chars_per_second"], 0),
             time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])),

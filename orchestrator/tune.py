@@ -24,7 +24,7 @@ from worker.spec import SpecError
 from worker.store import JobStore, new_job_id
 
 from . import jobs, render, sweeps, tables, tunespace
-from .jobs import BadInput
+from .errors import BadInput
 from .sweepfile import check_schema
 
 TUNE_FILE_KEYS = ("search", "budget", "space", "parallel", "seed")

@@ -92,3 +92,15 @@ def checkpoint(store: JobStore, job_id: str, best: bool):
     which = "best" if best else "latest"
     raw, _ = store.checkpoint(store.get(job_id)["job_id"], which)
     return raw, load_checkpoint(raw, f"the job's {which} checkpoint")
+
+
+def active_workers(url: str, timeout: float) -> dict[str, list[str]]:
+    """Live workers, as Celery's remote control sees them: {worker name: [job ids it runs]} for
+    every worker that answers within timeout."""
+    from worker.app import client_app  # the Celery app only for the command that asks it
+
+    replies = client_app(url).control.inspect(timeout=timeout).active() or {}
+    return {
+        name: [t["args"][0] if t.get("args") else t.get("id") for t in tasks]
+        for name, tasks in sorted(replies.items())
+    }

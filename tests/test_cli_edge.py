@@ -5,8 +5,9 @@ import pytest
 import redis
 
 from charrnn.errors import CorpusError
-from orchestrator import control, edge, render
-from orchestrator.jobs import BadInput
+from charrnn.exits import Failure
+from orchestrator import control, edge, errors, render
+from orchestrator.errors import AmbiguousId, BadInput, EmbeddedError
 from worker.errors import NoCheckpoint, NoSuchJob, Unreachable
 
 
@@ -84,14 +85,16 @@ def test_ages_without_a_unit_or_not_positive_are_refused(raw):
         (CorpusError("x"), 2),
         (NoCheckpoint("x"), 5),
         (Unreachable("x"), 4),
-        (edge.NoStack("x"), 4),
+        (errors.NoStack("x"), 4),
+        (EmbeddedError("x"), 4),
+        (AmbiguousId("x"), 2),
         (redis.exceptions.NoPermissionError("no permissions to run the 'set' command"), 6),
         (redis.ConnectionError("x"), 4),
         (KeyError("x"), None),
     ],
 )
 def test_one_mapping_from_domain_errors_to_exit_codes(error, code):
-    f = edge.failure(error, "redis://:pw@h:1/0")
+    f = errors.failure(error, "redis://:pw@h:1/0")
     assert (f and f.exit_code) == code
 
 
@@ -105,6 +108,15 @@ def test_one_mapping_from_domain_errors_to_exit_codes(error, code):
     ],
 )
 def test_a_refused_command_names_the_user_and_what_it_may_not_do(url, command, line):
-    f = edge.failure(redis.exceptions.NoPermissionError("x"), url, command)
+    f = errors.failure(redis.exceptions.NoPermissionError("x"), url, command)
     assert f is not None and f.exit_code == 6
     assert f.message == f"permission denied: {line}" and "pw" not in f.message
+
+
+def test_both_command_lines_fail_in_one_style():
+    """The orchestrator's Fail is the charrnn command's Failure: each instance carries its own
+    exit code (click declares one per class), and the orchestrator's line is made printable."""
+    a, b = Failure("bad"), errors.Fail("gone\x1b[31m\nred", errors.EXIT_UNKNOWN_JOB)
+    assert isinstance(b, Failure) and (a.exit_code, b.exit_code) == (2, 3)
+    assert Failure("x", 130).exit_code == 130 and Failure("y").exit_code == 2
+    assert b.message == "gone[31m red"

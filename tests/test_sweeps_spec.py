@@ -13,7 +13,7 @@ from charrnn.config import FIELDS, Config
 from charrnn.data import prepare
 from orchestrator import leaderboard as lb
 from orchestrator import plots, sweeps
-from orchestrator.jobs import BadInput
+from orchestrator.errors import BadInput
 from worker.asha import default_rungs
 from worker.spec import JobSpec, RungPlan, SpecError
 

@@ -34,7 +34,7 @@ from .broker import QUEUE
 
 EXIT_DENIED = 6
 """The exit code of a command or worker whose Redis user may not do what it was asked (for the
-orchestrator and the worker alike; orchestrator/edge.py lists the others)."""
+orchestrator and the worker alike; orchestrator/errors.py lists the others)."""
 
 PLACEHOLDER = "change-me"
 MIN_PASSWORD = 16

@@ -24,7 +24,7 @@ import threading
 import webbrowser
 from urllib.parse import urlencode
 
-from ..jobs import BadInput
+from ..errors import BadInput
 
 PASSWORD_ENV = "CHARRNN_DASHBOARD_PASSWORD"
 TOKEN_ENV = "CHARRNN_DASHBOARD_TOKEN"

@@ -333,7 +333,7 @@ def bad_request(e):
 
 
 def redis_failed(e):
-    """Told apart, as the command line tells them (orchestrator/edge.py): Redis down or
+    """Told apart, as the command line tells them (orchestrator/errors.py): Redis down or
     loading (503, the page retries by itself), Redis refusing this dashboard's user (a wrong
     password, or NOPERM: the operator's to fix, 503 too), anything else Redis answered (500)."""
     reason = (str(e).splitlines() or [type(e).__name__])[0][:300].rstrip(". ")
