@@ -280,10 +280,9 @@ def test_the_reaper_advances_a_trial_nobody_advanced(stack, tmp_path):
                 "--json", url=server.url(), check=True)  # fmt: skip
     tune_id, first = json.loads(p.stdout)["tune_id"], json.loads(p.stdout)["job_ids"]
     r.hset(keys.job(first[0]), mapping={"status": "cancelled", "finished_at": repr(time.time())})
-    from worker.app import QUEUE
-    from worker.broker import message_id
+    from worker.broker import message_id, queue_lists
 
-    for q in keys.broker_queues(QUEUE):  # its message gone too: no worker sees it end
+    for q in queue_lists():  # its message gone too: no worker sees it end
         for raw in r.lrange(q, 0, -1):
             if message_id(raw) == first[0]:
                 r.lrem(q, 0, raw)

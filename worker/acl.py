@@ -69,7 +69,7 @@ STORE_READ = (
 """What `status`, `list`, `results`, `samples`, `compare`, `plot` and the dashboard read."""
 STORE_WRITE = ("set", "del", "hset", "rpush", "zadd", "zrem", "sadd", "srem")
 """The clients' transactions on the job store (store.py): submit, cancel, delete, prune."""
-TRAINER_WRITE = ("incr", "hincrby", "ltrim", "rename", "copy", "pttl")
+TRAINER_WRITE = ("incr", "incrby", "hincrby", "ltrim", "rename", "copy", "pttl")
 """What a trainer's fenced writes add (lease.py, training.py, asha.py): fencing counters,
 capped lists, checkpoints rotated in place."""
 PRESENCE = ("expire", "zremrangebyscore")

@@ -192,6 +192,12 @@ class StoredSpec:
         return None  # a reader draws no rungs of a spec it cannot read
 
     @property
+    def minutes(self) -> float | None:
+        """A budget in minutes (`submit --minutes`), shown while no worker has settled it."""
+        v = self.raw.get("minutes")
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    @property
     def config(self) -> Config | None:
         hyper = self.raw.get("hyper")
         if not isinstance(hyper, dict):
