@@ -144,12 +144,16 @@ class Checkpoint:
     @property
     def params(self) -> dict[str, np.ndarray]:
         c = self.config
-        return views(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
+        return views(
+            self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell, c.embedding_size
+        )
 
     def torch_state_dict(self) -> dict[str, np.ndarray]:
         """The parameters as a PyTorch state dict of NumPy arrays (model.torch_state_dict)."""
         c = self.config
-        return torch_state_dict(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
+        return torch_state_dict(
+            self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell, c.embedding_size
+        )
 
     def sample(
         self,
@@ -316,7 +320,8 @@ def _expected_shapes(meta: dict[str, Any], version: int) -> dict[str, tuple[tupl
     if not isinstance(vocab, str):
         raise CheckpointError("vocabulary is not a string")
     V, H, L, B = len(vocab), config.hidden_size, config.num_layers, config.batch_size
-    n, item = param_count(V, H, L, config.cell), np.dtype(config.dtype).itemsize
+    n = param_count(V, H, L, config.cell, config.embedding_size)
+    item = np.dtype(config.dtype).itemsize
     if version == 1:
         return {"theta": ((n,), item), "mem": ((n,), item), "h": ((L, H), item)}
     k = len(OPTIMIZER_STATES[config.optimizer])

@@ -139,6 +139,13 @@ class Config:
         "the recurrent cell: rnn (tanh), gru or lstm (PyTorch's equations)",
         choices=("rnn", "gru", "lstm"),
     )
+    embedding_size: int = hp(
+        0,
+        "E, a learned embedding of each character in front of layer 0, as nn.Embedding "
+        "(0: characters enter as one-hot rows of layer 0's input weights)",
+        low=0,
+        high=8192,
+    )
     batch_size: int = hp(
         1,
         "B, parallel streams at evenly spaced offsets of the text, one "
