@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench_charrnn import load_corpus  # noqa: E402
 
 from charrnn import Config, Trainer  # noqa: E402
+from charrnn.params import CHAR_SCALE, views  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 H, L, B, T, LR, VAL_CHARS = 256, 2, 32, 64, 2e-3, 30_000
@@ -117,9 +118,34 @@ class TorchModel:
             return torch.nn.functional.cross_entropy(y.reshape(-1, self.V), self.val[1:]).item()
 
 
+def reinit(tr: Trainer, variants: dict) -> None:
+    """Candidate starting weights, for screening before one goes into init_params: char_scale
+    (the one-hot rows' std), uniform (PyTorch's U(+-1/sqrt(H)) for every weight and bias that
+    is not a one-hot row or the embedding), forget_bias (the LSTM's), emb_scale (Emb's std)."""
+    cfg, V = tr.config, tr.vocab.size
+    E = cfg.embedding_size
+    p = views(tr.model.theta, V, H, L, cfg.cell, E)
+    rng = np.random.default_rng(12345)
+    if "char_scale" in variants and not E:
+        p["Wxh0"][...] *= variants["char_scale"] / CHAR_SCALE
+    if variants.get("uniform"):
+        k = 1.0 / np.sqrt(H)
+        for name, a in p.items():
+            if name not in ("Emb", "Wxh0") or (name == "Wxh0" and E):
+                a[...] = rng.uniform(-k, k, a.shape)
+    if "forget_bias" in variants and cfg.cell == "lstm":
+        for layer in range(L):
+            p[f"bxh{layer}"][H : 2 * H] = variants["forget_bias"]
+            p[f"bhh{layer}"][H : 2 * H] = 0
+    if "emb_scale" in variants and E:
+        p["Emb"][...] *= variants["emb_scale"]
+
+
 def run_one(side: str, cell: str, steps: int, every: int, at: list[int], overrides: dict, text):
     """Train one side; print one JSON line per evaluation: step, training seconds, loss."""
+    variants = {k[5:]: overrides.pop(k) for k in list(overrides) if k.startswith("init.")}
     tr = Trainer(recipe(cell, steps, overrides), text)
+    reinit(tr, variants)
     if side == "torch":
         tm = TorchModel(tr)
         step, evaluate = tm.step, tm.evaluate

@@ -113,7 +113,7 @@ class Model:
         self.cs = [np.zeros((T + 1, B, H), f) for _ in range(L)] if self.cell == "lstm" else []
         self.A = np.zeros((T, B, G * H), f)  # input projection of one layer, all gates
         self.table = np.zeros((V, G * H), f)  # layer 0's input row of each character, + bias
-        self.dtable = np.zeros((V, G * H), f) if self.E else None  # its gradient
+        self.dtable = np.zeros((V if self.E else 0, G * H), f)  # its gradient (E > 0)
         self.bias = np.zeros(G * H, f)
         self.dA = np.zeros((T, B, G * H), f)  # dloss/dA
         # dloss/d(recurrent product + bhh): the GRU's differs from dA in its n block

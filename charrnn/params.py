@@ -74,7 +74,7 @@ def init_params(
     embedding `Emb` is N(0, 1), as nn.Embedding's, and the Wxh0 reading it N(0, 1/E); biases
     are 0 except the LSTM's forget gate, 1, so the cell state is kept by default (Jozefowicz et
     al. 2015). The vanilla cell draws exactly what it always drew, so a seed gives the same
-    model; the embedding is drawn last, so the other draws do not move with E."""
+    model."""
     G = GATES[cell]
     p = views(flat, V, H, L, cell, E)
     flat[:] = 0
