@@ -11,9 +11,11 @@ The recipe: 2 layers x 256, 32 streams at evenly spaced offsets, T 64, Adam 2e-3
 float32; charrnn's loss is summed over the window and averaged over streams, PyTorch's is the
 mean over all characters, so charrnn's clip-norm 320 (= 64 x 5) is `clip_grad_norm_(5)`
 (Adam does not see the factor T). Held-out loss: the first 30,000 held-out characters (nats/char,
-one stream from a zero state), at every `--every` steps and at the --at steps; the seconds are
-training time only (evaluations excluded). "Equal seconds" compares both at the training time of
-the one that finished first, interpolating the other's curve.
+one stream from a zero state), at every `--every` steps and at the --at steps. The seconds are
+each process's CPU time in training (evaluations excluded): with one thread each that is the
+wall-clock time of a quiet machine, and it stays fair when the machine is shared. "Equal seconds"
+compares both at the training time of the one that finished first, interpolating the other's
+curve. Each side's wall-clock seconds are in its JSON lines too.
 
 Usage:
     python benchmarks/bench_init.py [CORPUS] [--cells lstm,gru] [--steps 1000] [--set key=value]
@@ -152,23 +154,25 @@ def run_one(side: str, cell: str, steps: int, every: int, at: list[int], overrid
     else:
         step, evaluate = tr.step, tr.evaluate
     points = sorted({s for s in at if s <= steps} | set(range(every, steps + 1, every)) | {steps})
-    seconds, done = 0.0, 0
+    seconds = cpu = 0.0
+    done = 0
     for p in points:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(p - done):
             step()
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         done = p
         loss = evaluate()
-        print(json.dumps({"step": p, "seconds": seconds, "loss": loss}), flush=True)
+        print(json.dumps({"step": p, "seconds": seconds, "cpu": cpu, "loss": loss}), flush=True)
 
 
-def loss_at_time(curve: list[dict], t: float) -> float:
+def loss_at_time(curve: list[dict], t: float, clock: str = "cpu") -> float:
     """The loss at training time t, linear between evaluations (the last one beyond it)."""
-    prev = {"seconds": 0.0, "loss": curve[0]["loss"]}
+    prev = {clock: 0.0, "loss": curve[0]["loss"]}
     for c in curve:
-        if c["seconds"] >= t:
-            w = (t - prev["seconds"]) / max(c["seconds"] - prev["seconds"], 1e-9)
+        if c[clock] >= t:
+            w = (t - prev[clock]) / max(c[clock] - prev[clock], 1e-9)
             return prev["loss"] + w * (c["loss"] - prev["loss"])
         prev = c
     return curve[-1]["loss"]
@@ -225,16 +229,16 @@ def report(cell: str, curves: dict[str, list[dict]], at: list[int], load: str) -
         return next((x for x in c if x["step"] == s), None)
 
     names = list(curves)
-    print(f"\n{cell}: held-out nats/char (seconds of training)   load before/after: {load}")
+    print(f"\n{cell}: held-out nats/char (CPU seconds of training)   load before/after: {load}")
     print(f"{'steps':>7} " + " ".join(f"{n:>18}" for n in names))
     for s in at:
         row = [at_step(curves[n], s) for n in names]
         if all(r is None for r in row):
             continue
-        cells = [f"{r['loss']:.3f} ({r['seconds']:5.0f} s)" if r else "-" for r in row]
+        cells = [f"{r['loss']:.3f} ({r['cpu']:5.0f} s)" if r else "-" for r in row]
         print(f"{s:>7} " + " ".join(f"{c:>18}" for c in cells))
     if len(names) == 2:
-        t = min(curves[n][-1]["seconds"] for n in names)
+        t = min(curves[n][-1]["cpu"] for n in names)
         cells = [f"{loss_at_time(curves[n], t):.3f}" for n in names]
         print(f"{'at ' + format(t, '.0f') + ' s':>7} " + " ".join(f"{c:>18}" for c in cells))
 
