@@ -179,22 +179,19 @@ def loss_at_time(curve: list[dict], t: float, clock: str = "cpu") -> float:
 
 
 def cpu_line() -> str:
-    model, flags = platform.processor() or platform.machine(), ""
+    """The CPU's model and the vector flags that decide BLAS's kernels (figures differ by CPU)."""
+    model, flags = platform.machine(), "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model.startswith("AMD"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    keys = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                    flags = " ".join(k for k in keys if k in have)
-                    break
+            info = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs, flags: {flags or 'unknown'}"
+        info = {}
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    model = info.get("model name", model)
+    have = set(info.get("flags", "").split())
+    keys = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    flags = " ".join(k for k in keys if k in have) or flags
+    return f"{model}, {os.cpu_count()} CPUs, flags: {flags}"
 
 
 def loadavg() -> str:
