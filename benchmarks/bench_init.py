@@ -35,10 +35,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script);
+# numpy imported above it would start OpenBLAS with a thread per core, which on a shared machine
+# made each charrnn step 20x slower (3 s of CPU instead of 0.16, measured)
+from onethread import torch  # isort: skip
 
-# first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script)
-from onethread import torch
+import numpy as np  # isort: skip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_charrnn import load_corpus  # noqa: E402
