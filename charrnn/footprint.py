@@ -65,7 +65,7 @@ def model_bytes(
 
 def footprint(cfg: Config, vocab_size: int, corpus_chars: int = 0) -> Footprint:
     V, H, L, T = vocab_size, cfg.hidden_size, cfg.num_layers, cfg.seq_length
-    B, cell, E = cfg.batch_size, cfg.cell, cfg.embedding_size
+    B, cell, E = cfg.batch_size, cfg.cell, cfg.embedding
     k = OPTIMIZER_STATES[cfg.optimizer]
     item = np.dtype(cfg.dtype).itemsize
     P = parameter_count(V, H, L, cell, E)

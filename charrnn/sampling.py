@@ -63,7 +63,7 @@ def sample_from(
         np.float64,
         theta=np.array(theta, dtype=np.float64),
         cell=config.cell,
-        E=config.embedding_size,
+        E=config.embedding,
     )
     m.set_state(
         np.asarray(h0, np.float64),

@@ -80,7 +80,7 @@ class Trainer:
                 f"warmup ({cfg.warmup} iterations) must be shorter than the run "
                 f"({self.total_iterations} iterations)"
             )
-        E = cfg.embedding_size
+        E = cfg.embedding
         self.model = Model(V, H, L, T, np.dtype(cfg.dtype), cfg.dropout, cell=cfg.cell, B=B, E=E)
         theta = self.model.theta
         # optimizer states, one flat vector each, in the parameters' layout
@@ -291,7 +291,7 @@ class Trainer:
                 self.model.dtype,
                 theta=self.model.theta,
                 cell=cfg.cell,
-                E=cfg.embedding_size,
+                E=cfg.embedding,
             )
         return self._evaluators[T]
 
