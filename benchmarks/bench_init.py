@@ -21,6 +21,10 @@ Usage:
     python benchmarks/bench_init.py [CORPUS] [--cells lstm,gru] [--steps 1000] [--set key=value]
     python benchmarks/bench_init.py [CORPUS] --only charrnn --steps 300 --set embedding_size=0
 
+`--set` takes charrnn config fields (embedding_size=0: the one-hot input of before issue 23) and
+candidate starting weights for screening (init.char_scale=0.6, init.uniform=true,
+init.forget_bias=0, init.emb_scale=0.5: see `reinit`).
+
 CORPUS defaults to $CHARRNN_BENCH_CORPUS (tinyshakespeare.txt for the figures in the docs), else a
 generated pseudo-English text. Without torch installed only charrnn runs.
 """

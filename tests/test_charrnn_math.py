@@ -450,6 +450,8 @@ def test_evaluation_scores_every_held_out_character(cell, cap):
     t.run()
     n = len(t.val_ids) - 1 if cap == 0 else min(cap, len(t.val_ids) - 1)
     assert n % 256 != 0 and n > 256
-    whole = Model(t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell)
+    whole = Model(
+        t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell, E=cfg.embedding
+    )
     expected = whole.forward(t.val_ids[:n, None], t.val_ids[1 : n + 1, None]) / n
     assert t.evaluate() == pytest.approx(expected, rel=1e-12)
