@@ -72,9 +72,10 @@ def init_params(
     Matrices that read hidden states are N(0, 1/fan_in) (unit gain); a column of a one-hot Wxh0
     is the embedding of one character, read alone, so its entries get a fixed N(0, 0.3^2); an
     embedding `Emb` is N(0, 1), as nn.Embedding's, and the Wxh0 reading it N(0, 1/E); biases
-    are 0 except the LSTM's forget gate, 1, so the cell state is kept by default (Jozefowicz et
-    al. 2015). The vanilla cell draws exactly what it always drew, so a seed gives the same
-    model."""
+    are 0 except, with one-hot input, the LSTM's forget gate, 1, so the cell state is kept by
+    default (Jozefowicz et al. 2015). With an embedding a forget bias of 0 learns faster
+    (issue 23: 1.727 against 1.763 nats/char after 300 steps of 2 x 256, PyTorch 1.789). The
+    vanilla cell draws exactly what it always drew, so a seed gives the same model."""
     G = GATES[cell]
     p = views(flat, V, H, L, cell, E)
     flat[:] = 0
@@ -83,7 +84,7 @@ def init_params(
         scale = CHAR_SCALE if l == 0 and not E else 1.0 / np.sqrt(fan_in)
         p[f"Wxh{l}"][...] = rng.standard_normal((G * H, fan_in)) * scale
         p[f"Whh{l}"][...] = rng.standard_normal((G * H, H)) / np.sqrt(H)
-        if cell == "lstm":
+        if cell == "lstm" and not E:
             p[f"bxh{l}"][H : 2 * H] = 1.0
     p["Why"][...] = rng.standard_normal((V, H)) / np.sqrt(H)
     if E:

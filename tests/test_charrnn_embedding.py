@@ -118,8 +118,12 @@ def test_torch_state_dict_of_an_embedding_is_nn_embeddings(cell, G):
 
 def test_embedding_starts_as_nn_embeddings_and_its_reader_at_unit_gain():
     """Emb is N(0, 1), as nn.Embedding's; the Wxh0 reading it N(0, 1/E), like every matrix that
-    reads a vector of unit-size entries."""
+    reads a vector of unit-size entries; the LSTM's forget bias 0 with it, 1 without."""
     p = Trainer(CFG.replace(cell="lstm", hidden_size=32, embedding_size=64), TEXT).model.p
     assert 0.9 < p["Emb"].std() < 1.1
     assert p["Wxh0"].shape == (4 * 32, 64)
     assert 0.9 < p["Wxh0"].std() * np.sqrt(64) < 1.1
+    # the forget gate's bias starts at 0 with an embedding (measured faster), 1 with one-hot rows
+    assert not p["bxh0"].any() and not p["bxh1"].any()
+    onehot = Trainer(CFG.replace(cell="lstm", hidden_size=32), TEXT).model.p
+    assert np.all(onehot["bxh0"][32:64] == 1) and not onehot["bxh0"][:32].any()
