@@ -234,6 +234,7 @@ def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
         seq_length=T,
         batch_size=B,
         cell=cell,
+        embedding_size=0,  # one-hot input, as the nn.RNN/GRU/LSTM(V, H) it is timed against
         optimizer="adam",
         learning_rate=lr,
         clip_norm=5.0,
