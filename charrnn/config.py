@@ -186,9 +186,10 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.embedding_size is None:
-            # the gated cells learn ~0.2 nats/char more in their first 300 steps with an
-            # embedding (issue 23); the vanilla cell keeps min-char-rnn's one-hot input. Resolved
-            # here, so a saved config holds the number, whatever later defaults say
+            # with an embedding the gated cells are 0.25 (LSTM) and 0.08 (GRU) nats/char lower
+            # after 300 steps of 2 x 256 (issue 23); the vanilla cell keeps min-char-rnn's
+            # one-hot input. Resolved here, so a saved config holds the number, whatever later
+            # defaults say
             E = 0 if self.cell == "rnn" else self.hidden_size
             object.__setattr__(self, "embedding_size", E)
         self.validate()
