@@ -46,10 +46,10 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 # first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script)
-from onethread import default_corpus, torch
+from onethread import default_corpus, torch  # isort: skip
+
+import numpy as np  # isort: skip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from charrnn import (  # noqa: E402
@@ -234,6 +234,7 @@ def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
         seq_length=T,
         batch_size=B,
         cell=cell,
+        embedding_size=0,  # one-hot input, as the nn.RNN/GRU/LSTM(V, H) it is timed against
         optimizer="adam",
         learning_rate=lr,
         clip_norm=5.0,
@@ -247,55 +248,64 @@ def cells_trainer(text, cell, H, L, B, T, dtype="float32", lr=2e-3) -> Trainer:
 
 def check_torch_export(text):
     """charrnn's parameters, exported with model.torch_state_dict and loaded into nn.RNN/GRU/
-    LSTM + nn.Linear, give the same loss and the same final state as charrnn (float64)."""
+    LSTM + nn.Linear (behind nn.Embedding with an embedding), give the same loss and the same
+    final state as charrnn (float64)."""
     from charrnn.model import torch_state_dict
 
     for cell in ("rnn", "gru", "lstm"):
-        tr = Trainer(
-            Config(
-                hidden_size=32,
-                num_layers=2,
-                seq_length=50,
-                batch_size=3,
-                cell=cell,
-                iterations=10,
-                eval_every=0,
-                sample_every=0,
-            ),
-            text,
-        )
-        for _ in range(3):
-            tr.step()  # trained a little: biases no longer zero
-        cfg, V = tr.config, tr.vocab.size
-        sd = torch_state_dict(tr.model.theta, V, cfg.hidden_size, cfg.num_layers, cell)
-        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
-        rnn = cls(V, cfg.hidden_size, num_layers=cfg.num_layers).double()
-        out = torch.nn.Linear(cfg.hidden_size, V).double()
-        rnn.load_state_dict(
-            {k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("rnn.")}
-        )
-        out.load_state_dict(
-            {k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith("out.")}
-        )
-        m = tr.model
-        m.reset_state()
-        inputs, targets = tr.inputs.copy(), tr.targets.copy()
-        loss = m.forward(inputs, targets)
-        with torch.no_grad():
-            y, state = rnn(torch.eye(V, dtype=torch.float64)[torch.from_numpy(inputs)])
-            tl = (
-                torch.nn.functional.cross_entropy(
-                    out(y).reshape(-1, V), torch.from_numpy(targets).reshape(-1), reduction="sum"
-                ).item()
-                / cfg.batch_size
+        for E in (0, 16):
+            check_torch_export_of(text, cell, E, torch_state_dict)
+
+
+def check_torch_export_of(text, cell, E, torch_state_dict):
+    tr = Trainer(
+        Config(
+            hidden_size=32,
+            num_layers=2,
+            seq_length=50,
+            batch_size=3,
+            cell=cell,
+            embedding_size=E,
+            iterations=10,
+            eval_every=0,
+            sample_every=0,
+        ),
+        text,
+    )
+    for _ in range(3):
+        tr.step()  # trained a little: biases no longer zero
+    cfg, V = tr.config, tr.vocab.size
+    sd = torch_state_dict(tr.model.theta, V, cfg.hidden_size, cfg.num_layers, cell, E)
+    cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
+    rnn = cls(E or V, cfg.hidden_size, num_layers=cfg.num_layers).double()
+    out = torch.nn.Linear(cfg.hidden_size, V).double()
+    emb = torch.nn.Embedding(V, E).double() if E else None
+    for name, module in (("rnn.", rnn), ("out.", out), ("emb.", emb)):
+        if module is not None:
+            module.load_state_dict(
+                {k[4:]: torch.from_numpy(v) for k, v in sd.items() if k.startswith(name)}
             )
-        h = (state[0] if isinstance(state, tuple) else state).numpy()
-        dh = np.abs(h - np.stack([hs[cfg.seq_length] for hs in m.hs])).max()
-        print(
-            f"torch_state_dict, {cell}: |loss - torch's| = {abs(loss - tl):.1e}, "
-            f"|h - torch's| = {dh:.1e}"
+    m = tr.model
+    m.reset_state()
+    inputs, targets = tr.inputs.copy(), tr.targets.copy()
+    loss = m.forward(inputs, targets)
+    with torch.no_grad():
+        ids = torch.from_numpy(inputs)
+        x = emb(ids) if emb is not None else torch.eye(V, dtype=torch.float64)[ids]
+        y, state = rnn(x)
+        tl = (
+            torch.nn.functional.cross_entropy(
+                out(y).reshape(-1, V), torch.from_numpy(targets).reshape(-1), reduction="sum"
+            ).item()
+            / cfg.batch_size
         )
-        assert abs(loss - tl) < 1e-9 * abs(tl) and dh < 1e-12
+    h = (state[0] if isinstance(state, tuple) else state).numpy()
+    dh = np.abs(h - np.stack([hs[cfg.seq_length] for hs in m.hs])).max()
+    print(
+        f"torch_state_dict, {cell}, embedding {E}: |loss - torch's| = {abs(loss - tl):.1e}, "
+        f"|h - torch's| = {dh:.1e}"
+    )
+    assert abs(loss - tl) < 1e-9 * abs(tl) and dh < 1e-12
 
 
 def cells_section(text, seconds, with_torch, old_tree=None):

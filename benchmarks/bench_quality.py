@@ -30,10 +30,10 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 # first: one BLAS thread before numpy is imported (benchmarks/ is sys.path[0] for a script)
-from onethread import default_corpus, torch
+from onethread import default_corpus, torch  # isort: skip
+
+import numpy as np  # isort: skip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from charrnn import Config, Trainer, read_corpus  # noqa: E402

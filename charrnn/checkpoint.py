@@ -57,6 +57,15 @@ EXPANSION_SLACK = 1 << 20
 """Plus this, for the footprint's own slack (footprint.checkpoint_bytes) on tiny models."""
 
 
+def saved_config(meta: dict[str, Any]) -> Config:
+    """The config in a checkpoint's metadata. One written before `embedding_size` existed had no
+    embedding, whatever today's default for its cell is."""
+    saved = meta["config"]
+    if isinstance(saved, dict) and "embedding_size" not in saved:
+        saved = {**saved, "embedding_size": 0}
+    return Config.from_dict(saved)
+
+
 def _digest(meta: dict[str, Any], *arrays: np.ndarray) -> str:
     d = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for a in arrays:
@@ -132,7 +141,7 @@ class Checkpoint:
         self, meta: dict[str, Any], theta: np.ndarray, opt: np.ndarray, h: np.ndarray, c: np.ndarray
     ):
         self.meta, self.theta, self.opt, self.state_h, self.state_c = meta, theta, opt, h, c
-        self.config = Config.from_dict(meta["config"])
+        self.config = saved_config(meta)
         self.vocab = Vocab(meta["vocab"])
 
     @property
@@ -158,12 +167,14 @@ class Checkpoint:
     @property
     def params(self) -> dict[str, np.ndarray]:
         c = self.config
-        return views(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
+        return views(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell, c.embedding)
 
     def torch_state_dict(self) -> dict[str, np.ndarray]:
         """The parameters as a PyTorch state dict of NumPy arrays (model.torch_state_dict)."""
         c = self.config
-        return torch_state_dict(self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell)
+        return torch_state_dict(
+            self.theta, self.vocab.size, c.hidden_size, c.num_layers, c.cell, c.embedding
+        )
 
     def sample(
         self,
@@ -350,12 +361,13 @@ def _needs(meta: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], int]
 
 def _expected_shapes(meta: dict[str, Any], version: int) -> dict[str, tuple[tuple[int, ...], int]]:
     """Each array's shape and item size, from the config and vocabulary in the metadata."""
-    config = Config.from_dict(meta["config"])
+    config = saved_config(meta)
     vocab = meta["vocab"]
     if not isinstance(vocab, str):
         raise CheckpointError("vocabulary is not a string")
     V, H, L, B = len(vocab), config.hidden_size, config.num_layers, config.batch_size
-    n, item = param_count(V, H, L, config.cell), np.dtype(config.dtype).itemsize
+    n = param_count(V, H, L, config.cell, config.embedding)
+    item = np.dtype(config.dtype).itemsize
     if version == 1:
         return {"theta": ((n,), item), "mem": ((n,), item), "h": ((L, H), item)}
     k = len(OPTIMIZER_STATES[config.optimizer])
@@ -374,7 +386,7 @@ def _verify(archive: Archive, name: str) -> Checkpoint:
     if saved != _digest(meta, *(a[k] for k in ARRAYS[version])):
         raise CheckpointError("checksum mismatch: the file was corrupted or tampered with")
     meta["sha256"] = saved
-    config = Config.from_dict(meta["config"])
+    config = saved_config(meta)
     vocab = Vocab(meta["vocab"])
     if vocab.size < 2 or "".join(sorted(set(vocab.chars))) != vocab.chars:
         raise CheckpointError("vocabulary is not a sorted set of characters")

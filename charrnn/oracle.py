@@ -1,7 +1,7 @@
 """The straightforward per-timestep implementation: the test oracle and the speed baseline.
 
 Written the way the classic NumPy char-RNN articles write it: column vectors, a one-hot vector
-multiplied by Wxh, dicts of per-timestep activations, a Python loop over every character (and
+(or a row of a learned embedding `Emb`) multiplied by Wxh, dicts of per-timestep activations, a Python loop over every character (and
 every stream) in both passes and an outer product per character per weight matrix. It computes
 the *correct* stack (layer l reads layer l-1, the output reads the top layer, dropout masks reused
 in the backward pass) for each cell with PyTorch's equations, so the fast path in model.py must
@@ -137,8 +137,11 @@ def loss_and_grads_one(
         cs[(-1, l)] = np.zeros((H, 1)) if cprev is None else np.copy(cprev[l]).reshape(-1, 1)
     loss = 0.0
     for t in range(len(inputs)):
-        below = np.zeros((V, 1))
-        below[inputs[t]] = 1
+        if "Emb" in p:  # a learned embedding: the character's row, as a column
+            below = p["Emb"][inputs[t]].reshape(-1, 1).copy()
+        else:
+            below = np.zeros((V, 1))
+            below[inputs[t]] = 1
         for l in range(L):
             if l > 0 and masks is not None:
                 below = below * _mask(masks, l, t)
@@ -181,6 +184,8 @@ def loss_and_grads_one(
             )
             if l > 0 and masks is not None:
                 dbelow = dbelow * _mask(masks, l, t)
+        if "Emb" in p:
+            g["Emb"][inputs[t]] += dbelow[:, 0]
     last = [hs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
     last_c = [cs[(len(inputs) - 1, l)][:, 0].copy() for l in range(L)]
     return loss, g, last, last_c

@@ -61,7 +61,16 @@ def sample_from(
     check_options(length, temperature, top_k)
     rng = rng if rng is not None else np.random.default_rng(0)
     V, L, H = vocab.size, config.num_layers, config.hidden_size
-    m = Model(V, H, L, 1, np.float64, theta=np.array(theta, dtype=np.float64), cell=config.cell)
+    m = Model(
+        V,
+        H,
+        L,
+        1,
+        np.float64,
+        theta=np.array(theta, dtype=np.float64),
+        cell=config.cell,
+        E=config.embedding,
+    )
     m.set_state(
         np.asarray(h0, np.float64),
         None if c0 is None or len(c0) == 0 else np.asarray(c0, np.float64),

@@ -80,7 +80,8 @@ class Trainer:
                 f"warmup ({cfg.warmup} iterations) must be shorter than the run "
                 f"({self.total_iterations} iterations)"
             )
-        self.model = Model(V, H, L, T, np.dtype(cfg.dtype), cfg.dropout, cell=cfg.cell, B=B)
+        E = cfg.embedding
+        self.model = Model(V, H, L, T, np.dtype(cfg.dtype), cfg.dropout, cell=cfg.cell, B=B, E=E)
         theta = self.model.theta
         # optimizer states, one flat vector each, in the parameters' layout
         self.opt_states = [np.zeros_like(theta) for _ in OPTIMIZER_STATES[cfg.optimizer]]
@@ -88,7 +89,7 @@ class Trainer:
         # independent streams: init, dropout masks, samples; turning samples on or off (or
         # drawing them more often) leaves the trained weights untouched
         init_seq, train_seq, sample_seq = np.random.SeedSequence(cfg.seed).spawn(3)
-        init_params(theta, V, H, L, np.random.default_rng(init_seq), cfg.cell)
+        init_params(theta, V, H, L, np.random.default_rng(init_seq), cfg.cell, E)
         self.train_rng = np.random.default_rng(train_seq)
         self.sample_rng = np.random.default_rng(sample_seq)
         self.rollback_scale = 1.0  # halved by the job system after each divergence rollback
@@ -290,6 +291,7 @@ class Trainer:
                 self.model.dtype,
                 theta=self.model.theta,
                 cell=cfg.cell,
+                E=cfg.embedding,
             )
         return self._evaluators[T]
 

@@ -419,6 +419,7 @@ NON_RESUMABLE = dict(
     val_fraction=0.2,
     seed=3,
     cell="gru",
+    embedding_size=4,
     batch_size=2,
     optimizer="adam",
     beta1=0.8,

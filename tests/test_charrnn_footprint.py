@@ -29,6 +29,8 @@ def allocated(t: Trainer) -> int:
         dict(cell="gru", batch_size=8, optimizer="adam", seq_length=32),
         dict(cell="lstm", batch_size=16, optimizer="rmsprop", dropout=0.3, dtype="float32"),
         dict(cell="lstm", hidden_size=64, num_layers=3, batch_size=4, seq_length=64),
+        dict(cell="gru", embedding_size=16, batch_size=4, optimizer="adam"),
+        dict(cell="lstm", embedding_size=48, dropout=0.2),
         dict(
             cell="rnn",
             hidden_size=100,
@@ -59,7 +61,7 @@ def test_footprint_within_2x_of_what_is_allocated(cfg):
     fp = footprint(cfg, t.vocab.size, 0)
     assert (
         fp.parameters
-        == param_count(t.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.cell)
+        == param_count(t.vocab.size, cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.embedding_size)
         == t.model.theta.size
     )
     real = allocated(t)

@@ -23,9 +23,9 @@ from textgen import pseudo_english  # noqa: E402
 CELLS = ("rnn", "gru", "lstm")
 
 
-def make_model(V, H, L, T, dropout, seed, cell="rnn", B=1):
+def make_model(V, H, L, T, dropout, seed, cell="rnn", B=1, E=0):
     rng = np.random.default_rng(seed)
-    m = Model(V, H, L, T, np.float64, dropout, cell=cell, B=B)
+    m = Model(V, H, L, T, np.float64, dropout, cell=cell, B=B, E=E)
     # larger than the library's init so that every gradient is well away from zero
     m.theta[:] = rng.standard_normal(m.theta.size) * 0.5
     # a carried, non-zero state (and cell state)
@@ -51,12 +51,15 @@ def restore(m, s):
 
 # --- gradient check ----------------------------------------------------------------------------
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("L", [1, 2, 3])
-@pytest.mark.parametrize("dropout", [0.0, 0.4])
-@pytest.mark.parametrize("B", [1, 3])
-def test_gradient_matches_central_differences(cell, L, dropout, B):
+@pytest.mark.parametrize(
+    "L,dropout,B,E",
+    [(L, d, B, 0) for L in (1, 2, 3) for d in (0.0, 0.4) for B in (1, 3)]
+    + [(1, 0.0, 1, 3), (2, 0.4, 3, 3)],  # a learned embedding in front of layer 0
+)
+def test_gradient_matches_central_differences(cell, L, dropout, B, E):
     V, H, T = 6, 4, 5
-    m, inputs, targets = make_model(V, H, L, T, dropout, 10 * L + int(dropout * 10) + B, cell, B)
+    seed = 10 * L + int(dropout * 10) + B + E
+    m, inputs, targets = make_model(V, H, L, T, dropout, seed, cell, B, E)
     s0 = saved_state(m)
     m.forward(inputs, targets)
     m.backward(inputs, targets)
@@ -75,7 +78,7 @@ def test_gradient_matches_central_differences(cell, L, dropout, B):
         numeric[i] = (lp - lm) / (2 * eps)
     # relative error of each parameter block, |a - n| / (|a| + |n|) in the 2-norm: per element
     # it would divide rounding noise (~1e-10 here) by gradients that happen to be ~1e-6
-    a, n = views(analytic, V, H, L, cell), views(numeric, V, H, L, cell)
+    a, n = views(analytic, V, H, L, cell, E), views(numeric, V, H, L, cell, E)
     rel = {
         k: float(np.linalg.norm(a[k] - n[k]) / (np.linalg.norm(a[k]) + np.linalg.norm(n[k])))
         for k in a
@@ -103,12 +106,14 @@ def test_dropout_masks_are_inverted_and_fixed_until_redrawn():
 
 # --- fast path vs the per-timestep oracle ----------------------------------------------------------
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("L", [1, 2, 3])
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-@pytest.mark.parametrize("B", [1, 4])
-def test_fast_path_matches_oracle(cell, L, dropout, B):
+@pytest.mark.parametrize(
+    "L,dropout,B,E",
+    [(L, d, B, 0) for L in (1, 2, 3) for d in (0.0, 0.5) for B in (1, 4)]
+    + [(1, 0.0, 1, 5), (2, 0.5, 4, 5)],  # a learned embedding in front of layer 0
+)
+def test_fast_path_matches_oracle(cell, L, dropout, B, E):
     V, H, T = 11, 9, 13
-    m, inputs, targets = make_model(V, H, L, T, dropout, 100 + L + B, cell, B)
+    m, inputs, targets = make_model(V, H, L, T, dropout, 100 + L + B + E, cell, B, E)
     h0, c0 = m.state(), m.cell_state()
     hprev = [h0[l].copy() for l in range(L)]
     cprev = [c0[l].copy() for l in range(L)] if cell == "lstm" else None
@@ -120,7 +125,7 @@ def test_fast_path_matches_oracle(cell, L, dropout, B):
     o_loss, o_grads, o_last = res[:3]
     o_last_c = res[3] if cell == "lstm" else None
     assert abs(loss - o_loss) <= 1e-10 * max(1.0, abs(o_loss))
-    assert set(o_grads) == {name for name, _ in param_shapes(V, H, L, cell)}
+    assert set(o_grads) == {name for name, _ in param_shapes(V, H, L, cell, E)}
     for name, g in o_grads.items():
         np.testing.assert_allclose(m.g[name], g, rtol=0, atol=1e-10, err_msg=name)
     for l in range(L):
@@ -445,6 +450,8 @@ def test_evaluation_scores_every_held_out_character(cell, cap):
     t.run()
     n = len(t.val_ids) - 1 if cap == 0 else min(cap, len(t.val_ids) - 1)
     assert n % 256 != 0 and n > 256
-    whole = Model(t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell)
+    whole = Model(
+        t.vocab.size, 12, 2, n, np.float64, theta=t.model.theta, cell=cell, E=cfg.embedding
+    )
     expected = whole.forward(t.val_ids[:n, None], t.val_ids[1 : n + 1, None]) / n
     assert t.evaluate() == pytest.approx(expected, rel=1e-12)
