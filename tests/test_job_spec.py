@@ -99,3 +99,18 @@ def test_the_sweep_tag_prefix_is_reserved_for_sweeps():
     assert JobSpec.check_user_tags(["a", "b:c"]) == ("a", "b:c")
     with pytest.raises(SpecError, match="reserved for sweeps"):
         JobSpec.check_user_tags(["sweep:1234"])
+
+
+def test_a_spec_stored_before_embeddings_reads_without_one():
+    """A gated job queued before `embedding_size` existed resumes the checkpoint it wrote: its
+    spec means no embedding, not today's default for its cell."""
+    import json
+
+    from worker.spec import JobSpec
+
+    old = {"corpus_sha256": "a" * 64, "total_iterations": 10, "hyper": {"cell": "gru"}}
+    assert JobSpec.from_json(json.dumps(old)).config.embedding_size == 0
+    new = JobSpec.from_json(json.dumps({**old, "hyper": {"cell": "gru", "hidden_size": 32}}))
+    assert new.config.embedding_size == 0  # still a spec without the field: stored before
+    fresh = JobSpec.from_dict(JobSpec.from_json(json.dumps(old)).to_dict())
+    assert fresh.config.embedding_size == 0  # written back with the field, it stays 0

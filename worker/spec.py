@@ -41,6 +41,15 @@ class SpecError(CharRNNError):
     """A job spec that is malformed or out of bounds (bad input: exit 2 at the command line)."""
 
 
+def stored_config(hyper: dict) -> Config:
+    """The config of a stored spec. One written before `embedding_size` existed trained without
+    an embedding, whatever today's default for its cell is (as `checkpoint.saved_config` reads
+    a checkpoint of that time): a job queued before an upgrade resumes its own checkpoint."""
+    if isinstance(hyper, dict) and "embedding_size" not in hyper:
+        hyper = {**hyper, "embedding_size": 0}
+    return Config.from_dict(hyper)
+
+
 @dataclass(frozen=True)
 class RungPlan:
     """ASHA's part of a sweep's job: the sweep whose rungs it reports to, the milestones, eta.
@@ -232,7 +241,7 @@ class JobSpec:
             total: Any = d.get("total_iterations", d.get("iterations_total"))
             return cls(
                 corpus_sha256=d["corpus_sha256"],
-                config=Config.from_dict(d["hyper"]),
+                config=stored_config(d["hyper"]),
                 total_iterations=total,
                 corpus=d.get("corpus") or "",
                 name=d.get("name"),
