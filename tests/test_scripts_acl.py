@@ -274,7 +274,10 @@ def test_flower_under_its_role_sees_the_workers_and_tasks(tmp_path, corpus_file)
     env = dict(
         os.environ, CHARRNN_REDIS_URL=server.url(user="flower"), FLOWER_UNAUTHENTICATED_API="1"
     )
-    command = ["-m", "celery", "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1"]
+    # Flower asks the workers with a broadcast that waits 1 s for replies by default: on a
+    # loaded machine a reply comes later and the list is empty, so it waits 10 s
+    command = ["-m", "celery", "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1",
+               "--inspect_timeout=10000"]  # fmt: skip
     with open(tmp_path / "flower.log", "wb") as log:
         flower = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=log,
                                   stderr=log, start_new_session=True)  # fmt: skip
@@ -289,7 +292,8 @@ def test_flower_under_its_role_sees_the_workers_and_tasks(tmp_path, corpus_file)
         job = submit(server.url(user="orchestrator"), corpus_file, hidden_size=8, iterations=300)
         assert wait_status(server.client(), job, timeout=180) == "succeeded"
         wait_for(lambda: job in (fetched(get, "/api/tasks") or {}), timeout=60, poll=0.5)
-        assert list(get("/api/workers?refresh=1")) == [f"fw@{socket.gethostname()}"]
+        me = [f"fw@{socket.gethostname()}"]
+        wait_for(lambda: list(get("/api/workers?refresh=1")) == me, timeout=90, poll=2)
         assert refusals(server.client()) == []
     finally:
         flower.terminate()
