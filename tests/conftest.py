@@ -135,6 +135,24 @@ def r(redis_server):
     return client
 
 
+@pytest.fixture(scope="module")
+def workerless_server(tmp_path_factory):
+    """A redis-server no worker ever consumes from, for tests whose messages must stay queued:
+    the session's workers (`pool`) consume the shared server's queue once any test started
+    them, which a test run alone never sees (the whole suite did)."""
+    server = RedisServer(str(tmp_path_factory.mktemp("workerless"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def wr(workerless_server):
+    """A clean client of the workerless server (everything flushed: no worker is bound)."""
+    client = workerless_server.client()
+    client.flushdb()
+    return client
+
+
 @pytest.fixture(scope="session")
 def pool(redis_server, tmp_path_factory):
     """Two session workers for the integration tests."""

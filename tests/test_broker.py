@@ -79,14 +79,10 @@ def test_a_worker_with_a_bad_setting_stops_with_one_line():
 
 
 @pytest.fixture
-def app(redis_server, r):
-    for q in broker.queue_lists():
-        r.delete(q)
-    r.delete(broker.UNACKED)
-    yield client_app(redis_server.url())
-    for q in broker.queue_lists():
-        r.delete(q)
-    r.delete(broker.UNACKED)
+def app(workerless_server, wr):
+    """A client app on a server no worker consumes from: the messages sent stay where kombu put
+    them until the test reads them."""
+    yield client_app(workerless_server.url())
 
 
 def send(app, job_id: str, priority: int = 0) -> None:
@@ -95,36 +91,36 @@ def send(app, job_id: str, priority: int = 0) -> None:
     )
 
 
-def test_kombu_keeps_each_priority_in_the_list_broker_names(app, r):
+def test_kombu_keeps_each_priority_in_the_list_broker_names(app, wr):
     ids = {p: new_job_id() for p in (0, *broker.PRIORITY_STEPS)}
     for p, job_id in ids.items():
         send(app, job_id, p)
     lists = broker.queue_lists()
     assert len(lists) == 1 + len(broker.PRIORITY_STEPS)
     for q, (p, job_id) in zip(lists, ids.items(), strict=True):
-        assert [broker.message_id(raw) for raw in r.lrange(q, 0, -1)] == [job_id], (q, p)
-        assert broker.problem(r.lindex(q, 0), broker.QUEUE) is None  # as the client sends it
-    assert broker.message_ids(r) == set(ids.values())
+        assert [broker.message_id(raw) for raw in wr.lrange(q, 0, -1)] == [job_id], (q, p)
+        assert broker.problem(wr.lindex(q, 0), broker.QUEUE) is None  # as the client sends it
+    assert broker.message_ids(wr) == set(ids.values())
 
 
-def test_a_delivered_message_is_in_the_unacked_hash_broker_names(app, r):
+def test_a_delivered_message_is_in_the_unacked_hash_broker_names(app, wr):
     job_id = new_job_id()
     send(app, job_id)
     with app.connection_for_read() as conn, conn.channel() as channel:
         message = channel.basic_get(broker.QUEUE, no_ack=False)
         assert message.headers["id"] == job_id
-        assert r.llen(broker.QUEUE) == 0 and r.hlen(broker.UNACKED) == 1
-        assert broker.message_ids(r) == {job_id}
+        assert wr.llen(broker.QUEUE) == 0 and wr.hlen(broker.UNACKED) == 1
+        assert broker.message_ids(wr) == {job_id}
         message.ack()
-    assert broker.message_ids(r) == set()
+    assert broker.message_ids(wr) == set()
 
 
-def test_withdraw_takes_back_only_the_jobs_named(app, r):
+def test_withdraw_takes_back_only_the_jobs_named(app, wr):
     keep, take = new_job_id(), [new_job_id(), new_job_id()]
     for job_id in (take[0], keep, take[1]):
         send(app, job_id, priority=9 if job_id == take[1] else 0)
-    assert broker.withdraw(r, take) == 2
-    assert broker.message_ids(r) == {keep}
+    assert broker.withdraw(wr, take) == 2
+    assert broker.message_ids(wr) == {keep}
 
 
 def test_an_undo_that_fails_is_said_not_swallowed(stack, caplog):

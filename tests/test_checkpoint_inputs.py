@@ -220,8 +220,9 @@ def test_charrnn_train_refuses_to_write_a_checkpoint_over_a_fifo(tmp_path, speci
 # --- the pool: commands, dashboard and worker on a stored bomb ----------------------------------
 @pytest.mark.slow
 def test_commands_and_dashboard_refuse_a_stored_bomb_in_bounded_memory(
-    r, redis_server, corpus_file, issue_bomb, specials, tmp_path
+    wr, workerless_server, corpus_file, issue_bomb, specials, tmp_path
 ):
+    r, redis_server = wr, workerless_server  # no worker may run the job and replace the bomb
     url = redis_server.url()
     job = submit(url, corpus_file, **TINY_JOB)  # no worker here: it stays queued
     stored(r, job, issue_bomb)
