@@ -47,7 +47,9 @@ def status(job: dict) -> str:
 
 
 def when(t) -> str:
-    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    """A timestamp as the dashboard shows it: UTC, to the second, and saying so (one convention
+    for both, whatever the machine's time zone)."""
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def echo_json(obj) -> None:

@@ -118,7 +118,7 @@ def list_table(rows: list[dict], width: int | None = None, long: bool = False):
         Col("corpus", 30, free=True, max_width=30),
         Col("took", 50, right=True),
         Col("chars/s", 20, right=True),
-        Col("submitted", 10),
+        Col("submitted (UTC)", 10),
     ]
     cells = [
         [
@@ -130,7 +130,7 @@ def list_table(rows: list[dict], width: int | None = None, long: bool = False):
             plain(leaderboard.corpus_label(j["spec"].corpus)),
             duration(j),
             fmt(j["chars_per_second"], 0),
-            time.strftime("%m-%d %H:%M", time.localtime(j["submitted_at"])),
+            time.strftime("%m-%d %H:%M", time.gmtime(j["submitted_at"])),  # as the dashboard
         ]
         for j in rows
     ]

@@ -120,3 +120,19 @@ def test_both_command_lines_fail_in_one_style():
     assert isinstance(b, Failure) and (a.exit_code, b.exit_code) == (2, 3)
     assert Failure("x", 130).exit_code == 130 and Failure("y").exit_code == 2
     assert b.message == "gone[31m red"
+
+
+def test_times_are_utc_and_say_so(monkeypatch):
+    """One convention for times in both command line and dashboard (issue 22, item 5): UTC,
+    named, whatever the machine's time zone."""
+    import time as _time
+
+    from orchestrator import render
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: a local time would show 05:30
+    _time.tzset()
+    try:
+        assert render.when(86400) == "1970-01-02 00:00:00 UTC"
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
