@@ -200,6 +200,9 @@ def main(argv=None):
     ap.add_argument("--only-torch", action="store_true")
     for k, v in RECIPE.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    ap.add_argument(
+        "--embedding-size", type=int, default=None, help="[default: the config's, H for gated]"
+    )
     a = ap.parse_args(argv)
     if not a.corpus:
         ap.error("give a corpus (or set CHARRNN_BENCH_CORPUS)")
@@ -210,6 +213,8 @@ def main(argv=None):
         else [m for m in (1, 2, 5, 10, 20, 30, 60) if m < a.minutes] + [a.minutes]
     )
     recipe = {k: getattr(a, k) for k in RECIPE}
+    if a.embedding_size is not None:
+        recipe["embedding_size"] = a.embedding_size
     print(
         f"bench_quality  corpus: {a.corpus} ({len(text):,} chars, V={len(set(text))}), "
         f"{a.minutes:g} min each, evaluated at {at} min"
