@@ -93,15 +93,34 @@ def schema(cls: type = Config) -> dict:
 SCHEMA = schema()
 
 
+MAX_FILE_BYTES = 1 << 20
+"""A sweep or tune file is a page of YAML: a megabyte is far above any real one."""
+
+
 def read_file(path: str, corpus_given: bool = False) -> dict:
     """A sweep file, YAML (.yaml/.yml) or JSON, checked against SCHEMA. Its corpus paths are
     relative to the file and must stay under the file's folder (unless corpus_given: the
     command line names the corpus instead)."""
+    spec = parse(path)
+    check_schema(spec, f"sweep file {path}")
+    return localize_corpus(spec, path, corpus_given)
+
+
+def parse(path: str) -> dict:
+    """The mapping a sweep (or tune) file holds, unchecked: a regular file of at most
+    MAX_FILE_BYTES (a FIFO would hang the command, /dev/zero never end), UTF-8, YAML or JSON."""
+    from charrnn.archive import ArchiveError, open_regular
+
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = f.read()
+        f, size = open_regular(path)
+        with f:
+            if size > MAX_FILE_BYTES:
+                raise BadInput(f"sweep file {path} is {size:,} bytes, above {MAX_FILE_BYTES:,}")
+            raw = f.read(MAX_FILE_BYTES + 1).decode("utf-8")
     except OSError as e:
         raise BadInput(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    except ArchiveError as e:
+        raise BadInput(f"cannot read sweep file {path}: it {e}") from None
     except UnicodeDecodeError:
         raise BadInput(f"sweep file {path} is not UTF-8 text") from None
     try:
@@ -120,7 +139,12 @@ def read_file(path: str, corpus_given: bool = False) -> dict:
         raise BadInput(
             f"sweep file {path}: expected a mapping at the top, got {type(spec).__name__}"
         )
-    check_schema(spec, f"sweep file {path}")
+    return spec
+
+
+def localize_corpus(spec: dict, path: str, corpus_given: bool) -> dict:
+    """The file's corpus paths resolved against its folder and confined to it, or dropped when
+    the command line names the corpus."""
     if corpus_given:
         spec.pop("corpus", None)
     elif "corpus" in spec:

@@ -25,7 +25,7 @@ from worker.store import JobStore, new_job_id
 
 from . import jobs, render, sweeps, tables, tunespace
 from .errors import BadInput
-from .sweepfile import check_schema
+from .sweepfile import check_schema, localize_corpus, parse
 
 TUNE_FILE_KEYS = ("search", "budget", "space", "parallel", "seed")
 
@@ -33,40 +33,21 @@ TUNE_FILE_KEYS = ("search", "budget", "space", "parallel", "seed")
 def is_tune_file(path: str) -> bool:
     """A sweep file that says `search: tpe` (False for anything unreadable: the sweep's own
     reader says what is wrong with it)."""
-    import yaml
-
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f.read())
-    except Exception:  # noqa: BLE001
+        return parse(path).get("search") == advance.SEARCH
+    except BadInput:
         return False
-    return isinstance(raw, dict) and raw.get("search") == advance.SEARCH
 
 
 def read_tune_file(path: str, corpus_given: bool) -> dict:
     """A sweep file with `search: tpe`: its budget, space, parallel and seed taken out, the
     rest (corpus, fixed, name, tags, checkpoint_every) checked as a sweep file's."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f.read())
-    except OSError as e:
-        raise BadInput(f"cannot read sweep file {path}: {e.strerror or e}") from None
-    except Exception as e:  # yaml.YAMLError, UnicodeDecodeError
-        raise BadInput(f"sweep file {path} is not valid YAML or JSON: {str(e)[:200]}") from None
-    if not isinstance(raw, dict) or raw.get("search") != advance.SEARCH:
+    raw = parse(path)
+    if raw.get("search") != advance.SEARCH:
         raise BadInput(f"sweep file {path}: a tune's file says `search: {advance.SEARCH}`")
     tune_part = {k: raw.pop(k) for k in TUNE_FILE_KEYS if k in raw}
     check_schema(raw, f"sweep file {path}")
-    if corpus_given:
-        raw.pop("corpus", None)
-    elif "corpus" in raw:
-        from .sweepfile import _confined
-
-        paths = [raw["corpus"]] if isinstance(raw["corpus"], str) else raw["corpus"]
-        raw["corpus"] = [_confined(c, path) for c in paths]
-    return {**raw, **tune_part}
+    return {**localize_corpus(raw, path, corpus_given), **tune_part}
 
 
 def plan(

@@ -4,6 +4,7 @@ no Celery)."""
 import itertools
 import json
 import math
+import os
 import random
 import uuid
 
@@ -495,3 +496,23 @@ def test_reserved_sweep_tag_is_refused():
     with pytest.raises(SpecError, match="reserved"):
         sweeps.check_tags(("sweep:x",))
     sweeps.check_tags(("sweeps", "my-sweep:1"))
+
+
+@pytest.mark.parametrize("command", [["sweep", "--corpus", "x.txt", "-f"], ["tune", "-f"]])
+def test_a_sweep_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, command):
+    """A FIFO named as a sweep or tune file blocked both commands for ever (one reader now,
+    regular files only, as corpora and checkpoints are)."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "sweep.yaml"
+    os.mkfifo(fifo)
+    p = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *command, str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CHARRNN_HOME": str(tmp_path / "home")},
+    )
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == f"error: cannot read sweep file {fifo}: it is not a regular file"
