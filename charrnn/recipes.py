@@ -108,6 +108,14 @@ def minutes_for(name: str | None, given: dict[str, Any], minutes: float | None) 
     return recipe(name).minutes
 
 
+def for_budget(minutes: float) -> Recipe:
+    """The recipe measured for the longest budget that fits in `minutes` (the shortest one
+    below them all): what a tune trains as its recipe trial."""
+    timed = sorted((r for r in RECIPES.values() if r.minutes), key=lambda r: r.minutes or 0)
+    fits = [r for r in timed if (r.minutes or 0) <= minutes]
+    return fits[-1] if fits else timed[0]
+
+
 def help_text() -> str:
     """For --help: each recipe, its budget and what it gave."""
     return "; ".join(

@@ -149,7 +149,7 @@ def sweep(
 @json_option
 @pass_ctx
 def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, seed, sampler,
-         name, tags, wait, as_json):  # fmt: skip
+         recipe_trial, name, tags, wait, as_json):  # fmt: skip
     """Search hyperparameters with Optuna's TPE on the pool, within a time budget: each trial's
     point is proposed from the results so far; weak trials stop early (ASHA). Prints the tune's
     id (a sweep's: status, results, compare, watch take it); the result is the best trial's
@@ -160,7 +160,17 @@ def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, se
     """
     file = tune_cmd.read_tune_file(spec_file, corpus_given=bool(corpus)) if spec_file else None
     text, spec = tune_cmd.plan(
-        corpus, minutes, trials, trial_minutes, parallel, seed, file, name, tuple(tags), sampler
+        corpus,
+        minutes,
+        trials,
+        trial_minutes,
+        parallel,
+        seed,
+        file,
+        name,
+        tuple(tags),
+        sampler,
+        recipe_trial,
     )
     store = c.store(start=True)
     tune_id, ids = tune_cmd.create(store, c.url(), text, spec)

@@ -270,6 +270,13 @@ TUNE_OPTIONS = (
         show_default=True,
         help="random: the baseline (random search, same space, budget and rungs).",
     ),
+    click.option(
+        "--recipe-trial/--no-recipe-trial",
+        default=True,
+        show_default=True,
+        help="With --minutes and the default space: one slot trains the recipe for the budget "
+        "for the whole budget, the others search.",
+    ),
     click.option("--name", default=None, help="A name for the tune."),
     click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable)."),
     click.option("--wait", is_flag=True, help="Follow the tune to its end and print its best."),

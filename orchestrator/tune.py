@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from charrnn import Config
+from charrnn import Config, recipes
 from charrnn.data import corpus_sha256, prepare
 from charrnn.errors import CharRNNError
 from worker import acl, keys
@@ -61,6 +61,7 @@ def plan(
     name: str | None,
     tags: tuple[str, ...],
     sampler: str = "tpe",
+    recipe_trial: bool = True,
 ) -> tuple[str, dict]:
     """The tune's text and spec, every point it may propose checked against the corpus and the
     pool's limits (BadInput: one line, nothing stored)."""
@@ -79,17 +80,7 @@ def plan(
     n_train = len(prepare(text, fixed.get("val_fraction", 0.1), 1)[1])
     if fixed.get("val_fraction", 0.1) <= 0 or n_train < 2:
         raise BadInput(f"corpus {corpus} is too small to split into training and held-out text")
-    if minutes is not None:
-        trial = trial_minutes or tunespace.trial_minutes(minutes, parallel)
-        if minutes < tunespace.MIN_TRIAL_MINUTES or trial > minutes:
-            raise BadInput(
-                f"{minutes:g} minutes are too short for one trial (at least "
-                f"{max(tunespace.MIN_TRIAL_MINUTES, trial_minutes or 0):g})"
-            )
-    else:
-        trial = trial_minutes or 1.0
-    if trial < tunespace.MIN_TRIAL_MINUTES:
-        raise BadInput(f"a trial needs at least {tunespace.MIN_TRIAL_MINUTES:g} minutes")
+    trial = _trial_minutes(minutes, trial_minutes, parallel)
     space = file.get("space") or tunespace.default_space(n_train, trial)
     if not space:
         raise BadInput(
@@ -99,6 +90,8 @@ def plan(
     space = {sweeps.param_name(k): sweeps._distribution(sweeps.param_name(k), d)
              for k, d in space.items()}  # fmt: skip
     _check_corners(corpus, fixed, space)
+    # the recipe trial: with a time budget, the default space and a slot to spare
+    with_recipe = recipe_trial and parallel > 1 and not file.get("space")
     spec = {
         "search": advance.SEARCH,
         "name": name or file.get("name"),
@@ -121,10 +114,44 @@ def plan(
             "parallel": parallel,
             "sampler": sampler,
             "corpus_sha256": corpus_sha256(text),
+            "recipe_trial": (
+                _recipe_trial(corpus, file, minutes) if with_recipe and minutes else None
+            ),
         },
     }
     sweeps.check_tags(spec["tags"])
     return text, spec
+
+
+def _trial_minutes(minutes: float | None, given: float | None, parallel: int) -> float:
+    """A full trial's length: as given, or from the budget (BadInput: too short for one)."""
+    if minutes is not None:
+        trial = given or tunespace.trial_minutes(minutes, parallel)
+        if minutes < tunespace.MIN_TRIAL_MINUTES or trial > minutes:
+            raise BadInput(
+                f"{minutes:g} minutes are too short for one trial (at least "
+                f"{max(tunespace.MIN_TRIAL_MINUTES, given or 0):g})"
+            )
+    else:
+        trial = given or 1.0
+    if trial < tunespace.MIN_TRIAL_MINUTES:
+        raise BadInput(f"a trial needs at least {tunespace.MIN_TRIAL_MINUTES:g} minutes")
+    return trial
+
+
+def _recipe_trial(corpus: str, file: dict, minutes: float) -> dict | None:
+    """The recipe for the budget, the user's fixed values over it; None when it does not fit
+    the pool's limits (the tune then searches with every slot)."""
+    r = recipes.for_budget(minutes)
+    given = {sweeps.param_name(k): sweeps._typed(sweeps.param_name(k), v)
+             for k, v in (file.get("fixed") or {}).items()}  # fmt: skip
+    values = {**tunespace.FIXED, **r.values, **given}
+    try:
+        Config.from_dict(values)
+        jobs.validate(corpus, [{**values, "iterations": 10**6}])
+    except (CharRNNError, JobTooLarge, BadInput):
+        return None
+    return {"recipe": r.name, "values": values}
 
 
 def advance_label(x: float) -> int:
@@ -180,16 +207,22 @@ def create(store: JobStore, url: str, text: str, spec: dict) -> tuple[str, list[
     t = spec["tune"]
     if t["minutes"] is not None:
         t["deadline"] = now + 60.0 * t["minutes"]
-    first = min(t["parallel"], t["trials"] or t["parallel"])
     sweep = {"sweep_id": sweep_id, "spec": spec, "job_ids": []}
+    job_specs = []
+    if t.get("recipe_trial"):  # trial 0, in the first slot
+        s = advance.recipe_trial_spec(sweep, t["corpus_sha256"], now)
+        if s is None:
+            raise BadInput("the budget is too short for one trial")
+        t["recipe_job"] = new_job_id()
+        job_specs.append((t["recipe_job"], s))
+    slots = t["parallel"] - len(job_specs)
     trials: list[dict] = []
-    for number in range(first):  # each proposed with the ones before it running
+    for number in range(len(job_specs), len(job_specs) + min(slots, t["trials"] or slots)):
+        # each proposed with the ones before it running
         params = advance.propose(spec["space"], t["seed"], number, [
             {"params": p, "state": "running", "value": None, "rungs": {}} for p in trials
         ], t["sampler"])  # fmt: skip
         trials.append(params)
-    job_specs = []
-    for number, params in enumerate(trials):
         s = advance.trial_spec(sweep, t["corpus_sha256"], number, params, now)
         if s is None:
             raise BadInput("the budget is too short for one trial")
@@ -285,8 +318,10 @@ def result(store: JobStore, sw: dict) -> dict:
 def summary(spec: dict) -> str:
     t = spec["tune"]
     budget = f"{t['minutes']:g} minutes" if t["minutes"] is not None else f"{t['trials']} trials"
+    rt = t.get("recipe_trial")
+    recipe = f"the {rt['recipe']} recipe for the whole budget and " if rt else ""
     return (
-        f"tune: {budget}, trials of {t['trial_minutes']:g} min, {t['parallel']} at a time, "
-        f"{t['sampler'].upper()} seed {t['seed']}, ASHA at 1/9 and 1/3 of each trial; space "
-        + json.dumps(spec["space"], separators=(",", ":"))
+        f"tune: {budget}, {recipe}trials of {t['trial_minutes']:g} min, {t['parallel']} at a "
+        f"time, {t['sampler'].upper()} seed {t['seed']}, ASHA at 1/9 and 1/3 of each trial; "
+        "space " + json.dumps(spec["space"], separators=(",", ":"))
     )

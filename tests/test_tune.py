@@ -329,3 +329,100 @@ def test_a_tune_runs_with_the_roles_own_rights(tmp_path):
         for w in workers:
             w.stop()
         server.stop(kill=True)
+
+
+# --- the recipe trial: one slot trains the recipe for the budget, the others search -----------
+def test_the_recipe_for_a_budget_is_the_longest_that_fits():
+    from charrnn import recipes
+
+    assert [recipes.for_budget(m).name for m in (0.5, 2, 9.9, 10, 30, 60, 600)] == [
+        "2min", "2min", "2min", "10min", "10min", "60min", "60min"
+    ]  # fmt: skip
+
+
+def created_trials(r, out) -> list[JobSpec]:
+    return [JobSpec.from_json(r.hget(keys.job(j), "spec")) for j in out["job_ids"]]
+
+
+def test_a_timed_tune_starts_the_recipe_for_its_budget_beside_its_first_proposals(
+    workerless_server, wr, tmp_path
+):
+    """`tune --minutes 12 --parallel 3`: trial 0 is the 10min recipe (as `submit --recipe
+    10min` would train it) for the whole 12 minutes, outside ASHA; trials 1 and 2 are TPE's.
+    A later proposal is made from the searched trials alone, as if the recipe trial were not
+    there; the recipe trial ending advances the tune like any trial."""
+    from charrnn.recipes import RECIPES
+    from worker.store import JobStore
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=6, words=6000))
+    url = workerless_server.url()
+    p = run_cli("tune", "--corpus", str(corpus), "--minutes", "12", "--parallel", "3",
+                "--seed", "5", "--json", url=url, check=True)  # fmt: skip
+    out = json.loads(p.stdout)
+    recipe, *searched = created_trials(wr, out)
+    assert recipe.rungs is None and 11.9 < recipe.minutes <= 12
+    assert recipe.name.endswith("#0 (10min recipe)")
+    assert {k: recipe.config.to_dict()[k] for k in RECIPES["10min"].values} == RECIPES[
+        "10min"
+    ].values
+    assert len(searched) == 2 and all(s.rungs is not None for s in searched)
+    spec = json.loads(wr.hget(keys.sweep(out["tune_id"]), "spec"))
+    assert spec["tune"]["recipe_job"] == out["job_ids"][0]
+    # trial 1 ends: trial 3 is proposed from trials 1 and 2 alone
+    end_trial(wr, out["job_ids"][1], 1.7)
+    store = JobStore(workerless_server.client())
+    new = advance.advance(store, out["tune_id"], out["job_ids"][1], lambda j: None)
+    jobs = store.jobs(out["job_ids"][1:])
+    evidence = [advance.trial_of(j, spec["space"], {}) for j in jobs]
+    expected = advance.propose(spec["space"], 5, 3, evidence)
+    made = JobSpec.from_json(wr.hget(keys.job(new), "spec")).config.to_dict()
+    assert {k: made[k] for k in expected} == expected
+    end_trial(wr, out["job_ids"][0], 1.6)
+    assert advance.advance(store, out["tune_id"], out["job_ids"][0], lambda j: None)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--no-recipe-trial"], ["--parallel", "1"], ["--trials", "4"], ["-f", "FILE"]],
+    ids=["refused", "one slot", "a trial count", "the user's space"],
+)
+def test_no_recipe_trial_without_a_time_budget_a_spare_slot_and_the_default_space(
+    workerless_server, wr, tmp_path, extra
+):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=6, words=6000))
+    extra = [tune_file(tmp_path, corpus) if x == "FILE" else x for x in extra]
+    budget = [] if "--trials" in extra else ["--minutes", "12"]
+    p = run_cli("tune", "--corpus", str(corpus), *budget, "--seed", "5", "--json", *extra,
+                url=workerless_server.url(), check=True)  # fmt: skip
+    out = json.loads(p.stdout)
+    assert all(s.rungs is not None and "recipe" not in s.name for s in created_trials(wr, out))
+    spec = json.loads(wr.hget(keys.sweep(out["tune_id"]), "spec"))
+    assert spec["tune"]["recipe_trial"] is None
+
+
+@pytest.mark.slow
+def test_a_tunes_recipe_trial_runs_the_whole_budget_beside_the_search(stack, tmp_path):
+    """Two workers, a 1.5-minute tune with the default space: the 2min recipe trains on one
+    for the whole budget and is never stopped early; the other runs searched trials one after
+    another; the result is the lowest best held-out loss of them all, the recipe's included."""
+    server, worker = stack
+    worker("a").start()
+    worker("b").start()
+    r = server.client()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=2, words=6000))
+    p = run_cli("tune", "--corpus", str(corpus), "--minutes", "1.5", "--trial-minutes", "0.5",
+                "--seed", "3", "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    ids = trials_of(r, out["tune_id"])
+    recipe = JobSpec.from_json(r.hget(keys.job(ids[0]), "spec"))
+    assert recipe.name.endswith("(2min recipe)") and recipe.budget is not None
+    assert recipe.budget["minutes"] > 1.3  # settled from (nearly) the whole budget
+    assert r.hget(keys.job(ids[0]), "status") == b"succeeded"
+    assert len(ids) > 2  # the other slot searched
+    losses = {j: float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))}
+    assert ids[0] in losses and out["best"]["best_val_loss"] == min(losses.values())
+    assert_each_trial_once(r, out["tune_id"], 2)

@@ -211,6 +211,34 @@ def trial_spec(sweep: dict, sha: str, number: int, params: dict, now: float) -> 
     )
 
 
+def recipe_trial_spec(sweep: dict, sha: str, now: float) -> JobSpec | None:
+    """Trial 0 of a tune with a recipe trial: the recipe for the budget (charrnn/recipes.py)
+    trained for the whole budget, outside ASHA and outside the study. Hyperband's last bracket
+    does the same, one configuration at full resource with no early stop: the tune is then
+    never worse than the recipe alone, and the other slots search for better (None: no time)."""
+    spec, t = sweep["spec"], sweep["spec"]["tune"]
+    rt = t.get("recipe_trial")
+    if not rt or t.get("deadline") is None:
+        return None
+    left = (t["deadline"] - now) / 60.0
+    if left * 60 < MIN_TRIAL_SECONDS:
+        return None
+    name = spec.get("name") or "tune"
+    return JobSpec(
+        corpus_sha256=sha,
+        config=Config.from_dict(rt["values"]),
+        total_iterations=None,
+        corpus=spec["corpus"][0],
+        name=f"{name} #0 ({rt['recipe']} recipe)",
+        tags=tuple(spec.get("tags") or ()) + (keys.sweep_tag(sweep["sweep_id"]),),
+        checkpoint_every=spec.get("checkpoint_every") or 1000,
+        sweep_id=sweep["sweep_id"],
+        rungs=None,
+        minutes=min(float(t["minutes"]), left),
+        deadline=t["deadline"],
+    )
+
+
 def redis_now(r: redis.Redis) -> float:
     sec, usec = r.time()
     return sec + usec / 1e6
@@ -222,7 +250,9 @@ def next_spec(store: JobStore, sweep: dict, now: float) -> JobSpec | None:
     jobs = store.jobs(sweep["job_ids"])
     es = spec.get("early_stop") or {}
     losses = rung_losses(store, sweep["sweep_id"], list(es.get("rungs") or []))
-    trials = [trial_of(j, spec["space"], losses) for j in jobs]
+    # the recipe trial is not evidence for the study: its length is the budget's, not a trial's
+    recipe_job = spec["tune"].get("recipe_job")
+    trials = [trial_of(j, spec["space"], losses) for j in jobs if j["job_id"] != recipe_job]
     number = len(sweep["job_ids"])
     sha = jobs[0]["spec"].corpus_sha256 if jobs else spec["tune"]["corpus_sha256"]
     if trial_spec(sweep, sha, number, {}, now) is None and spec["space"]:
