@@ -44,21 +44,38 @@ def whole_heldout_loss(raw: bytes, text: str) -> float:
 
 def run_tune(url, r, corpus, minutes, seed, sampler, workers) -> dict:
     t0 = time.monotonic()
+    # random search is the baseline as it stands: every slot searches
+    plain = ["--no-recipe-trial"] if sampler == "random" else []
     p = run_cli("tune", "--corpus", corpus, "--minutes", str(minutes), "--seed", str(seed),
-                "--sampler", sampler, "--parallel", str(workers), "--wait", "--json",
+                "--sampler", sampler, "--parallel", str(workers), "--wait", "--json", *plain,
                 url=url, timeout=minutes * 60 + 1800)  # fmt: skip
     if p.returncode not in (0, 1):
         raise SystemExit(f"tune failed: {p.stderr[-2000:]}")
     out = json.loads(p.stdout)
     best = out["best"]
     raw = r.hget(keys.checkpoint(best["job_id"], "best"), "data") if best else None
-    return {
+    spec = json.loads(r.hget(keys.sweep(out["tune_id"]), "spec"))
+    recipe_job = spec["tune"].get("recipe_job")
+    rows = [{
         "what": f"{sampler} seed {seed}",
         "seconds": round(time.monotonic() - t0),
         "trials": out["trials"],
         "best": best,
+        "best_is": "recipe trial" if best and best["job_id"] == recipe_job else "searched",
         "raw": raw,
-    }
+    }]  # fmt: skip
+    if recipe_job:  # what the search alone gave: the best of the other trials
+        searched = [j.decode() for j in r.lrange(keys.sweep_jobs(out["tune_id"]), 0, -1)]
+        losses = {j: float(v) for j in searched if j != recipe_job
+                  and (v := r.hget(keys.job(j), "best_val_loss"))}  # fmt: skip
+        for label, job in (
+            ("  its recipe trial", recipe_job),
+            ("  its best searched", min(losses, key=losses.get, default=None)),
+        ):
+            if job:
+                rows.append({"what": label, "seconds": "", "trials": "",
+                             "raw": r.hget(keys.checkpoint(job, "best"), "data")})  # fmt: skip
+    return rows
 
 
 def run_recipes(corpus, recipes, minutes, folder) -> list[dict]:
@@ -102,8 +119,7 @@ def main() -> None:
         r = server.client()
         for seed in seeds:
             for sampler in [x for x in a.samplers.split(",") if x]:
-                rows.append(run_tune(server.url(), r, a.corpus, a.minutes, seed, sampler,
-                                     a.workers))  # fmt: skip
+                rows += run_tune(server.url(), r, a.corpus, a.minutes, seed, sampler, a.workers)
     finally:
         for w in workers:
             w.stop()
@@ -118,7 +134,7 @@ def main() -> None:
         held = "-" if row["heldout"] is None else f"{row['heldout']:.4f}"
         print(f"{row['what']:24} {row['seconds']:>8} {row.get('trials', '-'):>7} {held:>9}")
     for kind in ("tpe", "random"):
-        vals = [x["heldout"] for x in rows if x["what"].startswith(kind) and x["heldout"]]
+        vals = [x["heldout"] for x in rows if x["what"].startswith(f"{kind} ") and x["heldout"]]
         if vals:
             print(f"{kind} mean {statistics.mean(vals):.4f} over {len(vals)} seeds")
     print(json.dumps({"corpus": a.corpus, "minutes": a.minutes, "rows": rows}, default=str))
