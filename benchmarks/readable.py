@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from charrnn.data import read_corpus  # noqa: E402
+from charrnn.errors import CharRNNError  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z]{2,}")
 
@@ -32,10 +33,14 @@ def share_of_words(sample: str, corpus: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    if len(sys.argv) not in (2, 3):
+    if len(sys.argv) not in (2, 3) or sys.argv[1] in ("-h", "--help"):
         sys.exit(__doc__)
-    corpus = read_corpus(sys.argv[1])
-    sample = open(sys.argv[2], encoding="utf-8").read() if len(sys.argv) == 3 else sys.stdin.read()
+    try:
+        corpus = read_corpus(sys.argv[1])
+        with open(sys.argv[2] if len(sys.argv) == 3 else 0, encoding="utf-8") as f:
+            sample = f.read()
+    except (CharRNNError, OSError, UnicodeDecodeError) as e:
+        sys.exit(f"readable.py: {e}")
     share, n = share_of_words(sample, corpus)
     print(f"{share:.1%} of {n} sampled words are words of the corpus")
 

@@ -125,6 +125,9 @@ class Reaper:
             return tune.reap(self.store, self.resend, f"reaper {self.host}")
         except redis.RedisError:
             raise
+        except tune.OptunaMissing:
+            tune.tell_missing_once()
+            return []
         except Exception:  # noqa: BLE001 - a tune's proposal must not stop the reaper's scans
             log.exception("reaper: could not advance a tune")
             return []

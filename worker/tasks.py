@@ -68,6 +68,8 @@ def _advance_tune(job_id: str, outcome: Outcome, host: str) -> None:
         return
     try:
         tune.after_job(store(), job_id, resend, host)
+    except tune.OptunaMissing:
+        tune.tell_missing_once()
     except Exception:  # noqa: BLE001
         log.exception("job %s: could not advance its tune", job_id)
 

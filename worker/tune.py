@@ -49,6 +49,21 @@ class OptunaMissing(ImportError):
     """The `tune` extra is not installed."""
 
 
+_told_missing = False
+
+
+def tell_missing_once() -> None:
+    """A worker without the extra logs it once, not once per trial and reaper period: the
+    tunes are advanced by the workers and followers that have it."""
+    global _told_missing
+    if not _told_missing:
+        _told_missing = True
+        log.warning(
+            "this worker has no Optuna: it leaves tunes' next trials to workers and followers "
+            "that have it (pip install 'charrnn[tune]')"
+        )
+
+
 def optuna():
     try:
         import optuna as o
