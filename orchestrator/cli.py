@@ -159,20 +159,17 @@ def tune(c: Ctx, spec_file, corpus, minutes, trials, trial_minutes, parallel, se
       orchestrator tune --corpus input.txt --minutes 30 --wait
     """
     file = tune_cmd.read_tune_file(spec_file, corpus_given=bool(corpus)) if spec_file else None
-    text, spec = tune_cmd.plan(
-        corpus,
-        minutes,
-        trials,
-        trial_minutes,
-        parallel,
-        seed,
-        file,
-        name,
-        tuple(tags),
-        sampler,
-        recipe_trial,
-    )
+
+    def plan(slots: int | None) -> tuple[str, dict]:
+        return tune_cmd.plan(corpus, minutes, trials, trial_minutes, slots, seed, file, name,
+                             tuple(tags), sampler, recipe_trial)  # fmt: skip
+
+    text, spec = plan(parallel)  # bad input refused before Redis starts
     store = c.store(start=True)
+    if parallel is None and not (file or {}).get("parallel"):
+        slots = tune_cmd.pool_slots(store)  # the pool's size, once it can be read
+        if slots and slots != spec["tune"]["parallel"]:
+            text, spec = plan(slots)
     tune_id, ids = tune_cmd.create(store, c.url(), text, spec)
     if not as_json:
         click.echo(f"tune {tune_id}")

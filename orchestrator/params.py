@@ -253,9 +253,9 @@ TUNE_OPTIONS = (
     click.option(
         "--parallel",
         type=click.IntRange(min=1, max=1000),
-        default=2,
-        show_default=True,
-        help="Trials in flight at once (about the workers free for the tune).",
+        default=None,
+        help="Trials in flight at once (default: the file's, else the live workers' slots, "
+        "else 2).",
     ),
     click.option(
         "--seed",

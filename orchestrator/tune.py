@@ -50,12 +50,28 @@ def read_tune_file(path: str, corpus_given: bool) -> dict:
     return {**localize_corpus(raw, path, corpus_given), **tune_part}
 
 
+DEFAULT_PARALLEL = 2
+"""Trials in flight when neither the command nor the file says, and no worker is seen yet."""
+
+
+def pool_slots(store: JobStore) -> int | None:
+    """The live workers' slots (their concurrency, summed): a tune's default parallelism, so a
+    pool of eight runs eight trials at once (None: no worker seen, or its presence unreadable)."""
+    from worker import presence
+
+    try:
+        n = sum(w["concurrency"] or 1 for w in presence.live(store.r))
+    except redis.RedisError:
+        return None
+    return n or None
+
+
 def plan(
     corpus: str,
     minutes: float | None,
     trials: int | None,
     trial_minutes: float | None,
-    parallel: int,
+    parallel: int | None,
     seed: int | None,
     file: dict | None,
     name: str | None,
@@ -80,6 +96,7 @@ def plan(
     n_train = len(prepare(text, fixed.get("val_fraction", 0.1), 1)[1])
     if fixed.get("val_fraction", 0.1) <= 0 or n_train < 2:
         raise BadInput(f"corpus {corpus} is too small to split into training and held-out text")
+    parallel = parallel or _parallel(file.get("parallel"))
     trial = _trial_minutes(minutes, trial_minutes, parallel)
     space = file.get("space") or tunespace.default_space(n_train, trial)
     if not space:
@@ -121,6 +138,14 @@ def plan(
     }
     sweeps.check_tags(spec["tags"])
     return text, spec
+
+
+def _parallel(given) -> int:
+    if given is None:
+        return DEFAULT_PARALLEL
+    if isinstance(given, bool) or not isinstance(given, int) or not 1 <= given <= 1000:
+        raise BadInput(f"a tune file's parallel is a whole number from 1 to 1000, not {given!r}")
+    return given
 
 
 def _trial_minutes(minutes: float | None, given: float | None, parallel: int) -> float:

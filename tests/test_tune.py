@@ -426,3 +426,29 @@ def test_a_tunes_recipe_trial_runs_the_whole_budget_beside_the_search(stack, tmp
     losses = {j: float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))}
     assert ids[0] in losses and out["best"]["best_val_loss"] == min(losses.values())
     assert_each_trial_once(r, out["tune_id"], 2)
+
+
+def test_a_tune_runs_as_many_trials_at_once_as_the_pool_has_slots(workerless_server, wr, tmp_path):
+    """No --parallel: the live workers' slots (their concurrency, from the presence registry);
+    a tune file's `parallel` wins over them, --parallel over both; a bad one is refused."""
+    for name, slots in (("w1@a", 3), ("w2@b", 2)):
+        wr.zadd(keys.workers(), {name: time.time()})
+        wr.hset(keys.worker(name), mapping={"host": "h", "pid": 1, "concurrency": slots})
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=6, words=6000))
+    url = workerless_server.url()
+
+    def parallel(*extra) -> int:
+        p = run_cli("tune", "--minutes", "12", "--seed", "5", "--json", *extra, url=url)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        spec = json.loads(wr.hget(keys.sweep(out["tune_id"]), "spec"))
+        assert len(out["job_ids"]) == spec["tune"]["parallel"]
+        return spec["tune"]["parallel"]
+
+    assert parallel("--corpus", str(corpus)) == 5
+    assert parallel("-f", tune_file(tmp_path, corpus, parallel=3)) == 3
+    assert parallel("-f", tune_file(tmp_path, corpus, parallel=3), "--parallel", "4") == 4
+    p = run_cli("tune", "-f", tune_file(tmp_path, corpus, parallel="x"), "--minutes", "12",
+                url=url)  # fmt: skip
+    assert p.returncode == 2 and "parallel" in p.stderr and len(p.stderr.splitlines()) == 1
