@@ -127,3 +127,21 @@ def test_a_short_fast_job_still_draws_a_curve(pool, r, redis_server, corpus_file
     assert [it for it, _, _ in history] == sorted(it for it, _, _ in history)
     evals = {it for it, _, val in history if val is not None and it % 200 == 0}
     assert evals >= set(range(200, 2001, 200)), sorted(evals)
+
+
+def test_a_poll_reads_only_the_samples_written_since(wr):
+    """`samples(job, start=k)` reads from Redis the rows from the k-th written on, not the whole
+    kept list; those trimmed away are gone, and none is read twice."""
+    from worker.store import JobStore
+
+    job = "0b7e4f2c-0000-4000-8000-000000000001"
+    for it in range(6, 11):  # samples 1..5 were trimmed; 6..10 are kept
+        wr.rpush(keys.samples(job), json.dumps({"iteration": it, "text": "x" * 1000}))
+    wr.hset(keys.job(job), "samples_written", 10)
+    store = JobStore(wr)
+    iterations = {k: [s["iteration"] for s in store.samples(job, start=k)] for k in (2, 7, 9, 10)}
+    assert iterations == {2: [6, 7, 8, 9, 10], 7: [8, 9, 10], 9: [10], 10: []}
+    wr.execute_command("CONFIG", "RESETSTAT")
+    store.samples(job, start=9)
+    read = wr.info("stats")["total_net_output_bytes"]
+    assert read < 1000 + 500  # the one new row, not the five

@@ -7,12 +7,11 @@ import builtins
 import json
 from typing import TYPE_CHECKING
 
+import redis
+
 from . import keys
 from .errors import NoCheckpoint
 from .job import field_name
-
-if TYPE_CHECKING:
-    import redis
 
 
 def as_text(v: object) -> str:
@@ -48,13 +47,28 @@ class JobOutputs:
         if last or not start:
             rows = self.r.lrange(keys.samples(job_id), -1 if last else 0, -1)
         else:
-            with self.r.pipeline(transaction=True) as p:
-                p.hget(keys.job(job_id), field_name("samples_written"))
-                p.lrange(keys.samples(job_id), 0, -1)
-                written, rows = p.execute()
-            dropped = int(written or len(rows)) - len(rows)  # trimmed from the front
-            rows = rows[max(0, start - dropped) :]
+            rows = self._samples_from(job_id, start)
         return [json.loads(x) for x in rows]
+
+    def _samples_from(self, job_id: str, start: int) -> list:
+        """The rows from the `start`-th written on, only those read from Redis (a live page's
+        poll: ten kept samples of 100,000 characters are a megabyte a poll otherwise). WATCH:
+        a sample written between the count and the read would shift the tail by one."""
+        key = keys.samples(job_id)
+        while True:
+            with self.r.pipeline(transaction=True) as p:
+                try:
+                    p.watch(key)
+                    written = p.hget(keys.job(job_id), field_name("samples_written"))
+                    new = (int(written) if written else p.llen(key)) - start
+                    if new <= 0:
+                        return []
+                    p.multi()
+                    p.lrange(key, -new, -1)  # the kept ones of them, if some were trimmed
+                    (rows,) = p.execute()
+                    return rows
+                except redis.WatchError:
+                    continue
 
     def sample_count(self, job_id: str) -> int:
         """Samples written so far, including those trimmed away."""
