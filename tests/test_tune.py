@@ -121,17 +121,22 @@ def assert_each_trial_once(r, tune_id, parallel: int):
     assert all(starts(r, j) == 1 for j in ids)
 
 
+def two_workers(stack, tmp_path):
+    """Workers a and b on the stack's server, and a corpus: (server, client, corpus path)."""
+    server, worker = stack
+    worker("a").start()
+    worker("b").start()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_corpus(seed=2, words=6000))
+    return server, server.client(), corpus
+
+
 @pytest.mark.slow
 def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
     """Two workers, a 1.5-minute tune of half-minute trials: it follows to the end, each trial's
     budget fits in what was left of the tune, and the result is a trial with a best
     checkpoint, the lowest best held-out loss of them all."""
-    server, worker = stack
-    worker("a").start()
-    worker("b").start()
-    r = server.client()
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(make_corpus(seed=2, words=6000))
+    server, r, corpus = two_workers(stack, tmp_path)
     f = tune_file(tmp_path, corpus)
     p = run_cli("tune", "-f", f, "--minutes", "1.5", "--trial-minutes", "0.5", "--seed", "3",
                 "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
@@ -407,12 +412,7 @@ def test_a_tunes_recipe_trial_runs_the_whole_budget_beside_the_search(stack, tmp
     """Two workers, a 1.5-minute tune with the default space: the 2min recipe trains on one
     for the whole budget and is never stopped early; the other runs searched trials one after
     another; the result is the lowest best held-out loss of them all, the recipe's included."""
-    server, worker = stack
-    worker("a").start()
-    worker("b").start()
-    r = server.client()
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(make_corpus(seed=2, words=6000))
+    server, r, corpus = two_workers(stack, tmp_path)
     p = run_cli("tune", "--corpus", str(corpus), "--minutes", "1.5", "--trial-minutes", "0.5",
                 "--seed", "3", "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
     assert p.returncode == 0, p.stderr

@@ -210,19 +210,23 @@ def trial_spec(sweep: dict, sha: str, number: int, params: dict, now: float) -> 
         if es
         else None
     )
-    name = spec.get("name") or "tune"
+    return _trial(sweep, sha, f"#{number}", {**spec["fixed"], **params}, rungs, minutes)
+
+
+def _trial(sweep: dict, sha: str, label: str, values: dict, rungs, minutes: float) -> JobSpec:
+    spec = sweep["spec"]
     return JobSpec(
         corpus_sha256=sha,
-        config=Config.from_dict({**spec["fixed"], **params}),
+        config=Config.from_dict(values),
         total_iterations=None,
         corpus=spec["corpus"][0],
-        name=f"{name} #{number}",
+        name=f"{spec.get('name') or 'tune'} {label}",
         tags=tuple(spec.get("tags") or ()) + (keys.sweep_tag(sweep["sweep_id"]),),
         checkpoint_every=spec.get("checkpoint_every") or 1000,
         sweep_id=sweep["sweep_id"],
         rungs=rungs,
         minutes=minutes,
-        deadline=t.get("deadline"),
+        deadline=spec["tune"].get("deadline"),
     )
 
 
@@ -231,27 +235,15 @@ def recipe_trial_spec(sweep: dict, sha: str, now: float) -> JobSpec | None:
     trained for the whole budget, outside ASHA and outside the study. Hyperband's last bracket
     does the same, one configuration at full resource with no early stop: the tune is then
     never worse than the recipe alone, and the other slots search for better (None: no time)."""
-    spec, t = sweep["spec"], sweep["spec"]["tune"]
+    t = sweep["spec"]["tune"]
     rt = t.get("recipe_trial")
     if not rt or t.get("deadline") is None:
         return None
     left = (t["deadline"] - now) / 60.0
     if left * 60 < MIN_TRIAL_SECONDS:
         return None
-    name = spec.get("name") or "tune"
-    return JobSpec(
-        corpus_sha256=sha,
-        config=Config.from_dict(rt["values"]),
-        total_iterations=None,
-        corpus=spec["corpus"][0],
-        name=f"{name} #0 ({rt['recipe']} recipe)",
-        tags=tuple(spec.get("tags") or ()) + (keys.sweep_tag(sweep["sweep_id"]),),
-        checkpoint_every=spec.get("checkpoint_every") or 1000,
-        sweep_id=sweep["sweep_id"],
-        rungs=None,
-        minutes=min(float(t["minutes"]), left),
-        deadline=t["deadline"],
-    )
+    label = f"#0 ({rt['recipe']} recipe)"
+    return _trial(sweep, sha, label, rt["values"], None, min(float(t["minutes"]), left))
 
 
 def redis_now(r: redis.Redis) -> float:
