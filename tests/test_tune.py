@@ -121,25 +121,21 @@ def assert_each_trial_once(r, tune_id, parallel: int):
     assert all(starts(r, j) == 1 for j in ids)
 
 
-def two_workers(stack, tmp_path):
-    """Workers a and b on the stack's server, and a corpus: (server, client, corpus path)."""
+@pytest.mark.slow
+def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
+    """Two workers, a 1.5-minute tune of half-minute trials in the default space: the 2min
+    recipe trains on one worker for the whole budget, never stopped early; the other runs
+    searched trials one after another. It follows to the end, each trial's budget fits in what
+    was left of the tune, and the result is a trial with a best checkpoint, the lowest best
+    held-out loss of them all, the recipe trial's included."""
     server, worker = stack
     worker("a").start()
     worker("b").start()
+    r = server.client()
     corpus = tmp_path / "c.txt"
     corpus.write_text(make_corpus(seed=2, words=6000))
-    return server, server.client(), corpus
-
-
-@pytest.mark.slow
-def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
-    """Two workers, a 1.5-minute tune of half-minute trials: it follows to the end, each trial's
-    budget fits in what was left of the tune, and the result is a trial with a best
-    checkpoint, the lowest best held-out loss of them all."""
-    server, r, corpus = two_workers(stack, tmp_path)
-    f = tune_file(tmp_path, corpus)
-    p = run_cli("tune", "-f", f, "--minutes", "1.5", "--trial-minutes", "0.5", "--seed", "3",
-                "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
+    p = run_cli("tune", "--corpus", str(corpus), "--minutes", "1.5", "--trial-minutes", "0.5",
+                "--seed", "3", "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     tune_id, best = out["tune_id"], out["best"]
@@ -151,9 +147,13 @@ def test_a_short_tune_ends_on_time_with_a_best_checkpoint(stack, tmp_path):
         spec = JobSpec.from_json(r.hget(keys.job(j), "spec"))
         created = float(r.hget(keys.job(j), "submitted_at"))
         assert spec.minutes is not None and created + 60 * spec.minutes <= deadline + 1
+    recipe = JobSpec.from_json(r.hget(keys.job(ids[0]), "spec"))
+    assert recipe.name.endswith("(2min recipe)") and recipe.budget is not None
+    assert recipe.budget["minutes"] > 1.3  # settled from (nearly) the whole budget
+    assert r.hget(keys.job(ids[0]), "status") == b"succeeded"
     assert r.exists(keys.checkpoint(best["job_id"], "best"))
-    losses = [float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))]
-    assert best["best_val_loss"] == min(losses)
+    losses = {j: float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))}
+    assert ids[0] in losses and best["best_val_loss"] == min(losses.values())
     assert_each_trial_once(r, tune_id, 2)
     status = json.loads(run_cli("status", tune_id, "--json", url=server.url()).stdout)
     assert len(status["jobs"]) == len(ids)  # the tune's id is a sweep's
@@ -405,27 +405,6 @@ def test_no_recipe_trial_without_a_time_budget_a_spare_slot_and_the_default_spac
     assert all(s.rungs is not None and "recipe" not in s.name for s in created_trials(wr, out))
     spec = json.loads(wr.hget(keys.sweep(out["tune_id"]), "spec"))
     assert spec["tune"]["recipe_trial"] is None
-
-
-@pytest.mark.slow
-def test_a_tunes_recipe_trial_runs_the_whole_budget_beside_the_search(stack, tmp_path):
-    """Two workers, a 1.5-minute tune with the default space: the 2min recipe trains on one
-    for the whole budget and is never stopped early; the other runs searched trials one after
-    another; the result is the lowest best held-out loss of them all, the recipe's included."""
-    server, r, corpus = two_workers(stack, tmp_path)
-    p = run_cli("tune", "--corpus", str(corpus), "--minutes", "1.5", "--trial-minutes", "0.5",
-                "--seed", "3", "--wait", "--json", url=server.url(), timeout=400)  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
-    ids = trials_of(r, out["tune_id"])
-    recipe = JobSpec.from_json(r.hget(keys.job(ids[0]), "spec"))
-    assert recipe.name.endswith("(2min recipe)") and recipe.budget is not None
-    assert recipe.budget["minutes"] > 1.3  # settled from (nearly) the whole budget
-    assert r.hget(keys.job(ids[0]), "status") == b"succeeded"
-    assert len(ids) > 2  # the other slot searched
-    losses = {j: float(v) for j in ids if (v := r.hget(keys.job(j), "best_val_loss"))}
-    assert ids[0] in losses and out["best"]["best_val_loss"] == min(losses.values())
-    assert_each_trial_once(r, out["tune_id"], 2)
 
 
 def test_a_tune_runs_as_many_trials_at_once_as_the_pool_has_slots(workerless_server, wr, tmp_path):
