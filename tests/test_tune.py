@@ -431,3 +431,20 @@ def test_a_tune_runs_as_many_trials_at_once_as_the_pool_has_slots(workerless_ser
     p = run_cli("tune", "-f", tune_file(tmp_path, corpus, parallel="x"), "--minutes", "12",
                 url=url)  # fmt: skip
     assert p.returncode == 2 and "parallel" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def test_no_searched_trial_starts_with_less_than_a_third_of_its_length_left():
+    """Clipped to less, a trial would be stopped at its first rung for being short (or fail to
+    pass its warm-up); the recipe trial, made at the tune's start, is clipped as before."""
+    sweep = {"sweep_id": "s", "job_ids": [], "spec": {
+        "corpus": ["c"], "fixed": {}, "space": {}, "early_stop": None,
+        "tune": {"trial_minutes": 9.0, "deadline": 1000.0, "minutes": 30.0,
+                 "recipe_trial": {"recipe": "10min", "values": {"hidden_size": 8}}}}}  # fmt: skip
+    assert advance.trial_spec(sweep, "a" * 64, 5, {}, now=1000 - 60 * 9.5).minutes == 9.0
+    assert advance.trial_spec(sweep, "a" * 64, 5, {}, now=1000 - 60 * 3.1).minutes == pytest.approx(
+        3.1
+    )
+    assert advance.trial_spec(sweep, "a" * 64, 5, {}, now=1000 - 60 * 2.9) is None
+    assert advance.recipe_trial_spec(sweep, "a" * 64, now=1000 - 60 * 2.9).minutes == pytest.approx(
+        2.9
+    )

@@ -39,6 +39,12 @@ log = logging.getLogger("charrnn.tune")
 SEARCH = "tpe"
 MIN_TRIAL_SECONDS = 20.0
 """No trial is started with less time left than this: the probe alone takes a few seconds."""
+MIN_SHARE_LEFT = 1 / 3
+"""A searched trial starts only with this share of a full trial's length left before the tune's
+end: clipped shorter, its rungs come so early that ASHA stops it for being short, not bad, and a
+big point's minute or two buys too few steps to pass its warm-up (a 30-minute tune on
+tinyshakespeare: its trials clipped to 1.3-1.7 minutes failed so, those of 3 to 77 steps were
+stopped). Its slot stays free for the pool meanwhile."""
 CANCELLED = "cancel_requested"
 """A field of the tune's sweep record: set by `cancel`, after which no trial is added."""
 TRIES = 20
@@ -199,7 +205,7 @@ def trial_spec(sweep: dict, sha: str, number: int, params: dict, now: float) -> 
     minutes = float(t["trial_minutes"])
     if t.get("deadline") is not None:
         left = (t["deadline"] - now) / 60.0
-        if left * 60 < MIN_TRIAL_SECONDS:
+        if left * 60 < max(MIN_TRIAL_SECONDS, 60 * minutes * MIN_SHARE_LEFT):
             return None
         minutes = min(minutes, left)
     elif number >= int(t["trials"]):
