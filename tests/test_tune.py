@@ -337,11 +337,11 @@ def test_a_tune_runs_with_the_roles_own_rights(tmp_path):
 
 
 # --- the recipe trial: one slot trains the recipe for the budget, the others search -----------
-def test_the_recipe_for_a_budget_is_the_longest_that_fits():
+def test_the_recipe_for_a_budget_is_the_nearest_on_a_log_scale():
     from charrnn import recipes
 
-    assert [recipes.for_budget(m).name for m in (0.5, 2, 9.9, 10, 30, 60, 600)] == [
-        "2min", "2min", "2min", "10min", "10min", "60min", "60min"
+    assert [recipes.for_budget(m).name for m in (0.5, 2, 4.4, 4.5, 10, 24, 25, 30, 600)] == [
+        "2min", "2min", "2min", "10min", "10min", "10min", "60min", "60min", "60min"
     ]  # fmt: skip
 
 
