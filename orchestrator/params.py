@@ -275,7 +275,7 @@ TUNE_OPTIONS = (
         default=True,
         show_default=True,
         help="With --minutes and the default space: one slot trains the recipe for the budget "
-        "for the whole budget, the others search.",
+        "from start to end while the others search.",
     ),
     click.option("--name", default=None, help="A name for the tune."),
     click.option("--tag", "tags", multiple=True, help="A tag for its trials (repeatable)."),

@@ -20,6 +20,7 @@ from worker import tune as advance
 from worker.app import client_app
 from worker.errors import JobTooLarge, NoCheckpoint
 from worker.lease import retrying
+from worker.limits import check_fits
 from worker.spec import SpecError
 from worker.store import JobStore, new_job_id
 
@@ -93,7 +94,8 @@ def plan(
         raise BadInput("give the tune a budget: --minutes M or --trials N (one of them)")
     corpus = corpus or _one_corpus(file.get("corpus"))
     text, fixed = _read(corpus, file.get("fixed") or {})
-    n_train = len(prepare(text, fixed.get("val_fraction", 0.1), 1)[1])
+    vocab, train, _ = prepare(text, fixed.get("val_fraction", 0.1), 1)
+    n_train = len(train)
     if fixed.get("val_fraction", 0.1) <= 0 or n_train < 2:
         raise BadInput(f"corpus {corpus} is too small to split into training and held-out text")
     parallel = parallel or _parallel(file.get("parallel"))
@@ -132,7 +134,9 @@ def plan(
             "sampler": sampler,
             "corpus_sha256": corpus_sha256(text),
             "recipe_trial": (
-                _recipe_trial(corpus, file, minutes) if with_recipe and minutes else None
+                _recipe_trial(file, minutes, vocab.size, len(text))
+                if with_recipe and minutes
+                else None
             ),
         },
     }
@@ -164,7 +168,7 @@ def _trial_minutes(minutes: float | None, given: float | None, parallel: int) ->
     return trial
 
 
-def _recipe_trial(corpus: str, file: dict, minutes: float) -> dict | None:
+def _recipe_trial(file: dict, minutes: float, vocab_size: int, chars: int) -> dict | None:
     """The recipe for the budget, the user's fixed values over it; None when it does not fit
     the pool's limits (the tune then searches with every slot)."""
     r = recipes.for_budget(minutes)
@@ -172,9 +176,8 @@ def _recipe_trial(corpus: str, file: dict, minutes: float) -> dict | None:
              for k, v in (file.get("fixed") or {}).items()}  # fmt: skip
     values = {**tunespace.FIXED, **r.values, **given}
     try:
-        Config.from_dict(values)
-        jobs.validate(corpus, [{**values, "iterations": 10**6}])
-    except (CharRNNError, JobTooLarge, BadInput):
+        check_fits(Config.from_dict(values), vocab_size, chars)  # the corpus read once, above
+    except (CharRNNError, JobTooLarge):
         return None
     return {"recipe": r.name, "values": values}
 
